@@ -1,0 +1,271 @@
+// Package store keeps changecast's orders and messages and the ordered log of
+// their changes. It has two backends with the same behaviour: an embedded one
+// on bbolt (the default, one process, one data directory) and a MongoDB one
+// (many processes over one replica set, following its change stream).
+//
+// Positions in the change log are opaque printable ASCII strings (no CR, LF or
+// NUL, at most 512 bytes). Within one deployment they order bytewise like the
+// log, so strings.Compare tells which of two changes came first. A position is
+// what changecast sends as an SSE event id.
+//
+// This package is the only one that imports a database driver.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Order statuses. An order moves placed → preparing → out_for_delivery →
+// delivered; placed or preparing may move to cancelled.
+const (
+	StatusPlaced         = "placed"
+	StatusPreparing      = "preparing"
+	StatusOutForDelivery = "out_for_delivery"
+	StatusDelivered      = "delivered"
+	StatusCancelled      = "cancelled"
+)
+
+// Change operations, named as MongoDB names them.
+const (
+	OpInsert  = "insert"
+	OpUpdate  = "update"
+	OpReplace = "replace"
+	OpDelete  = "delete"
+)
+
+// Limits on what a client may store.
+const (
+	// MaxTextLen is the longest message text, in characters.
+	MaxTextLen = 4000
+	// MaxItems is the largest number of line items in one order.
+	MaxItems = 100
+	// MaxQty is the largest quantity of one line item.
+	MaxQty = 1000
+	// MaxNameLen is the longest customer, author or SKU, in bytes.
+	MaxNameLen = 128
+	// SnapshotMessages is how many of a room's latest messages a snapshot holds.
+	SnapshotMessages = 50
+	// MaxListLimit is the largest page ListMessages returns.
+	MaxListLimit = 200
+)
+
+// Errors returned by both backends. Callers test them with errors.Is.
+var (
+	// ErrNotFound means the order does not exist (a malformed id is not found too).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means the status transition is not allowed.
+	ErrConflict = errors.New("invalid status transition")
+	// ErrVersionMismatch means the caller's expected version is not the current one.
+	ErrVersionMismatch = errors.New("version mismatch")
+	// ErrInvalid means a field failed validation; the wrapped message names it.
+	ErrInvalid = errors.New("invalid input")
+	// ErrHistoryLost means a position is older than what the log retains.
+	ErrHistoryLost = errors.New("change history lost")
+	// ErrInvalidPosition means a position is malformed, unknown or from another deployment.
+	ErrInvalidPosition = errors.New("invalid position")
+	// ErrClosed means the store has been closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Item is one line of an order.
+type Item struct {
+	SKU string `json:"sku" bson:"sku"`
+	Qty int    `json:"qty" bson:"qty"`
+}
+
+// Order is a food-delivery order. ID is 24 hex characters; Version starts at 1
+// and grows by one per change.
+type Order struct {
+	ID        string    `json:"id" bson:"-"`
+	Customer  string    `json:"customer" bson:"customer"`
+	Items     []Item    `json:"items" bson:"items"`
+	Status    string    `json:"status" bson:"status"`
+	Version   int64     `json:"version" bson:"version"`
+	CreatedAt time.Time `json:"createdAt" bson:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt" bson:"updatedAt"`
+}
+
+// Message is a chat message in a room. ID is 24 hex characters; within a
+// room, ids order like the messages were written.
+type Message struct {
+	ID        string    `json:"id" bson:"-"`
+	Room      string    `json:"room" bson:"room"`
+	Author    string    `json:"author" bson:"author"`
+	Text      string    `json:"text" bson:"text"`
+	CreatedAt time.Time `json:"createdAt" bson:"createdAt"`
+}
+
+// Change is one committed write, read from the change log.
+type Change struct {
+	// Pos is the change's position in the log (the SSE event id).
+	Pos string
+	// Topic is "orders/<id>" or "rooms/<room>".
+	Topic string
+	// Op is one of OpInsert, OpUpdate, OpReplace, OpDelete.
+	Op string
+	// Order is the order after the change, for order topics. For a delete
+	// only its ID is set.
+	Order *Order
+	// Message is the message, for room topics.
+	Message *Message
+	// Time is when the change was committed.
+	Time time.Time
+}
+
+// Batch is a run of changes from the log in order, with the position the
+// feed has reached after them.
+type Batch struct {
+	// Changes are in log order; may be empty.
+	Changes []Change
+	// Checkpoint is a position at or after the last change in the batch: the
+	// feed has seen everything up to it. Never empty.
+	Checkpoint string
+}
+
+// Snapshot is the current state of one topic.
+type Snapshot struct {
+	Topic string
+	// Order is set for an order topic; nil if the order does not exist.
+	Order *Order
+	// Messages are a room's last SnapshotMessages messages, oldest first.
+	Messages []Message
+}
+
+// Topic prefixes.
+const (
+	OrderTopicPrefix = "orders/"
+	RoomTopicPrefix  = "rooms/"
+)
+
+// OrderTopic returns the topic of an order.
+func OrderTopic(id string) string { return OrderTopicPrefix + id }
+
+// RoomTopic returns the topic of a room.
+func RoomTopic(room string) string { return RoomTopicPrefix + room }
+
+var (
+	roomRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	orderIDRE = regexp.MustCompile(`^[0-9a-f]{24}$`)
+)
+
+// ValidRoom reports whether room is a valid room name.
+func ValidRoom(room string) bool { return roomRE.MatchString(room) }
+
+// ValidOrderID reports whether id has the shape of an order id (24 lower-case hex characters).
+func ValidOrderID(id string) bool { return orderIDRE.MatchString(id) }
+
+// ParseTopic splits a topic into its kind ("orders" or "rooms") and key, and
+// reports whether it is well formed.
+func ParseTopic(topic string) (kind, key string, ok bool) {
+	switch {
+	case strings.HasPrefix(topic, OrderTopicPrefix):
+		key = topic[len(OrderTopicPrefix):]
+		return "orders", key, ValidOrderID(key)
+	case strings.HasPrefix(topic, RoomTopicPrefix):
+		key = topic[len(RoomTopicPrefix):]
+		return "rooms", key, ValidRoom(key)
+	}
+	return "", "", false
+}
+
+var transitions = map[string][]string{
+	StatusPlaced:         {StatusPreparing, StatusCancelled},
+	StatusPreparing:      {StatusOutForDelivery, StatusCancelled},
+	StatusOutForDelivery: {StatusDelivered},
+}
+
+// ValidStatus reports whether s is a known order status.
+func ValidStatus(s string) bool {
+	switch s {
+	case StatusPlaced, StatusPreparing, StatusOutForDelivery, StatusDelivered, StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// CanTransition reports whether an order may move from status from to status to.
+func CanTransition(from, to string) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckTransition returns nil if an order may move from status from to
+// status to, an error wrapping ErrInvalid for an unknown status, and one
+// wrapping ErrConflict otherwise.
+func CheckTransition(from, to string) error {
+	if !ValidStatus(to) {
+		return fmt.Errorf("status %q: %w", to, ErrInvalid)
+	}
+	if !CanTransition(from, to) {
+		return fmt.Errorf("%s to %s: %w", from, to, ErrConflict)
+	}
+	return nil
+}
+
+func validName(field, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s is required: %w", field, ErrInvalid)
+	}
+	if len(s) > MaxNameLen {
+		return fmt.Errorf("%s is longer than %d bytes: %w", field, MaxNameLen, ErrInvalid)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8: %w", field, ErrInvalid)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s has a control character: %w", field, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// ValidateOrder checks a new order's fields. It returns an error wrapping
+// ErrInvalid that names the first bad field.
+func ValidateOrder(customer string, items []Item) error {
+	if err := validName("customer", customer); err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		return fmt.Errorf("items must not be empty: %w", ErrInvalid)
+	}
+	if len(items) > MaxItems {
+		return fmt.Errorf("more than %d items: %w", MaxItems, ErrInvalid)
+	}
+	for i, it := range items {
+		if err := validName(fmt.Sprintf("items[%d].sku", i), it.SKU); err != nil {
+			return err
+		}
+		if it.Qty < 1 || it.Qty > MaxQty {
+			return fmt.Errorf("items[%d].qty must be 1 to %d: %w", i, MaxQty, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// ValidateMessage checks a new message's fields. It returns an error wrapping
+// ErrInvalid that names the first bad field.
+func ValidateMessage(room, author, text string) error {
+	if !ValidRoom(room) {
+		return fmt.Errorf("room must match %s: %w", roomRE, ErrInvalid)
+	}
+	if err := validName("author", author); err != nil {
+		return err
+	}
+	if !utf8.ValidString(text) {
+		return fmt.Errorf("text is not valid UTF-8: %w", ErrInvalid)
+	}
+	if n := utf8.RuneCountInString(text); n < 1 || n > MaxTextLen {
+		return fmt.Errorf("text must be 1 to %d characters: %w", MaxTextLen, ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a Source returns, tested with errors.Is.
+var (
+	// ErrHistoryLost means a position is older than the log retains.
+	ErrHistoryLost = errors.New("history lost")
+	// ErrInvalidPosition means a position is malformed, unknown or from
+	// another deployment.
+	ErrInvalidPosition = errors.New("invalid position")
+)
+
+// Event is one change as the stream sees it: a position, a topic, an SSE
+// event name and a JSON payload. Events are immutable once made.
+type Event struct {
+	// ID is the change's position in the log; positions of one deployment
+	// order bytewise like the log.
+	ID string
+	// Topic is "orders/<id>" or "rooms/<room>".
+	Topic string
+	// Name is the SSE event name: "order", "message" or "snapshot".
+	Name string
+	// Data is the JSON payload, one line, carrying "topic".
+	Data []byte
+	// Time is when the change was committed (zero for snapshots).
+	Time time.Time
+}
+
+// Batch is a run of events from the feed in log order.
+type Batch struct {
+	// Events are in log order; may be empty.
+	Events []Event
+	// Checkpoint is the position the feed has reached: at or after the last
+	// event. Never empty.
+	Checkpoint string
+}
+
+// Source is the database's change log as the multiplexer uses it. A
+// Source is safe for concurrent use.
+type Source interface {
+	// Head returns the position of the newest change in the log (or the
+	// position of an empty log).
+	Head(ctx context.Context) (string, error)
+	// Follow calls fn with every change after position after, in log
+	// order, until ctx ends (then it returns ctx.Err()) or fn or the feed
+	// fails. It first calls fn with an empty batch whose checkpoint is
+	// after, once the feed is established. It returns an error wrapping
+	// ErrHistoryLost or ErrInvalidPosition when it cannot follow from after.
+	Follow(ctx context.Context, after string, fn func(Batch) error) error
+	// CatchUp calls fn, in log order, with each change on one of topics
+	// whose position p has after < p <= until. It returns an error wrapping
+	// ErrHistoryLost or ErrInvalidPosition when after cannot be resumed.
+	CatchUp(ctx context.Context, topics []string, after, until string, fn func(Event) error) error
+	// Snapshot returns one "snapshot" event per topic, in the order given,
+	// and the position they reflect: each holds every change up to that
+	// position and none after it.
+	Snapshot(ctx context.Context, topics []string) ([]Event, string, error)
+	// CheckPosition returns an error wrapping ErrInvalidPosition if pos is
+	// not a position this deployment could have made. It does not check
+	// whether the history is still retained.
+	CheckPosition(pos string) error
+}
