@@ -217,9 +217,11 @@
     stream.probe = ctrl;
     let status = 0;
     let message = "";
+    let retryAfterMs = 0;
     try {
       const res = await fetch(streamURL(list), { headers: authHeaders(), signal: ctrl.signal, cache: "no-store" });
       status = res.status;
+      retryAfterMs = 1000 * (Number(res.headers.get("Retry-After")) || 0);
       if (!res.ok) message = await errorText(res);
     } catch {
       status = 0; // network error or aborted
@@ -238,14 +240,16 @@
       notice(`The server refused the live feed (${status}${message ? ": " + message : ""}). Change the room or the tracked orders to try again.`, "error");
       return;
     }
-    scheduleRetry();
+    scheduleRetry(Math.min(retryAfterMs, BACKOFF_CAP_MS));
   }
 
-  function scheduleRetry() {
+  // scheduleRetry recreates the EventSource after an exponential, jittered
+  // delay (at least minMs, as a Retry-After asked).
+  function scheduleRetry(minMs) {
     clearTimeout(stream.retryTimer);
     stream.attempt++;
     const cap = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (stream.attempt - 1));
-    const delay = Math.round(cap / 2 + Math.random() * (cap / 2));
+    const delay = Math.max(minMs || 0, Math.round(cap / 2 + Math.random() * (cap / 2)));
     setConn("offline", delay);
     stream.retryTimer = setTimeout(() => {
       stream.retryTimer = 0;
@@ -264,6 +268,8 @@
 
   // ---- events ----
 
+  let lastResetNotice = 0;
+
   function handleEvent(name, e) {
     state.events++;
     el.eventCount.textContent = String(state.events);
@@ -273,34 +279,36 @@
     try {
       data = JSON.parse(e.data);
     } catch {
-      logEvent(name, e.lastEventId, "", "", "unreadable data");
+      logEvent(name, e.lastEventId, "", "", "unreadable data", "");
       return;
     }
     if (!data || typeof data !== "object") data = {};
     const topic = typeof data.topic === "string" ? data.topic : "";
     switch (name) {
       case "snapshot":
-        logEvent(name, e.lastEventId, topic, snapshotKey(data), applySnapshot(data));
+        logEvent(name, e.lastEventId, topic, snapshotKey(data), applySnapshot(data), "");
         break;
       case "reset":
-        logEvent(name, e.lastEventId, topic, String(data.reason || ""), "");
-        notice(resetText(data), "warn");
+        logEvent(name, e.lastEventId, topic, String(data.reason || ""), "", "");
+        // One notice for the resets of all topics of a connection.
+        if (Date.now() - lastResetNotice > 2000) notice(resetText(data), "warn");
+        lastResetNotice = Date.now();
         break;
       case "expired":
-        logEvent(name, e.lastEventId, topic, "", "");
+        logEvent(name, e.lastEventId, topic, "", "", "");
         stop();
         askForToken("Your access token has expired. Enter a new one to continue.");
         break;
       case "order": {
         const dup = checkDuplicate(name, e.lastEventId, topic);
         const o = data.order || {};
-        logEvent(name, e.lastEventId, topic, "v" + (o.version ?? "?") + " " + (o.status || data.op || ""), dup || applyOrder(o, data.op));
+        logEvent(name, e.lastEventId, topic, "v" + (o.version ?? "?") + " " + (o.status || data.op || ""), dup || applyOrder(o, data.op), "");
         break;
       }
       case "message": {
         const dup = checkDuplicate(name, e.lastEventId, topic);
         const m = data.message || {};
-        logEvent(name, e.lastEventId, topic, String(m.id || ""), dup || applyMessage(m));
+        logEvent(name, e.lastEventId, topic, String(m.id || ""), dup || applyMessage(m), `${m.author || "?"}: ${m.text || ""}`);
         break;
       }
     }
@@ -925,7 +933,10 @@
     scrollToBottom();
   }
 
-  function logEvent(name, id, topic, detail, note) {
+  // logEvent adds an entry to the event log. detail identifies the event
+  // (order version and status, message id) in data-detail; shown, when
+  // set, is displayed in its place.
+  function logEvent(name, id, topic, detail, note, shown) {
     const li = make("li", "log-entry");
     li.dataset.event = name;
     li.dataset.id = id || "";
@@ -939,7 +950,7 @@
       make("span", "log-time", timeFormat.format(new Date())),
       make("span", "log-name", name),
       make("span", "log-topic", topic),
-      make("span", "log-detail", detail + (note ? ` (${note})` : "")),
+      make("span", "log-detail", (shown || detail) + (note ? ` (${note})` : "")),
     );
     if (id) li.title = "id " + id;
     el.eventLog.prepend(li);
