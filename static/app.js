@@ -204,6 +204,8 @@
   function stop() {
     clearTimeout(stream.retryTimer);
     stream.retryTimer = 0;
+    if (stream.probe) stream.probe.abort();
+    stream.probe = null;
     if (stream.es) stream.es.close();
     stream.es = null;
     stream.stopped = true;
@@ -326,14 +328,14 @@
   }
 
   function resetText(data) {
-    const why = data.reason === "history-lost" ? "the history since the last event is no longer kept"
-      : data.reason === "invalid-id" ? "the last event id is not one this server knows"
-        : "it could not resume";
-    return `The server started over because ${why}. Showing the current state; changes in between may have been summarised.`;
+    const why = data.reason === "history-lost" ? "the server no longer keeps the changes since the last event this tab saw"
+      : data.reason === "invalid-id" ? "the server does not know the last event this tab saw"
+        : "the server could not resume it";
+    return `The live feed started over because ${why}. The page now shows the current state; steps in between are not in the timeline.`;
   }
 
   function snapshotKey(data) {
-    if (Array.isArray(data.messages)) return data.messages.length + " messages";
+    if (Array.isArray(data.messages)) return data.messages.length + (data.messages.length === 1 ? " message" : " messages");
     if (data.order) return "v" + data.order.version + " " + data.order.status;
     return "not found";
   }
