@@ -1,0 +1,14 @@
+// Package stream carries changes from one upstream change feed to many
+// Server-Sent Events responses.
+//
+// A Multiplexer follows the database's change log through a Source (one
+// feed per process), keeps the most recent events of each topic in memory,
+// and hands every event to the subscribers of its topic without blocking:
+// each subscriber has a bounded queue, and one whose queue is full is
+// disconnected (it reconnects with its Last-Event-ID and catches up). A
+// client that resumes from an older position is caught up from memory or
+// from the Source's log, then handed over to the live feed with no gap and
+// no duplicate. Serve writes the whole SSE response.
+//
+// The package imports neither a database driver nor a web framework.
+package stream

@@ -1,0 +1,163 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+)
+
+// fakeSource is an in-memory change log with positions "%016x" of a
+// sequence number, history that can be pruned, and a live feed.
+type fakeSource struct {
+	mu       sync.Mutex
+	log      []Event
+	pruned   int // events with seq <= pruned are gone
+	notify   chan struct{}
+	catchUps int
+	follows  int
+}
+
+func newFakeSource() *fakeSource { return &fakeSource{notify: make(chan struct{})} }
+
+func fakePos(seq int) string { return fmt.Sprintf("%016x", seq) }
+
+func fakeSeq(pos string) (int, bool) {
+	if len(pos) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(pos, 16, 64)
+	return int(n), err == nil
+}
+
+// add appends an event on topic and wakes followers.
+func (f *fakeSource) add(topic, text string) Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seq := len(f.log) + 1
+	data, _ := json.Marshal(map[string]any{"topic": topic, "text": text, "seq": seq})
+	ev := Event{ID: fakePos(seq), Topic: topic, Name: "message", Data: data}
+	f.log = append(f.log, ev)
+	close(f.notify)
+	f.notify = make(chan struct{})
+	return ev
+}
+
+// prune forgets every event up to seq.
+func (f *fakeSource) prune(seq int) {
+	f.mu.Lock()
+	f.pruned = max(f.pruned, seq)
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *fakeSource) Head(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fakePos(len(f.log)), nil
+}
+
+func (f *fakeSource) check(pos string) (int, error) {
+	seq, ok := fakeSeq(pos)
+	if !ok || seq > len(f.log) {
+		return 0, fmt.Errorf("position %q: %w", pos, ErrInvalidPosition)
+	}
+	if seq < f.pruned {
+		return 0, fmt.Errorf("position %q: %w", pos, ErrHistoryLost)
+	}
+	return seq, nil
+}
+
+func (f *fakeSource) Follow(ctx context.Context, after string, fn func(Batch) error) error {
+	f.mu.Lock()
+	f.follows++
+	seq, err := f.check(after)
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := fn(Batch{Checkpoint: after}); err != nil {
+		return err
+	}
+	for {
+		f.mu.Lock()
+		if seq < f.pruned {
+			f.mu.Unlock()
+			return fmt.Errorf("feed at %d: %w", seq, ErrHistoryLost)
+		}
+		evs := slices.Clone(f.log[seq:])
+		wait := f.notify
+		f.mu.Unlock()
+		if len(evs) > 0 {
+			seq += len(evs)
+			if err := fn(Batch{Events: evs, Checkpoint: fakePos(seq)}); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wait:
+		}
+	}
+}
+
+func (f *fakeSource) CatchUp(ctx context.Context, topics []string, after, until string, fn func(Event) error) error {
+	f.mu.Lock()
+	f.catchUps++
+	seq, err := f.check(after)
+	hi, _ := fakeSeq(until)
+	evs := slices.Clone(f.log[seq:min(hi, len(f.log))])
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		if slices.Contains(topics, ev.Topic) {
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// Snapshot's data counts the topic's events up to its position, so a test
+// can tell whether snapshot and live events line up.
+func (f *fakeSource) Snapshot(_ context.Context, topics []string) ([]Event, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	pos := fakePos(len(f.log))
+	var out []Event
+	for _, t := range topics {
+		n := 0
+		for _, ev := range f.log {
+			if ev.Topic == t {
+				n++
+			}
+		}
+		data, _ := json.Marshal(map[string]any{"topic": t, "count": n})
+		out = append(out, Event{ID: pos, Topic: t, Name: "snapshot", Data: data})
+	}
+	return out, pos, nil
+}
+
+func (f *fakeSource) CheckPosition(pos string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, err := f.check(pos)
+	if err != nil && !isInvalid(err) {
+		return nil // history is not CheckPosition's business
+	}
+	return err
+}
+
+func (f *fakeSource) catchUpCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.catchUps
+}
