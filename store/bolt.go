@@ -1,0 +1,687 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Defaults for the zero fields of BoltOptions.
+const (
+	boltDefaultRetainCount   = 1_000_000
+	boltDefaultRetainAge     = 7 * 24 * time.Hour
+	boltDefaultPruneInterval = time.Minute
+)
+
+const (
+	// boltFileName is the database file inside the data directory.
+	boltFileName = "changecast.db"
+	// boltFormat is the on-disk layout version kept in the meta bucket.
+	boltFormat = 1
+	// boltOpenTimeout bounds the wait for the file lock, so a second process
+	// on the same data directory fails at once instead of hanging.
+	boltOpenTimeout = time.Second
+	// boltQueueSize is how many writes may wait for the committer. It is
+	// well above the number of requests one process writes at once, so a
+	// writer practically never waits to enqueue; it also caps one group.
+	boltQueueSize = 1024
+)
+
+// Buckets and meta keys.
+var (
+	boltMetaBucket    = []byte("meta")
+	boltLogBucket     = []byte("log")    // uint64 seq, big-endian → boltRecord JSON
+	boltTopicBucket   = []byte("topics") // topic, 0x00, uint64 seq → empty
+	boltOrderBucket   = []byte("orders") // order id → Order JSON
+	boltMessageBucket = []byte("rooms")  // room, 0x00, message id → Message JSON
+
+	boltKeyFormat     = []byte("format")
+	boltKeyDeployment = []byte("deployment") // 8 hex characters, random, made with the database
+	boltKeySeq        = []byte("seq")        // newest sequence number in the log
+	boltKeyPruned     = []byte("pruned")     // every seq up to this one may be pruned
+	boltKeyClock      = []byte("clock")      // unix seconds of the newest id, never decreases
+)
+
+// boltErrNoChange rolls back a transaction that wrote nothing, sparing a
+// commit and its fsync.
+var boltErrNoChange = errors.New("no change")
+
+// BoltOptions configures an embedded store. The zero value of every field
+// selects its default.
+type BoltOptions struct {
+	// RetainCount is the most changes the log keeps: older ones are
+	// pruned. Default 1,000,000.
+	RetainCount int
+	// RetainAge is the longest the log keeps a change. A change is pruned
+	// once it is beyond either limit. Default 7 days.
+	RetainAge time.Duration
+	// PruneInterval is how often the log is pruned. Default 1 minute.
+	PruneInterval time.Duration
+	// Logger receives the pruner's reports. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Bolt is the embedded store: orders, messages and their change log in one
+// bbolt file. Concurrent writes are grouped into one transaction and one
+// fsync; a change is in the log exactly when its write committed. A Bolt is
+// safe for concurrent use. It owns two goroutines (the committer and the
+// pruner), which Close stops.
+type Bolt struct {
+	db         *bolt.DB
+	deployment string // 8 hex characters; the prefix of every position
+	log        *slog.Logger
+	opts       BoltOptions
+	now        func() time.Time
+
+	queue         chan *boltWrite
+	closing       chan struct{} // closed by Close
+	closeOnce     sync.Once
+	committerDone chan struct{} // closed when the committer has answered its last write
+	stopPruner    context.CancelFunc
+	wg            sync.WaitGroup
+
+	head    atomic.Uint64 // newest committed seq; may lag the database by one commit
+	commits atomic.Uint64 // write transactions the committer committed
+	taken   atomic.Int64  // writes the committer has taken from the queue
+
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced after every commit
+}
+
+// OpenBolt opens (creating if needed) the embedded store in directory dir,
+// in the file changecast.db, and starts its committer and pruner. Only one
+// process may have a directory open; another gets an error after a second.
+// The caller must Close the store.
+func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
+	return boltOpen(dir, opts, time.Now)
+}
+
+// boltOpen is OpenBolt with a clock, for tests.
+func boltOpen(dir string, opts BoltOptions, now func() time.Time) (*Bolt, error) {
+	if opts.RetainCount < 0 || opts.RetainAge < 0 || opts.PruneInterval < 0 {
+		return nil, fmt.Errorf("open store: negative retention option: %w", ErrInvalid)
+	}
+	if opts.RetainCount == 0 {
+		opts.RetainCount = boltDefaultRetainCount
+	}
+	if opts.RetainAge == 0 {
+		opts.RetainAge = boltDefaultRetainAge
+	}
+	if opts.PruneInterval == 0 {
+		opts.PruneInterval = boltDefaultPruneInterval
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	path := filepath.Join(dir, boltFileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: boltOpenTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: in use by another process: %w", path, err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	b := &Bolt{
+		db:            db,
+		log:           opts.Logger,
+		opts:          opts,
+		now:           now,
+		queue:         make(chan *boltWrite, boltQueueSize),
+		closing:       make(chan struct{}),
+		committerDone: make(chan struct{}),
+		notify:        make(chan struct{}),
+	}
+	var head uint64
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{boltMetaBucket, boltLogBucket, boltTopicBucket, boltOrderBucket, boltMessageBucket} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(boltMetaBucket)
+		if v := meta.Get(boltKeyFormat); v != nil {
+			if f := boltUint(v); f != boltFormat {
+				return fmt.Errorf("unsupported format %d (want %d)", f, boltFormat)
+			}
+		} else if err := meta.Put(boltKeyFormat, boltSeqKey(boltFormat)); err != nil {
+			return err
+		}
+		dep := meta.Get(boltKeyDeployment)
+		if dep == nil {
+			var r [4]byte
+			if _, err := rand.Read(r[:]); err != nil {
+				return err
+			}
+			dep = []byte(hex.EncodeToString(r[:]))
+			if err := meta.Put(boltKeyDeployment, dep); err != nil {
+				return err
+			}
+		}
+		if len(dep) != boltDeploymentLen || !boltIsHex(string(dep)) {
+			return fmt.Errorf("corrupt deployment id %q", dep)
+		}
+		b.deployment = string(dep)
+		head = boltUint(meta.Get(boltKeySeq))
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	b.head.Store(head)
+
+	pruneCtx, cancel := context.WithCancel(context.Background())
+	b.stopPruner = cancel
+	b.wg.Add(2)
+	go b.runCommitter()
+	go b.runPruner(pruneCtx)
+	return b, nil
+}
+
+// Close stops the committer and the pruner, waits for them, and closes the
+// database. Writes still queued fail with ErrClosed; a Follow in progress
+// returns ErrClosed. Calls after Close return errors wrapping ErrClosed.
+func (b *Bolt) Close() error {
+	err := fmt.Errorf("close store: %w", ErrClosed)
+	b.closeOnce.Do(func() {
+		close(b.closing)
+		b.stopPruner()
+		b.wg.Wait()
+		err = b.db.Close()
+		if err != nil {
+			err = fmt.Errorf("close store: %w", err)
+		}
+	})
+	return err
+}
+
+// isClosed reports whether Close has been called.
+func (b *Bolt) isClosed() bool {
+	select {
+	case <-b.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Ping returns nil if the database can be read, or an error (wrapping
+// ErrClosed after Close).
+func (b *Bolt) Ping(ctx context.Context) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		if tx.Bucket(boltMetaBucket) == nil {
+			return errors.New("meta bucket missing")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction, mapping a closed database to ErrClosed.
+func (b *Bolt) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// CreateOrder stores a new order for customer with status placed and
+// version 1, and logs an insert change. It returns an error wrapping
+// ErrInvalid if a field is bad.
+func (b *Bolt) CreateOrder(ctx context.Context, customer string, items []Item) (Order, error) {
+	if err := ValidateOrder(customer, items); err != nil {
+		return Order{}, fmt.Errorf("create order: %w", err)
+	}
+	items = slices.Clone(items)
+	var o Order
+	err := b.submit(ctx, func(t *boltTxn) error {
+		seq := t.alloc()
+		o = Order{
+			ID:        t.id(seq),
+			Customer:  customer,
+			Items:     items,
+			Status:    StatusPlaced,
+			Version:   1,
+			CreatedAt: t.now,
+			UpdatedAt: t.now,
+		}
+		t.putJSON(boltOrderBucket, []byte(o.ID), &o)
+		t.append(seq, &boltRecord{Topic: OrderTopic(o.ID), Op: OpInsert, Order: &o})
+		return nil
+	})
+	if err != nil {
+		return Order{}, fmt.Errorf("create order: %w", err)
+	}
+	return o, nil
+}
+
+// GetOrder returns the order with id, or an error wrapping ErrNotFound
+// (also for a malformed id).
+func (b *Bolt) GetOrder(ctx context.Context, id string) (Order, error) {
+	if !ValidOrderID(id) {
+		return Order{}, fmt.Errorf("get order %.40q: %w", id, ErrNotFound)
+	}
+	var o Order
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		o, err = boltGetOrder(tx, id)
+		return err
+	})
+	if err != nil {
+		return Order{}, fmt.Errorf("get order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// boltGetOrder reads an order, or returns ErrNotFound.
+func boltGetOrder(tx *bolt.Tx, id string) (Order, error) {
+	v := tx.Bucket(boltOrderBucket).Get([]byte(id))
+	if v == nil {
+		return Order{}, ErrNotFound
+	}
+	var o Order
+	if err := json.Unmarshal(v, &o); err != nil {
+		return Order{}, fmt.Errorf("decode order: %w", err)
+	}
+	return o, nil
+}
+
+// UpdateOrderStatus moves order id to status, increments its version, sets
+// UpdatedAt and logs an update change. ifVersion 0 accepts any current
+// version. Errors wrap, checked in this order: ErrNotFound (unknown or
+// malformed id), ErrVersionMismatch (ifVersion is not the current version),
+// ErrInvalid (unknown status or negative ifVersion), ErrConflict (transition
+// not allowed).
+func (b *Bolt) UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (Order, error) {
+	if !ValidOrderID(id) {
+		return Order{}, fmt.Errorf("update order %.40q: %w", id, ErrNotFound)
+	}
+	if ifVersion < 0 {
+		return Order{}, fmt.Errorf("update order %s: version %d: %w", id, ifVersion, ErrInvalid)
+	}
+	var o Order
+	err := b.submit(ctx, func(t *boltTxn) error {
+		var err error
+		if o, err = boltGetOrder(t.tx, id); err != nil {
+			return err
+		}
+		if ifVersion != 0 && ifVersion != o.Version {
+			return fmt.Errorf("have version %d, want %d: %w", o.Version, ifVersion, ErrVersionMismatch)
+		}
+		if err := CheckTransition(o.Status, status); err != nil {
+			return err
+		}
+		o.Status = status
+		o.Version++
+		o.UpdatedAt = t.now
+		t.putJSON(boltOrderBucket, []byte(o.ID), &o)
+		t.append(t.alloc(), &boltRecord{Topic: OrderTopic(o.ID), Op: OpUpdate, Order: &o})
+		return nil
+	})
+	if err != nil {
+		return Order{}, fmt.Errorf("update order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// PostMessage stores a new message in room and logs an insert change. Its
+// id is greater than every id made before it. It returns an error wrapping
+// ErrInvalid if a field is bad.
+func (b *Bolt) PostMessage(ctx context.Context, room, author, text string) (Message, error) {
+	if err := ValidateMessage(room, author, text); err != nil {
+		return Message{}, fmt.Errorf("post message: %w", err)
+	}
+	var m Message
+	err := b.submit(ctx, func(t *boltTxn) error {
+		seq := t.alloc()
+		m = Message{ID: t.id(seq), Room: room, Author: author, Text: text, CreatedAt: t.now}
+		t.putJSON(boltMessageBucket, boltMessageKey(room, m.ID), &m)
+		t.append(seq, &boltRecord{Topic: RoomTopic(room), Op: OpInsert, Message: &m})
+		return nil
+	})
+	if err != nil {
+		return Message{}, fmt.Errorf("post message to %s: %w", room, err)
+	}
+	return m, nil
+}
+
+// ListMessages returns up to limit messages of room, oldest first: the
+// newest ones if before is "", else the newest with an id less than before.
+// It returns an error wrapping ErrInvalid for a bad room, a limit outside
+// 1..MaxListLimit or a malformed before. An unknown room has no messages.
+func (b *Bolt) ListMessages(ctx context.Context, room, before string, limit int) ([]Message, error) {
+	if !ValidRoom(room) {
+		return nil, fmt.Errorf("list messages: room %.70q: %w", room, ErrInvalid)
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return nil, fmt.Errorf("list messages: limit must be 1 to %d: %w", MaxListLimit, ErrInvalid)
+	}
+	if before != "" && !ValidOrderID(before) {
+		return nil, fmt.Errorf("list messages: before %.40q is not a message id: %w", before, ErrInvalid)
+	}
+	var out []Message
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		out, err = boltLastMessages(tx, room, before, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list messages in %s: %w", room, err)
+	}
+	return out, nil
+}
+
+// boltLastMessages returns the last limit messages of room before id before
+// ("" = newest), oldest first; never nil.
+func boltLastMessages(tx *bolt.Tx, room, before string, limit int) ([]Message, error) {
+	prefix := boltMessageKey(room, "")
+	seek := boltMessageKey(room, before)
+	if before == "" {
+		seek[len(seek)-1]++ // just past every key of the room
+	}
+	c := tx.Bucket(boltMessageBucket).Cursor()
+	k, v := c.Seek(seek)
+	if k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	out := make([]Message, 0, min(limit, SnapshotMessages))
+	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
+		var m Message
+		if err := json.Unmarshal(v, &m); err != nil {
+			return nil, fmt.Errorf("decode message %s: %w", k[len(prefix):], err)
+		}
+		out = append(out, m)
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+// Snapshot returns the current state of each topic, in the order given, and
+// the position of the newest change it reflects, all read in one
+// transaction: every change up to the position and none after it. An
+// order topic holds the order (nil if it does not exist); a room topic its
+// last SnapshotMessages messages, oldest first. It returns an error
+// wrapping ErrInvalid for a malformed topic.
+func (b *Bolt) Snapshot(ctx context.Context, topics []string) ([]Snapshot, string, error) {
+	for _, topic := range topics {
+		if _, _, ok := ParseTopic(topic); !ok {
+			return nil, "", fmt.Errorf("snapshot: topic %.80q: %w", topic, ErrInvalid)
+		}
+	}
+	out := make([]Snapshot, 0, len(topics))
+	var seq uint64
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		seq = boltUint(tx.Bucket(boltMetaBucket).Get(boltKeySeq))
+		for _, topic := range topics {
+			kind, key, _ := ParseTopic(topic)
+			s := Snapshot{Topic: topic}
+			if kind == "orders" {
+				o, err := boltGetOrder(tx, key)
+				switch {
+				case err == nil:
+					s.Order = &o
+				case !errors.Is(err, ErrNotFound):
+					return fmt.Errorf("%s: %w", topic, err)
+				}
+			} else {
+				msgs, err := boltLastMessages(tx, key, "", SnapshotMessages)
+				if err != nil {
+					return fmt.Errorf("%s: %w", topic, err)
+				}
+				s.Messages = msgs
+			}
+			out = append(out, s)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("snapshot: %w", err)
+	}
+	return out, b.pos(seq), nil
+}
+
+// boltMessageKey is a message's key: room, 0x00, id. No room name contains
+// 0x00, so one room's keys are contiguous and ordered by id.
+func boltMessageKey(room, id string) []byte {
+	k := make([]byte, 0, len(room)+1+len(id))
+	k = append(k, room...)
+	k = append(k, 0)
+	return append(k, id...)
+}
+
+// boltSeqKey encodes a sequence number so keys sort like numbers.
+func boltSeqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+// boltUint decodes a boltSeqKey; a missing value is 0.
+func boltUint(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// boltIsHex reports whether s is lower-case hex.
+func boltIsHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// boltWrite is one write waiting for the committer.
+type boltWrite struct {
+	ctx context.Context
+	// apply validates and then writes, within the group's transaction. It
+	// returns the write's own error (the write is then skipped and must have
+	// written nothing); storage failures go to boltTxn.err.
+	apply func(t *boltTxn) error
+	done  chan error // buffered; receives exactly one answer
+}
+
+// boltTxn is the state of one group transaction.
+type boltTxn struct {
+	tx    *bolt.Tx
+	now   time.Time // commit time of every change in the group
+	seq   uint64    // newest seq allocated
+	clock uint64    // unix seconds used in ids; never decreases
+	err   error     // first storage error; aborts the group
+}
+
+// alloc returns the next sequence number.
+func (t *boltTxn) alloc() uint64 {
+	t.seq++
+	return t.seq
+}
+
+// id returns the id for the document written by change seq: 8 hex of unix
+// seconds then 16 hex of seq. Seconds never decrease, even if the wall
+// clock does, so ids increase strictly.
+func (t *boltTxn) id(seq uint64) string {
+	t.clock = max(t.clock, uint64(max(t.now.Unix(), 0)))
+	return fmt.Sprintf("%08x%016x", uint32(t.clock), seq)
+}
+
+func (t *boltTxn) put(bucket, key, value []byte) {
+	if t.err != nil {
+		return
+	}
+	if err := t.tx.Bucket(bucket).Put(key, value); err != nil {
+		t.err = fmt.Errorf("put %s: %w", bucket, err)
+	}
+}
+
+func (t *boltTxn) putJSON(bucket, key []byte, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		if t.err == nil {
+			t.err = fmt.Errorf("encode %s: %w", bucket, err)
+		}
+		return
+	}
+	t.put(bucket, key, data)
+}
+
+// submit queues a write for the committer and waits for its answer. A
+// write whose ctx ends before its group starts is not applied; once queued,
+// it is answered whatever happens to ctx, so a nil error always means
+// committed and a non-nil one means not applied.
+func (b *Bolt) submit(ctx context.Context, apply func(*boltTxn) error) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w := &boltWrite{ctx: ctx, apply: apply, done: make(chan error, 1)}
+	select {
+	case b.queue <- w:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.closing:
+		return ErrClosed
+	}
+	select {
+	case err := <-w.done:
+		return err
+	case <-b.committerDone:
+		select {
+		case err := <-w.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// runCommitter takes every queued write and commits them together, until
+// Close. While one group commits, new writes queue for the next.
+func (b *Bolt) runCommitter() {
+	defer b.wg.Done()
+	defer close(b.committerDone)
+	group := make([]*boltWrite, 0, boltQueueSize)
+	for {
+		select {
+		case <-b.closing:
+			return
+		case w := <-b.queue:
+			group = append(group[:0], w)
+		drain:
+			for len(group) < boltQueueSize {
+				select {
+				case w := <-b.queue:
+					group = append(group, w)
+				default:
+					break drain
+				}
+			}
+			b.taken.Add(int64(len(group)))
+			b.commit(group)
+			clear(group)
+		}
+	}
+}
+
+// commit applies a group of writes in one transaction and answers each
+// writer after the commit. A write's own error fails only that write. If
+// the transaction itself fails, each write is retried alone, so a write
+// that breaks the transaction does not take the others with it.
+func (b *Bolt) commit(group []*boltWrite) {
+	errs := make([]error, len(group))
+	var head uint64
+	now := b.now().UTC().Truncate(time.Millisecond)
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(boltMetaBucket)
+		t := &boltTxn{
+			tx:    tx,
+			now:   now,
+			seq:   boltUint(meta.Get(boltKeySeq)),
+			clock: boltUint(meta.Get(boltKeyClock)),
+		}
+		start := t.seq
+		for i, w := range group {
+			if err := w.ctx.Err(); err != nil {
+				errs[i] = fmt.Errorf("not applied: %w", err)
+				continue
+			}
+			errs[i] = w.apply(t)
+			if t.err != nil {
+				return t.err
+			}
+		}
+		if t.seq == start {
+			return boltErrNoChange
+		}
+		t.put(boltMetaBucket, boltKeySeq, boltSeqKey(t.seq))
+		t.put(boltMetaBucket, boltKeyClock, boltSeqKey(t.clock))
+		head = t.seq
+		return t.err
+	})
+	switch {
+	case err == nil:
+		b.head.Store(head)
+		b.commits.Add(1)
+		b.wake()
+	case errors.Is(err, boltErrNoChange):
+	case len(group) > 1:
+		b.log.Warn("group commit failed; committing its writes one by one", "writes", len(group), "err", err)
+		for _, w := range group {
+			b.commit([]*boltWrite{w})
+		}
+		return
+	default:
+		errs[0] = fmt.Errorf("commit: %w", err)
+	}
+	for i, w := range group {
+		w.done <- errs[i]
+	}
+}
+
+// wake tells every Follow waiting for a commit that one happened.
+func (b *Bolt) wake() {
+	b.notifyMu.Lock()
+	close(b.notify)
+	b.notify = make(chan struct{})
+	b.notifyMu.Unlock()
+}
+
+// waiter returns a channel that is closed by the next commit.
+func (b *Bolt) waiter() <-chan struct{} {
+	b.notifyMu.Lock()
+	defer b.notifyMu.Unlock()
+	return b.notify
+}
