@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything the server reads from its environment, read once.
+type config struct {
+	Port            int
+	MongoURI        string
+	MongoDatabase   string
+	DataDir         string
+	JWTSecret       string
+	Heartbeat       time.Duration
+	ShutdownTimeout time.Duration
+	CORSOrigins     []string
+	RetainChanges   int
+	RetainAge       time.Duration
+}
+
+// envVar describes one environment variable: its name, default and the
+// accepted form named in errors.
+type envVar struct {
+	name, def, form string
+	set             func(c *config, v string) error
+}
+
+// secretVars are never echoed in errors: a URI may carry a password.
+var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true}
+
+var envVars = []envVar{
+	{"PORT", "8080", "a port number 0-65535", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 65535 {
+			return errBadForm
+		}
+		c.Port = n
+		return nil
+	}},
+	{"MONGODB_URI", "", "a mongodb:// or mongodb+srv:// URI", func(c *config, v string) error {
+		if v != "" && !strings.HasPrefix(v, "mongodb://") && !strings.HasPrefix(v, "mongodb+srv://") {
+			return errBadForm
+		}
+		c.MongoURI = v
+		return nil
+	}},
+	{"MONGODB_DATABASE", "changecast", "a database name (letters, digits, _ or -, at most 63 bytes)", func(c *config, v string) error {
+		if v == "" || len(v) > 63 || strings.ContainsAny(v, `/\. "$*<>:|?`) {
+			return errBadForm
+		}
+		c.MongoDatabase = v
+		return nil
+	}},
+	{"DATA_DIR", "./data", "a directory path", func(c *config, v string) error {
+		if v == "" {
+			return errBadForm
+		}
+		c.DataDir = v
+		return nil
+	}},
+	{"JWT_SECRET", "", "a secret of at least 32 bytes", func(c *config, v string) error {
+		if v != "" && len(v) < 32 {
+			return errBadForm
+		}
+		c.JWTSecret = v
+		return nil
+	}},
+	{"HEARTBEAT_INTERVAL", "15s", "a duration from 1s to 50s, such as 15s", durationIn(time.Second, 50*time.Second, func(c *config, d time.Duration) { c.Heartbeat = d })},
+	{"SHUTDOWN_TIMEOUT", "10s", "a duration from 1s to 25s, such as 10s", durationIn(time.Second, 25*time.Second, func(c *config, d time.Duration) { c.ShutdownTimeout = d })},
+	{"CORS_ORIGINS", "", "a comma-separated list of origins such as https://app.example.com", func(c *config, v string) error {
+		c.CORSOrigins = nil
+		for _, o := range strings.Split(v, ",") {
+			o = strings.TrimSpace(o)
+			if o == "" {
+				continue
+			}
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+				return errBadForm
+			}
+			c.CORSOrigins = append(c.CORSOrigins, u.Scheme+"://"+u.Host)
+		}
+		return nil
+	}},
+	{"RETAIN_CHANGES", "1000000", "a whole number of changes from 1000 up", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1000 {
+			return errBadForm
+		}
+		c.RetainChanges = n
+		return nil
+	}},
+	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
+}
+
+var errBadForm = fmt.Errorf("bad form")
+
+func durationIn(lo, hi time.Duration, set func(*config, time.Duration)) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			return errBadForm
+		}
+		set(c, d)
+		return nil
+	}
+}
+
+// loadConfig reads and validates the environment. An error names the
+// variable and the form it accepts.
+func loadConfig(getenv func(string) string) (config, error) {
+	var c config
+	for _, ev := range envVars {
+		v := strings.TrimSpace(getenv(ev.name))
+		if v == "" {
+			v = ev.def
+		}
+		if err := ev.set(&c, v); err != nil {
+			if secretVars[ev.name] {
+				return config{}, fmt.Errorf("%s: want %s", ev.name, ev.form)
+			}
+			return config{}, fmt.Errorf("%s=%q: want %s", ev.name, getenv(ev.name), ev.form)
+		}
+	}
+	return c, nil
+}

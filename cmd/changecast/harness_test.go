@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// e2eServer is changecast started in-process by run, on a real listener.
+type e2eServer struct {
+	URL     string
+	DataDir string
+	cancel  context.CancelFunc
+	done    chan error
+	logs    *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var listenRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
+
+// newE2EServer starts run with -dev (plus args) and env on top of
+// PORT=0 and a fresh DATA_DIR, waits until it listens, and stops it at
+// cleanup, failing the test if run returned an error.
+func newE2EServer(tb testing.TB, env map[string]string, args ...string) *e2eServer {
+	tb.Helper()
+	vars := map[string]string{"PORT": "0", "DATA_DIR": tb.TempDir(), "HEARTBEAT_INTERVAL": "1s"}
+	for k, v := range env {
+		vars[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	s := &e2eServer{DataDir: vars["DATA_DIR"], cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
+	go func() {
+		err := run(ctx, append([]string{"-dev"}, args...), func(k string) string { return vars[k] }, pw, s.logs)
+		pw.Close()
+		s.done <- err
+	}()
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			s.logs.Write(append(sc.Bytes(), '\n'))
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urlc <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	select {
+	case s.URL = <-urlc:
+	case err := <-s.done:
+		tb.Fatalf("run returned before listening: %v\n%s", err, s.logs)
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("server did not listen within 30s\n%s", s.logs)
+	}
+	tb.Cleanup(func() { s.Stop(tb) })
+	return s
+}
+
+// Stop cancels run and waits for it; it may be called more than once.
+func (s *e2eServer) Stop(tb testing.TB) {
+	tb.Helper()
+	s.cancel()
+	select {
+	case err, ok := <-s.done:
+		if ok && err != nil {
+			tb.Errorf("run: %v", err)
+		}
+		if ok {
+			close(s.done)
+		}
+	case <-time.After(30 * time.Second):
+		tb.Errorf("run did not return 30s after cancel\n%s", s.logs)
+	}
+}
+
+// doJSON sends a request with a JSON body (nil for none) and decodes the
+// JSON answer into out (nil to skip). It returns the status and headers.
+func doJSON(tb testing.TB, method, url string, body any, header http.Header, out any) (int, http.Header) {
+	tb.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			tb.Fatalf("%s %s: decode %q: %v", method, url, raw, err)
+		}
+	}
+	return resp.StatusCode, resp.Header
+}
+
+// collector follows a stream in the background and keeps every event.
+type collector struct {
+	mu     sync.Mutex
+	events []sseEvent
+	more   chan struct{}
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// watch follows url (resuming after lastID if non-empty) until the test
+// ends or Stop is called.
+func watch(tb testing.TB, url, lastID string) *collector {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &collector{more: make(chan struct{}, 1), cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		c.done <- follow(ctx, followOptions{URL: url, LastEventID: lastID}, func(ev sseEvent) error {
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+			select {
+			case c.more <- struct{}{}:
+			default:
+			}
+			return nil
+		})
+	}()
+	tb.Cleanup(func() { c.Stop(tb) })
+	return c
+}
+
+// Stop ends the follower and waits for it.
+func (c *collector) Stop(tb testing.TB) {
+	tb.Helper()
+	c.cancel()
+	if err, ok := <-c.done; ok {
+		close(c.done)
+		if err != nil {
+			tb.Errorf("follow: %v", err)
+		}
+	}
+}
+
+// Events returns a copy of the events so far.
+func (c *collector) Events() []sseEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]sseEvent(nil), c.events...)
+}
+
+// WaitFor waits until ok holds for the events so far, failing after a
+// generous timeout (this bounds a hang; it does not measure speed).
+func (c *collector) WaitFor(tb testing.TB, what string, ok func([]sseEvent) bool) []sseEvent {
+	tb.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		evs := c.Events()
+		if ok(evs) {
+			return evs
+		}
+		select {
+		case <-c.more:
+		case <-deadline:
+			tb.Fatalf("timed out waiting for %s; have %d events: %s", what, len(evs), describe(evs))
+		}
+	}
+}
+
+// WaitN waits for at least n events.
+func (c *collector) WaitN(tb testing.TB, n int) []sseEvent {
+	tb.Helper()
+	return c.WaitFor(tb, strconv.Itoa(n)+" events", func(evs []sseEvent) bool { return len(evs) >= n })
+}
+
+func describe(evs []sseEvent) string {
+	var b strings.Builder
+	for i, ev := range evs {
+		if i == 20 && len(evs) > 40 {
+			fmt.Fprintf(&b, "\n  ... %d more", len(evs)-40)
+		}
+		if i >= 20 && i < len(evs)-20 {
+			continue
+		}
+		data := string(ev.Data)
+		if len(data) > 120 {
+			data = data[:120] + "..."
+		}
+		b.WriteString("\n  " + ev.Name + " " + ev.ID + " " + data)
+	}
+	return b.String()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+var errTimeout = errors.New("timeout")
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

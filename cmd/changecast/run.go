@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"changecast/handlers"
+	"changecast/static"
+	"changecast/store"
+	"changecast/stream"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// run is the whole program: main only calls it. It reads the environment
+// once through getenv, so tests start the server in-process on port 0.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return runToken(args[1:], getenv, stdout, stderr)
+		case "tail":
+			return runTail(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
+	return serve(ctx, args, getenv, stdout, stderr)
+}
+
+// serve runs the server until ctx ends, then shuts down in order: streams
+// first (so open SSE responses end and Shutdown need not wait for them),
+// then the HTTP server within SHUTDOWN_TIMEOUT, then the store.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("changecast", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dev := fs.Bool("dev", false, "development mode: no auth, listen on 127.0.0.1 only")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (commands: token, tail, bench)", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "changecast", version)
+		return nil
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	if !*dev && cfg.JWTSecret == "" {
+		return errors.New("JWT_SECRET is required (at least 32 bytes); or run with -dev for local use without auth")
+	}
+
+	var logger *slog.Logger
+	if *dev {
+		logger = slog.New(slog.NewTextHandler(stdout, nil))
+		logger.Warn("DEV MODE: authentication is OFF; listening on 127.0.0.1 only; never use -dev in production")
+	} else {
+		logger = slog.New(slog.NewJSONHandler(stdout, nil))
+	}
+
+	host := ""
+	if *dev {
+		host = "127.0.0.1"
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
+	}
+	defer ln.Close()
+
+	b, err := openBackend(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	mux := stream.New(source{b}, stream.Config{Heartbeat: cfg.Heartbeat, Logger: logger})
+	if err := mux.Start(); err != nil {
+		return fmt.Errorf("start change feed: %w", err)
+	}
+	defer mux.Close()
+
+	var secret []byte
+	if !*dev {
+		secret = []byte(cfg.JWTSecret)
+	}
+	e, err := handlers.New(handlers.Config{
+		Store:       b,
+		Streams:     mux,
+		Logger:      logger,
+		Dev:         *dev,
+		Secret:      secret,
+		Static:      static.FS,
+		CORSOrigins: cfg.CORSOrigins,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// No WriteTimeout: it would cut SSE streams. Stream writes push their
+		// own deadlines forward.
+	}
+
+	addr := ln.Addr().(*net.TCPAddr)
+	shown := "127.0.0.1"
+	if !*dev {
+		shown = "0.0.0.0"
+	}
+	logger.Info(fmt.Sprintf("listening on http://%s:%d", shown, addr.Port), "port", addr.Port, "version", version, "store", storeName(cfg))
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	mux.Close()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("shutdown timed out; closing open connections", "err", err)
+		srv.Close()
+	}
+	<-errc
+	if err := b.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func storeName(cfg config) string {
+	if cfg.MongoURI != "" {
+		return "mongodb"
+	}
+	return "embedded"
+}
+
+// openBackend opens MongoDB when MONGODB_URI is set, else the embedded store.
+func openBackend(ctx context.Context, cfg config, logger *slog.Logger) (backend, error) {
+	if cfg.MongoURI != "" {
+		m, err := store.OpenMongo(ctx, cfg.MongoURI, cfg.MongoDatabase, store.MongoOptions{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("open MongoDB: %w", err)
+		}
+		return m, nil
+	}
+	b, err := store.OpenBolt(cfg.DataDir, store.BoltOptions{
+		RetainCount: cfg.RetainChanges,
+		RetainAge:   cfg.RetainAge,
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store in %s: %w", cfg.DataDir, err)
+	}
+	return b, nil
+}
+
+// runToken prints a token signed with JWT_SECRET.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("changecast token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sub := fs.String("sub", "", "subject: the user name (required)")
+	role := fs.String("role", handlers.RoleCustomer, "role: customer or staff")
+	rooms := fs.String("rooms", "", "comma-separated rooms the token may use; * for all")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	secret := getenv("JWT_SECRET")
+	if len(secret) < 32 {
+		return errors.New("JWT_SECRET must be set (at least 32 bytes) to sign a token")
+	}
+	if *sub == "" {
+		return errors.New("-sub is required")
+	}
+	if *role != handlers.RoleCustomer && *role != handlers.RoleStaff {
+		return fmt.Errorf("-role %q: want customer or staff", *role)
+	}
+	if *ttl <= 0 {
+		return fmt.Errorf("-ttl %s: want a positive duration", *ttl)
+	}
+	var list []string
+	for _, r := range strings.Split(*rooms, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			if r != "*" && !store.ValidRoom(r) {
+				return fmt.Errorf("-rooms: %q is not a valid room name", r)
+			}
+			list = append(list, r)
+		}
+	}
+	tok, err := handlers.IssueToken([]byte(secret), *sub, *role, list, *ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"changecast/store"
+	"changecast/stream"
+)
+
+// backend is what changecast needs of a store: both store.Bolt and
+// store.Mongo have this method set.
+type backend interface {
+	Ping(ctx context.Context) error
+	CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error)
+	GetOrder(ctx context.Context, id string) (store.Order, error)
+	UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (store.Order, error)
+	PostMessage(ctx context.Context, room, author, text string) (store.Message, error)
+	ListMessages(ctx context.Context, room, before string, limit int) ([]store.Message, error)
+	Head(ctx context.Context) (string, error)
+	Follow(ctx context.Context, after string, fn func(store.Batch) error) error
+	CatchUp(ctx context.Context, topics []string, after, until string, fn func(store.Change) error) error
+	Snapshot(ctx context.Context, topics []string) ([]store.Snapshot, string, error)
+	CheckPosition(pos string) error
+	Close() error
+}
+
+// source turns a backend's change log into the multiplexer's events: it
+// encodes each change's JSON payload once and maps the store's errors to
+// the stream's.
+type source struct {
+	b backend
+}
+
+var _ stream.Source = source{}
+
+// Payloads of the SSE events, as DESIGN.md names them.
+type (
+	orderPayload struct {
+		Topic string       `json:"topic"`
+		Op    string       `json:"op"`
+		Order *store.Order `json:"order"`
+	}
+	messagePayload struct {
+		Topic   string         `json:"topic"`
+		Op      string         `json:"op"`
+		Message *store.Message `json:"message"`
+	}
+	orderSnapshot struct {
+		Topic string       `json:"topic"`
+		Order *store.Order `json:"order"`
+	}
+	roomSnapshot struct {
+		Topic    string          `json:"topic"`
+		Messages []store.Message `json:"messages"`
+	}
+)
+
+// event encodes one change.
+func event(c store.Change) (stream.Event, error) {
+	ev := stream.Event{ID: c.Pos, Topic: c.Topic, Time: c.Time}
+	var payload any
+	switch {
+	case c.Order != nil:
+		ev.Name = "order"
+		payload = orderPayload{Topic: c.Topic, Op: c.Op, Order: c.Order}
+	case c.Message != nil:
+		ev.Name = "message"
+		payload = messagePayload{Topic: c.Topic, Op: c.Op, Message: c.Message}
+	default:
+		return stream.Event{}, fmt.Errorf("change %s on %s carries no document", c.Pos, c.Topic)
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return stream.Event{}, fmt.Errorf("encode change %s: %w", c.Pos, err)
+	}
+	ev.Data = data
+	return ev, nil
+}
+
+// streamErr maps the store's position errors to the stream's, keeping the
+// original in the chain.
+func streamErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrHistoryLost):
+		return fmt.Errorf("%w: %w", stream.ErrHistoryLost, err)
+	case errors.Is(err, store.ErrInvalidPosition):
+		return fmt.Errorf("%w: %w", stream.ErrInvalidPosition, err)
+	}
+	return err
+}
+
+func (s source) Head(ctx context.Context) (string, error) {
+	pos, err := s.b.Head(ctx)
+	return pos, streamErr(err)
+}
+
+func (s source) Follow(ctx context.Context, after string, fn func(stream.Batch) error) error {
+	err := s.b.Follow(ctx, after, func(b store.Batch) error {
+		out := stream.Batch{Checkpoint: b.Checkpoint, Events: make([]stream.Event, 0, len(b.Changes))}
+		for _, c := range b.Changes {
+			ev, err := event(c)
+			if err != nil {
+				return err
+			}
+			out.Events = append(out.Events, ev)
+		}
+		return fn(out)
+	})
+	return streamErr(err)
+}
+
+func (s source) CatchUp(ctx context.Context, topics []string, after, until string, fn func(stream.Event) error) error {
+	err := s.b.CatchUp(ctx, topics, after, until, func(c store.Change) error {
+		ev, err := event(c)
+		if err != nil {
+			return err
+		}
+		return fn(ev)
+	})
+	return streamErr(err)
+}
+
+func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, string, error) {
+	snaps, pos, err := s.b.Snapshot(ctx, topics)
+	if err != nil {
+		return nil, "", streamErr(err)
+	}
+	out := make([]stream.Event, 0, len(snaps))
+	for _, sn := range snaps {
+		var payload any
+		if kind, _, _ := store.ParseTopic(sn.Topic); kind == "rooms" {
+			msgs := sn.Messages
+			if msgs == nil {
+				msgs = []store.Message{}
+			}
+			payload = roomSnapshot{Topic: sn.Topic, Messages: msgs}
+		} else {
+			payload = orderSnapshot{Topic: sn.Topic, Order: sn.Order}
+		}
+		data, err := json.Marshal(payload)
+		if err != nil {
+			return nil, "", fmt.Errorf("encode snapshot of %s: %w", sn.Topic, err)
+		}
+		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: "snapshot", Data: data})
+	}
+	return out, pos, nil
+}
+
+func (s source) CheckPosition(pos string) error {
+	return streamErr(s.b.CheckPosition(pos))
+}
