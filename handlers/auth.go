@@ -1,0 +1,191 @@
+package handlers
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/labstack/echo/v4"
+
+	"changecast/store"
+)
+
+// Where a request may carry its token, in the order they are tried.
+const (
+	// CookieName is the cookie that may carry the token.
+	CookieName = "changecast_token"
+	// QueryTokenParam is the query parameter that may carry the token (for
+	// EventSource, which cannot set headers). Its value is never logged.
+	QueryTokenParam = "access_token"
+)
+
+// signingMethod is the only algorithm accepted: tokens are signed with a
+// shared secret, and anything else ("none", RS256 with the secret taken as
+// a public key) is refused before the signature is checked.
+var signingMethod = jwt.SigningMethodHS256
+
+// devPrincipal is everyone in dev mode.
+var devPrincipal = Principal{Subject: "dev", Role: RoleStaff, Rooms: []string{"*"}, Dev: true}
+
+// claims are the token's claims.
+type claims struct {
+	Role  string   `json:"role"`
+	Rooms []string `json:"rooms"`
+	jwt.RegisteredClaims
+}
+
+// IssueToken returns an HS256 token signed with secret for subject sub
+// with role (RoleCustomer or RoleStaff) and rooms ("*" for all), issued at
+// now and expiring ttl later. It returns an error for an empty secret, an
+// invalid subject, role or room, or a ttl that is not positive. It is safe
+// for concurrent use.
+func IssueToken(secret []byte, sub, role string, rooms []string, ttl time.Duration, now time.Time) (string, error) {
+	if len(secret) == 0 {
+		return "", errors.New("issue token: empty secret")
+	}
+	if err := checkSubject(sub); err != nil {
+		return "", fmt.Errorf("issue token: %w", err)
+	}
+	if role != RoleCustomer && role != RoleStaff {
+		return "", fmt.Errorf("issue token: role %q is not %s or %s", role, RoleCustomer, RoleStaff)
+	}
+	for _, r := range rooms {
+		if r != "*" && !store.ValidRoom(r) {
+			return "", fmt.Errorf("issue token: room %q is not a valid room name", r)
+		}
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("issue token: ttl %s is not positive", ttl)
+	}
+	if rooms == nil {
+		rooms = []string{}
+	}
+	c := claims{
+		Role:  role,
+		Rooms: rooms,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   sub,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+	}
+	tok, err := jwt.NewWithClaims(signingMethod, c).SignedString(secret)
+	if err != nil {
+		return "", fmt.Errorf("issue token: %w", err)
+	}
+	return tok, nil
+}
+
+// checkSubject accepts what the store accepts as a customer or author:
+// 1 to store.MaxNameLen bytes of UTF-8 without control characters.
+func checkSubject(sub string) error {
+	if sub == "" || len(sub) > store.MaxNameLen || !utf8.ValidString(sub) {
+		return fmt.Errorf("subject must be 1 to %d bytes of UTF-8", store.MaxNameLen)
+	}
+	for _, r := range sub {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("subject has a control character")
+		}
+	}
+	return nil
+}
+
+// authenticator checks tokens. It is safe for concurrent use.
+type authenticator struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+func newAuthenticator(secret []byte, now func() time.Time) *authenticator {
+	return &authenticator{
+		secret: secret,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{signingMethod.Alg()}),
+			jwt.WithExpirationRequired(),
+			jwt.WithTimeFunc(now),
+			jwt.WithStrictDecoding(), // one token, one spelling
+		),
+	}
+}
+
+// principal returns who the token names, or an error for the client
+// saying why it is refused (never the token itself).
+func (a *authenticator) principal(token string) (Principal, error) {
+	var c claims
+	_, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil })
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Principal{}, errors.New("token expired")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return Principal{}, errors.New("token has no expiry")
+	case err != nil:
+		return Principal{}, errors.New("invalid token")
+	}
+	if err := checkSubject(c.Subject); err != nil {
+		return Principal{}, fmt.Errorf("token subject: %w", err)
+	}
+	if c.Role != RoleCustomer && c.Role != RoleStaff {
+		return Principal{}, errors.New("token role must be customer or staff")
+	}
+	return Principal{
+		Subject: c.Subject,
+		Role:    c.Role,
+		Rooms:   c.Rooms,
+		Expires: c.ExpiresAt.Time,
+	}, nil
+}
+
+// tokenFrom returns the request's token: from the Authorization header
+// (Bearer), else the changecast_token cookie, else the access_token query
+// parameter. An Authorization header of another scheme is an error.
+func tokenFrom(c echo.Context) (string, error) {
+	r := c.Request()
+	if h := r.Header.Get(echo.HeaderAuthorization); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+			return "", errors.New("Authorization must be Bearer <token>")
+		}
+		return strings.TrimSpace(tok), nil
+	}
+	if ck, err := r.Cookie(CookieName); err == nil && ck.Value != "" {
+		return ck.Value, nil
+	}
+	if tok := c.QueryParam(QueryTokenParam); tok != "" {
+		return tok, nil
+	}
+	return "", errors.New("a token is required")
+}
+
+// authenticate is the middleware of every /api route: it puts the
+// request's Principal in the request context, or answers 401. In dev mode
+// every request is the dev principal.
+func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := devPrincipal
+		if !s.dev {
+			tok, err := tokenFrom(c)
+			if err == nil {
+				p, err = s.auth.principal(tok)
+			}
+			if err != nil {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="changecast"`)
+				return errorf(http.StatusUnauthorized, "%s", err.Error())
+			}
+		}
+		c.Set(ctxKeySubject, p.Subject)
+		r := c.Request()
+		c.SetRequest(r.WithContext(WithPrincipal(r.Context(), p)))
+		return next(c)
+	}
+}
+
+// principal returns the request's principal. Outside authenticate (a
+// wiring mistake) it is the zero Principal, which may do nothing.
+func principal(c echo.Context) Principal {
+	p, _ := PrincipalFrom(c.Request().Context())
+	return p
+}

@@ -1,0 +1,362 @@
+package handlers
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"changecast/store"
+)
+
+// forgedHS256 returns a token with header alg and the claims, signed
+// with HMAC-SHA256 over testSecret whatever alg says (the algorithm
+// confusion attack).
+func forgedHS256(tb testing.TB, alg string, claims map[string]any) string {
+	tb.Helper()
+	enc := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signing := enc(map[string]string{"alg": alg, "typ": "JWT"}) + "." + enc(claims)
+	mac := hmac.New(sha256.New, testSecret)
+	mac.Write([]byte(signing))
+	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func signed(tb testing.TB, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	tb.Helper()
+	tok, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// badTokens are tokens every /api route must refuse with 401.
+func badTokens(tb testing.TB) map[string]string {
+	tb.Helper()
+	exp := time.Now().Add(time.Hour).Unix()
+	good := jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": []string{"*"}, "exp": exp}
+	other, err := IssueToken([]byte("another-secret"), "alice", RoleCustomer, []string{"*"}, time.Hour, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	expired, err := IssueToken(testSecret, "alice", RoleCustomer, []string{"*"}, time.Hour, time.Now().Add(-2*time.Hour))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	valid := token(tb, "alice", RoleCustomer, "*")
+	return map[string]string{
+		"no token":       "",
+		"malformed":      "not.a.token",
+		"bad signature":  other,
+		"tampered":       valid[:len(valid)-4] + "AAAA",
+		"alg none":       signed(tb, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good),
+		"RS256 header":   forgedHS256(tb, "RS256", good),
+		"HS512":          signed(tb, jwt.SigningMethodHS512, testSecret, good),
+		"expired":        expired,
+		"no exp":         signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": []string{"*"}}),
+		"unknown role":   signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": "admin", "rooms": []string{"*"}, "exp": exp}),
+		"no subject":     signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"role": RoleStaff, "rooms": []string{"*"}, "exp": exp}),
+		"rooms a string": signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": "*", "exp": exp}),
+		"not yet valid":  signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleStaff, "exp": exp, "nbf": exp - 60}),
+	}
+}
+
+// routeKinds are one request of every /api route kind.
+func routeKinds(orderID string) []req {
+	return []req{
+		{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"pizza","qty":1}]}`},
+		{method: "GET", path: "/api/orders/" + orderID},
+		{method: "PATCH", path: "/api/orders/" + orderID, body: `{"status":"cancelled"}`},
+		{method: "GET", path: "/api/orders/" + orderID + "/events"},
+		{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":"hi"}`},
+		{method: "GET", path: "/api/rooms/lobby/messages"},
+		{method: "GET", path: "/api/rooms/lobby/events"},
+		{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/" + orderID},
+	}
+}
+
+func TestAuthRefusesBadTokens(t *testing.T) {
+	e := newEnv(t)
+	o := e.createOrder(t, "alice")
+	for name, tok := range badTokens(t) {
+		for _, r := range routeKinds(o.ID) {
+			t.Run(name+"/"+r.method+" "+r.path, func(t *testing.T) {
+				before := e.head(t)
+				r.token = tok
+				got := e.do(t, r)
+				if got.status != http.StatusUnauthorized || got.errText() == "" {
+					t.Errorf("got %d %s, want 401 with a JSON error", got.status, got.body)
+				}
+				if got.header.Get("WWW-Authenticate") == "" {
+					t.Error("a 401 without WWW-Authenticate")
+				}
+				if e.head(t) != before {
+					t.Error("a refused request moved the log")
+				}
+			})
+		}
+	}
+	// Another scheme in Authorization is refused even with a good token
+	// elsewhere.
+	r := e.do(t, req{method: "GET", path: "/api/orders/" + o.ID + "?access_token=" + token(t, "alice", RoleCustomer),
+		header: map[string]string{"Authorization": "Basic YWxpY2U6eA=="}})
+	mustStatus(t, r, http.StatusUnauthorized)
+	if r.errText() == "" || strings.Contains(r.errText(), "ey") {
+		t.Errorf("got error %q, want one that shows no token", r.errText())
+	}
+}
+
+// TestAuthTokenPlaces: the token is read from the header, the cookie and
+// the query parameter, on REST and stream routes.
+func TestAuthTokenPlaces(t *testing.T) {
+	e := newEnv(t)
+	o := e.createOrder(t, "alice")
+	tok := token(t, "alice", RoleCustomer, "lobby")
+
+	r := e.do(t, req{method: "GET", path: "/api/orders/" + o.ID, header: map[string]string{"Cookie": CookieName + "=" + tok}})
+	mustStatus(t, r, http.StatusOK)
+	r = e.do(t, req{method: "GET", path: "/api/orders/" + o.ID + "?access_token=" + tok})
+	mustStatus(t, r, http.StatusOK)
+
+	s := e.openStream(t, "/api/orders/"+o.ID+"/events?access_token="+tok, nil)
+	if ev := s.next(t); ev.Event != "snapshot" {
+		t.Errorf("got %+v, want a snapshot", ev)
+	}
+	s = e.openStream(t, "/api/rooms/lobby/events", map[string]string{"Cookie": CookieName + "=" + tok})
+	if ev := s.next(t); ev.Event != "snapshot" {
+		t.Errorf("got %+v, want a snapshot", ev)
+	}
+}
+
+// TestAuthorization is the table of what a customer and staff may do.
+func TestAuthorization(t *testing.T) {
+	e := newEnv(t)
+	mine := e.createOrder(t, "alice")
+	foreign := e.createOrder(t, "bob")
+	alice := token(t, "alice", RoleCustomer, "lobby")
+	staff := token(t, "kitchen", RoleStaff, "*")
+	roomless := token(t, "carol", RoleCustomer)
+
+	tests := []struct {
+		name       string
+		r          req
+		wantStatus int
+		wantErr    string
+	}{
+		// Foreign orders are not found, on every order route.
+		{"get foreign", req{method: "GET", path: "/api/orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
+		{"patch foreign", req{method: "PATCH", path: "/api/orders/" + foreign.ID, body: `{"status":"cancelled"}`, token: alice}, 404, msgOrderNotFound},
+		{"stream foreign", req{method: "GET", path: "/api/orders/" + foreign.ID + "/events", token: alice}, 404, msgOrderNotFound},
+		{"multi foreign", req{method: "GET", path: "/api/events?topic=orders/" + mine.ID + "&topic=orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
+		{"multi foreign among rooms", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
+		// Ordering for someone else.
+		{"create for bob", req{method: "POST", path: "/api/orders", body: `{"customer":"bob","items":[{"sku":"p","qty":1}]}`, token: alice}, 403, "only for itself"},
+		// Staff moves are not a customer's.
+		{"customer moves", req{method: "PATCH", path: "/api/orders/" + mine.ID, body: `{"status":"preparing"}`, token: alice}, 403, "only cancel"},
+		{"customer unknown status", req{method: "PATCH", path: "/api/orders/" + mine.ID, body: `{"status":"eaten"}`, token: alice}, 400, "unknown status"},
+		{"customer stale If-Match", req{method: "PATCH", path: "/api/orders/" + mine.ID, body: `{"status":"cancelled"}`, token: alice, header: map[string]string{"If-Match": "9"}}, 412, "version mismatch"},
+		// Rooms not granted.
+		{"post room not granted", req{method: "POST", path: "/api/rooms/kitchen/messages", body: `{"text":"hi"}`, token: alice}, 403, "not granted"},
+		{"list room not granted", req{method: "GET", path: "/api/rooms/kitchen/messages", token: alice}, 403, "not granted"},
+		{"stream room not granted", req{method: "GET", path: "/api/rooms/kitchen/events", token: alice}, 403, "not granted"},
+		{"multi room not granted", req{method: "GET", path: "/api/events?topic=orders/" + mine.ID + "&topic=rooms/kitchen", token: alice}, 403, "not granted"},
+		{"no rooms at all", req{method: "GET", path: "/api/rooms/lobby/messages", token: roomless}, 403, "not granted"},
+		// The author is the subject.
+		{"author is someone else", req{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":"hi","author":"bob"}`, token: alice}, 400, "author"},
+		// Staff may do what the status machine allows, on any order.
+		{"staff reads", req{method: "GET", path: "/api/orders/" + mine.ID, token: staff}, 200, ""},
+		{"staff skips", req{method: "PATCH", path: "/api/orders/" + foreign.ID, body: `{"status":"delivered"}`, token: staff}, 409, "transition"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.head(t)
+			r := e.do(t, tt.r)
+			if r.status != tt.wantStatus || !strings.Contains(r.errText(), tt.wantErr) {
+				t.Errorf("got %d %s, want %d with error containing %q", r.status, r.body, tt.wantStatus, tt.wantErr)
+			}
+			if r.status >= 400 && e.head(t) != before {
+				t.Error("a refused request moved the log")
+			}
+		})
+	}
+
+	// What a customer may do.
+	r := e.do(t, req{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"soup","qty":1}]}`, token: alice})
+	mustStatus(t, r, http.StatusCreated)
+	var o store.Order
+	r.decode(t, &o)
+	if o.Customer != "alice" {
+		t.Errorf("got customer %q, want alice (the subject)", o.Customer)
+	}
+	mustStatus(t, e.do(t, req{method: "POST", path: "/api/orders", body: `{"customer":"alice","items":[{"sku":"soup","qty":1}]}`, token: alice}), http.StatusCreated)
+
+	r = e.do(t, req{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":"hi","author":"alice"}`, token: alice})
+	mustStatus(t, r, http.StatusCreated)
+	var m store.Message
+	r.decode(t, &m)
+	if m.Author != "alice" {
+		t.Errorf("got author %q, want alice", m.Author)
+	}
+	r = e.do(t, req{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":"no author"}`, token: alice})
+	mustStatus(t, r, http.StatusCreated)
+	r.decode(t, &m)
+	if m.Author != "alice" {
+		t.Errorf("got author %q, want alice", m.Author)
+	}
+
+	// A customer cancels its placed order, and only a placed one.
+	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + mine.ID, body: `{"status":"cancelled"}`, token: alice, header: map[string]string{"If-Match": `"1"`}}), http.StatusOK)
+	r = e.do(t, req{method: "PATCH", path: "/api/orders/" + mine.ID, body: `{"status":"cancelled"}`, token: alice})
+	if r.status != http.StatusForbidden {
+		t.Errorf("cancel a cancelled order: got %d %s, want 403", r.status, r.body)
+	}
+	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"preparing"}`, token: staff}), http.StatusOK)
+	r = e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"cancelled"}`, token: alice})
+	if r.status != http.StatusForbidden || !strings.Contains(r.errText(), "placed") {
+		t.Errorf("cancel a preparing order: got %d %s, want 403", r.status, r.body)
+	}
+	// Staff may cancel it.
+	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"cancelled"}`, token: staff}), http.StatusOK)
+}
+
+// TestStreamsCarryOnlyOwnEvents: alice's per-order and multi-topic
+// streams carry her order's events and nothing of bob's, while both
+// orders change at once.
+func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
+	e := newEnv(t)
+	const orders = 5
+	var mine, theirs []store.Order
+	for range orders {
+		mine = append(mine, e.createOrder(t, "alice"))
+		theirs = append(theirs, e.createOrder(t, "bob"))
+	}
+	alice := token(t, "alice", RoleCustomer, "lobby")
+	q := url.Values{"access_token": {alice}}
+	for _, o := range mine {
+		q.Add("topic", store.OrderTopic(o.ID))
+	}
+	multi := e.openStream(t, "/api/events?"+q.Encode(), nil)
+	single := e.openStream(t, "/api/orders/"+mine[0].ID+"/events", map[string]string{"Authorization": "Bearer " + alice})
+
+	staff := token(t, "kitchen", RoleStaff, "*")
+	var wg sync.WaitGroup
+	for _, o := range append(append([]store.Order{}, mine...), theirs...) {
+		wg.Go(func() {
+			for _, st := range []string{store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered} {
+				e.expect(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"` + st + `"}`, token: staff}, http.StatusOK)
+			}
+		})
+	}
+	// Bob's own creations while the streams run.
+	bob := token(t, "bob", RoleCustomer)
+	wg.Go(func() {
+		for range 5 {
+			e.expect(t, req{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"x","qty":1}]}`, token: bob}, http.StatusCreated)
+		}
+	})
+	wg.Wait()
+
+	allowed := map[string]bool{}
+	for _, o := range mine {
+		allowed[store.OrderTopic(o.ID)] = true
+	}
+	check := func(name string, s *sseStream, want int) {
+		t.Helper()
+		delivered := 0
+		for delivered < want {
+			ev := s.next(t)
+			p := ev.payload(t)
+			if !allowed[p.Topic] || (p.Order != nil && p.Order.Customer != "alice") {
+				t.Fatalf("%s: got %s event %s, which is not alice's", name, ev.Event, ev.Data)
+			}
+			if p.Order != nil && p.Order.Status == store.StatusDelivered {
+				delivered++
+			}
+		}
+	}
+	check("multi-topic", multi, orders)
+	check("per-order", single, 1)
+}
+
+// TestTokenExpiryEndsStream: at the token's exp an open stream sends
+// `expired` and ends.
+func TestTokenExpiryEndsStream(t *testing.T) {
+	e := newEnv(t)
+	// exp has whole-second precision: this token expires one to two
+	// seconds from now.
+	tok, err := IssueToken(testSecret, "alice", RoleCustomer, []string{"lobby"}, 2*time.Second, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.openStream(t, "/api/rooms/lobby/events?access_token="+tok, nil)
+	evs := s.ended(t)
+	if len(evs) == 0 || evs[len(evs)-1].Event != "expired" {
+		t.Fatalf("got events %+v, want the stream to end with expired", evs)
+	}
+	// The same token is now refused.
+	r := e.do(t, req{method: "GET", path: "/api/rooms/lobby/messages", token: tok})
+	if r.status != http.StatusUnauthorized || !strings.Contains(r.errText(), "expired") {
+		t.Errorf("got %d %s, want 401 token expired", r.status, r.body)
+	}
+}
+
+func TestIssueToken(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name      string
+		secret    []byte
+		sub, role string
+		rooms     []string
+		ttl       time.Duration
+		wantErr   bool
+	}{
+		{"customer", testSecret, "alice", RoleCustomer, []string{"lobby"}, time.Hour, false},
+		{"staff all rooms", testSecret, "kitchen", RoleStaff, []string{"*"}, time.Minute, false},
+		{"no rooms", testSecret, "alice", RoleCustomer, nil, time.Hour, false},
+		{"empty secret", nil, "alice", RoleCustomer, nil, time.Hour, true},
+		{"empty sub", testSecret, "", RoleCustomer, nil, time.Hour, true},
+		{"control in sub", testSecret, "a\nb", RoleCustomer, nil, time.Hour, true},
+		{"long sub", testSecret, strings.Repeat("a", store.MaxNameLen+1), RoleCustomer, nil, time.Hour, true},
+		{"bad role", testSecret, "alice", "admin", nil, time.Hour, true},
+		{"bad room", testSecret, "alice", RoleCustomer, []string{"Lobby"}, time.Hour, true},
+		{"zero ttl", testSecret, "alice", RoleCustomer, nil, 0, true},
+	}
+	a := newAuthenticator(testSecret, func() time.Time { return now })
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := IssueToken(tt.secret, tt.sub, tt.role, tt.rooms, tt.ttl, now)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v, want error %t", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			p, err := a.principal(tok)
+			if err != nil {
+				t.Fatalf("principal: %v", err)
+			}
+			want := Principal{Subject: tt.sub, Role: tt.role, Rooms: tt.rooms, Expires: now.Add(tt.ttl).Truncate(time.Second)}
+			if want.Rooms == nil {
+				want.Rooms = []string{}
+			}
+			if p.Subject != want.Subject || p.Role != want.Role || !slices.Equal(p.Rooms, want.Rooms) || p.Dev || !p.Expires.Equal(want.Expires) {
+				t.Errorf("got %+v, want %+v", p, want)
+			}
+		})
+	}
+}

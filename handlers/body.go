@@ -1,0 +1,111 @@
+package handlers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// MaxBodyBytes is the largest request body the API reads (64 KiB): a
+// full order of store.MaxItems lines or a message of store.MaxTextLen
+// four-byte characters fits with room to spare.
+const MaxBodyBytes = 64 << 10
+
+// decodeJSON reads the request body as exactly one JSON value into v. It
+// answers 415 unless the body is declared application/json (a charset
+// parameter must be UTF-8), 413 past MaxBodyBytes, and 400 for anything
+// else wrong: bad syntax, a field of the wrong type, an unknown field,
+// data after the value, or no body.
+func decodeJSON(c echo.Context, v any) error {
+	r := c.Request()
+	if err := checkJSONType(r.Header.Get(echo.HeaderContentType)); err != nil {
+		return err
+	}
+	if r.ContentLength > MaxBodyBytes {
+		return &http.MaxBytesError{Limit: MaxBodyBytes}
+	}
+	body := http.MaxBytesReader(c.Response().Writer, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	switch _, err := dec.Token(); {
+	case err == io.EOF:
+		return nil
+	case isTooLarge(err):
+		return err
+	default:
+		return errorf(http.StatusBadRequest, "request body has data after the JSON value")
+	}
+}
+
+// checkJSONType answers 415 unless contentType is application/json with
+// at most a UTF-8 charset.
+func checkJSONType(contentType string) error {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != echo.MIMEApplicationJSON {
+		return errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return errorf(http.StatusUnsupportedMediaType, "the body must be UTF-8 JSON")
+	}
+	return nil
+}
+
+func isTooLarge(err error) bool {
+	var tooLarge *http.MaxBytesError
+	return errors.As(err, &tooLarge)
+}
+
+// bodyError turns a decoding error into a client answer.
+func bodyError(err error) error {
+	var (
+		syntax    *json.SyntaxError
+		fieldType *json.UnmarshalTypeError
+	)
+	switch {
+	case isTooLarge(err):
+		return err
+	case errors.Is(err, io.EOF):
+		return errorf(http.StatusBadRequest, "request body is empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf(http.StatusBadRequest, "request body is not complete JSON")
+	case errors.As(err, &syntax):
+		return errorf(http.StatusBadRequest, "request body is not valid JSON (at byte %d)", syntax.Offset)
+	case errors.As(err, &fieldType):
+		if fieldType.Field == "" {
+			return errorf(http.StatusBadRequest, "request body must be a JSON %s", kindName(fieldType.Type.Kind().String()))
+		}
+		return errorf(http.StatusBadRequest, "field %q must be a JSON %s", fieldType.Field, kindName(fieldType.Type.Kind().String()))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return errorf(http.StatusBadRequest, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	// A read error: the client broke the body off.
+	return errorf(http.StatusBadRequest, "cannot read request body")
+}
+
+// kindName names a Go kind as JSON calls it.
+func kindName(kind string) string {
+	switch kind {
+	case "struct", "map":
+		return "object"
+	case "slice", "array":
+		return "array"
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return "integer"
+	case "float32", "float64":
+		return "number"
+	}
+	return fmt.Sprint("value of kind ", kind)
+}

@@ -1,0 +1,188 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"changecast/store"
+)
+
+// createOrderRequest is the body of POST /api/orders.
+type createOrderRequest struct {
+	Customer string       `json:"customer"`
+	Items    []store.Item `json:"items"`
+}
+
+// patchOrderRequest is the body of PATCH /api/orders/:id.
+type patchOrderRequest struct {
+	Status string `json:"status"`
+}
+
+// maxCancelAttempts bounds how often a customer's cancel re-reads an
+// order that changed between the read and the write. Staff moves race
+// with it rarely; three rounds settle any real contention.
+const maxCancelAttempts = 3
+
+// createOrder handles POST /api/orders: 201 with the order and its
+// Location. A customer orders for itself; staff (and dev mode) name the
+// customer in the body.
+func (s *server) createOrder(c echo.Context) error {
+	p := principal(c)
+	if err := s.allowWrite(c, p); err != nil {
+		return err
+	}
+	var req createOrderRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	customer := req.Customer
+	if !p.IsStaff() {
+		if customer != "" && customer != p.Subject {
+			return errorf(http.StatusForbidden, "a customer orders only for itself")
+		}
+		customer = p.Subject
+	}
+	o, err := s.store.CreateOrder(c.Request().Context(), customer, req.Items)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/api/orders/"+o.ID)
+	setETag(c, o)
+	return c.JSON(http.StatusCreated, o)
+}
+
+// getOrder handles GET /api/orders/:id.
+func (s *server) getOrder(c echo.Context) error {
+	o, err := s.loadOrder(c, principal(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	setETag(c, o)
+	return c.JSON(http.StatusOK, o)
+}
+
+// patchOrder handles PATCH /api/orders/:id: it moves the order to the
+// body's status, if the order still has the If-Match version when one is
+// given. Staff may make any move the status machine allows; a customer
+// may only cancel its own order while it is placed.
+func (s *server) patchOrder(c echo.Context) error {
+	p := principal(c)
+	if err := s.allowWrite(c, p); err != nil {
+		return err
+	}
+	ifVersion, err := parseIfMatch(c.Request().Header.Values(headerIfMatch))
+	if err != nil {
+		return err
+	}
+	var req patchOrderRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.Status == "" {
+		return errorf(http.StatusBadRequest, "status is required")
+	}
+	if !store.ValidStatus(req.Status) {
+		return errorf(http.StatusBadRequest, "unknown status %q", req.Status)
+	}
+	id := c.Param("id")
+	ctx := c.Request().Context()
+	if p.IsStaff() {
+		if !store.ValidOrderID(id) {
+			return errOrderNotFound
+		}
+		o, err := s.store.UpdateOrderStatus(ctx, id, req.Status, ifVersion)
+		if err != nil {
+			return err
+		}
+		setETag(c, o)
+		return c.JSON(http.StatusOK, o)
+	}
+
+	// A customer: the checks below hold for the version read, and the
+	// write is conditional on that version, so no staff move slips in
+	// between.
+	for attempt := 1; ; attempt++ {
+		o, err := s.loadOrder(c, p, id)
+		if err != nil {
+			return err
+		}
+		if ifVersion != 0 && o.Version != ifVersion {
+			return store.ErrVersionMismatch
+		}
+		if req.Status != store.StatusCancelled {
+			return errorf(http.StatusForbidden, "a customer may only cancel an order")
+		}
+		if o.Status != store.StatusPlaced {
+			return errorf(http.StatusForbidden, "a customer may only cancel a placed order")
+		}
+		updated, err := s.store.UpdateOrderStatus(ctx, id, req.Status, o.Version)
+		if errors.Is(err, store.ErrVersionMismatch) && ifVersion == 0 && attempt < maxCancelAttempts {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		setETag(c, updated)
+		return c.JSON(http.StatusOK, updated)
+	}
+}
+
+// loadOrder returns the order id if p may see it. An unknown, malformed
+// or foreign id answers the same 404.
+func (s *server) loadOrder(c echo.Context, p Principal, id string) (store.Order, error) {
+	if !store.ValidOrderID(id) {
+		return store.Order{}, errOrderNotFound
+	}
+	o, err := s.store.GetOrder(c.Request().Context(), id)
+	if err != nil {
+		return store.Order{}, err
+	}
+	if !p.CanOrder(o.Customer) {
+		return store.Order{}, errOrderNotFound
+	}
+	return o, nil
+}
+
+// setETag sets the order's version as its entity tag, the value a client
+// sends back in If-Match.
+func setETag(c echo.Context, o store.Order) {
+	c.Response().Header().Set(headerETag, strconv.Quote(strconv.FormatInt(o.Version, 10)))
+}
+
+// parseIfMatch returns the version an If-Match header asks for: 0 for
+// none or "*", else a positive integer, bare or quoted ("3" or 3). Any
+// other value is a 400.
+func parseIfMatch(values []string) (int64, error) {
+	if len(values) == 0 {
+		return 0, nil
+	}
+	bad := errorf(http.StatusBadRequest, `If-Match must be one order version, like "3"`)
+	if len(values) > 1 {
+		return 0, bad
+	}
+	v := strings.TrimSpace(values[0])
+	if v == "*" {
+		return 0, nil
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		return 0, bad
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, bad
+	}
+	return n, nil
+}
+
+// Conditional-request headers (Echo names neither).
+const (
+	headerIfMatch = "If-Match"
+	headerETag    = "ETag"
+)

@@ -1,0 +1,100 @@
+package handlers
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"changecast/store"
+)
+
+// postMessageRequest is the body of POST /api/rooms/:room/messages.
+type postMessageRequest struct {
+	Text string `json:"text"`
+	// Author is honoured only in dev mode; with auth the author is the
+	// token's subject, and a different author is a 400.
+	Author string `json:"author"`
+}
+
+// messagesPage is the answer of GET /api/rooms/:room/messages.
+type messagesPage struct {
+	Messages []store.Message `json:"messages"`
+}
+
+// defaultListLimit is the page size when the client names none; it
+// matches what a snapshot holds.
+const defaultListLimit = store.SnapshotMessages
+
+// postMessage handles POST /api/rooms/:room/messages: 201 with the message.
+func (s *server) postMessage(c echo.Context) error {
+	p := principal(c)
+	room, err := roomParam(c, p)
+	if err != nil {
+		return err
+	}
+	if err := s.allowWrite(c, p); err != nil {
+		return err
+	}
+	var req postMessageRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	author := p.Subject
+	switch {
+	case p.Dev && req.Author != "":
+		author = req.Author
+	case !p.Dev && req.Author != "" && req.Author != p.Subject:
+		return errorf(http.StatusBadRequest, "author must be the token's subject (or left out)")
+	}
+	m, err := s.store.PostMessage(c.Request().Context(), room, author, req.Text)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, m)
+}
+
+// listMessages handles GET /api/rooms/:room/messages?limit=&before=: up
+// to limit (1 to store.MaxListLimit, default 50) messages just before
+// message id before (default: the newest), oldest first.
+func (s *server) listMessages(c echo.Context) error {
+	p := principal(c)
+	room, err := roomParam(c, p)
+	if err != nil {
+		return err
+	}
+	limit := defaultListLimit
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxListLimit {
+			return errorf(http.StatusBadRequest, "limit must be an integer from 1 to %d", store.MaxListLimit)
+		}
+		limit = n
+	}
+	before := c.QueryParam("before")
+	if before != "" && !store.ValidOrderID(before) {
+		// Message ids have the same shape as order ids.
+		return errorf(http.StatusBadRequest, "before must be a message id")
+	}
+	msgs, err := s.store.ListMessages(c.Request().Context(), room, before, limit)
+	if err != nil {
+		return err
+	}
+	if msgs == nil {
+		msgs = []store.Message{}
+	}
+	return c.JSON(http.StatusOK, messagesPage{Messages: msgs})
+}
+
+// roomParam returns the :room path parameter if it is a valid room name
+// (else 400) that p may use (else 403).
+func roomParam(c echo.Context, p Principal) (string, error) {
+	room := c.Param("room")
+	if !store.ValidRoom(room) {
+		return "", errorf(http.StatusBadRequest, "room must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+	}
+	if !p.CanRoom(room) {
+		return "", errorf(http.StatusForbidden, "room %s is not granted to this token", room)
+	}
+	return room, nil
+}

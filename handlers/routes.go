@@ -1,0 +1,42 @@
+package handlers
+
+import (
+	"io/fs"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// routes registers every route of the service. Routes under /api
+// authenticate each request (in dev mode everyone is the dev principal);
+// the others are public.
+func (s *server) routes(e *echo.Echo, static fs.FS, metrics http.Handler) {
+	auth := s.authenticate
+
+	e.POST("/api/orders", s.createOrder, auth)
+	e.GET("/api/orders/:id", s.getOrder, auth)
+	e.PATCH("/api/orders/:id", s.patchOrder, auth)
+	e.GET("/api/orders/:id/events", s.orderEvents, auth)
+
+	e.POST("/api/rooms/:room/messages", s.postMessage, auth)
+	e.GET("/api/rooms/:room/messages", s.listMessages, auth)
+	e.GET("/api/rooms/:room/events", s.roomEvents, auth)
+
+	e.GET("/api/events", s.events, auth)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	if metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(metrics))
+	}
+	if static != nil {
+		files := echo.WrapHandler(http.FileServerFS(static))
+		e.GET("/*", func(c echo.Context) error {
+			if strings.HasPrefix(c.Request().URL.Path, "/api/") {
+				return echo.ErrNotFound // a JSON 404, not a file server's page
+			}
+			return files(c)
+		})
+	}
+}

@@ -1,0 +1,226 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"changecast/store"
+	"changecast/stream"
+)
+
+// Store is what the routes need of a store. Both store backends
+// (*store.Bolt and *store.Mongo) implement it; it must be safe for
+// concurrent use.
+type Store interface {
+	// Ping reports whether the database is reachable.
+	Ping(ctx context.Context) error
+	// CreateOrder stores a new order with status placed and version 1.
+	CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error)
+	// GetOrder returns an order, or an error wrapping store.ErrNotFound.
+	GetOrder(ctx context.Context, id string) (store.Order, error)
+	// UpdateOrderStatus moves an order to status; ifVersion 0 means any version.
+	UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (store.Order, error)
+	// PostMessage stores a message in room.
+	PostMessage(ctx context.Context, room, author, text string) (store.Message, error)
+	// ListMessages returns up to limit messages of room just before message
+	// id before ("" = newest), oldest first.
+	ListMessages(ctx context.Context, room, before string, limit int) ([]store.Message, error)
+}
+
+// Streamer serves Server-Sent Events streams; *stream.Multiplexer
+// implements it. It must be safe for concurrent use.
+type Streamer interface {
+	// Serve writes a whole SSE response for opts.Topics and returns when
+	// the stream ends.
+	Serve(w http.ResponseWriter, r *http.Request, opts stream.StreamOptions) error
+	// Ready reports whether the upstream change feed is running.
+	Ready() bool
+}
+
+// Config is what New needs. Store and Streams are required; Secret is
+// required unless Dev is set.
+type Config struct {
+	// Store keeps orders and messages.
+	Store Store
+	// Streams serves the SSE routes.
+	Streams Streamer
+	// Logger receives one line per request and every unexpected error;
+	// nil discards them.
+	Logger *slog.Logger
+	// Dev turns authentication off: every request is made by
+	// Principal{Subject: "dev", Role: RoleStaff, Rooms: ["*"], Dev: true},
+	// and the per-subject bounds of Limits do not apply.
+	Dev bool
+	// Secret is the HS256 key tokens are signed with; required unless Dev.
+	Secret []byte
+	// Static is served at GET / (its index.html) and below; nil serves nothing.
+	Static fs.FS
+	// CORSOrigins are the origins allowed to make credentialed
+	// cross-origin requests, each exactly as a browser sends it in the
+	// Origin header (scheme://host[:port]). Empty allows none.
+	CORSOrigins []string
+	// Limits bound what one subject may use; zero fields take defaults.
+	Limits Limits
+	// Metrics, when not nil, is served at GET /metrics.
+	Metrics http.Handler
+	// Now returns the current time (token expiry, write rates); nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// server holds what the route handlers share. Its methods are safe for
+// concurrent use.
+type server struct {
+	store   Store
+	streams Streamer
+	log     *slog.Logger
+	dev     bool
+	auth    *authenticator
+	now     func() time.Time
+	limits  Limits
+	open    *streamCounter
+	writes  *writeLimiter
+}
+
+// New returns the Echo instance serving every route of changecast's HTTP
+// API. It starts nothing; the caller serves it (e.g. as an
+// http.Server's Handler) and stops the Streamer before shutting the server
+// down, so that open streams end. New returns an error if a required field
+// of cfg is missing or a CORS origin is malformed.
+func New(cfg Config) (*echo.Echo, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("handlers: Config.Store is required")
+	}
+	if cfg.Streams == nil {
+		return nil, errors.New("handlers: Config.Streams is required")
+	}
+	if !cfg.Dev && len(cfg.Secret) == 0 {
+		return nil, errors.New("handlers: a token secret is required unless in dev mode")
+	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cors, err := corsMiddleware(cfg.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{
+		store:   cfg.Store,
+		streams: cfg.Streams,
+		log:     cfg.Logger,
+		dev:     cfg.Dev,
+		now:     cfg.Now,
+		limits:  limits,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if !cfg.Dev {
+		s.auth = newAuthenticator(cfg.Secret, s.now)
+	}
+	s.open = newStreamCounter(limits.StreamsPerSubject)
+	s.writes = newWriteLimiter(limits.WritesPerSecond, limits.WriteBurst)
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	// Nothing here buffers, compresses or times out a response: the stream
+	// routes need their writes to reach the client at once (FACTS.md).
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
+		RequestIDHandler: func(c echo.Context, id string) {
+			if len(id) > maxRequestIDLen {
+				c.Response().Header().Set(echo.HeaderXRequestID, id[:maxRequestIDLen])
+			}
+		},
+	}))
+	e.Use(s.logRequests)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: s.logPanic,
+	}))
+	e.Use(securityHeaders)
+	if cors != nil {
+		e.Use(cors)
+	}
+	s.routes(e, cfg.Static, cfg.Metrics)
+	return e, nil
+}
+
+// maxRequestIDLen bounds an incoming X-Request-ID echoed and logged: ids
+// from routers are far shorter, and a client cannot fill the logs with one.
+const maxRequestIDLen = 128
+
+// securityHeaders keeps browsers from guessing content types.
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderXContentTypeOptions, "nosniff")
+		return next(c)
+	}
+}
+
+// logPanic logs a recovered panic with its stack once and returns the
+// error the client sees: a plain 500.
+func (s *server) logPanic(c echo.Context, err error, stack []byte) error {
+	s.log.Error("panic serving request",
+		"err", err,
+		"method", c.Request().Method,
+		"path", c.Request().URL.Path,
+		"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+		"stack", string(stack))
+	return echo.NewHTTPError(http.StatusInternalServerError, msgInternal)
+}
+
+// String makes a Config safe to print: it never shows the secret.
+func (c Config) String() string {
+	return fmt.Sprintf("handlers.Config{Dev:%t Secret:%d bytes CORSOrigins:%q Limits:%+v}",
+		c.Dev, len(c.Secret), c.CORSOrigins, c.Limits)
+}
+
+// corsMiddleware allows credentialed cross-origin requests from exactly
+// the listed origins: the request's Origin is echoed (never "*"), with
+// Access-Control-Allow-Credentials and Vary: Origin. It returns nil for no
+// origins (same-origin use only), and an error for an origin that is not
+// scheme://host[:port].
+func corsMiddleware(origins []string) (echo.MiddlewareFunc, error) {
+	if len(origins) == 0 {
+		return nil, nil
+	}
+	allowed := make(map[string]bool, len(origins))
+	for _, o := range origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.Contains(o, "*") {
+			return nil, fmt.Errorf("handlers: CORS origin %q is not scheme://host[:port]", o)
+		}
+		allowed[strings.ToLower(u.Scheme+"://"+u.Host)] = true
+	}
+	return middleware.CORSWithConfig(middleware.CORSConfig{
+		AllowOriginFunc: func(origin string) (bool, error) {
+			return allowed[strings.ToLower(origin)], nil
+		},
+		AllowCredentials: true,
+		AllowMethods:     []string{http.MethodGet, http.MethodPost, http.MethodPatch},
+		AllowHeaders: []string{echo.HeaderAuthorization, echo.HeaderContentType, headerIfMatch,
+			headerLastEventID, echo.HeaderXRequestID},
+		ExposeHeaders: []string{echo.HeaderLocation, headerETag, echo.HeaderRetryAfter, echo.HeaderXRequestID},
+		MaxAge:        int(corsMaxAge / time.Second),
+	}), nil
+}
+
+// corsMaxAge is how long a browser may cache a preflight answer; browsers
+// cap it at 2 hours (Chromium) or 24 hours (Firefox) anyway.
+const corsMaxAge = 10 * time.Minute
