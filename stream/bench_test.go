@@ -52,7 +52,7 @@ func benchFanout(b *testing.B, topics, subs int) {
 	wg.Wait()
 }
 
-func BenchmarkFanout1Topic10000Subscribers(b *testing.B) { benchFanout(b, 1, 10000) }
+func BenchmarkFanout1Topic10000Subscribers(b *testing.B)  { benchFanout(b, 1, 10000) }
 func BenchmarkFanout1000Topics10Subscribers(b *testing.B) { benchFanout(b, 1000, 10) }
 
 func BenchmarkAppendEvent(b *testing.B) {

@@ -69,9 +69,11 @@ type Config struct {
 
 // StreamEnd describes a finished stream, for logs and metrics.
 type StreamEnd struct {
-	Topics   []string
-	Duration time.Duration
-	Events   int
+	// RequestID is the response's X-Request-ID header, if set.
+	RequestID string
+	Topics    []string
+	Duration  time.Duration
+	Events    int
 	// Reason is "client-gone", "shutdown", "slow", "reset", "expired" or
 	// "write-failed".
 	Reason string

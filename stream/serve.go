@@ -78,7 +78,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	defer func() {
 		m.openStreams.Add(-1)
 		if m.cfg.OnStreamEnd != nil {
-			m.cfg.OnStreamEnd(StreamEnd{Topics: opts.Topics, Duration: time.Since(start), Events: sw.events, Reason: reason})
+			m.cfg.OnStreamEnd(StreamEnd{RequestID: w.Header().Get("X-Request-Id"), Topics: opts.Topics, Duration: time.Since(start), Events: sw.events, Reason: reason})
 		}
 	}()
 

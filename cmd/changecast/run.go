@@ -86,7 +86,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer b.Close()
 
-	mux := stream.New(source{b}, stream.Config{Heartbeat: cfg.Heartbeat, Logger: logger})
+	met := newMetrics()
+	mux := stream.New(source{b}, stream.Config{
+		Heartbeat: cfg.Heartbeat,
+		Logger:    logger,
+		OnCatchUp: func(d time.Duration) { met.catchUps.Observe(d.Seconds()) },
+		OnStreamEnd: func(se stream.StreamEnd) {
+			met.streamSecs.WithLabelValues(se.Reason).Observe(se.Duration.Seconds())
+			logger.Info("stream ended", "request_id", se.RequestID, "topics", se.Topics,
+				"duration", se.Duration.Round(time.Millisecond).String(), "events", se.Events, "reason", se.Reason)
+		},
+	})
+	met.watch(mux, b)
 	if err := mux.Start(); err != nil {
 		return fmt.Errorf("start change feed: %w", err)
 	}
@@ -104,10 +115,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Secret:      secret,
 		Static:      static.FS,
 		CORSOrigins: cfg.CORSOrigins,
+		Metrics:     met.handler(),
 	})
 	if err != nil {
 		return err
 	}
+	e.Use(met.middleware)
 	srv := &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"changecast/stream"
+)
+
+// statser is what the metrics read of the multiplexer.
+type statser interface{ Stats() stream.Stats }
+
+// oldester is a backend that can tell how far back its log reaches.
+type oldester interface {
+	Oldest(ctx context.Context) (time.Time, bool, error)
+}
+
+// metrics holds changecast's Prometheus registry and the instruments
+// that are observed as things happen (the rest are read at scrape time).
+type metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	catchUps   prometheus.Histogram
+	streamSecs *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "changecast_http_requests_total",
+			Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "changecast_http_request_duration_seconds",
+			Help:    "Latency of non-streaming HTTP requests by route and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "method"}),
+		catchUps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "changecast_catchup_duration_seconds",
+			Help:    "Duration of catch-ups read from the database log.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}),
+		streamSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "changecast_stream_duration_seconds",
+			Help:    "How long SSE streams stayed open, by why they ended.",
+			Buckets: []float64{1, 10, 60, 300, 900, 3600, 4 * 3600},
+		}, []string{"reason"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.catchUps, m.streamSecs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// watch registers the gauges and counters read from the multiplexer and
+// the store at scrape time.
+func (m *metrics) watch(mux statser, b backend) {
+	m.reg.MustRegister(&streamCollector{mux: mux, b: b})
+}
+
+// handler serves the registry.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// middleware counts every request by its route pattern and status, and
+// times those that are not streams.
+func (m *metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		if err != nil {
+			if he, ok := err.(*echo.HTTPError); ok {
+				status = he.Code
+			} else if !c.Response().Committed {
+				status = http.StatusInternalServerError
+			}
+		}
+		method := c.Request().Method
+		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+		if !strings.HasSuffix(route, "/events") {
+			m.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+		}
+		return err
+	}
+}
+
+// streamCollector reads the multiplexer's counters at scrape time.
+type streamCollector struct {
+	mux statser
+	b   backend
+}
+
+var (
+	descOpen       = prometheus.NewDesc("changecast_streams_open", "SSE streams being served.", nil, nil)
+	descSubs       = prometheus.NewDesc("changecast_subscribers", "Subscribers by kind of topic (orders, rooms, multi).", []string{"kind"}, nil)
+	descDelivered  = prometheus.NewDesc("changecast_events_delivered_total", "Events written to clients.", nil, nil)
+	descDropped    = prometheus.NewDesc("changecast_subscribers_dropped_slow_total", "Subscribers disconnected because their queue was full.", nil, nil)
+	descCatchUpRun = prometheus.NewDesc("changecast_catchups_running", "Catch-ups reading the database log now.", nil, nil)
+	descCatchUps   = prometheus.NewDesc("changecast_catchups_total", "Catch-ups read from the database log.", nil, nil)
+	descLag        = prometheus.NewDesc("changecast_change_feed_lag_seconds", "Now minus the commit time of the newest event off the change feed.", nil, nil)
+	descFeedUp     = prometheus.NewDesc("changecast_change_feed_up", "1 if the change feed is running.", nil, nil)
+	descTopics     = prometheus.NewDesc("changecast_buffered_topics", "Topics with recent events held in memory.", nil, nil)
+	descWindow     = prometheus.NewDesc("changecast_log_replay_window_seconds", "How far back the database log can replay: now minus its oldest change.", nil, nil)
+)
+
+func (s *streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descOpen, descSubs, descDelivered, descDropped, descCatchUpRun, descCatchUps, descLag, descFeedUp, descTopics, descWindow} {
+		ch <- d
+	}
+}
+
+func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
+	st := s.mux.Stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	gauge(descOpen, float64(st.OpenStreams))
+	gauge(descSubs, float64(st.OrderSubscribers), "orders")
+	gauge(descSubs, float64(st.RoomSubscribers), "rooms")
+	gauge(descSubs, float64(st.MultiSubscribers), "multi")
+	counter(descDelivered, float64(st.Delivered))
+	counter(descDropped, float64(st.DroppedSlow))
+	gauge(descCatchUpRun, float64(st.CatchUpsRunning))
+	counter(descCatchUps, float64(st.CatchUps))
+	if !st.LastEventTime.IsZero() {
+		gauge(descLag, time.Since(st.LastEventTime).Seconds())
+	}
+	up := 0.0
+	if st.Ready {
+		up = 1
+	}
+	gauge(descFeedUp, up)
+	gauge(descTopics, float64(st.Topics))
+	if o, ok := s.b.(oldester); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if t, ok, err := o.Oldest(ctx); err == nil && ok {
+			gauge(descWindow, time.Since(t).Seconds())
+		}
+	}
+}

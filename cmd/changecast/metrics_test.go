@@ -1,0 +1,67 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// scrape returns the value of the metric line that matches re (a full
+// series name with labels), or -1 when there is none.
+func scrape(tb testing.TB, base, series string) float64 {
+	tb.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("/metrics: status %d", resp.StatusCode)
+	}
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+func TestMetricsEndToEnd(t *testing.T) {
+	s := newE2EServer(t, nil)
+	w := watch(t, s.URL+"/api/rooms/metered/events", "")
+	w.WaitN(t, 1)
+	postMessage(t, s.URL, "metered", "one")
+	postMessage(t, s.URL, "metered", "two")
+	w.WaitN(t, 3)
+	doJSON(t, "POST", s.URL+"/api/rooms/BAD/messages", map[string]string{"text": "x"}, nil, nil)
+
+	for _, tc := range []struct {
+		series string
+		want   float64
+	}{
+		{`changecast_streams_open`, 1},
+		{`changecast_subscribers{kind="rooms"}`, 1},
+		{`changecast_subscribers{kind="orders"}`, 0},
+		{`changecast_events_delivered_total`, 2},
+		{`changecast_change_feed_up`, 1},
+		{`changecast_http_requests_total{method="POST",route="/api/rooms/:room/messages",status="201"}`, 2},
+		{`changecast_http_requests_total{method="POST",route="/api/rooms/:room/messages",status="400"}`, 1},
+	} {
+		if got := scrape(t, s.URL, tc.series); got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.series, got, tc.want)
+		}
+	}
+	if lag := scrape(t, s.URL, "changecast_change_feed_lag_seconds"); lag < 0 || lag > 60 {
+		t.Errorf("changecast_change_feed_lag_seconds = %v, want a small non-negative number", lag)
+	}
+	if n := scrape(t, s.URL, `changecast_http_request_duration_seconds_count{method="POST",route="/api/rooms/:room/messages"}`); n != 3 {
+		t.Errorf("latency observations for POST messages = %v, want 3", n)
+	}
+	w.Stop(t)
+}
