@@ -1,0 +1,812 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"changecast/store"
+)
+
+// browserStepBound is how soon a status change must show on the page after
+// the PATCH that made it.
+const browserStepBound = time.Second
+
+// browserWait bounds waits that include a reconnect or a page load.
+const browserWait = 20 * time.Second
+
+var browserListenRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
+
+// TestBrowserDemo drives the demo page in a real Chromium over the real
+// server (run with -dev on a fixed port and data directory):
+//   - the page loads with no console error; an order placed on it moves
+//     through every status, each shown within browserStepBound of its PATCH;
+//     another order is cancelled;
+//   - a second browser context (its own storage) posts in the room and the
+//     first page shows it, and the other way round;
+//   - the server is stopped, changes are written to its data directory while
+//     it is down, a stand-in answers 503 (as a router does during a deploy),
+//     then the server comes back on the same port and directory; changes
+//     written right after it is back and after the page reconnects all show,
+//     each exactly once, with no reset and no fresh snapshot.
+//
+// On failure it saves a full-page PNG of each page and logs the path.
+// Set CHANGECAST_SCREENSHOTS=<dir> to save screenshots of a passing run too.
+func TestBrowserDemo(t *testing.T) {
+	chrome := browserChromium(t)
+	port := browserFreePort(t)
+	dataDir := t.TempDir()
+	srv := startBrowserServer(t, port, dataDir)
+	t.Cleanup(func() { srv.stop(t) })
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chrome),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		// Two tabs run at once: neither may have its timers throttled.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	t.Cleanup(cancelAlloc)
+
+	first := newBrowserPage(t, allocCtx, "desktop")
+	second := newBrowserPage(t, first.ctx, "phone", chromedp.WithNewBrowserContext())
+	pages := []*browserPage{first, second}
+	// Cleanups run last-in first-out: this one runs before the browser ends.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range pages {
+				p.saveScreenshot(t, os.TempDir(), "failure")
+			}
+			t.Logf("server log:\n%s", srv.logs.String())
+		}
+	})
+
+	var tracked store.Order // placed on the desktop page in the first case
+
+	ok := t.Run("order lifecycle", func(t *testing.T) {
+		first.setViewport(t, 1280, 800, false)
+		first.open(t, srv.URL)
+		first.checkLabels(t)
+		first.clear(t, "#name")
+		first.typeInto(t, "#name", "Alice")
+		first.setValue(t, "#qty-pad-thai", "2")
+
+		id := first.placeOrder(t)
+		tracked = store.Order{ID: id}
+		card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(id))
+		first.waitUntil(t, browserWait, "the new order shows as placed",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "placed"`, browserJS(card)))
+		first.waitUntil(t, browserWait, "the order's insert event is in the event log", first.logHasOrder(id, 1))
+
+		for i, status := range []string{store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered} {
+			version := int64(i + 2)
+			first.click(t, card+` button[data-action="advance"]`)
+			start := time.Now()
+			first.waitUntil(t, browserStepBound, "order shows "+status+" after its PATCH", fmt.Sprintf(
+				`(() => { const c = document.querySelector(%s); return c?.dataset.status === %s && c.dataset.version === %s &&
+				   c.querySelector('.step[data-step=%s]')?.classList.contains("current"); })()`,
+				browserJS(card), browserJS(status), browserJS(strconv.FormatInt(version, 10)), browserJS(status)))
+			first.waitUntil(t, browserStepBound-time.Since(start), "the "+status+" event arrived over SSE", first.logHasOrder(id, version))
+			t.Logf("%s shown and its event received %v after the click", status, time.Since(start).Round(time.Millisecond))
+		}
+		if got := first.evalString(t, card+" .badge", "textContent"); got != "Delivered" {
+			t.Errorf("badge of a delivered order: got %q, want %q", got, "Delivered")
+		}
+		if n := first.evalInt(t, `document.querySelectorAll(`+browserJS(card+" button[data-action=advance], "+card+" button[data-action=cancel]")+`).length`); n != 0 {
+			t.Errorf("a delivered order has %d advance or cancel buttons, want 0", n)
+		}
+
+		// A second order, cancelled.
+		cancelled := first.placeOrder(t, id)
+		card2 := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(cancelled))
+		first.waitUntil(t, browserWait, "the second order shows as placed",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "placed"`, browserJS(card2)))
+		first.click(t, card2+` button[data-action="cancel"]`)
+		start := time.Now()
+		first.waitUntil(t, browserStepBound, "order shows cancelled after its PATCH",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "cancelled"`, browserJS(card2)))
+		first.waitUntil(t, browserStepBound-time.Since(start), "the cancel event arrived over SSE", first.logHasOrder(cancelled, 2))
+
+		first.checkNoProblems(t, true)
+		first.screenshotIfAsked(t, "orders")
+	})
+	if !ok {
+		return
+	}
+
+	ok = t.Run("second browser context chats", func(t *testing.T) {
+		second.setViewport(t, 390, 844, true)
+		second.open(t, srv.URL)
+		second.checkLabels(t)
+		// The second context has its own storage: no name, no orders.
+		if got := second.evalString(t, "#name", "value"); got != "" {
+			t.Errorf("name in a fresh browser context: got %q, want empty", got)
+		}
+		second.typeInto(t, "#name", "Bob")
+		fromBob := `Hi from Bob <b>bold?</b> & "quotes"`
+		second.typeInto(t, "#message-text", fromBob)
+		second.click(t, "#send")
+		second.waitUntil(t, browserWait, "Bob's message shows on his own page", second.messageCount(fromBob)+" === 1")
+		first.waitUntil(t, browserWait, "Bob's message reaches the first page", first.messageCount(fromBob)+" === 1")
+		if n := first.evalInt(t, `document.querySelectorAll("#messages b").length`); n != 0 {
+			t.Errorf("message text was parsed as HTML: %d <b> elements in the chat", n)
+		}
+
+		// Alice sends with the keyboard: Enter submits the form.
+		fromAlice := "Hello Bob, Alice here"
+		first.typeInto(t, "#message-text", fromAlice+"\n")
+		second.waitUntil(t, browserWait, "Alice's reply reaches the second page", second.messageCount(fromAlice)+" === 1")
+		first.waitUntil(t, browserWait, "Alice's reply shows on her page", first.messageCount(fromAlice)+" === 1")
+
+		for _, p := range pages {
+			for _, text := range []string{fromBob, fromAlice} {
+				if n := p.evalInt(t, p.messageCount(text)); n != 1 {
+					t.Errorf("%s page shows %q %d times, want 1", p.name, text, n)
+				}
+			}
+			p.checkNoProblems(t, true)
+			p.checkFits(t)
+		}
+		second.screenshotIfAsked(t, "chat")
+	})
+	if !ok {
+		return
+	}
+
+	t.Run("server restart loses nothing and doubles nothing", func(t *testing.T) {
+		// A fresh order to move while the server is away.
+		id := first.placeOrder(t, tracked.ID)
+		card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(id))
+		first.waitUntil(t, browserWait, "the third order shows as placed",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "placed"`, browserJS(card)))
+		for _, p := range pages {
+			p.waitUntil(t, browserWait, "the page is live before the restart", `document.getElementById("conn").dataset.state === "live"`)
+		}
+		snapshotsBefore := map[*browserPage]int{}
+		for _, p := range pages {
+			snapshotsBefore[p] = p.evalInt(t, `document.querySelectorAll('#event-log li[data-event="snapshot"]').length`)
+		}
+
+		srv.stop(t)
+		for _, p := range pages {
+			p.waitUntil(t, browserWait, "the page notices the server is gone",
+				`["reconnecting", "offline"].includes(document.getElementById("conn").dataset.state)`)
+		}
+
+		// Written while the server is down, straight into its data directory.
+		var written []store.Message
+		func() {
+			b, err := store.OpenBolt(dataDir, store.BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatalf("open the data directory while the server is down: %v", err)
+			}
+			defer func() {
+				if err := b.Close(); err != nil {
+					t.Errorf("close store: %v", err)
+				}
+			}()
+			ctx := t.Context()
+			if _, err := b.UpdateOrderStatus(ctx, id, store.StatusPreparing, 1); err != nil {
+				t.Fatalf("update order while down: %v", err)
+			}
+			m, err := b.PostMessage(ctx, "lobby", "carol", "written while the server was down")
+			if err != nil {
+				t.Fatalf("post while down: %v", err)
+			}
+			written = append(written, m)
+		}()
+
+		// A router answers 503 during the deploy: EventSource gives up for
+		// good, and the page must recreate it itself.
+		stub := startBrowserStub(t, port)
+		first.waitUntil(t, browserWait, "the page sees the 503 and goes offline",
+			`document.getElementById("conn").dataset.state === "offline"`)
+		stub.stop(t)
+
+		srv = startBrowserServer(t, port, dataDir)
+		// Right after the restart, most likely before the pages reconnect.
+		browserREST(t, http.MethodPatch, srv.URL+"/api/orders/"+id, `{"status":"out_for_delivery"}`, "2", http.StatusOK, nil)
+		for i := 1; i <= 2; i++ {
+			var m store.Message
+			browserREST(t, http.MethodPost, srv.URL+"/api/rooms/lobby/messages",
+				fmt.Sprintf(`{"author":"dave","text":"posted right after the restart #%d"}`, i), "", http.StatusCreated, &m)
+			written = append(written, m)
+		}
+		t.Logf("connection state when the first writes after the restart were done: desktop %s, phone %s",
+			first.evalString(t, "#conn", "dataset.state"), second.evalString(t, "#conn", "dataset.state"))
+
+		for _, p := range pages {
+			p.waitUntil(t, browserWait, "the page is live again", `document.getElementById("conn").dataset.state === "live"`)
+		}
+		browserREST(t, http.MethodPatch, srv.URL+"/api/orders/"+id, `{"status":"delivered"}`, "3", http.StatusOK, nil)
+		var after store.Message
+		browserREST(t, http.MethodPost, srv.URL+"/api/rooms/lobby/messages",
+			`{"author":"erin","text":"posted after the pages reconnected"}`, "", http.StatusCreated, &after)
+		written = append(written, after)
+
+		first.waitUntil(t, browserWait, "the order reaches delivered",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "delivered"`, browserJS(card)))
+		for v := int64(2); v <= 4; v++ {
+			first.waitUntil(t, browserWait, fmt.Sprintf("order event v%d is in the log", v), first.logHasOrder(id, v))
+		}
+		for _, p := range pages {
+			for _, m := range written {
+				p.waitUntil(t, browserWait, fmt.Sprintf("%q shows", m.Text), p.messageCount(m.Text)+" >= 1")
+			}
+		}
+		// Let anything doubled arrive before counting.
+		time.Sleep(300 * time.Millisecond)
+
+		for v := int64(1); v <= 4; v++ {
+			if n := first.evalInt(t, first.orderEvents(id, v)); n != 1 {
+				t.Errorf("desktop page received order %s v%d %d times, want 1", id, v, n)
+			}
+		}
+		if got := first.evalString(t, card, "dataset.version"); got != "4" {
+			t.Errorf("order version shown: got %s, want 4", got)
+		}
+		for _, p := range pages {
+			for _, m := range written {
+				if n := p.evalInt(t, p.messageCount(m.Text)); n != 1 {
+					t.Errorf("%s page shows %q %d times, want 1", p.name, m.Text, n)
+				}
+				if n := p.evalInt(t, fmt.Sprintf(`document.querySelectorAll('#event-log li[data-event="message"][data-detail=%s]').length`, browserJS(browserCSS(m.ID)))); n != 1 {
+					t.Errorf("%s page received message %s (%q) %d times, want 1", p.name, m.ID, m.Text, n)
+				}
+			}
+			if n := p.evalInt(t, `document.querySelectorAll('#event-log li[data-event="reset"]').length`); n != 0 {
+				t.Errorf("%s page got %d reset events after a restart on the same data directory, want 0", p.name, n)
+			}
+			if n := p.evalInt(t, `document.querySelectorAll('#event-log li[data-event="snapshot"]').length`); n != snapshotsBefore[p] {
+				t.Errorf("%s page got %d snapshots, %d before the restart: a resumed stream sends none", p.name, n, snapshotsBefore[p])
+			}
+			if n := p.evalInt(t, `document.querySelectorAll('#event-log li[data-note="duplicate event"]').length`); n != 0 {
+				t.Errorf("%s page received %d events twice", p.name, n)
+			}
+			shown := p.evalInt(t, `Number(document.getElementById("event-count").textContent)`)
+			logged := p.evalInt(t, `document.querySelectorAll("#event-log li").length`)
+			if shown != logged {
+				t.Errorf("%s page shows %d events received but logged %d", p.name, shown, logged)
+			}
+			p.checkNoProblems(t, false)
+		}
+		first.screenshotIfAsked(t, "after-restart")
+		second.screenshotIfAsked(t, "after-restart")
+	})
+}
+
+// browserChromium returns the Chromium to use. It skips the test when there
+// is none, except under CI=true, where the test must run.
+func browserChromium(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		return "/usr/bin/chromium"
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("Chromium is not installed, and CI=true: the browser test must run in CI (apt-get install chromium)")
+	}
+	t.Skip("Chromium is not installed (apt-get install chromium); skipping the browser test")
+	return ""
+}
+
+// browserFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func browserFreePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// browserLogBuffer collects the server's output; it is safe for concurrent use.
+type browserLogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *browserLogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *browserLogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// browserServer is changecast started in-process by run with -dev.
+type browserServer struct {
+	URL    string
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	logs   *browserLogBuffer
+}
+
+// startBrowserServer runs the server on port and dataDir and waits until it
+// listens.
+func startBrowserServer(tb testing.TB, port int, dataDir string) *browserServer {
+	tb.Helper()
+	env := map[string]string{"PORT": strconv.Itoa(port), "DATA_DIR": dataDir, "HEARTBEAT_INTERVAL": "5s", "SHUTDOWN_TIMEOUT": "5s"}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &browserServer{cancel: cancel, done: make(chan error, 1), logs: &browserLogBuffer{}}
+	pr, pw := io.Pipe()
+	go func() {
+		err := run(ctx, []string{"-dev"}, func(k string) string { return env[k] }, pw, s.logs)
+		pw.Close()
+		s.done <- err
+	}()
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			s.logs.Write(append(sc.Bytes(), '\n'))
+			if m := browserListenRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urlc <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	select {
+	case s.URL = <-urlc:
+	case err := <-s.done:
+		cancel()
+		tb.Fatalf("server returned before listening: %v\n%s", err, s.logs)
+	case <-time.After(browserWait):
+		s.stop(tb)
+		tb.Fatalf("server did not listen within %v\n%s", browserWait, s.logs)
+	}
+	if want := fmt.Sprintf("http://127.0.0.1:%d", port); s.URL != want {
+		tb.Errorf("server listens on %s, want %s", s.URL, want)
+	}
+	return s
+}
+
+// stop cancels the server's context and waits for run to return; it may be
+// called more than once.
+func (s *browserServer) stop(tb testing.TB) {
+	tb.Helper()
+	s.once.Do(func() {
+		s.cancel()
+		select {
+		case err := <-s.done:
+			if err != nil {
+				tb.Errorf("server: %v\n%s", err, s.logs)
+			}
+		case <-time.After(browserWait):
+			tb.Errorf("server did not stop within %v of cancel\n%s", browserWait, s.logs)
+		}
+	})
+}
+
+// browserStub answers every request with 503, as a router does while no
+// instance is up.
+type browserStub struct {
+	srv  *http.Server
+	done chan error
+}
+
+func startBrowserStub(tb testing.TB, port int) *browserStub {
+	tb.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		tb.Fatalf("listen for the 503 stand-in: %v", err)
+	}
+	s := &browserStub{
+		srv: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "no instance available", http.StatusServiceUnavailable)
+		})},
+		done: make(chan error, 1),
+	}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	return s
+}
+
+func (s *browserStub) stop(tb testing.TB) {
+	tb.Helper()
+	if err := s.srv.Close(); err != nil {
+		tb.Errorf("close the 503 stand-in: %v", err)
+	}
+	if err := <-s.done; !errors.Is(err, http.ErrServerClosed) {
+		tb.Errorf("503 stand-in: %v", err)
+	}
+}
+
+// browserREST sends a JSON request (If-Match when ifMatch is set), checks
+// the status and decodes the answer into out (nil to skip).
+func browserREST(tb testing.TB, method, url, body, ifMatch string, want int, out any) {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(tb.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("%s %s: read: %v", method, url, err)
+	}
+	if resp.StatusCode != want {
+		tb.Fatalf("%s %s: got status %d, want %d: %s", method, url, resp.StatusCode, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			tb.Fatalf("%s %s: decode %s: %v", method, url, b, err)
+		}
+	}
+}
+
+// browserPage is one tab, with what its console reported.
+type browserPage struct {
+	name string
+	ctx  context.Context
+
+	mu       sync.Mutex
+	problems []string // console errors, exceptions, browser log errors
+	network  []string // failed requests, as the browser logs them
+}
+
+func newBrowserPage(tb testing.TB, parent context.Context, name string, opts ...chromedp.ContextOption) *browserPage {
+	tb.Helper()
+	p := &browserPage{name: name}
+	ctx, cancel := chromedp.NewContext(parent, append(opts, chromedp.WithListener(p.listen))...)
+	tb.Cleanup(cancel)
+	p.ctx = ctx
+	// The first run opens the tab (and the browser) for the life of ctx: it
+	// must not run under a shorter context.
+	if err := chromedp.Do(ctx); err != nil {
+		tb.Fatalf("open a tab in Chromium: %v", err)
+	}
+	return p
+}
+
+// listen runs in the tab's event loop: it only records.
+func (p *browserPage) listen(ev any) {
+	var problem, network string
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var parts []string
+			for _, a := range ev.Args {
+				if len(a.Value) > 0 {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			problem = "console." + string(ev.Type) + ": " + strings.Join(parts, " ")
+		}
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		text := d.Text
+		if d.Exception != nil && d.Exception.Description != "" {
+			text += " " + d.Exception.Description
+		}
+		problem = fmt.Sprintf("exception at %s:%d: %s", d.URL, d.LineNumber+1, text)
+	case *log.EventEntryAdded:
+		if ev.Entry.Level == log.EntryLevelError {
+			if ev.Entry.Source == log.EntrySourceNetwork {
+				network = ev.Entry.Text + " " + ev.Entry.URL
+			} else {
+				problem = fmt.Sprintf("browser log (%s): %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL)
+			}
+		}
+	}
+	if problem == "" && network == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if problem != "" {
+		p.problems = append(p.problems, problem)
+	}
+	if network != "" {
+		p.network = append(p.network, network)
+	}
+}
+
+// checkNoProblems fails on any console error or exception, and, when
+// noNetwork is set, on any failed request too.
+func (p *browserPage) checkNoProblems(tb testing.TB, noNetwork bool) {
+	tb.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.problems {
+		tb.Errorf("%s page: %s", p.name, s)
+	}
+	p.problems = nil
+	if noNetwork {
+		for _, s := range p.network {
+			tb.Errorf("%s page: failed request: %s", p.name, s)
+		}
+	} else if len(p.network) > 0 {
+		tb.Logf("%s page: failed requests while the server was away (expected): %d, first %s", p.name, len(p.network), p.network[0])
+	}
+	p.network = nil
+}
+
+func (p *browserPage) do(tb testing.TB, what string, actions ...chromedp.Action[chromedp.Void]) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, browserWait)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		tb.Fatalf("%s page: %s: %v\n%s", p.name, what, err, p.describe())
+	}
+}
+
+func (p *browserPage) setViewport(tb testing.TB, w, h int64, mobile bool) {
+	tb.Helper()
+	if mobile {
+		p.do(tb, "set a phone viewport", chromedp.EmulateViewport(w, h, chromedp.EmulateScale(3), chromedp.EmulateMobile, chromedp.EmulateTouch))
+		return
+	}
+	p.do(tb, "set a desktop viewport", chromedp.EmulateViewport(w, h))
+}
+
+// open loads the page and waits until its stream is live.
+func (p *browserPage) open(tb testing.TB, url string) {
+	tb.Helper()
+	p.do(tb, "navigate", chromedp.Navigate(url+"/"))
+	p.waitUntil(tb, browserWait, "the page connects", `document.getElementById("conn")?.dataset.state === "live"`)
+	p.waitUntil(tb, browserWait, "the room snapshot arrives", `document.querySelector('#event-log li[data-event="snapshot"][data-topic="rooms/lobby"]') !== null`)
+}
+
+func (p *browserPage) click(tb testing.TB, sel string) {
+	tb.Helper()
+	p.do(tb, "click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+}
+
+func (p *browserPage) typeInto(tb testing.TB, sel, text string) {
+	tb.Helper()
+	p.do(tb, "type into "+sel, chromedp.SendKeys(chromedp.CSS(sel), text, chromedp.NodeVisible))
+}
+
+// clear empties an input's value (the property, which typing changed).
+func (p *browserPage) clear(tb testing.TB, sel string) {
+	tb.Helper()
+	var ok bool
+	p.eval(tb, fmt.Sprintf(`(() => { const e = document.querySelector(%s); if (!e) return false; e.value = ""; return true; })()`, browserJS(sel)), &ok)
+	if !ok {
+		tb.Fatalf("%s page: clear %s: no such element", p.name, sel)
+	}
+}
+
+func (p *browserPage) setValue(tb testing.TB, sel, v string) {
+	tb.Helper()
+	p.do(tb, "set "+sel, chromedp.SetValue(chromedp.CSS(sel), v))
+}
+
+// placeOrder clicks "Place order" and returns the id of the new card: the
+// first one whose id is not in known.
+func (p *browserPage) placeOrder(tb testing.TB, known ...string) string {
+	tb.Helper()
+	before := p.evalInt(tb, `document.querySelectorAll("#orders [data-order-id]").length`)
+	p.click(tb, "#place-order")
+	p.waitUntil(tb, browserWait, "a new order card appears",
+		fmt.Sprintf(`document.querySelectorAll("#orders [data-order-id]").length > %d`, before))
+	id := p.evalString(tb, "#orders [data-order-id]", "dataset.orderId")
+	if !store.ValidOrderID(id) {
+		tb.Fatalf("new order card has id %q", id)
+	}
+	for _, k := range known {
+		if id == k {
+			tb.Fatalf("the newest card is the old order %s", id)
+		}
+	}
+	return id
+}
+
+// checkFits fails if the page scrolls sideways at its viewport width.
+func (p *browserPage) checkFits(tb testing.TB) {
+	tb.Helper()
+	var got struct{ Scroll, Viewport int }
+	p.eval(tb, `({scroll: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth})`, &got)
+	if got.Scroll > got.Viewport {
+		tb.Errorf("%s page is %dpx wide in a %dpx viewport: it scrolls sideways", p.name, got.Scroll, got.Viewport)
+	}
+}
+
+// checkLabels fails if a form control has no label or a button no name.
+func (p *browserPage) checkLabels(tb testing.TB) {
+	tb.Helper()
+	var unlabelled []string
+	p.eval(tb, `[...document.querySelectorAll("input, select, textarea")].filter(e => e.labels.length === 0 && !e.getAttribute("aria-label")).map(e => e.id || e.name)`, &unlabelled)
+	if len(unlabelled) > 0 {
+		tb.Errorf("%s page: controls without a label: %v", p.name, unlabelled)
+	}
+	var nameless int
+	p.eval(tb, `[...document.querySelectorAll("button")].filter(b => !(b.getAttribute("aria-label") || b.textContent.trim())).length`, &nameless)
+	if nameless > 0 {
+		tb.Errorf("%s page: %d buttons without a name", p.name, nameless)
+	}
+	var inline []string
+	p.eval(tb, `[...document.querySelectorAll("*")].flatMap(e => [...e.attributes].filter(a => a.name.startsWith("on")).map(a => e.tagName + " " + a.name))`, &inline)
+	if len(inline) > 0 {
+		tb.Errorf("%s page: inline event handlers: %v", p.name, inline)
+	}
+}
+
+func (p *browserPage) eval(tb testing.TB, expr string, out any) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, browserWait)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+	if err != nil {
+		tb.Fatalf("%s page: evaluate %s: %v", p.name, expr, err)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		tb.Fatalf("%s page: evaluate %s: decode %s: %v", p.name, expr, raw, err)
+	}
+}
+
+func (p *browserPage) evalInt(tb testing.TB, expr string) int {
+	tb.Helper()
+	var n int
+	p.eval(tb, expr, &n)
+	return n
+}
+
+// evalString reads a property (a dotted path) of the first element sel matches.
+func (p *browserPage) evalString(tb testing.TB, sel, prop string) string {
+	tb.Helper()
+	var s *string
+	p.eval(tb, fmt.Sprintf(`document.querySelector(%s)?.%s ?? null`, browserJS(sel), prop), &s)
+	if s == nil {
+		tb.Fatalf("%s page: no %s.%s\n%s", p.name, sel, prop, p.describe())
+	}
+	return *s
+}
+
+// waitUntil polls the JavaScript expression cond until it is true, failing
+// the test after timeout.
+func (p *browserPage) waitUntil(tb testing.TB, timeout time.Duration, what, cond string) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(p.ctx, browserWait)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
+		cancel()
+		if err != nil {
+			tb.Fatalf("%s page: wait until %s: %v", p.name, what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s page: %s: not within %v\n%s", p.name, what, timeout, p.describe())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// describe summarises the page's state for a failure message.
+func (p *browserPage) describe() string {
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({
+		conn: document.getElementById("conn")?.textContent.trim().replace(/\s+/g, " "),
+		events: document.getElementById("event-count")?.textContent,
+		notices: [...document.querySelectorAll("#notices p")].map(n => n.textContent),
+		orders: [...document.querySelectorAll("#orders [data-order-id]")].map(o => o.dataset.orderId + " " + o.dataset.status + " v" + o.dataset.version),
+		messages: [...document.querySelectorAll("#messages .msg-text")].map(m => m.textContent).slice(-10),
+		log: [...document.querySelectorAll("#event-log li")].slice(0, 15).map(l => [l.dataset.event, l.dataset.topic, l.dataset.detail, l.dataset.note || ""].join(" ")),
+	}, null, 1)`))
+	if err != nil {
+		return "(page state unavailable: " + err.Error() + ")"
+	}
+	return "page state: " + s
+}
+
+// messageCount is an expression counting chat messages whose text is text.
+func (p *browserPage) messageCount(text string) string {
+	return fmt.Sprintf(`[...document.querySelectorAll("#messages .msg-text")].filter(n => n.textContent === %s).length`, browserJS(text))
+}
+
+// orderEvents is an expression counting the order events of version v of
+// order id in the page's event log.
+func (p *browserPage) orderEvents(id string, v int64) string {
+	return fmt.Sprintf(`[...document.querySelectorAll('#event-log li[data-event="order"]')].filter(l => l.dataset.topic === %s && l.dataset.detail.startsWith(%s)).length`,
+		browserJS("orders/"+id), browserJS(fmt.Sprintf("v%d ", v)))
+}
+
+func (p *browserPage) logHasOrder(id string, v int64) string {
+	return p.orderEvents(id, v) + " >= 1"
+}
+
+// saveScreenshot writes a full-page PNG into dir and logs its path.
+func (p *browserPage) saveScreenshot(tb testing.TB, dir, label string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		tb.Logf("%s page: no screenshot: %v", p.name, err)
+		return
+	}
+	path := filepath.Join(dir, fmt.Sprintf("changecast-browser-%s-%s-%d.png", label, p.name, time.Now().UnixNano()))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		tb.Logf("%s page: save screenshot: %v", p.name, err)
+		return
+	}
+	tb.Logf("%s page: screenshot saved to %s", p.name, path)
+}
+
+// screenshotIfAsked saves a screenshot when CHANGECAST_SCREENSHOTS names a
+// directory.
+func (p *browserPage) screenshotIfAsked(tb testing.TB, label string) {
+	tb.Helper()
+	if dir := os.Getenv("CHANGECAST_SCREENSHOTS"); dir != "" {
+		p.saveScreenshot(tb, dir, label)
+	}
+}
+
+// browserJS quotes s as a JavaScript string literal.
+func browserJS(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// browserCSS returns s unchanged if it is safe inside a quoted CSS
+// attribute value; ids are hex, so anything else is a test bug.
+func browserCSS(s string) string {
+	if strings.ContainsAny(s, `"\`) {
+		panic("unsafe CSS attribute value " + s)
+	}
+	return s
+}
