@@ -121,6 +121,7 @@
   const storedRoom = load(localStorage, KEY_ROOM, "lobby");
   const state = {
     token: load(sessionStorage, KEY_TOKEN, ""),
+    staff: true, // may move orders along: no token (dev mode) or a staff token
     // id → {id, order, history: Map(status → time), missing, deleted, busy, error}
     orders: new Map(),
     orderIDs: [], // newest first
@@ -138,7 +139,10 @@
     topicsKey: "",
     retryTimer: 0,
     attempt: 0,
-    stopped: false, // true after `expired` or a 401/403 until the user acts
+    // Why the page stopped connecting: "token" (401 or `expired`: until a
+    // token is given), "refused" (403, 404, 400: until the topics change),
+    // or "" (it is not stopped).
+    blocked: "",
     probe: null, // AbortController of a running diagnosis
   };
 
@@ -161,7 +165,7 @@
     stream.retryTimer = 0;
     if (stream.probe) stream.probe.abort();
     stream.probe = null;
-    stream.stopped = false;
+    stream.blocked = "";
     const list = topics();
     const old = stream.es;
     const es = new EventSource(streamURL(list));
@@ -196,19 +200,19 @@
 
   // syncTopics reconnects when the set of topics changed.
   function syncTopics() {
-    if (stream.stopped) return;
+    if (stream.blocked === "token") return;
     const key = topics().join(" ");
     if (!stream.es || key !== stream.topicsKey) connect();
   }
 
-  function stop() {
+  function stop(reason) {
     clearTimeout(stream.retryTimer);
     stream.retryTimer = 0;
     if (stream.probe) stream.probe.abort();
     stream.probe = null;
     if (stream.es) stream.es.close();
     stream.es = null;
-    stream.stopped = true;
+    stream.blocked = reason;
   }
 
   // diagnose asks the same URL with fetch to learn the status EventSource
@@ -237,9 +241,11 @@
       return;
     }
     if (status === 403 || status === 400 || status === 404) {
-      stop();
+      stop("refused");
       setConn("offline");
-      notice(`The server refused the live feed (${status}${message ? ": " + message : ""}). Change the room or the tracked orders to try again.`, "error");
+      notice(`The server refused the live feed (${status}${message ? ": " + message : ""}). Change the room or stop tracking an order to try again.`, "error");
+      // Show which tracked order is not (or no longer) readable.
+      for (const entry of state.orders.values()) refreshOrder(entry);
       return;
     }
     scheduleRetry(Math.min(retryAfterMs, BACKOFF_CAP_MS));
@@ -263,7 +269,6 @@
     el.conn.dataset.state = s;
     let label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" }[s];
     if (s === "offline" && retryMs) label = `Offline, retrying in ${Math.max(1, Math.round(retryMs / 1000))} s`;
-    else if (s === "offline" && stream.stopped) label = "Offline";
     el.connLabel.textContent = label;
     el.reconnect.hidden = s !== "offline" || !el.tokenPanel.hidden;
   }
@@ -298,7 +303,6 @@
         break;
       case "expired":
         logEvent(name, e.lastEventId, topic, "", "", "");
-        stop();
         askForToken("Your access token has expired. Enter a new one to continue.");
         break;
       case "order": {
@@ -680,7 +684,7 @@
   // ---- token ----
 
   function askForToken(reason) {
-    stop();
+    stop("token");
     setConn("offline");
     el.tokenReason.textContent = reason;
     el.tokenPanel.hidden = false;
@@ -698,6 +702,7 @@
     setToken(t);
     el.token.value = "";
     el.tokenPanel.hidden = true;
+    for (const entry of state.orders.values()) renderOrder(entry);
     connect();
     for (const entry of state.orders.values()) if (!entry.order) refreshOrder(entry);
   }
@@ -709,9 +714,12 @@
   }
 
   // applyTokenName shows the token's subject as the name: the server uses it
-  // as the customer and the author, whatever the page sends.
+  // as the customer and the author, whatever the page sends. It also notes
+  // the role: only staff move orders along (without a token, anyone may).
   function applyTokenName() {
-    const sub = tokenSubject(state.token);
+    const claims = tokenClaims(state.token);
+    const sub = typeof claims.sub === "string" ? claims.sub : "";
+    state.staff = !state.token || claims.role === "staff";
     el.name.readOnly = Boolean(sub);
     if (sub) {
       el.name.value = sub;
@@ -721,15 +729,17 @@
     }
   }
 
-  function tokenSubject(token) {
+  // tokenClaims reads a JWT's claims for display only; the server checks
+  // the signature.
+  function tokenClaims(token) {
     const part = token.split(".")[1];
-    if (!part) return "";
+    if (!part) return {};
     try {
       const json = atob(part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "="));
       const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
-      return typeof claims.sub === "string" ? claims.sub : "";
+      return claims && typeof claims === "object" ? claims : {};
     } catch {
-      return "";
+      return {};
     }
   }
 
@@ -815,7 +825,7 @@
 
     const actions = make("div", "order-actions");
     if (o && !entry.deleted) {
-      const next = NEXT_STATUS[o.status];
+      const next = state.staff && NEXT_STATUS[o.status];
       if (next) {
         const b = make("button", "btn btn-primary btn-small", NEXT_ACTION[o.status]);
         b.type = "button";
@@ -825,7 +835,7 @@
         b.setAttribute("aria-label", `${NEXT_ACTION[o.status]}: order ${shortID(entry.id)}`);
         actions.append(b);
       }
-      if (CANCELLABLE.has(o.status)) {
+      if (state.staff ? CANCELLABLE.has(o.status) : o.status === "placed") {
         const b = make("button", "btn btn-danger btn-small", "Cancel");
         b.type = "button";
         b.dataset.action = "cancel";
@@ -1036,7 +1046,7 @@
       connect();
     });
     window.addEventListener("online", () => {
-      if (!stream.es && !stream.stopped) connect();
+      if (!stream.es && !stream.blocked) connect();
     });
 
     connect();
