@@ -181,12 +181,12 @@ func (m *Mongo) open(ctx context.Context) error {
 
 // Close stops every running Follow and CatchUp (they return an error
 // wrapping ErrClosed), waits for the calls in flight and disconnects. Calls
-// made after Close return ErrClosed. Close is idempotent.
+// made after Close, a second Close too, return errors wrapping ErrClosed.
 func (m *Mongo) Close() error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil
+		return fmt.Errorf("close store: %w", ErrClosed)
 	}
 	m.closed = true
 	m.mu.Unlock()

@@ -587,6 +587,9 @@ func TestMongoCloseStopsFollow(t *testing.T) {
 	if _, err := mm.store.Head(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Head after Close: got %v, want ErrClosed", err)
 	}
+	if err := mm.store.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close: got %v, want ErrClosed", err)
+	}
 }
 
 func TestMongoCatchUp(t *testing.T) {
