@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"changecast/handlers"
 )
 
 // config is everything the server reads from its environment, read once.
@@ -20,6 +23,7 @@ type config struct {
 	CORSOrigins     []string
 	RetainChanges   int
 	RetainAge       time.Duration
+	Limits          handlers.Limits
 }
 
 // envVar describes one environment variable: its name, default and the
@@ -94,10 +98,32 @@ var envVars = []envVar{
 		c.RetainChanges = n
 		return nil
 	}},
+	{"STREAMS_PER_SUBJECT", "16", "a whole number of open streams per user, or -1 for no bound", intIn(-1, 1_000_000, func(c *config, n int) { c.Limits.StreamsPerSubject = n })},
+	{"TOPICS_PER_STREAM", "32", "a whole number of topics from 1 to 1000", intIn(1, 1000, func(c *config, n int) { c.Limits.TopicsPerRequest = n })},
+	{"WRITES_PER_SECOND", "20", "writes per second per user, such as 20 or 0.5, or -1 for no bound", func(c *config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || (f <= 0 && f != -1) {
+			return errBadForm
+		}
+		c.Limits.WritesPerSecond = f
+		return nil
+	}},
+	{"WRITE_BURST", "40", "a whole number of writes from 1 up", intIn(1, 1_000_000, func(c *config, n int) { c.Limits.WriteBurst = n })},
 	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
 }
 
 var errBadForm = fmt.Errorf("bad form")
+
+func intIn(lo, hi int, set func(*config, int)) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi || n == 0 {
+			return errBadForm
+		}
+		set(c, n)
+		return nil
+	}
+}
 
 func durationIn(lo, hi time.Duration, set func(*config, time.Duration)) func(*config, string) error {
 	return func(c *config, v string) error {

@@ -45,12 +45,18 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var listenRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
+var listenRE = regexp.MustCompile(`listening on http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)`)
 
 // newE2EServer starts run with -dev (plus args) and env on top of
 // PORT=0 and a fresh DATA_DIR, waits until it listens, and stops it at
 // cleanup, failing the test if run returned an error.
 func newE2EServer(tb testing.TB, env map[string]string, args ...string) *e2eServer {
+	tb.Helper()
+	return startE2E(tb, env, append([]string{"-dev"}, args...))
+}
+
+// startE2E is newE2EServer with exactly args (no -dev unless given).
+func startE2E(tb testing.TB, env map[string]string, args []string) *e2eServer {
 	tb.Helper()
 	vars := map[string]string{"PORT": "0", "DATA_DIR": tb.TempDir(), "HEARTBEAT_INTERVAL": "1s"}
 	for k, v := range env {
@@ -60,7 +66,7 @@ func newE2EServer(tb testing.TB, env map[string]string, args ...string) *e2eServ
 	pr, pw := io.Pipe()
 	s := &e2eServer{DataDir: vars["DATA_DIR"], cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
 	go func() {
-		err := run(ctx, append([]string{"-dev"}, args...), func(k string) string { return vars[k] }, pw, s.logs)
+		err := run(ctx, args, func(k string) string { return vars[k] }, pw, s.logs)
 		pw.Close()
 		s.done <- err
 	}()
@@ -71,7 +77,7 @@ func newE2EServer(tb testing.TB, env map[string]string, args ...string) *e2eServ
 			s.logs.Write(append(sc.Bytes(), '\n'))
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				select {
-				case urlc <- m[1]:
+				case urlc <- "http://127.0.0.1:" + m[1]:
 				default:
 				}
 			}

@@ -115,6 +115,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Secret:      secret,
 		Static:      static.FS,
 		CORSOrigins: cfg.CORSOrigins,
+		Limits:      cfg.Limits,
 		Metrics:     met.handler(),
 	})
 	if err != nil {

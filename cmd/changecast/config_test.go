@@ -1,0 +1,98 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	c, err := loadConfig(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 8080 || c.DataDir != "./data" || c.MongoDatabase != "changecast" || c.Heartbeat != 15*time.Second || c.ShutdownTimeout != 10*time.Second || c.Limits.StreamsPerSubject != 16 || c.Limits.WritesPerSecond != 20 {
+		t.Errorf("defaults = %+v", c)
+	}
+	c, err = loadConfig(env("PORT", "5000", "HEARTBEAT_INTERVAL", "20s", "CORS_ORIGINS", "https://a.example, http://localhost:3000/", "WRITES_PER_SECOND", "-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 5000 || c.Heartbeat != 20*time.Second || strings.Join(c.CORSOrigins, " ") != "https://a.example http://localhost:3000" || c.Limits.WritesPerSecond != -1 {
+		t.Errorf("parsed = %+v", c)
+	}
+	for _, tc := range []struct{ name, value, wantErr string }{
+		{"PORT", "http", `PORT="http": want a port number`},
+		{"PORT", "70000", "PORT"},
+		{"HEARTBEAT_INTERVAL", "90s", "HEARTBEAT_INTERVAL"},
+		{"HEARTBEAT_INTERVAL", "15", "want a duration"},
+		{"SHUTDOWN_TIMEOUT", "1h", "SHUTDOWN_TIMEOUT"},
+		{"MONGODB_URI", "postgres://user:hunter2@x", "MONGODB_URI: want"},
+		{"JWT_SECRET", "short-secret", "JWT_SECRET: want"},
+		{"CORS_ORIGINS", "*", "CORS_ORIGINS"},
+		{"CORS_ORIGINS", "https://a.example/path", "CORS_ORIGINS"},
+		{"RETAIN_CHANGES", "10", "RETAIN_CHANGES"},
+		{"STREAMS_PER_SUBJECT", "0", "STREAMS_PER_SUBJECT"},
+		{"WRITES_PER_SECOND", "fast", "WRITES_PER_SECOND"},
+		{"MONGODB_DATABASE", "a/b", "MONGODB_DATABASE"},
+	} {
+		_, err := loadConfig(env(tc.name, tc.value))
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s=%q: error %v, want one containing %q", tc.name, tc.value, err, tc.wantErr)
+		}
+		if err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "short-secret")) {
+			t.Errorf("%s: error leaks the secret: %v", tc.name, err)
+		}
+	}
+}
+
+// TestServeRefusesWithoutSecret: without -dev the server does not start
+// unless JWT_SECRET is set.
+func TestServeRefusesWithoutSecret(t *testing.T) {
+	var out, errOut strings.Builder
+	err := run(t.Context(), nil, func(k string) string {
+		if k == "PORT" {
+			return "0"
+		}
+		return ""
+	}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET is required") {
+		t.Fatalf("run without -dev or JWT_SECRET: %v; want a JWT_SECRET error", err)
+	}
+}
+
+func TestVersionAndToken(t *testing.T) {
+	var out strings.Builder
+	if err := run(t.Context(), []string{"-version"}, func(string) string { return "" }, &out, &out); err != nil || !strings.HasPrefix(out.String(), "changecast ") {
+		t.Fatalf("-version: %q, %v", out.String(), err)
+	}
+	secret := strings.Repeat("s", 32)
+	getenv := func(k string) string {
+		if k == "JWT_SECRET" {
+			return secret
+		}
+		return ""
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"token", "-sub", "alice", "-role", "staff", "-rooms", "lobby,kitchen", "-ttl", "5m"}, getenv, &out, &out); err != nil {
+		t.Fatalf("token: %v", err)
+	}
+	if tok := strings.TrimSpace(out.String()); strings.Count(tok, ".") != 2 {
+		t.Fatalf("token printed %q; want a JWT", tok)
+	}
+	for _, args := range [][]string{{"token"}, {"token", "-sub", "a", "-role", "admin"}, {"token", "-sub", "a", "-rooms", "Bad Room"}, {"token", "-sub", "a", "-ttl", "-1s"}} {
+		if err := run(t.Context(), args, getenv, &out, &out); err == nil {
+			t.Errorf("run %q: no error", args)
+		}
+	}
+	if err := run(t.Context(), []string{"token", "-sub", "a"}, func(string) string { return "" }, &out, &out); err == nil {
+		t.Error("token without JWT_SECRET: no error")
+	}
+}
