@@ -76,6 +76,15 @@ func boltMustPost(tb testing.TB, b *Bolt, room, text string) Message {
 	return m
 }
 
+// boltPost posts a message from any goroutine, reporting a failure with
+// tb.Errorf (FailNow may only be called from the test's goroutine).
+func boltPost(tb testing.TB, b *Bolt, room, text string) {
+	tb.Helper()
+	if _, err := b.PostMessage(context.Background(), room, "alice", text); err != nil {
+		tb.Errorf("PostMessage: %v", err)
+	}
+}
+
 func boltMustHead(tb testing.TB, b *Bolt) string {
 	tb.Helper()
 	h, err := b.Head(context.Background())
@@ -756,7 +765,7 @@ func TestBoltFollow(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for w := range 8 {
-		wg.Go(func() { boltMustPost(t, b, "busy", fmt.Sprint(w)) })
+		wg.Go(func() { boltPost(t, b, "busy", fmt.Sprint(w)) })
 	}
 	got := f.changes(t, 8)
 	wg.Wait()
@@ -830,7 +839,7 @@ func TestBoltCatchUp(t *testing.T) {
 	for w := range 16 {
 		wg.Go(func() {
 			for i := range 150 {
-				boltMustPost(t, b, rooms[(w+i)%len(rooms)], fmt.Sprint(w, "-", i))
+				boltPost(t, b, rooms[(w+i)%len(rooms)], fmt.Sprint(w, "-", i))
 			}
 		})
 	}
@@ -1002,7 +1011,7 @@ func TestBoltFollowOvertakenByPruner(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 2 * boltReadChunk / 8 {
-				boltMustPost(t, b, "lobby", fmt.Sprint(w, i))
+				boltPost(t, b, "lobby", fmt.Sprint(w, i))
 			}
 		})
 	}
@@ -1049,7 +1058,7 @@ func TestBoltSnapshot(t *testing.T) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := range 40 {
-				boltMustPost(t, b, "lobby", fmt.Sprint(w, "-", i))
+				boltPost(t, b, "lobby", fmt.Sprint(w, "-", i))
 				if w == 0 && i%10 == 9 {
 					next := map[string]string{StatusPlaced: StatusPreparing, StatusPreparing: StatusOutForDelivery, StatusOutForDelivery: StatusDelivered}
 					cur, _ := b.GetOrder(ctx, o.ID)
