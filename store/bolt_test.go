@@ -1,10 +1,13 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
@@ -1204,4 +1207,102 @@ func FuzzBoltCheckPosition(f *testing.F) {
 			t.Fatalf("CheckPosition(%q): got %v, want ErrInvalidPosition", pos, err)
 		}
 	})
+}
+
+// TestBoltSurvivesKill runs a writer in a child process, kills it with
+// SIGKILL in the middle of writing, and checks that every write the child
+// saw acknowledged is in the reopened store and its log.
+func TestBoltSurvivesKill(t *testing.T) {
+	if dir := os.Getenv("CHANGECAST_BOLT_KILL_DIR"); dir != "" {
+		boltKillChild(dir)
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBoltSurvivesKill$")
+	cmd.Env = append(os.Environ(), "CHANGECAST_BOLT_KILL_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var acked []string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && len(acked) < 300 {
+		if id, ok := strings.CutPrefix(sc.Text(), "acked "); ok {
+			acked = append(acked, id)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(acked) < 300 {
+		t.Fatalf("child acknowledged only %d writes", len(acked))
+	}
+
+	b := boltTestOpen(t, dir, BoltOptions{}, nil)
+	have := map[string]bool{}
+	for _, c := range boltLog(t, b) {
+		have[c.Message.ID] = true
+	}
+	msgs := map[string]bool{}
+	for w := range 8 {
+		for before := ""; ; {
+			list, err := b.ListMessages(context.Background(), fmt.Sprint("kill", w), before, MaxListLimit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) == 0 {
+				break
+			}
+			for _, m := range list {
+				msgs[m.ID] = true
+			}
+			before = list[0].ID
+		}
+	}
+	for _, id := range acked {
+		if !have[id] || !msgs[id] {
+			t.Fatalf("acknowledged message %s lost (in log %t, in room %t)", id, have[id], msgs[id])
+		}
+	}
+	// The reopened store keeps writing after the last surviving change.
+	head := boltMustHead(t, b)
+	if m := boltMustPost(t, b, "kill0", "after"); m.ID <= acked[len(acked)-1] {
+		t.Fatalf("id after restart %s, want above %s", m.ID, acked[len(acked)-1])
+	}
+	if h := boltMustHead(t, b); h <= head {
+		t.Fatalf("head after restart %s, want above %s", h, head)
+	}
+	t.Logf("%d acknowledged writes survived, %d changes in the log", len(acked), len(have))
+}
+
+// boltKillChild writes messages from 8 goroutines until killed, printing
+// each acknowledged id.
+func boltKillChild(dir string) {
+	b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				m, err := b.PostMessage(context.Background(), fmt.Sprint("kill", w), "child", fmt.Sprint(i))
+				if err != nil {
+					fmt.Println("post:", err)
+					os.Exit(1)
+				}
+				mu.Lock()
+				fmt.Println("acked", m.ID)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
 }
