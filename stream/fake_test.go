@@ -18,6 +18,23 @@ type fakeSource struct {
 	notify   chan struct{}
 	catchUps int
 	follows  int
+	// gate, when not nil, holds the feed back until it is closed.
+	gate chan struct{}
+}
+
+// hold stops the feed from delivering new events until the returned
+// function is called.
+func (f *fakeSource) hold() (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	g := make(chan struct{})
+	f.gate = g
+	return func() {
+		f.mu.Lock()
+		f.gate = nil
+		f.mu.Unlock()
+		close(g)
+	}
 }
 
 func newFakeSource() *fakeSource { return &fakeSource{notify: make(chan struct{})} }
@@ -89,8 +106,16 @@ func (f *fakeSource) Follow(ctx context.Context, after string, fn func(Batch) er
 			return fmt.Errorf("feed at %d: %w", seq, ErrHistoryLost)
 		}
 		evs := slices.Clone(f.log[seq:])
-		wait := f.notify
+		wait, gate := f.notify, f.gate
 		f.mu.Unlock()
+		if gate != nil && len(evs) > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-gate:
+			}
+			continue
+		}
 		if len(evs) > 0 {
 			seq += len(evs)
 			if err := fn(Batch{Events: evs, Checkpoint: fakePos(seq)}); err != nil {

@@ -184,28 +184,21 @@ func TestResumeAheadOfFeed(t *testing.T) {
 		src.add("rooms/a", "x")
 	}
 	waitFor(t, "feed", func() bool { return m.lastPos() == fakePos(5) })
-	// Hold the feed back: the client claims position 7 before the feed
-	// has seen 6 and 7.
-	m.mu.Lock()
-	ev6, ev7 := src.add("rooms/a", "six"), src.add("rooms/a", "seven")
-	s, head := m.subscribeLockedForTest([]string{"rooms/a"})
-	m.mu.Unlock()
-	m.unsubscribe(s)
-	if head != fakePos(5) {
-		t.Fatalf("head %s, want %s", head, fakePos(5))
-	}
+	// Hold the feed back: the client claims position 7 while the feed
+	// has seen only 5.
+	release := src.hold()
+	src.add("rooms/a", "six")
+	ev7 := src.add("rooms/a", "seven")
 	c := dial(t, topicsURL(srv.URL, "rooms/a"), ev7.ID)
-	src.add("rooms/a", "eight")
-	ev := c.next(t)
-	if textOf(t, ev) != "eight" {
-		t.Fatalf("after %s (%s) got %q; want only what came after", ev7.ID, ev6.ID, ev)
+	waitFor(t, "the subscriber", func() bool { return m.Stats().RoomSubscribers == 1 })
+	if got := m.lastPos(); got != fakePos(5) {
+		t.Fatalf("feed at %s, want %s while held", got, fakePos(5))
 	}
-}
-
-func (m *Multiplexer) subscribeLockedForTest(topics []string) (*subscriber, string) {
-	m.mu.Unlock()
-	defer m.mu.Lock()
-	return m.subscribe(topics)
+	release()
+	src.add("rooms/a", "eight")
+	if ev := c.next(t); textOf(t, ev) != "eight" {
+		t.Fatalf("after %s got %q; want only what came after it", ev7.ID, ev)
+	}
 }
 
 func TestResetThenSnapshot(t *testing.T) {
