@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -16,32 +17,50 @@ const (
 	// DefaultQueueSize is each subscriber's queue, in events. A room at a
 	// busy 100 events/s fills it in 2.5 s of a stalled client, long enough
 	// to ride out a GC pause or a TCP hiccup, and it costs 2 KiB of
-	// pointers per subscriber.
+	// pointers per subscriber (20 MiB for 10,000 streams).
 	DefaultQueueSize = 256
 	// DefaultTopicBuffer is how many recent events each topic keeps in
 	// memory, so that a reconnect after a short drop replays from memory
-	// instead of reading the database.
-	DefaultTopicBuffer = 128
+	// instead of reading the database: an order has a handful of changes
+	// in its life, and 64 messages are a minute of a lively room.
+	DefaultTopicBuffer = 64
 	// DefaultMaxTopics bounds the topics with an in-memory buffer; the
 	// least recently written is evicted past it (its clients then catch
-	// up from the database). 4,096 × 128 events of ~0.5 KiB ≈ 256 MiB at
-	// the very worst.
+	// up from the database). 4,096 × 64 events of ~0.5 KiB ≈ 128 MiB at
+	// the very worst, a quarter of a small (512 MiB) container.
 	DefaultMaxTopics = 4096
-	// DefaultCatchUps bounds catch-ups reading the database at once, so a
-	// reconnect storm cannot exhaust the database's connections.
+	// DefaultCatchUps bounds catch-ups reading the database at once. Each
+	// holds a database connection while it runs (MongoDB's pool defaults
+	// to 100), so 32 leaves most of the pool to REST calls and the feed
+	// while a reconnect storm after a deploy still drains quickly.
 	DefaultCatchUps = 32
 	// DefaultHeartbeat is the `: ping` interval: well under the 55 s idle
 	// cut of Heroku's router and the ~60 s of other proxies.
 	DefaultHeartbeat = 15 * time.Second
-	// DefaultRetry is the reconnect delay a client is told (`retry:`).
+	// DefaultRetry is the reconnect delay a client is told (`retry:`). A
+	// stream ends on purpose (deploy, slow client, expiry of a proxy's
+	// request limit) and resumes exactly, so the delay only adds latency;
+	// one second still spreads a reconnect storm over the clients' timers.
 	DefaultRetry = time.Second
 	// writeTimeout bounds one write to a client; a client that takes
-	// longer is cut off (it reconnects and catches up).
+	// longer is cut off (it reconnects and catches up). It matches the
+	// heartbeat: a healthy client accepts a write well within it.
 	writeTimeout = 15 * time.Second
 	// startTimeout bounds reading the log's head when starting.
 	startTimeout = 30 * time.Second
-	// maxFeedBackoff caps the wait between attempts to reopen the feed.
+	// minFeedBackoff and maxFeedBackoff bound the wait between attempts
+	// to reopen the feed: quick after a blip, at most a few seconds of
+	// staleness once the database is back.
+	minFeedBackoff = 100 * time.Millisecond
 	maxFeedBackoff = 5 * time.Second
+)
+
+// Errors Serve returns before it writes anything.
+var (
+	// ErrNoTopics means Serve was called without a topic.
+	ErrNoTopics = errors.New("stream: no topics")
+	// ErrNotStarted means Serve was called before Start succeeded.
+	ErrNotStarted = errors.New("stream: multiplexer not started")
 )
 
 // Config tunes a Multiplexer; zero fields take the defaults above.
@@ -113,19 +132,25 @@ type Multiplexer struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	last   string // the feed's checkpoint
-	floor  string // topics without a ring are complete after floor
-	rings  map[string]*ring
-	lru    *list.List // of *ring, least recently written at the front
-	subs   map[string]map[*subscriber]struct{}
-	ready  bool
-	closed bool
+	// ctx lives until Close; the feed and every Source call of a stream
+	// run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	started   atomic.Bool
-	done      chan struct{}
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	mu       sync.Mutex
+	last     string // the feed's checkpoint
+	floor    string // topics without a ring are complete after floor
+	rings    map[string]*ring
+	lru      *list.List // of *ring, least recently written at the front
+	subs     map[string]map[*subscriber]struct{}
+	streams  map[*streamWriter]struct{} // responses being served
+	ready    bool
+	starting bool // Start was called
+	started  bool // Start read the head; last and floor are set
+	closed   bool
+
+	wg        sync.WaitGroup // the feed goroutine
+	serving   sync.WaitGroup // Serve calls
 	closeOnce sync.Once
 	catchups  chan struct{}
 
@@ -158,55 +183,79 @@ func New(src Source, cfg Config) *Multiplexer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The multiplexer's lifetime is the root of its own work: it ends
+	// with Close, not with any caller's request.
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Multiplexer{
 		src:      src,
 		cfg:      cfg,
 		log:      log,
+		ctx:      ctx,
+		cancel:   cancel,
 		rings:    make(map[string]*ring),
 		lru:      list.New(),
 		subs:     make(map[string]map[*subscriber]struct{}),
-		done:     make(chan struct{}),
+		streams:  make(map[*streamWriter]struct{}),
 		catchups: make(chan struct{}, cfg.CatchUps),
 	}
 }
 
 // Start reads the log's head and starts following the feed from it in a
 // goroutine the Multiplexer owns until Close. It returns an error if the
-// head cannot be read or Start was called before.
+// head cannot be read, if Start was called before, or after Close.
 func (m *Multiplexer) Start() error {
-	if !m.started.CompareAndSwap(false, true) {
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return errors.New("stream: multiplexer closed")
+	case m.starting:
+		m.mu.Unlock()
 		return errors.New("stream: multiplexer already started")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	hctx, hcancel := context.WithTimeout(ctx, startTimeout)
+	m.starting = true
+	m.mu.Unlock()
+
+	hctx, hcancel := context.WithTimeout(m.ctx, startTimeout)
 	head, err := m.src.Head(hctx)
 	hcancel()
-	if err != nil {
-		cancel()
-		return err
-	}
+
 	m.mu.Lock()
-	m.last, m.floor, m.cancel = head, head, cancel
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("stream: multiplexer closed")
+	}
+	if err != nil {
+		m.starting = false // Start may be tried again
+		return fmt.Errorf("stream: read the log's head: %w", err)
+	}
+	m.last, m.floor, m.started = head, head, true
 	m.wg.Add(1)
-	go m.follow(ctx)
+	go m.follow(m.ctx)
 	return nil
 }
 
 // Close stops the feed and ends every open stream cleanly, so clients
-// reconnect (elsewhere, during a deploy). It waits for the feed goroutine
-// and may be called more than once.
+// reconnect (elsewhere, during a deploy): each Serve returns nil and its
+// Source calls are cancelled; a write blocked on a client that does not
+// read is cut short. Close waits for the feed goroutine and for every
+// Serve call to return, so the Source is not used once it returns. It may
+// be called more than once, and before Start; it must not be called from
+// within Serve.
 func (m *Multiplexer) Close() {
 	m.closeOnce.Do(func() {
 		m.mu.Lock()
 		m.closed, m.ready = true, false
-		if m.cancel != nil {
-			m.cancel()
+		m.mu.Unlock()
+		m.cancel()
+		m.mu.Lock()
+		for sw := range m.streams {
+			sw.abort()
 		}
 		m.mu.Unlock()
-		close(m.done)
 	})
 	m.wg.Wait()
+	m.serving.Wait()
 }
 
 // Ready reports whether the feed is established and running.
@@ -221,18 +270,23 @@ func (m *Multiplexer) Ready() bool {
 // history is lost.
 func (m *Multiplexer) follow(ctx context.Context) {
 	defer m.wg.Done()
-	wait := 100 * time.Millisecond
+	wait := minFeedBackoff
 	for {
 		m.mu.Lock()
 		from := m.last
 		m.mu.Unlock()
+		began := time.Now()
 		err := m.src.Follow(ctx, from, func(b Batch) error {
 			m.apply(b)
-			wait = 100 * time.Millisecond
 			return nil
 		})
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(began) > maxFeedBackoff {
+			// It ran for a while: this is a new failure, not the same
+			// one again.
+			wait = minFeedBackoff
 		}
 		m.mu.Lock()
 		m.ready = false
@@ -272,10 +326,15 @@ func (m *Multiplexer) restartAt(head string) {
 }
 
 // apply encodes a batch once and hands each event to its topic's ring and
-// subscribers.
+// subscribers. An event at or before the feed's position (a repeat after a
+// reconnect of the feed) is skipped, so positions only grow.
 func (m *Multiplexer) apply(b Batch) {
 	frames := make([]*frame, 0, len(b.Events))
 	for _, ev := range b.Events {
+		if ev.ID == "" || ev.Topic == "" {
+			m.log.Error("event without position or topic; skipped", "topic", ev.Topic, "pos", ev.ID)
+			continue
+		}
 		wire, err := AppendEvent(make([]byte, 0, len(ev.Data)+len(ev.ID)+len(ev.Name)+32), ev.ID, ev.Name, ev.Data)
 		if err != nil {
 			m.log.Error("event cannot be encoded; skipped", "topic", ev.Topic, "err", err)
@@ -286,6 +345,14 @@ func (m *Multiplexer) apply(b Batch) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, f := range frames {
+		if f.id <= m.last {
+			m.log.Warn("feed repeated a position; skipped", "topic", f.topic, "pos", f.id, "feed", m.last)
+			continue
+		}
+		m.last = f.id
+		if !f.time.IsZero() {
+			m.lastEventNanos.Store(f.time.UnixNano())
+		}
 		m.bufferLocked(f)
 		for s := range m.subs[f.topic] {
 			select {
@@ -296,13 +363,8 @@ func (m *Multiplexer) apply(b Batch) {
 			}
 		}
 	}
-	if len(frames) > 0 {
-		m.lastEventNanos.Store(frames[len(frames)-1].time.UnixNano())
-	}
-	if b.Checkpoint != "" && b.Checkpoint > m.last {
+	if b.Checkpoint > m.last {
 		m.last = b.Checkpoint
-	} else if n := len(frames); n > 0 && frames[n-1].id > m.last {
-		m.last = frames[n-1].id
 	}
 	m.ready = !m.closed
 }
