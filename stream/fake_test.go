@@ -20,6 +20,28 @@ type fakeSource struct {
 	follows  int
 	// gate, when not nil, holds the feed back until it is closed.
 	gate chan struct{}
+	// broken, when closed, makes the running Follow return brokenErr.
+	broken    chan struct{}
+	brokenErr error
+	// forgotten positions pass CheckPosition but CatchUp cannot resume
+	// them (like MongoDB's "resume token not found").
+	forgotten map[string]bool
+}
+
+// breakFeed makes the running Follow return err, as a dropped connection
+// to the database would.
+func (f *fakeSource) breakFeed(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.brokenErr = err
+	close(f.broken)
+	f.broken = make(chan struct{})
+}
+
+func (f *fakeSource) followCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.follows
 }
 
 // hold stops the feed from delivering new events until the returned
@@ -37,7 +59,9 @@ func (f *fakeSource) hold() (release func()) {
 	}
 }
 
-func newFakeSource() *fakeSource { return &fakeSource{notify: make(chan struct{})} }
+func newFakeSource() *fakeSource {
+	return &fakeSource{notify: make(chan struct{}), broken: make(chan struct{}), forgotten: map[string]bool{}}
+}
 
 func fakePos(seq int) string { return fmt.Sprintf("%016x", seq) }
 
@@ -92,6 +116,7 @@ func (f *fakeSource) Follow(ctx context.Context, after string, fn func(Batch) er
 	f.mu.Lock()
 	f.follows++
 	seq, err := f.check(after)
+	broken := f.broken
 	f.mu.Unlock()
 	if err != nil {
 		return err
@@ -126,6 +151,10 @@ func (f *fakeSource) Follow(ctx context.Context, after string, fn func(Batch) er
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-broken:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.brokenErr
 		case <-wait:
 		}
 	}
@@ -135,6 +164,9 @@ func (f *fakeSource) CatchUp(ctx context.Context, topics []string, after, until 
 	f.mu.Lock()
 	f.catchUps++
 	seq, err := f.check(after)
+	if err == nil && f.forgotten[after] {
+		err = fmt.Errorf("resume token %s not found: %w", after, ErrInvalidPosition)
+	}
 	hi, _ := fakeSeq(until)
 	evs := slices.Clone(f.log[seq:min(hi, len(f.log))])
 	f.mu.Unlock()

@@ -149,3 +149,165 @@ func TestServeEndsWhenClientGoes(t *testing.T) {
 		}
 	})
 }
+
+// plainWriter is a ResponseWriter that can neither flush nor take
+// deadlines.
+type plainWriter struct {
+	mu     sync.Mutex
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (p *plainWriter) Header() http.Header { return p.header }
+func (p *plainWriter) WriteHeader(int)     {}
+func (p *plainWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.body.Write(b)
+}
+func (p *plainWriter) text() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.body.String()
+}
+
+// deadlineRecorder is a recorder that also takes write deadlines.
+type deadlineRecorder struct {
+	*recorder
+	deadlines []time.Time
+}
+
+func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deadlines = append(d.deadlines, t)
+	return nil
+}
+
+// serveInBubble runs Serve on w for topics in a goroutine and returns a
+// function that ends the request and waits for Serve's result.
+func serveInBubble(m *Multiplexer, w http.ResponseWriter, opts StreamOptions) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+	res := make(chan error, 1)
+	go func() { res <- m.Serve(w, r, opts) }()
+	return func() error {
+		cancel()
+		return <-res
+	}
+}
+
+// TestServeWithoutFlusher: a writer that cannot flush or take deadlines
+// still gets the whole stream, and Serve does not panic.
+func TestServeWithoutFlusher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource()
+		m := New(src, Config{})
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		w := &plainWriter{header: http.Header{}}
+		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}})
+		synctest.Wait()
+		ev := src.add("rooms/a", "hello")
+		synctest.Wait()
+		if err := stop(); err != nil {
+			t.Fatalf("Serve = %v, want nil", err)
+		}
+		evs := parseAll(w.text())
+		if len(evs) != 2 || evs[0].Name != "snapshot" || evs[1].ID != ev.ID {
+			t.Fatalf("got %q; want a snapshot and event %s", evs, ev.ID)
+		}
+	})
+}
+
+// TestServeClearsWriteDeadline: writes push a deadline forward, and the
+// deadline is cleared when the stream ends, so a kept-alive connection
+// does not carry it into its next request.
+func TestServeClearsWriteDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(newFakeSource(), Config{})
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		w := &deadlineRecorder{recorder: newRecorder()}
+		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"orders/1"}})
+		synctest.Wait()
+		w.mu.Lock()
+		n := len(w.deadlines)
+		var first time.Time
+		if n > 0 {
+			first = w.deadlines[0]
+		}
+		w.mu.Unlock()
+		if n == 0 || !first.Equal(time.Now().Add(writeTimeout)) {
+			t.Fatalf("deadlines while streaming %v; want now+%v first", w.deadlines, writeTimeout)
+		}
+		stop()
+		if last := w.deadlines[len(w.deadlines)-1]; !last.IsZero() {
+			t.Fatalf("deadline after the stream ended = %v, want none", last)
+		}
+	})
+}
+
+// TestServeRefusesBeforeWriting: without topics, or before Start, Serve
+// writes nothing and returns the error, so the caller can answer it.
+func TestServeRefusesBeforeWriting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(newFakeSource(), Config{})
+		defer m.Close()
+		for _, tc := range []struct {
+			topics []string
+			start  bool
+			want   error
+		}{
+			{[]string{"rooms/a"}, false, ErrNotStarted},
+			{nil, true, ErrNoTopics},
+		} {
+			if tc.start {
+				if err := m.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w := newRecorder()
+			err := m.Serve(w, httptest.NewRequest("GET", "/", nil), StreamOptions{Topics: tc.topics})
+			if err != tc.want || w.status != 0 || w.text() != "" {
+				t.Errorf("Serve(%q) started=%v = %v, status %d, body %q; want %v and nothing written", tc.topics, tc.start, err, w.status, w.text(), tc.want)
+			}
+		}
+	})
+}
+
+// TestStartAndClose: Start once; Close is idempotent, works before Start,
+// and Start after Close fails without starting anything.
+func TestStartAndClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(newFakeSource(), Config{})
+		if m.Ready() {
+			t.Error("Ready before Start")
+		}
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if !m.Ready() {
+			t.Error("not Ready once the feed delivered its first batch")
+		}
+		if err := m.Start(); err == nil {
+			t.Error("second Start succeeded")
+		}
+		m.Close()
+		m.Close()
+		if m.Ready() {
+			t.Error("Ready after Close")
+		}
+
+		n := New(newFakeSource(), Config{})
+		n.Close()
+		if err := n.Start(); err == nil {
+			t.Error("Start after Close succeeded")
+		}
+	})
+}
