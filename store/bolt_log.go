@@ -447,3 +447,26 @@ func (b *Bolt) pruneChunk() (int, error) {
 	}
 	return n, nil
 }
+
+// Oldest returns the commit time of the oldest change the log holds and
+// true, or false for an empty log: how far back a client can resume. It
+// returns an error wrapping ErrClosed after Close.
+func (b *Bolt) Oldest(ctx context.Context) (time.Time, bool, error) {
+	var (
+		t  time.Time
+		ok bool
+	)
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(boltLogBucket).Cursor().First()
+		if k == nil {
+			return nil
+		}
+		c, err := b.decodeChange(boltUint(k), v)
+		t, ok = c.Time, err == nil
+		return err
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("oldest change: %w", err)
+	}
+	return t, ok, nil
+}

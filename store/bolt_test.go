@@ -1306,3 +1306,26 @@ func boltKillChild(dir string) {
 	}
 	wg.Wait()
 }
+
+func TestBoltOldest(t *testing.T) {
+	b, err := OpenBolt(t.TempDir(), BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, ok, err := b.Oldest(t.Context()); ok || err != nil {
+		t.Fatalf("Oldest of an empty log = %v, %v; want none", ok, err)
+	}
+	before := time.Now().Add(-time.Second)
+	m, err := b.PostMessage(t.Context(), "lobby", "ann", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PostMessage(t.Context(), "lobby", "ann", "second"); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := b.Oldest(t.Context())
+	if err != nil || !ok || !got.Equal(m.CreatedAt) || got.Before(before) {
+		t.Fatalf("Oldest = %v, %v, %v; want the first message's time %v", got, ok, err, m.CreatedAt)
+	}
+}

@@ -60,6 +60,9 @@ func TestMetricsEndToEnd(t *testing.T) {
 	if lag := scrape(t, s.URL, "changecast_change_feed_lag_seconds"); lag < 0 || lag > 60 {
 		t.Errorf("changecast_change_feed_lag_seconds = %v, want a small non-negative number", lag)
 	}
+	if w := scrape(t, s.URL, "changecast_log_replay_window_seconds"); w < 0 || w > 60 {
+		t.Errorf("changecast_log_replay_window_seconds = %v, want how long ago the first message was written", w)
+	}
 	if n := scrape(t, s.URL, `changecast_http_request_duration_seconds_count{method="POST",route="/api/rooms/:room/messages"}`); n != 3 {
 		t.Errorf("latency observations for POST messages = %v, want 3", n)
 	}
