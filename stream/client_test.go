@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -203,7 +205,53 @@ func (c *sseConn) ended(tb testing.TB) []parsedEvent {
 // testServer serves m's streams: /?topic=a&topic=b&lastEventId=x.
 func testServer(tb testing.TB, m *Multiplexer) *httptest.Server {
 	tb.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(streamHandler(m))
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
+// smallBufferServer is testServer with each connection's send buffer
+// shrunk to a few KiB, so a client that stops reading blocks the server's
+// writes soon.
+func smallBufferServer(tb testing.TB, m *Multiplexer) *httptest.Server {
+	tb.Helper()
+	srv := httptest.NewUnstartedServer(streamHandler(m))
+	srv.Listener = smallBufferListener{srv.Listener}
+	srv.Start()
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
+type smallBufferListener struct{ net.Listener }
+
+func (l smallBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4 << 10)
+	}
+	return c, err
+}
+
+// rawStream opens a stream on a plain TCP connection with a small receive
+// buffer, for a client that stops reading, and returns the connection
+// once the server has the request.
+func rawStream(tb testing.TB, srv *httptest.Server, query string) net.Conn {
+	tb.Helper()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := fmt.Fprintf(conn, "GET /?%s HTTP/1.1\r\nHost: x\r\n\r\n", query); err != nil {
+		tb.Fatal(err)
+	}
+	return conn
+}
+
+// streamHandler serves m's streams: /?topic=a&topic=b&lastEventId=x&expires=1m.
+func streamHandler(m *Multiplexer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		last := r.Header.Get("Last-Event-ID")
 		if last == "" {
 			last = r.URL.Query().Get("lastEventId")
@@ -214,9 +262,7 @@ func testServer(tb testing.TB, m *Multiplexer) *httptest.Server {
 			exp = time.Now().Add(d)
 		}
 		m.Serve(w, r, StreamOptions{Topics: r.URL.Query()["topic"], LastEventID: last, Expires: exp})
-	}))
-	tb.Cleanup(srv.Close)
-	return srv
+	})
 }
 
 func topicsURL(base string, topics ...string) string {

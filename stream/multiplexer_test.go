@@ -1,10 +1,9 @@
 package stream
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -209,8 +208,10 @@ func TestResetThenSnapshot(t *testing.T) {
 	m := startMux(t, src, Config{})
 	srv := testServer(t, m)
 	src.prune(8)
+	src.forgotten[fakePos(9)] = true
 	for _, tc := range []struct{ id, reason string }{
 		{"garbage", "invalid-id"},
+		{fakePos(9), "invalid-id"}, // well-formed, but the log cannot resume it
 		{fakePos(99), "invalid-id"},
 		{"00000000000000zz", "invalid-id"},
 		{fakePos(3), "history-lost"},
@@ -236,63 +237,65 @@ func TestResetThenSnapshot(t *testing.T) {
 	}
 }
 
-// TestSlowSubscriberDropped: a client that never reads is dropped and
-// does not hold up a client that reads; reconnecting with its last id it
-// gets the rest exactly once.
+// TestSlowSubscriberDropped: a client that stops reading is dropped and
+// does not hold up a client that reads; what it got ends cleanly, and
+// reconnecting with its last id it gets the rest exactly once.
 func TestSlowSubscriberDropped(t *testing.T) {
 	src := newFakeSource()
 	m := startMux(t, src, Config{QueueSize: 8, TopicBuffer: 16})
-	srv := testServer(t, m)
+	srv := smallBufferServer(t, m)
 	u := topicsURL(srv.URL, "rooms/a")
 	fast := dial(t, u, "")
 	snap := fast.next(t)
-
-	// The slow client: a raw connection that sends its request, reads the
-	// head and then nothing.
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /?topic=rooms%%2Fa HTTP/1.1\r\nHost: x\r\n\r\n")
+	slow := rawStream(t, srv, "topic=rooms%2Fa")
 	waitFor(t, "two subscribers", func() bool { return m.Stats().RoomSubscribers == 2 })
 
 	// Events go one at a time in lockstep with the fast client, so only a
-	// client that stops reading can fall behind.
-	payload := strings.Repeat("p", 16<<10)
-	const n = 2000
+	// client that stops reading can fall behind: a few dozen events fill
+	// the slow one's socket buffers and then its queue.
+	payload := strings.Repeat("p", 1<<10)
 	var got []parsedEvent
-	for i := range n {
+	for i := 0; m.Stats().DroppedSlow == 0; i++ {
+		if i == 100000 {
+			t.Fatal("the client that does not read was never dropped")
+		}
 		src.add("rooms/a", fmt.Sprint(i, payload))
 		got = append(got, fast.next(t))
 	}
+	for i := range 20 {
+		src.add("rooms/a", fmt.Sprint("after the drop ", i))
+		got = append(got, fast.next(t))
+	}
 	checkSequence(t, src, []string{"rooms/a"}, snap.ID, got)
-	waitFor(t, "the slow subscriber to be dropped", func() bool { return m.Stats().DroppedSlow == 1 })
+	if d := m.Stats().DroppedSlow; d != 1 {
+		t.Fatalf("%d subscribers dropped, want 1 (the fast one kept up)", d)
+	}
 
-	// What the slow client did get ends cleanly; it resumes from there.
-	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	br := bufio.NewReader(conn)
-	var raw strings.Builder
-	for {
-		l, err := br.ReadString('\n')
-		raw.WriteString(l)
+	// The slow client now reads what the server had written for it.
+	// The response ends cleanly with the last chunk; the connection itself
+	// is kept alive.
+	slow.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var raw []byte
+	buf := make([]byte, 32<<10)
+	for !strings.HasSuffix(string(raw), "\r\n0\r\n\r\n") {
+		n, err := slow.Read(buf)
+		raw = append(raw, buf[:n]...)
 		if err != nil {
-			break
+			t.Fatalf("the dropped stream did not end cleanly: %v after %d bytes ending %q", err, len(raw), raw[max(0, len(raw)-40):])
 		}
 	}
-	body := raw.String()
-	if i := strings.Index(body, "\r\n\r\n"); i >= 0 {
-		body = body[i+4:]
-	}
+	body := string(raw)
+	body = body[strings.Index(body, "\r\n\r\n")+4:]
 	evs := parseAll(dechunk(body))
-	if len(evs) == 0 || len(evs) > n {
-		t.Fatalf("slow client parsed %d events before its end", len(evs))
+	if len(evs) < 2 || evs[0].Name != "snapshot" || len(evs) >= len(got) {
+		t.Fatalf("slow client got %d events before being dropped; want a snapshot and some, not all %d", len(evs), len(got))
 	}
+	checkSequence(t, src, []string{"rooms/a"}, evs[0].ID, evs[1:])
 	last := evs[len(evs)-1].ID
-	rest := dial(t, u, last).nextN(t, n+1-len(evs))
+	rest := dial(t, u, last).nextN(t, len(got)+1-len(evs))
 	checkSequence(t, src, []string{"rooms/a"}, last, rest)
-	if rest[len(rest)-1].ID != got[n-1].ID {
-		t.Fatalf("slow client ends at %s, want %s", rest[len(rest)-1].ID, got[n-1].ID)
+	if rest[len(rest)-1].ID != got[len(got)-1].ID {
+		t.Fatalf("slow client ends at %s, want %s", rest[len(rest)-1].ID, got[len(got)-1].ID)
 	}
 }
 
@@ -334,10 +337,13 @@ func TestCloseEndsManyStreams(t *testing.T) {
 	}
 	waitFor(t, "100 open streams", func() bool { return m.Stats().OpenStreams == 100 })
 	m.Close()
+	// Close waits for every Serve to return.
+	if st := m.Stats(); st.OpenStreams != 0 || st.RoomSubscribers != 0 {
+		t.Fatalf("after Close: %d streams open, %d subscribers; want 0", st.OpenStreams, st.RoomSubscribers)
+	}
 	for _, c := range conns {
 		c.ended(t)
 	}
-	waitFor(t, "every Serve to return", func() bool { return m.Stats().OpenStreams == 0 })
 	if m.Ready() {
 		t.Error("Ready after Close")
 	}
@@ -345,28 +351,137 @@ func TestCloseEndsManyStreams(t *testing.T) {
 	dial(t, topicsURL(srv.URL, "rooms/x"), "").ended(t)
 }
 
+// TestCloseCutsStuckWrite: Close does not wait out the write timeout of a
+// stream whose client stopped reading.
+func TestCloseCutsStuckWrite(t *testing.T) {
+	src := newFakeSource()
+	m := New(src, Config{QueueSize: 1 << 10})
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srv := smallBufferServer(t, m)
+	rawStream(t, srv, "topic=rooms%2Fa")
+	waitFor(t, "the subscriber", func() bool { return m.Stats().RoomSubscribers == 1 })
+	// Far more than the socket buffers hold: Serve blocks in a write.
+	payload := strings.Repeat("p", 16<<10)
+	for i := range 200 {
+		src.add("rooms/a", fmt.Sprint(i, payload))
+	}
+	waitFor(t, "the feed", func() bool { h, _ := src.Head(nil); return m.lastPos() == h })
+	start := time.Now()
+	m.Close()
+	if d := time.Since(start); d >= writeTimeout {
+		t.Fatalf("Close took %v: it waited out the write timeout (%v)", d, writeTimeout)
+	}
+	if n := m.Stats().OpenStreams; n != 0 {
+		t.Fatalf("%d streams open after Close", n)
+	}
+}
+
+// TestFeedReconnects: when the feed fails, it is reopened from where it
+// was; open streams stay open and miss nothing.
+func TestFeedReconnects(t *testing.T) {
+	src := newFakeSource()
+	m := startMux(t, src, Config{})
+	srv := testServer(t, m)
+	c := dial(t, topicsURL(srv.URL, "rooms/a", "rooms/b"), "")
+	c.nextN(t, 2) // snapshots
+	after := m.lastPos()
+	var got []parsedEvent
+	for round := range 3 {
+		for i := range 5 {
+			src.add("rooms/a", fmt.Sprint(round, " a ", i))
+			src.add("rooms/b", fmt.Sprint(round, " b ", i))
+		}
+		got = append(got, c.nextN(t, 10)...)
+		follows := src.followCount()
+		src.breakFeed(errors.New("connection reset by peer"))
+		// Written while the feed is down or reopening.
+		src.add("rooms/a", fmt.Sprint(round, " while down"))
+		got = append(got, c.next(t))
+		if n := src.followCount(); n <= follows {
+			t.Fatalf("feed opened %d times, want more than %d", n, follows)
+		}
+	}
+	checkSequence(t, src, []string{"rooms/a", "rooms/b"}, after, got)
+	if st := m.Stats(); st.OpenStreams != 1 || !st.Ready {
+		t.Fatalf("after the feed reconnected: %+v; want the stream still open and the feed ready", st)
+	}
+}
+
 // TestFeedLosesHistory: when the shared feed itself cannot resume, it
-// restarts from the head and every stream is ended so its client resets.
+// restarts from the head and every stream is ended; each client, resuming
+// with its last id, is reset, gets snapshots, then live events.
 func TestFeedLosesHistory(t *testing.T) {
 	src := newFakeSource()
 	m := startMux(t, src, Config{TopicBuffer: 4})
 	srv := testServer(t, m)
-	c := dial(t, topicsURL(srv.URL, "rooms/a"), "")
-	c.next(t)
-	ev := src.add("rooms/a", "one")
-	c.next(t)
-	// Make the feed fail with history lost: prune past where it is.
-	m.mu.Lock()
+	groups := [][]string{{"rooms/a"}, {"rooms/a", "orders/1"}, {"orders/1"}}
+	var conns []*sseConn
+	for _, topics := range groups {
+		c := dial(t, topicsURL(srv.URL, topics...), "")
+		c.nextN(t, len(topics))
+		conns = append(conns, c)
+	}
+	src.add("rooms/a", "one")
+	src.add("orders/1", "two")
+	var lasts []string
+	for i, c := range conns {
+		evs := c.nextN(t, len(groups[i]))
+		lasts = append(lasts, evs[len(evs)-1].ID)
+	}
+	// The feed falls out of the log's window while held back.
+	release := src.hold()
 	for range 5 {
 		src.add("rooms/a", "lost")
 	}
 	src.prune(len(src.log))
-	m.mu.Unlock()
-	c.ended(t)
-	waitFor(t, "feed ready again", m.Ready)
-	r := dial(t, topicsURL(srv.URL, "rooms/a"), ev.ID)
-	first := r.next(t)
-	if first.Name != "reset" || !strings.Contains(first.Data, "history-lost") {
-		t.Fatalf("reconnect after the feed lost history: %q, want reset history-lost", first)
+	release()
+	for _, c := range conns {
+		if evs := c.ended(t); len(evs) != 0 {
+			t.Fatalf("events %q after the feed lost history, want the stream to end", evs)
+		}
 	}
+	waitFor(t, "feed ready again", m.Ready)
+	for i, topics := range groups {
+		r := dial(t, topicsURL(srv.URL, topics...), lasts[i])
+		evs := r.nextN(t, 2*len(topics))
+		for j, topic := range topics {
+			// A reset carries no id: the client keeps its last one.
+			if ev := evs[j]; ev.Name != "reset" || ev.ID != "" || !strings.Contains(ev.Data, `"reason":"history-lost"`) || !strings.Contains(ev.Data, topic) {
+				t.Fatalf("%v: event %d = %q; want reset history-lost for %s", topics, j, ev, topic)
+			}
+			if ev := evs[len(topics)+j]; ev.Name != "snapshot" || !strings.Contains(ev.Data, topic) {
+				t.Fatalf("%v: event %d = %q; want snapshot of %s", topics, len(topics)+j, ev, topic)
+			}
+		}
+		live := src.add(topics[0], "live")
+		if ev := r.next(t); ev.ID != live.ID {
+			t.Fatalf("%v: got %q, want live event %s", topics, ev, live.ID)
+		}
+	}
+}
+
+// TestRepeatedTopicsCountOnce: a topic named twice delivers each event
+// once, live and replayed.
+func TestRepeatedTopicsCountOnce(t *testing.T) {
+	src := newFakeSource()
+	m := startMux(t, src, Config{})
+	srv := testServer(t, m)
+	u := topicsURL(srv.URL, "rooms/a", "rooms/a")
+	c := dial(t, u, "")
+	snap := c.next(t)
+	for i := range 5 {
+		src.add("rooms/a", fmt.Sprint(i))
+	}
+	live := c.nextN(t, 5)
+	c.close()
+	checkSequence(t, src, []string{"rooms/a"}, snap.ID, live)
+	r := dial(t, u, snap.ID)
+	replayed := r.nextN(t, 5)
+	end := src.add("rooms/a", "end")
+	if ev := r.next(t); ev.ID != end.ID {
+		t.Fatalf("after the replay got %q, want %s", ev, end.ID)
+	}
+	checkSequence(t, src, []string{"rooms/a"}, snap.ID, replayed)
 }
