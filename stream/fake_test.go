@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // fakeSource is an in-memory change log with positions "%016x" of a
@@ -79,7 +80,7 @@ func (f *fakeSource) add(topic, text string) Event {
 	defer f.mu.Unlock()
 	seq := len(f.log) + 1
 	data, _ := json.Marshal(map[string]any{"topic": topic, "text": text, "seq": seq})
-	ev := Event{ID: fakePos(seq), Topic: topic, Name: "message", Data: data}
+	ev := Event{ID: fakePos(seq), Topic: topic, Name: "message", Data: data, Time: time.Now()}
 	f.log = append(f.log, ev)
 	close(f.notify)
 	f.notify = make(chan struct{})
