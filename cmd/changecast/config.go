@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ type config struct {
 	RetainChanges   int
 	RetainAge       time.Duration
 	Limits          handlers.Limits
+	PprofAddr       string
 }
 
 // envVar describes one environment variable: its name, default and the
@@ -109,6 +111,18 @@ var envVars = []envVar{
 		return nil
 	}},
 	{"WRITE_BURST", "40", "a whole number of writes from 1 up", intIn(1, 1_000_000, func(c *config, n int) { c.Limits.WriteBurst = n })},
+	{"PPROF_ADDR", "", "a loopback host:port such as 127.0.0.1:6060", func(c *config, v string) error {
+		if v == "" {
+			return nil
+		}
+		host, port, err := net.SplitHostPort(v)
+		ip := net.ParseIP(host)
+		if err != nil || port == "" || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return errBadForm
+		}
+		c.PprofAddr = v
+		return nil
+	}},
 	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
 }
 

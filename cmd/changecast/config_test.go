@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +96,39 @@ func TestVersionAndToken(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"token", "-sub", "a"}, func(string) string { return "" }, &out, &out); err == nil {
 		t.Error("token without JWT_SECRET: no error")
+	}
+}
+
+func TestPprofAddr(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:6060", "localhost:6060", "[::1]:6060"} {
+		if c, err := loadConfig(func(k string) string {
+			if k == "PPROF_ADDR" {
+				return ok
+			}
+			return ""
+		}); err != nil || c.PprofAddr != ok {
+			t.Errorf("PPROF_ADDR=%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"0.0.0.0:6060", ":6060", "10.0.0.1:6060", "127.0.0.1"} {
+		if _, err := loadConfig(func(k string) string {
+			if k == "PPROF_ADDR" {
+				return bad
+			}
+			return ""
+		}); err == nil {
+			t.Errorf("PPROF_ADDR=%s accepted; want loopback only", bad)
+		}
+	}
+	port := freePort(t)
+	s := newE2EServer(t, map[string]string{"PPROF_ADDR": "127.0.0.1:" + strconv.Itoa(port)})
+	_ = s
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pprof heap: status %d", resp.StatusCode)
 	}
 }
