@@ -67,14 +67,27 @@ func (p *parser) line(l string) (parsedEvent, bool) {
 			p.lastID = value
 		}
 	case "retry":
-		p.retry = value
+		// Only a value of ASCII digits counts.
+		if value != "" && strings.Trim(value, "0123456789") == "" {
+			p.retry = value
+		}
 	}
 	return parsedEvent{}, false
 }
 
-// parseAll splits text into lines on CRLF, LF or CR and parses them.
+// parseAll splits text into lines on CRLF, LF or CR and parses them, as
+// a client does with a whole stream (one leading BOM is ignored). It works
+// on bytes: the encoder is byte-transparent, so decoding UTF-8 first would
+// change both sides of a comparison alike.
 func parseAll(text string) []parsedEvent {
-	var p parser
+	_, out := parseStream(text)
+	return out
+}
+
+// parseStream is parseAll that also returns the parser's final state.
+func parseStream(text string) (*parser, []parsedEvent) {
+	text = strings.TrimPrefix(text, "\uFEFF")
+	p := new(parser)
 	var out []parsedEvent
 	for len(text) > 0 {
 		i := strings.IndexAny(text, "\r\n")
@@ -90,7 +103,7 @@ func parseAll(text string) []parsedEvent {
 			out = append(out, ev)
 		}
 	}
-	return out
+	return p, out
 }
 
 // sseConn is a test client reading one stream over real HTTP.

@@ -34,8 +34,20 @@ func TestAppendEvent(t *testing.T) {
 	if got := string(AppendComment(nil, "ping")); got != ": ping\n\n" {
 		t.Errorf("AppendComment = %q", got)
 	}
-	if got := string(AppendComment(nil, "a\nb")); got != ": a\n: b\n\n" {
-		t.Errorf("AppendComment multi-line = %q", got)
+	for text, want := range map[string]string{"a\nb": ": a\n: b\n\n", "a\r\nb\rc": ": a\n: b\n: c\n\n", "": ": \n\n"} {
+		if got := string(AppendComment(nil, text)); got != want {
+			t.Errorf("AppendComment(%q) = %q, want %q", text, got, want)
+		}
+	}
+	if got := string(AppendRetry(nil, -time.Second)); got != "retry: 0\n\n" {
+		t.Errorf("AppendRetry(-1s) = %q", got)
+	}
+	var b strings.Builder
+	if err := Encode(&b, Event{ID: "7", Topic: "rooms/a", Name: "message", Data: []byte("hi")}); err != nil || b.String() != "id: 7\nevent: message\ndata: hi\n\n" {
+		t.Errorf("Encode = %q, %v", b.String(), err)
+	}
+	if err := Encode(&b, Event{ID: "7\n", Data: []byte("hi")}); !errors.Is(err, ErrBadField) {
+		t.Errorf("Encode with a bad id = %v, want ErrBadField", err)
 	}
 	if got := string(AppendRetry(nil, 1500*time.Millisecond)); got != "retry: 1500\n\n" {
 		t.Errorf("AppendRetry = %q", got)
@@ -56,6 +68,7 @@ func TestParserSpecExamples(t *testing.T) {
 		{"data\n\ndata\ndata\n\ndata:", []parsedEvent{{"", "message", ""}, {"", "message", "\n"}}},
 		{"data:test\n\ndata: test\n\n", []parsedEvent{{"", "message", "test"}, {"", "message", "test"}}},
 		{"event: add\r\ndata: 73857293\r\rid: a\x00b\ndata: x\n\n", []parsedEvent{{"", "add", "73857293"}, {"", "message", "x"}}},
+		{"\uFEFFdata: bom\n\n", []parsedEvent{{"", "message", "bom"}}},
 	} {
 		got := parseAll(tc.stream)
 		if len(got) != len(tc.want) {
@@ -91,9 +104,12 @@ func FuzzAppendEvent(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		evs := parseAll(string(wire))
-		if len(evs) != 1 {
-			t.Fatalf("%q parses to %d events, want 1", wire, len(evs))
+		// A stream as Serve writes it: retry, a comment of arbitrary text
+		// (which must not leak a field), then the event.
+		stream := string(AppendRetry(nil, 1500*time.Millisecond)) + string(AppendComment(nil, string(data))) + string(wire)
+		p, evs := parseStream(stream)
+		if len(evs) != 1 || p.retry != "1500" {
+			t.Fatalf("%q parses to %d events and retry %q, want 1 and 1500", stream, len(evs), p.retry)
 		}
 		wantName := name
 		if wantName == "" {
