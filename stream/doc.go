@@ -10,5 +10,15 @@
 // from the Source's log, then handed over to the live feed with no gap and
 // no duplicate. Serve writes the whole SSE response.
 //
+// Every event is encoded once, when it comes off the feed, into the bytes
+// every subscriber writes. Event ids are positions in the log, which order
+// bytewise like it: a stream never sends an event at or before the last
+// id it sent, and a client that resumes with its Last-Event-ID gets
+// exactly the events after it. An id that cannot be resumed gets a
+// `reset` event and a snapshot, never an error status.
+//
+// The SSE encoder (AppendEvent, Encode, AppendComment, AppendRetry)
+// follows the WHATWG HTML event-stream format and can be used on its own.
+//
 // The package imports neither a database driver nor a web framework.
 package stream

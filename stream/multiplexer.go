@@ -93,8 +93,9 @@ type StreamEnd struct {
 	Topics    []string
 	Duration  time.Duration
 	Events    int
-	// Reason is "client-gone", "shutdown", "slow", "reset", "expired" or
-	// "write-failed".
+	// Reason is "client-gone", "shutdown", "slow" (queue full), "reset"
+	// (the feed lost its history), "expired", "write-failed" or
+	// "source-failed" (Serve returned the Source's error).
 	Reason string
 }
 
@@ -329,7 +330,8 @@ func (m *Multiplexer) restartAt(head string) {
 // subscribers. An event at or before the feed's position (a repeat after a
 // reconnect of the feed) is skipped, so positions only grow.
 func (m *Multiplexer) apply(b Batch) {
-	frames := make([]*frame, 0, len(b.Events))
+	// One allocation for the batch's frames, one per event for its bytes.
+	all := make([]frame, 0, len(b.Events))
 	for _, ev := range b.Events {
 		if ev.ID == "" || ev.Topic == "" {
 			m.log.Error("event without position or topic; skipped", "topic", ev.Topic, "pos", ev.ID)
@@ -340,11 +342,12 @@ func (m *Multiplexer) apply(b Batch) {
 			m.log.Error("event cannot be encoded; skipped", "topic", ev.Topic, "err", err)
 			continue
 		}
-		frames = append(frames, &frame{id: ev.ID, topic: ev.Topic, wire: wire, time: ev.Time})
+		all = append(all, frame{id: ev.ID, topic: ev.Topic, wire: wire, time: ev.Time})
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, f := range frames {
+	for i := range all {
+		f := &all[i]
 		if f.id <= m.last {
 			m.log.Warn("feed repeated a position; skipped", "topic", f.topic, "pos", f.id, "feed", m.last)
 			continue
@@ -505,9 +508,11 @@ type Stats struct {
 	// OpenStreams counts responses being served.
 	OpenStreams int64
 	// OrderSubscribers, RoomSubscribers and MultiSubscribers count
-	// subscribers by kind of topic: one order, one room, several topics.
+	// subscribers by kind of topic: one order (any single topic that is
+	// not a room), one room, several topics.
 	OrderSubscribers, RoomSubscribers, MultiSubscribers int64
-	// Delivered counts events written to clients.
+	// Delivered counts events (snapshots and resets included) written to
+	// clients, counted per flush.
 	Delivered uint64
 	// DroppedSlow counts subscribers disconnected because their queue was full.
 	DroppedSlow uint64
