@@ -19,16 +19,20 @@ const (
 	// to ride out a GC pause or a TCP hiccup, and it costs 2 KiB of
 	// pointers per subscriber (20 MiB for 10,000 streams).
 	DefaultQueueSize = 256
-	// DefaultTopicBuffer is how many recent events each topic keeps in
-	// memory, so that a reconnect after a short drop replays from memory
-	// instead of reading the database: an order has a handful of changes
-	// in its life, and 64 messages are a minute of a lively room.
-	DefaultTopicBuffer = 64
+	// DefaultTopicBuffer is the most recent events one topic keeps in
+	// memory, so that a reconnect after a drop replays from memory instead
+	// of reading the database: 1,024 messages are many minutes of a lively
+	// room, and a reconnect storm after a deploy replays from memory.
+	DefaultTopicBuffer = 1024
 	// DefaultMaxTopics bounds the topics with an in-memory buffer; the
 	// least recently written is evicted past it (its clients then catch
-	// up from the database). 4,096 × 64 events of ~0.5 KiB ≈ 128 MiB at
-	// the very worst, a quarter of a small (512 MiB) container.
+	// up from the database).
 	DefaultMaxTopics = 4096
+	// DefaultBufferBytes bounds the encoded events all topics keep in
+	// memory together: past it the oldest events of the least recently
+	// written topic go first. 64 MiB hold 1,024 events of ~0.5 KiB for
+	// 128 busy rooms, an eighth of a small (512 MiB) container.
+	DefaultBufferBytes = 64 << 20
 	// DefaultCatchUps bounds catch-ups reading the database at once. Each
 	// holds a database connection while it runs (MongoDB's pool defaults
 	// to 100), so 32 leaves most of the pool to REST calls and the feed
@@ -71,6 +75,8 @@ type Config struct {
 	TopicBuffer int
 	// MaxTopics bounds the topics with an in-memory buffer.
 	MaxTopics int
+	// BufferBytes bounds the bytes of encoded events all topics keep.
+	BufferBytes int
 	// CatchUps bounds catch-ups reading the Source at once.
 	CatchUps int
 	// Heartbeat is the interval of `: ping` comments.
@@ -143,6 +149,7 @@ type Multiplexer struct {
 	floor    string // topics without a ring are complete after floor
 	rings    map[string]*ring
 	lru      *list.List // of *ring, least recently written at the front
+	bufBytes int        // bytes of the frames all rings hold
 	subs     map[string]map[*subscriber]struct{}
 	streams  map[*streamWriter]struct{} // responses being served
 	ready    bool
@@ -167,6 +174,9 @@ func New(src Source, cfg Config) *Multiplexer {
 	}
 	if cfg.TopicBuffer <= 0 {
 		cfg.TopicBuffer = DefaultTopicBuffer
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = DefaultBufferBytes
 	}
 	if cfg.MaxTopics <= 0 {
 		cfg.MaxTopics = DefaultMaxTopics
@@ -319,6 +329,7 @@ func (m *Multiplexer) restartAt(head string) {
 	m.last, m.floor = head, head
 	clear(m.rings)
 	m.lru.Init()
+	m.bufBytes = 0
 	for _, set := range m.subs {
 		for s := range set {
 			m.dropLocked(s, "reset")
@@ -381,22 +392,48 @@ func (m *Multiplexer) bufferLocked(f *frame) {
 		r.elem = m.lru.PushBack(r)
 		m.rings[f.topic] = r
 		for len(m.rings) > m.cfg.MaxTopics {
-			old := m.lru.Remove(m.lru.Front()).(*ring)
-			delete(m.rings, old.topic)
-			if n := len(old.frames); n > 0 && old.frames[n-1].id > m.floor {
-				m.floor = old.frames[n-1].id
-			}
+			m.evictLocked(m.lru.Front().Value.(*ring))
 		}
 	} else {
 		m.lru.MoveToBack(r.elem)
 	}
 	if len(r.frames) == m.cfg.TopicBuffer {
-		r.since = r.frames[0].id
-		copy(r.frames, r.frames[1:])
-		r.frames[len(r.frames)-1] = f
-		return
+		m.popLocked(r)
 	}
 	r.frames = append(r.frames, f)
+	m.bufBytes += len(f.wire)
+	for m.bufBytes > m.cfg.BufferBytes && m.lru.Len() > 0 {
+		old := m.lru.Front().Value.(*ring)
+		if len(old.frames) <= 1 {
+			m.evictLocked(old)
+		} else {
+			m.popLocked(old)
+		}
+	}
+}
+
+// popLocked forgets r's oldest frame: r is then complete after it.
+func (m *Multiplexer) popLocked(r *ring) {
+	old := r.frames[0]
+	r.since = old.id
+	r.frames[0] = nil
+	r.frames = r.frames[1:]
+	m.bufBytes -= len(old.wire)
+}
+
+// evictLocked forgets r entirely; topics without a ring are then complete
+// only after its newest frame.
+func (m *Multiplexer) evictLocked(r *ring) {
+	m.lru.Remove(r.elem)
+	delete(m.rings, r.topic)
+	if n := len(r.frames); n > 0 && r.frames[n-1].id > m.floor {
+		m.floor = r.frames[n-1].id
+	} else if r.since > m.floor {
+		m.floor = r.since
+	}
+	for _, f := range r.frames {
+		m.bufBytes -= len(f.wire)
+	}
 }
 
 // dropLocked unregisters s and closes its queue (once), recording why.
@@ -525,6 +562,8 @@ type Stats struct {
 	LastEventTime time.Time
 	// Topics counts topics with an in-memory buffer.
 	Topics int
+	// BufferedBytes is the size of the encoded events they hold.
+	BufferedBytes int
 	// Ready reports whether the feed is running.
 	Ready bool
 }
@@ -532,7 +571,7 @@ type Stats struct {
 // Stats returns the Multiplexer's counters.
 func (m *Multiplexer) Stats() Stats {
 	m.mu.Lock()
-	topics, ready := len(m.rings), m.ready
+	topics, ready, held := len(m.rings), m.ready, m.bufBytes
 	m.mu.Unlock()
 	st := Stats{
 		OpenStreams:      m.openStreams.Load(),
@@ -544,6 +583,7 @@ func (m *Multiplexer) Stats() Stats {
 		CatchUpsRunning:  m.catchUpsRunning.Load(),
 		CatchUps:         m.catchUpsTotal.Load(),
 		Topics:           topics,
+		BufferedBytes:    held,
 		Ready:            ready,
 	}
 	if n := m.lastEventNanos.Load(); n != 0 {

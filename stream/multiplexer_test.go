@@ -526,3 +526,50 @@ func TestApplySkipsRepeats(t *testing.T) {
 		t.Fatalf("stats %+v; want last event at %v, 1 topic, 1 room subscriber", st, want)
 	}
 }
+
+// TestBufferBudget: the events all topics keep stay within BufferBytes,
+// the oldest of the least recently written topic going first, and a
+// client resuming from before what memory holds is caught up from the
+// Source with nothing lost or doubled.
+func TestBufferBudget(t *testing.T) {
+	src := newFakeSource()
+	const budget = 2000
+	m := startMux(t, src, Config{BufferBytes: budget, TopicBuffer: 1000})
+	srv := testServer(t, m)
+	var first []Event
+	for i := range 40 {
+		first = append(first, src.add(fmt.Sprint("rooms/r", i%4), fmt.Sprint("event ", i)))
+	}
+	waitFor(t, "feed", func() bool { return m.lastPos() == first[len(first)-1].ID })
+	m.mu.Lock()
+	held, frames := m.bufBytes, 0
+	sum := 0
+	for _, r := range m.rings {
+		frames += len(r.frames)
+		for _, f := range r.frames {
+			sum += len(f.wire)
+		}
+	}
+	m.mu.Unlock()
+	if held > budget || held != sum || frames == 0 || frames == 40 {
+		t.Fatalf("memory holds %d frames of %d bytes (counted %d); want some but not all, within %d", frames, sum, held, budget)
+	}
+	for _, after := range []Event{first[0], first[20], first[37]} {
+		before := src.catchUpCount()
+		c := dial(t, topicsURL(srv.URL, "rooms/r1"), after.ID)
+		n := 0
+		for _, ev := range first {
+			if ev.Topic == "rooms/r1" && ev.ID > after.ID {
+				n++
+			}
+		}
+		got := c.nextN(t, n)
+		checkSequence(t, src, []string{"rooms/r1"}, after.ID, got)
+		live := src.add("rooms/r1", "live")
+		if ev := c.next(t); ev.ID != live.ID {
+			t.Fatalf("after the catch-up got %q, want the live event", ev)
+		}
+		first = append(first, live)
+		t.Logf("resume after %s: %d events, from the source: %v", after.ID, n, src.catchUpCount() > before)
+	}
+}

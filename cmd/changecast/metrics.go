@@ -115,11 +115,12 @@ var (
 	descLag        = prometheus.NewDesc("changecast_change_feed_lag_seconds", "Now minus the commit time of the newest event off the change feed.", nil, nil)
 	descFeedUp     = prometheus.NewDesc("changecast_change_feed_up", "1 if the change feed is running.", nil, nil)
 	descTopics     = prometheus.NewDesc("changecast_buffered_topics", "Topics with recent events held in memory.", nil, nil)
+	descHeld       = prometheus.NewDesc("changecast_buffered_bytes", "Bytes of recent events held in memory for replay.", nil, nil)
 	descWindow     = prometheus.NewDesc("changecast_log_replay_window_seconds", "How far back the database log can replay: now minus its oldest change.", nil, nil)
 )
 
 func (s *streamCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descSubs, descDelivered, descDropped, descCatchUpRun, descCatchUps, descLag, descFeedUp, descTopics, descWindow} {
+	for _, d := range []*prometheus.Desc{descOpen, descSubs, descDelivered, descDropped, descCatchUpRun, descCatchUps, descLag, descFeedUp, descTopics, descHeld, descWindow} {
 		ch <- d
 	}
 }
@@ -149,6 +150,7 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descFeedUp, up)
 	gauge(descTopics, float64(st.Topics))
+	gauge(descHeld, float64(st.BufferedBytes))
 	if o, ok := s.b.(oldester); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
