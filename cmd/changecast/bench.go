@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/bits"
 	"net"
 	"net/http"
 	"net/url"
@@ -29,78 +28,130 @@ type benchConfig struct {
 	Conns    int
 	Rooms    int
 	Rate     float64
+	Writers  int
+	Size     int
 	Duration time.Duration
+	Warmup   time.Duration
 	Behind   int
+	Timeout  time.Duration
 	Pid      int
 	Sources  int
 	Token    string
 	JSON     bool
 }
 
-// benchResult is what it measured; -json prints it.
+// benchResult is what a run measured; -json prints it. Deliveries count
+// events received by the SSE connections; "expected" is what the writes
+// that succeeded should have produced (each write reaches every
+// connection watching its room).
 type benchResult struct {
-	Mode            string  `json:"mode"`
-	Conns           int     `json:"conns"`
-	Rooms           int     `json:"rooms"`
-	Writes          int64   `json:"writes"`
-	WriteErrors     int64   `json:"writeErrors"`
-	Expected        int64   `json:"expectedDeliveries"`
-	Delivered       int64   `json:"deliveries"`
-	Lost            int64   `json:"lost"`
-	Duplicates      int64   `json:"duplicates"`
-	OutOfOrder      int64   `json:"outOfOrder"`
-	Errors          int64   `json:"errors"`
-	Reconnects      int64   `json:"reconnects"`
-	Seconds         float64 `json:"seconds"`
-	DeliveriesPerS  float64 `json:"deliveriesPerSecond"`
-	P50ms           float64 `json:"p50ms"`
-	P90ms           float64 `json:"p90ms"`
-	P99ms           float64 `json:"p99ms"`
-	MaxMs           float64 `json:"maxMs"`
-	CaughtUpSeconds float64 `json:"caughtUpSeconds,omitempty"`
-	ServerCPUSecs   float64 `json:"serverCpuSeconds,omitempty"`
-	CPUPerDelivery  float64 `json:"serverCpuMicrosPerDelivery,omitempty"`
-	RSSBeforeKiB    int64   `json:"serverRssBeforeKiB,omitempty"`
-	RSSAfterKiB     int64   `json:"serverRssAfterKiB,omitempty"`
-	KiBPerStream    float64 `json:"serverKiBPerStream,omitempty"`
+	Mode  string `json:"mode"`
+	Conns int    `json:"conns"`
+	Rooms int    `json:"rooms"`
+	// Streams is how many connections were open at the end (idle,
+	// fanout) or took part (storm).
+	Streams          int64   `json:"streamsOpen"`
+	ConnectSeconds   float64 `json:"connectSeconds"`
+	RateAsked        float64 `json:"writeRateAsked,omitempty"`
+	Writes           int64   `json:"writes"`
+	WriteErrors      int64   `json:"writeErrors"`
+	WritesSkipped    int64   `json:"writesSkipped"`
+	WritesPerS       float64 `json:"writesPerSecond,omitempty"`
+	WriteP50ms       float64 `json:"writeP50ms,omitempty"`
+	WriteP99ms       float64 `json:"writeP99ms,omitempty"`
+	Expected         int64   `json:"expectedDeliveries"`
+	Delivered        int64   `json:"deliveries"`
+	Lost             int64   `json:"lost"`
+	Duplicates       int64   `json:"duplicates"`
+	OutOfOrder       int64   `json:"outOfOrder"`
+	Unexpected       int64   `json:"unexpected"`
+	Resets           int64   `json:"resets"`
+	Errors           int64   `json:"errors"`
+	Reconnects       int64   `json:"reconnects"`
+	WarmupSeconds    float64 `json:"warmupSeconds,omitempty"`
+	Seconds          float64 `json:"seconds"`
+	MeasuredWrites   int64   `json:"measuredWrites,omitempty"`
+	MeasuredDelivers int64   `json:"measuredDeliveries,omitempty"`
+	DeliveriesPerS   float64 `json:"deliveriesPerSecond"`
+	P50ms            float64 `json:"p50ms"`
+	P90ms            float64 `json:"p90ms"`
+	P99ms            float64 `json:"p99ms"`
+	MaxMs            float64 `json:"maxMs"`
+	CaughtUpSeconds  float64 `json:"caughtUpSeconds,omitempty"`
+	CaughtUp         int64   `json:"caughtUpClients,omitempty"`
+
+	ServerCPUSecs     float64 `json:"serverCpuSeconds,omitempty"`
+	CPUPerDelivery    float64 `json:"serverCpuMicrosPerDelivery,omitempty"`
+	ServerCPUPercent  float64 `json:"serverCpuPercent,omitempty"`
+	ClientCPUSecs     float64 `json:"clientCpuSeconds,omitempty"`
+	ClientPerDelivery float64 `json:"clientCpuMicrosPerDelivery,omitempty"`
+	RSSBeforeKiB      int64   `json:"serverRssBeforeKiB,omitempty"`
+	RSSAfterKiB       int64   `json:"serverRssAfterKiB,omitempty"`
+	KiBPerStream      float64 `json:"serverRssKiBPerStream,omitempty"`
+	HeapBeforeKiB     int64   `json:"serverHeapBeforeKiB,omitempty"`
+	HeapAfterKiB      int64   `json:"serverHeapAfterKiB,omitempty"`
+	HeapKiBPerStream  float64 `json:"serverHeapKiBPerStream,omitempty"`
+	Goroutines        int64   `json:"serverGoroutines,omitempty"`
+	ServerStreams     int64   `json:"serverStreamsOpen,omitempty"`
+	ServerSource      string  `json:"serverStatsFrom,omitempty"`
 }
 
 // runBench is `changecast bench`: a load generator for a changecast
-// server on this machine (loopback only).
+// server on this machine (loopback targets only). It prints a progress
+// line a second to stderr and the result to stdout, and returns an error
+// if any event was lost, doubled or out of order.
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("changecast bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: changecast bench [flags]   load a changecast server on this machine (loopback only)")
+		fs.PrintDefaults()
+	}
 	var c benchConfig
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "server to load (loopback only)")
-	fs.StringVar(&c.Mode, "mode", "fanout", "fanout, idle or storm")
+	fs.StringVar(&c.Mode, "mode", "fanout", "fanout (latency under writes), idle (memory per stream) or storm (reconnect storm)")
 	fs.IntVar(&c.Conns, "conns", 100, "SSE connections (storm: clients)")
-	fs.IntVar(&c.Rooms, "rooms", 10, "rooms the connections spread over")
+	fs.IntVar(&c.Rooms, "rooms", 10, "rooms the connections and writes spread over")
 	fs.Float64Var(&c.Rate, "rate", 100, "fanout: writes per second, in total")
-	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "fanout: how long to write; idle: how long to hold")
-	fs.IntVar(&c.Behind, "behind", 100, "storm: events written per room while the clients are away")
-	fs.IntVar(&c.Pid, "pid", 0, "server process id, to read its CPU time and memory from /proc")
-	fs.IntVar(&c.Sources, "sources", 1, "loopback source addresses to spread connections over (127.0.0.1, .2, ...)")
+	fs.IntVar(&c.Writers, "writers", 0, "fanout: concurrent writers (0: from -rate)")
+	fs.IntVar(&c.Size, "size", 0, "bytes of padding added to each message text")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "fanout: how long to measure; idle: how long to hold the streams")
+	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "fanout: how long to write before measuring")
+	fs.IntVar(&c.Behind, "behind", 100, "storm: messages written to each room while the clients are away")
+	fs.DurationVar(&c.Timeout, "timeout", 2*time.Minute, "bound on connecting every stream, and on a storm's catch-up")
+	fs.IntVar(&c.Pid, "pid", 0, "server process id: read its CPU time and memory from /proc (else from /metrics)")
+	fs.IntVar(&c.Sources, "sources", 1, "loopback source addresses to spread the streams over (127.0.0.1, .2, ...)")
 	fs.StringVar(&c.Token, "token", "", "bearer token (default $CHANGECAST_TOKEN)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
+	}
 	if c.Token == "" {
 		c.Token = getenv("CHANGECAST_TOKEN")
 	}
-	if c.Conns < 1 || c.Rooms < 1 || c.Sources < 1 || c.Sources > 250 || c.Rate <= 0 || c.Behind < 1 {
-		return errors.New("bench: -conns, -rooms, -rate, -behind must be positive and -sources 1 to 250")
+	switch {
+	case c.Conns < 1 || c.Rooms < 1 || c.Behind < 1:
+		return errors.New("bench: -conns, -rooms and -behind must be at least 1")
+	case !(c.Rate > 0) || c.Rate > 1e6:
+		return errors.New("bench: -rate must be above 0 and at most 1e6")
+	case c.Sources < 1 || c.Sources > 254:
+		return errors.New("bench: -sources must be 1 to 254")
+	case c.Duration <= 0 || c.Warmup < 0 || c.Timeout <= 0 || c.Writers < 0 || c.Size < 0 || c.Size > 3000:
+		return errors.New("bench: -duration and -timeout must be positive, -warmup and -writers not negative, -size 0 to 3000")
+	case c.Mode != "fanout" && c.Mode != "idle" && c.Mode != "storm":
+		return fmt.Errorf("bench: -mode %q: want fanout, idle or storm", c.Mode)
 	}
-	if err := benchLoopbackOnly(c.URL); err != nil {
+	b, err := newBencher(c, stderr)
+	if err != nil {
 		return err
 	}
-	benchRaiseFileLimit()
-	b := newBencher(c, stderr)
 	defer b.tr.CloseIdleConnections()
-	var (
-		res benchResult
-		err error
-	)
+	benchRaiseFileLimit(stderr)
+
+	var res benchResult
 	switch c.Mode {
 	case "fanout":
 		res, err = b.fanout(ctx)
@@ -108,12 +159,12 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		res, err = b.idle(ctx)
 	case "storm":
 		res, err = b.storm(ctx)
-	default:
-		return fmt.Errorf("bench: -mode %q: want fanout, idle or storm", c.Mode)
 	}
 	if err != nil {
 		return err
 	}
+	res.Mode, res.Conns, res.Rooms = c.Mode, c.Conns, c.Rooms
+	res.Errors, res.Reconnects = b.errs.Load(), b.reconnects.Load()
 	if c.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -121,610 +172,346 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	} else {
 		benchTable(stdout, res)
 	}
-	if err == nil && (res.Lost > 0 || res.Duplicates > 0 || res.OutOfOrder > 0) {
-		err = fmt.Errorf("bench: %d lost, %d duplicate, %d out-of-order deliveries", res.Lost, res.Duplicates, res.OutOfOrder)
+	if err == nil && res.Lost+res.Duplicates+res.OutOfOrder+res.Unexpected+res.Resets > 0 {
+		err = fmt.Errorf("bench: %d lost, %d duplicate, %d out-of-order, %d unexpected deliveries, %d resets",
+			res.Lost, res.Duplicates, res.OutOfOrder, res.Unexpected, res.Resets)
 	}
 	return err
-}
-
-// benchLoopbackOnly refuses a target that is not on this machine.
-func benchLoopbackOnly(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return fmt.Errorf("bench: -url %q is not an http(s) URL", raw)
-	}
-	addrs, err := net.LookupIP(u.Hostname())
-	if err != nil || len(addrs) == 0 {
-		return fmt.Errorf("bench: cannot resolve %q", u.Hostname())
-	}
-	for _, a := range addrs {
-		if !a.IsLoopback() {
-			return fmt.Errorf("bench: -url %s resolves to %s, not a loopback address; bench loads this machine only", raw, a)
-		}
-	}
-	return nil
-}
-
-// benchRaiseFileLimit raises the open-file limit to its hard limit.
-func benchRaiseFileLimit() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
 }
 
 // bencher holds one run's client side.
 type bencher struct {
 	cfg      benchConfig
 	log      io.Writer
+	host     string // Host header
+	hostPort string // dial address
+	basePath string // the URL's path, without a trailing slash
 	tr       *http.Transport
-	client   *http.Client
-	next     atomic.Uint32
-	errs     atomic.Int64
-	reconns  atomic.Int64
-	received atomic.Int64
+	client   *http.Client // writes and /metrics
+
+	nextSource atomic.Uint32
+	open       atomic.Int64 // streams connected now
+	errs       atomic.Int64
+	reconnects atomic.Int64
+
+	logMu  sync.Mutex
+	logged int
 }
 
-func newBencher(c benchConfig, log io.Writer) *bencher {
-	b := &bencher{cfg: c, log: log}
+func newBencher(c benchConfig, log io.Writer) (*bencher, error) {
+	u, err := benchLoopbackOnly(c.URL)
+	if err != nil {
+		return nil, err
+	}
+	b := &bencher{cfg: c, log: log, host: u.Host, basePath: strings.TrimRight(u.Path, "/")}
+	b.hostPort = u.Host
+	if u.Port() == "" {
+		b.hostPort = net.JoinHostPort(u.Hostname(), "80")
+	}
+	if c.Sources > 1 {
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.To4() == nil {
+			return nil, errors.New("bench: -sources needs an IPv4 loopback -url (127.x.x.x)")
+		}
+	}
+	writers := b.writers()
 	b.tr = &http.Transport{
-		MaxIdleConnsPerHost: 256,
+		MaxIdleConnsPerHost: writers + 2,
+		MaxConnsPerHost:     writers + 2,
 		DisableCompression:  true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			d := net.Dialer{Timeout: 10 * time.Second}
-			if n := b.cfg.Sources; n > 1 {
-				i := b.next.Add(1) % uint32(n)
-				d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}
+		IdleConnTimeout:     30 * time.Second,
+	}
+	b.client = &http.Client{Transport: b.tr, Timeout: 30 * time.Second}
+	return b, nil
+}
+
+// writers is how many concurrent writers the pacer feeds: enough that
+// writes taking 25 ms each still keep up with -rate.
+func (b *bencher) writers() int {
+	if b.cfg.Writers > 0 {
+		return b.cfg.Writers
+	}
+	return min(max(int(b.cfg.Rate/40)+1, 4), 128)
+}
+
+// fail counts an error and prints the first few.
+func (b *bencher) fail(err error) {
+	b.errs.Add(1)
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	if b.logged < 5 {
+		b.logged++
+		fmt.Fprintf(b.log, "bench: %v\n", err)
+		if b.logged == 5 {
+			fmt.Fprintln(b.log, "bench: (further errors are only counted)")
+		}
+	}
+}
+
+// benchLoopbackOnly parses raw and refuses it unless it is a plain http
+// URL whose host resolves only to loopback addresses: bench loads this
+// machine and no other.
+func benchLoopbackOnly(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return nil, fmt.Errorf("bench: -url %q is not an http:// URL", raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		return nil, fmt.Errorf("bench: -url %s: cannot resolve %q: %v", raw, u.Hostname(), err)
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLoopback() {
+			return nil, fmt.Errorf("bench: -url %s: %s is not a loopback address; bench loads this machine only (127.0.0.0/8, ::1)", raw, a.IP)
+		}
+	}
+	return u, nil
+}
+
+// benchRaiseFileLimit raises the open-file limit to its hard limit: each
+// stream is a file descriptor.
+func benchRaiseFileLimit(log io.Writer) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			fmt.Fprintf(log, "bench: raising the open-file limit: %v\n", err)
+		}
+	}
+}
+
+// progress prints line() to the log every second until stop is closed.
+// The returned function stops it and waits.
+func (b *bencher) progress(line func(elapsed time.Duration) string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(b.log, "bench: %5.1fs  %s\n", time.Since(start).Seconds(), line(time.Since(start)))
 			}
-			return d.DialContext(ctx, network, addr)
-		},
-	}
-	b.client = &http.Client{Transport: b.tr}
-	return b
-}
-
-func (b *bencher) room(i int) string { return "bench-" + strconv.Itoa(i%b.cfg.Rooms) }
-
-// post writes one message; it returns its id.
-func (b *bencher) post(ctx context.Context, room, text string) (string, error) {
-	body := fmt.Sprintf(`{"text":%q,"author":"bench"}`, text)
-	req, err := http.NewRequestWithContext(ctx, "POST", b.cfg.URL+"/api/rooms/"+room+"/messages", strings.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if b.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+b.cfg.Token)
-	}
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var m struct{ ID string }
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("post: status %d, %v", resp.StatusCode, err)
-	}
-	return m.ID, nil
-}
-
-// benchEvent is one parsed SSE event.
-type benchEvent struct {
-	id, name string
-	data     []byte
-}
-
-// benchConn is one SSE connection and what it received.
-type benchConn struct {
-	room    string
-	lastID  string
-	hist    benchHist
-	got     int64
-	dups    int64
-	order   int64
-	texts   []string // storm: message texts in arrival order
-	ready   chan struct{}
-	readyOK sync.Once
-}
-
-// open streams the room until ctx ends; on a drop it reconnects with its
-// last id. onEvent runs for every event.
-func (b *bencher) open(ctx context.Context, c *benchConn, onEvent func(*benchConn, benchEvent)) {
-	for ctx.Err() == nil {
-		err := b.stream(ctx, c, onEvent)
-		if ctx.Err() != nil {
-			return
 		}
-		if err != nil {
-			b.errs.Add(1)
-		}
-		b.reconns.Add(1)
-		select {
-		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// benchServerStats is the server's resource use at one moment, from /proc
+// (given -pid) and /metrics (when the server serves it).
+type benchServerStats struct {
+	ok         bool
+	from       string
+	cpuSecs    float64
+	rssKiB     int64
+	heapKiB    int64
+	goroutines int64
+	streams    int64
+}
+
+// serverStats reads the server's CPU time and memory: from /proc/<pid>
+// with -pid, and from /metrics (heap, goroutines, open streams; CPU and
+// RSS too without -pid).
+func (b *bencher) serverStats(ctx context.Context) benchServerStats {
+	var st benchServerStats
+	m := b.metrics(ctx)
+	if m != nil {
+		st.ok, st.from = true, "/metrics"
+		st.cpuSecs = m["process_cpu_seconds_total"]
+		st.rssKiB = int64(m["process_resident_memory_bytes"] / 1024)
+		st.heapKiB = int64(m["go_memstats_heap_inuse_bytes"] / 1024)
+		st.goroutines = int64(m["go_goroutines"])
+		st.streams = int64(m["changecast_streams_open"])
+	}
+	if b.cfg.Pid > 0 {
+		cpu, err1 := benchProcCPU(b.cfg.Pid)
+		rss, err2 := benchProcRSS(b.cfg.Pid)
+		if err1 == nil && err2 == nil {
+			st.ok, st.cpuSecs, st.rssKiB = true, cpu, rss
+			if m == nil {
+				st.from = "/proc/" + strconv.Itoa(b.cfg.Pid)
+			} else {
+				st.from = "/proc/" + strconv.Itoa(b.cfg.Pid) + " and /metrics"
+			}
+		} else {
+			b.fail(fmt.Errorf("-pid %d: %v", b.cfg.Pid, errors.Join(err1, err2)))
 		}
 	}
+	return st
 }
 
-func (b *bencher) stream(ctx context.Context, c *benchConn, onEvent func(*benchConn, benchEvent)) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", b.cfg.URL+"/api/rooms/"+c.room+"/events", nil)
+// metrics scrapes the server's /metrics (Prometheus text format) into a
+// map of unlabelled samples; nil if there is none.
+func (b *bencher) metrics(ctx context.Context) map[string]float64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.URL+"/metrics", nil)
 	if err != nil {
-		return err
-	}
-	if c.lastID != "" {
-		req.Header.Set("Last-Event-ID", c.lastID)
+		return nil
 	}
 	if b.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+b.cfg.Token)
 	}
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return err
+		return nil
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("stream: status %d", resp.StatusCode)
+		return nil
 	}
-	br := bufio.NewReaderSize(resp.Body, 8<<10)
-	var ev benchEvent
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return err
-			}
-			return nil // a clean end or a drop: reconnect
+	m := make(map[string]float64)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' || strings.ContainsRune(line, '{') {
+			continue
 		}
-		line = bytes.TrimRight(line, "\r\n")
-		switch {
-		case len(line) == 0:
-			if ev.name != "" || ev.data != nil {
-				if ev.id != "" {
-					c.lastID = ev.id
-				}
-				onEvent(c, ev)
-			}
-			ev = benchEvent{}
-		case line[0] == ':':
-		case bytes.HasPrefix(line, []byte("id: ")):
-			ev.id = string(line[4:])
-		case bytes.HasPrefix(line, []byte("event: ")):
-			ev.name = string(line[7:])
-		case bytes.HasPrefix(line, []byte("data: ")):
-			ev.data = append(ev.data, line[6:]...)
-		}
-	}
-}
-
-// benchText is a message text carrying its send time and sequence.
-func benchText(seq int64) string {
-	return "bench " + strconv.FormatInt(time.Now().UnixNano(), 10) + " " + strconv.FormatInt(seq, 10)
-}
-
-// benchParse finds the send time and sequence in a message event's data.
-func benchParse(data []byte) (sent, seq int64, ok bool) {
-	i := bytes.Index(data, []byte(`"text":"bench `))
-	if i < 0 {
-		return 0, 0, false
-	}
-	rest := data[i+len(`"text":"bench `):]
-	j := bytes.IndexByte(rest, ' ')
-	k := bytes.IndexByte(rest, '"')
-	if j < 0 || k < j {
-		return 0, 0, false
-	}
-	sent, err1 := strconv.ParseInt(string(rest[:j]), 10, 64)
-	seq, err2 := strconv.ParseInt(string(rest[j+1:k]), 10, 64)
-	return sent, seq, err1 == nil && err2 == nil
-}
-
-// connectAll opens cfg.Conns connections and waits for each snapshot.
-func (b *bencher) connectAll(ctx context.Context, onEvent func(*benchConn, benchEvent)) ([]*benchConn, *sync.WaitGroup, error) {
-	conns := make([]*benchConn, b.cfg.Conns)
-	var wg sync.WaitGroup
-	for i := range conns {
-		c := &benchConn{room: b.room(i), ready: make(chan struct{})}
-		conns[i] = c
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.open(ctx, c, func(c *benchConn, ev benchEvent) {
-				if ev.name == "snapshot" {
-					c.readyOK.Do(func() { close(c.ready) })
-				}
-				onEvent(c, ev)
-			})
-		}()
-		if i%500 == 499 {
-			time.Sleep(20 * time.Millisecond) // let the server accept
-		}
-	}
-	deadline := time.After(120 * time.Second)
-	for i, c := range conns {
-		select {
-		case <-c.ready:
-		case <-ctx.Done():
-			return conns, &wg, ctx.Err()
-		case <-deadline:
-			return conns, &wg, fmt.Errorf("bench: only %d of %d connections got their snapshot within 120s", i, len(conns))
-		}
-	}
-	return conns, &wg, nil
-}
-
-// fanout measures write-to-delivery latency with cfg.Rate writes/s.
-func (b *bencher) fanout(ctx context.Context) (benchResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	res := benchResult{Mode: "fanout", Conns: b.cfg.Conns, Rooms: b.cfg.Rooms}
-	perRoom := make(map[string]int64)
-	for i := range b.cfg.Conns {
-		perRoom[b.room(i)]++
-	}
-	conns, wg, err := b.connectAll(ctx, func(c *benchConn, ev benchEvent) {
-		if ev.name != "message" {
-			return
-		}
-		sent, _, ok := benchParse(ev.data)
+		name, val, ok := strings.Cut(line, " ")
 		if !ok {
-			return
+			continue
 		}
-		c.hist.add(time.Now().UnixNano() - sent)
-		c.got++
-		b.received.Add(1)
-	})
-	defer func() { cancel(); wg.Wait() }()
-	if err != nil {
-		return res, err
-	}
-	fmt.Fprintf(b.log, "bench: %d connections ready; writing %.0f/s for %s\n", len(conns), b.cfg.Rate, b.cfg.Duration)
-
-	cpu0, _ := benchCPU(b.cfg.Pid)
-	res.RSSBeforeKiB, _ = benchRSS(b.cfg.Pid)
-	start := time.Now()
-	var writes, writeErrs, expected atomic.Int64
-	writers := max(1, min(64, int(b.cfg.Rate/50)))
-	interval := time.Duration(float64(time.Second) * float64(writers) / b.cfg.Rate)
-	wctx, wstop := context.WithTimeout(ctx, b.cfg.Duration)
-	var ww sync.WaitGroup
-	for w := range writers {
-		ww.Add(1)
-		go func() {
-			defer ww.Done()
-			tick := time.NewTicker(interval)
-			defer tick.Stop()
-			for n := 0; ; n++ {
-				select {
-				case <-wctx.Done():
-					return
-				case <-tick.C:
-				}
-				room := b.room(w + n*writers)
-				if _, err := b.post(ctx, room, benchText(writes.Add(1))); err != nil {
-					writeErrs.Add(1)
-					continue
-				}
-				expected.Add(perRoom[room])
-			}
-		}()
-	}
-	progress := time.NewTicker(time.Second)
-	defer progress.Stop()
-	for done := false; !done; {
-		select {
-		case <-wctx.Done():
-			done = true
-		case <-progress.C:
-			fmt.Fprintf(b.log, "bench: %4.0fs  writes %d  deliveries %d  errors %d  reconnects %d\n",
-				time.Since(start).Seconds(), writes.Load(), b.received.Load(), b.errs.Load(), b.reconns.Load())
+		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			m[name] = f
 		}
 	}
-	wstop()
-	ww.Wait()
-	// Let the last deliveries arrive.
-	for deadline := time.Now().Add(10 * time.Second); b.received.Load() < expected.Load() && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	if len(m) == 0 {
+		return nil
 	}
-	elapsed := time.Since(start)
-	cpu1, _ := benchCPU(b.cfg.Pid)
-	res.RSSAfterKiB, _ = benchRSS(b.cfg.Pid)
-
-	var h benchHist
-	for _, c := range conns {
-		h.merge(&c.hist)
-	}
-	res.Writes, res.WriteErrors = writes.Load()-writeErrs.Load(), writeErrs.Load()
-	res.Expected, res.Delivered = expected.Load(), b.received.Load()
-	res.Lost = max(0, res.Expected-res.Delivered)
-	res.Errors, res.Reconnects = b.errs.Load(), b.reconns.Load()
-	res.Seconds = elapsed.Seconds()
-	res.DeliveriesPerS = float64(res.Delivered) / b.cfg.Duration.Seconds()
-	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
-	if b.cfg.Pid > 0 && res.Delivered > 0 {
-		res.ServerCPUSecs = cpu1 - cpu0
-		res.CPUPerDelivery = res.ServerCPUSecs * 1e6 / float64(res.Delivered)
-		res.KiBPerStream = float64(res.RSSAfterKiB) / float64(b.cfg.Conns)
-	}
-	return res, nil
+	return m
 }
 
-// idle opens cfg.Conns streams, holds them and reports server memory per
-// stream.
-func (b *bencher) idle(ctx context.Context) (benchResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	res := benchResult{Mode: "idle", Conns: b.cfg.Conns, Rooms: b.cfg.Rooms}
-	res.RSSBeforeKiB, _ = benchRSS(b.cfg.Pid)
-	start := time.Now()
-	conns, wg, err := b.connectAll(ctx, func(*benchConn, benchEvent) {})
-	defer func() { cancel(); wg.Wait() }()
-	if err != nil {
-		return res, err
-	}
-	fmt.Fprintf(b.log, "bench: %d streams open after %s; holding for %s\n", len(conns), time.Since(start).Round(time.Millisecond), b.cfg.Duration)
-	select {
-	case <-ctx.Done():
-	case <-time.After(b.cfg.Duration):
-	}
-	res.RSSAfterKiB, _ = benchRSS(b.cfg.Pid)
-	res.Errors, res.Reconnects = b.errs.Load(), b.reconns.Load()
-	res.Seconds = time.Since(start).Seconds()
-	if b.cfg.Pid > 0 {
-		res.KiBPerStream = float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(len(conns))
-	}
-	return res, nil
-}
+// benchClockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times:
+// 100 on every Linux architecture Go supports.
+const benchClockTicks = 100
 
-// storm: clients read their snapshot and go away; cfg.Behind messages are
-// written to each room; all clients come back at once with their last
-// ids. Every client must then hold every missed message exactly once, in
-// order.
-func (b *bencher) storm(ctx context.Context) (benchResult, error) {
-	res := benchResult{Mode: "storm", Conns: b.cfg.Conns, Rooms: b.cfg.Rooms}
-	first, cancelFirst := context.WithCancel(ctx)
-	conns, wg, err := b.connectAll(first, func(*benchConn, benchEvent) {})
-	cancelFirst()
-	wg.Wait()
-	if err != nil {
-		return res, err
-	}
-	b.tr.CloseIdleConnections()
-
-	// Write cfg.Behind messages to every room while everyone is away.
-	want := make(map[string][]string, b.cfg.Rooms)
-	var mu sync.Mutex
-	var ww sync.WaitGroup
-	for r := range b.cfg.Rooms {
-		ww.Add(1)
-		go func() {
-			defer ww.Done()
-			room := b.room(r)
-			for i := range b.cfg.Behind {
-				text := fmt.Sprintf("storm %d %d", r, i)
-				if _, err := b.post(ctx, room, text); err != nil {
-					b.errs.Add(1)
-					continue
-				}
-				mu.Lock()
-				want[room] = append(want[room], text)
-				mu.Unlock()
-			}
-		}()
-	}
-	ww.Wait()
-	for _, ts := range want {
-		res.Writes += int64(len(ts))
-	}
-	fmt.Fprintf(b.log, "bench: %d clients away; %d messages written; reconnecting all at once\n", len(conns), res.Writes)
-
-	cpu0, _ := benchCPU(b.cfg.Pid)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var caught sync.WaitGroup
-	var pending atomic.Int64
-	start := time.Now()
-	for _, c := range conns {
-		c.texts = c.texts[:0]
-		need := len(want[c.room])
-		res.Expected += int64(need)
-		pending.Add(1)
-		caught.Add(1)
-		var prev string
-		var once sync.Once
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.open(ctx, c, func(c *benchConn, ev benchEvent) {
-				if ev.name != "message" {
-					if ev.name == "reset" || ev.name == "snapshot" {
-						c.order++ // a resume must not reset
-					}
-					return
-				}
-				if ev.id <= prev {
-					c.order++
-				}
-				prev = ev.id
-				i := bytes.Index(ev.data, []byte(`"text":"`))
-				j := bytes.IndexByte(ev.data[i+8:], '"')
-				c.texts = append(c.texts, string(ev.data[i+8:i+8+j]))
-				b.received.Add(1)
-				if len(c.texts) >= need {
-					once.Do(func() { pending.Add(-1); caught.Done() })
-				}
-			})
-		}()
-	}
-	done := make(chan struct{})
-	go func() { caught.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(120 * time.Second):
-		fmt.Fprintf(b.log, "bench: %d clients not caught up after 120s\n", pending.Load())
-	}
-	res.CaughtUpSeconds = time.Since(start).Seconds()
-	cancel()
-	wg.Wait()
-	select {
-	case <-done:
-	default:
-		// Unblock the waiter goroutine for clients that never caught up.
-		for range pending.Load() {
-			caught.Done()
-		}
-	}
-	cpu1, _ := benchCPU(b.cfg.Pid)
-
-	for _, c := range conns {
-		w := want[c.room]
-		seen := make(map[string]bool, len(c.texts))
-		for i, t := range c.texts {
-			if seen[t] {
-				res.Duplicates++
-			}
-			seen[t] = true
-			if i < len(w) && t != w[i] {
-				res.OutOfOrder++
-			}
-		}
-		for _, t := range w {
-			if !seen[t] {
-				res.Lost++
-			}
-		}
-		res.OutOfOrder += c.order
-	}
-	res.Delivered = b.received.Load()
-	res.Errors, res.Reconnects = b.errs.Load(), b.reconns.Load()
-	res.Seconds = res.CaughtUpSeconds
-	if res.CaughtUpSeconds > 0 {
-		res.DeliveriesPerS = float64(res.Delivered) / res.CaughtUpSeconds
-	}
-	if b.cfg.Pid > 0 && res.Delivered > 0 {
-		res.ServerCPUSecs = cpu1 - cpu0
-		res.CPUPerDelivery = res.ServerCPUSecs * 1e6 / float64(res.Delivered)
-	}
-	return res, nil
-}
-
-// benchCPU returns a process's user+system CPU seconds.
-func benchCPU(pid int) (float64, error) {
-	if pid <= 0 {
-		return 0, nil
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// benchProcCPU returns a process's user+system CPU seconds.
+func benchProcCPU(pid int) (float64, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the ")" that closes the command name: state is field 3;
-	// utime and stime are fields 14 and 15, in clock ticks (100 per second).
-	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	// Fields after the ")" that closes the command name start with the
+	// state (field 3); utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(raw[i+1:]))
 	if len(f) < 13 {
 		return 0, errors.New("short /proc stat")
 	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100, nil
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed /proc stat")
+	}
+	return (ut + st) / benchClockTicks, nil
 }
 
-// benchRSS returns a process's resident memory in KiB.
-func benchRSS(pid int) (int64, error) {
-	if pid <= 0 {
-		return 0, nil
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// benchProcRSS returns a process's resident memory in KiB.
+func benchProcRSS(pid int) (int64, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				return strconv.ParseInt(f[1], 10, 64)
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				return strconv.ParseInt(f[0], 10, 64)
 			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// applyServerStats fills the result's server figures from the stats
+// before and after a measured window in which delivered events arrived
+// over streams connections.
+func (r *benchResult) applyServerStats(before, after benchServerStats, delivered int64, streams int64, window time.Duration) {
+	if !before.ok || !after.ok {
+		return
+	}
+	r.ServerSource = after.from
+	r.RSSBeforeKiB, r.RSSAfterKiB = before.rssKiB, after.rssKiB
+	r.HeapBeforeKiB, r.HeapAfterKiB = before.heapKiB, after.heapKiB
+	r.Goroutines, r.ServerStreams = after.goroutines, after.streams
+	r.ServerCPUSecs = after.cpuSecs - before.cpuSecs
+	if window > 0 {
+		r.ServerCPUPercent = 100 * r.ServerCPUSecs / window.Seconds()
+	}
+	if delivered > 0 {
+		r.CPUPerDelivery = r.ServerCPUSecs * 1e6 / float64(delivered)
+	}
+	if streams > 0 {
+		r.KiBPerStream = float64(after.rssKiB) / float64(streams)
+		if r.Mode == "idle" {
+			r.KiBPerStream = float64(after.rssKiB-before.rssKiB) / float64(streams)
+		}
+		if after.heapKiB > 0 {
+			r.HeapKiBPerStream = float64(after.heapKiB-before.heapKiB) / float64(streams)
+		}
+	}
+}
+
+// applyClientCPU fills the result's client CPU figures.
+func (r *benchResult) applyClientCPU(before, after float64, delivered int64) {
+	r.ClientCPUSecs = after - before
+	if delivered > 0 {
+		r.ClientPerDelivery = r.ClientCPUSecs * 1e6 / float64(delivered)
+	}
+}
+
+// benchSelfCPU returns this process's CPU seconds (0 if unreadable).
+func benchSelfCPU() float64 {
+	s, _ := benchProcCPU(os.Getpid())
+	return s
 }
 
 func benchTable(w io.Writer, r benchResult) {
-	fmt.Fprintf(w, "mode              %s\n", r.Mode)
-	fmt.Fprintf(w, "connections       %d over %d rooms\n", r.Conns, r.Rooms)
-	fmt.Fprintf(w, "writes            %d (%d failed)\n", r.Writes, r.WriteErrors)
-	fmt.Fprintf(w, "deliveries        %d of %d expected (%.0f/s)\n", r.Delivered, r.Expected, r.DeliveriesPerS)
-	fmt.Fprintf(w, "lost / dup / order %d / %d / %d\n", r.Lost, r.Duplicates, r.OutOfOrder)
-	fmt.Fprintf(w, "errors, reconnects %d, %d\n", r.Errors, r.Reconnects)
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("mode                %s", r.Mode)
+	p("streams             %d over %d rooms (%d open at the end), connected in %.2f s", r.Conns, r.Rooms, r.Streams, r.ConnectSeconds)
+	if r.Mode != "idle" {
+		p("writes              %d ok, %d failed, %d skipped (generator behind)", r.Writes, r.WriteErrors, r.WritesSkipped)
+	}
 	if r.Mode == "fanout" {
-		fmt.Fprintf(w, "latency ms        p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
+		p("write rate          %.0f/s of %.0f/s asked; POST p50 %.2f ms, p99 %.2f ms", r.WritesPerS, r.RateAsked, r.WriteP50ms, r.WriteP99ms)
+		p("measured            %.1f s after %.1f s warm-up: %d writes, %d deliveries", r.Seconds, r.WarmupSeconds, r.MeasuredWrites, r.MeasuredDelivers)
+	}
+	if r.Mode != "idle" {
+		p("deliveries          %d of %d expected, %.0f/s", r.Delivered, r.Expected, r.DeliveriesPerS)
+		p("lost/dup/order      %d / %d / %d (unexpected %d, resets %d)", r.Lost, r.Duplicates, r.OutOfOrder, r.Unexpected, r.Resets)
+	}
+	p("errors, reconnects  %d, %d", r.Errors, r.Reconnects)
+	if r.Mode == "fanout" {
+		p("latency             p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms (write to delivery)", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
 	}
 	if r.Mode == "storm" {
-		fmt.Fprintf(w, "caught up in      %.2f s\n", r.CaughtUpSeconds)
+		p("caught up           %d of %d clients in %.2f s; per client p50 %.0f ms, p90 %.0f ms, p99 %.0f ms", r.CaughtUp, r.Conns, r.CaughtUpSeconds, r.P50ms, r.P90ms, r.P99ms)
 	}
-	if r.ServerCPUSecs > 0 {
-		fmt.Fprintf(w, "server CPU        %.2f s, %.1f µs per delivery\n", r.ServerCPUSecs, r.CPUPerDelivery)
-	}
-	if r.RSSAfterKiB > 0 {
-		fmt.Fprintf(w, "server RSS        %d KiB -> %d KiB (%.1f KiB per stream)\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerStream)
-	}
-}
-
-// benchHist is a log-bucketed latency histogram in microseconds: values
-// below 32 µs exact, above that 16 buckets per power of two (≤ 6% error).
-type benchHist struct {
-	counts [512]uint32
-	n      uint64
-	maxV   int64
-}
-
-func benchBucket(us int64) int {
-	if us < 32 {
-		return int(max(us, 0))
-	}
-	e := bits.Len64(uint64(us)) - 5
-	m := us >> e // 16..31
-	return min(32+(e-1)*16+int(m-16), 511)
-}
-
-// benchLower returns the smallest value of bucket i, in µs.
-func benchLower(i int) int64 {
-	if i < 32 {
-		return int64(i)
-	}
-	e := (i-32)/16 + 1
-	m := int64((i-32)%16 + 16)
-	return m << e
-}
-
-func (h *benchHist) add(nanos int64) {
-	us := nanos / 1000
-	h.counts[benchBucket(us)]++
-	h.n++
-	h.maxV = max(h.maxV, us)
-}
-
-func (h *benchHist) merge(o *benchHist) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.maxV = max(h.maxV, o.maxV)
-}
-
-// quantile returns the q-quantile in milliseconds (a bucket's lower bound).
-func (h *benchHist) quantile(q float64) float64 {
-	if h.n == 0 {
-		return 0
-	}
-	rank := uint64(q*float64(h.n-1)) + 1
-	var seen uint64
-	for i, c := range h.counts {
-		seen += uint64(c)
-		if seen >= rank {
-			return float64(benchLower(i)) / 1000
+	if r.ServerSource != "" {
+		p("server (%s)", r.ServerSource)
+		if r.Mode != "idle" {
+			p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery)
+		}
+		p("  RSS               %d KiB -> %d KiB, %.1f KiB per stream", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerStream)
+		if r.HeapAfterKiB > 0 {
+			p("  heap in use       %d KiB -> %d KiB, %.1f KiB per stream", r.HeapBeforeKiB, r.HeapAfterKiB, r.HeapKiBPerStream)
+			p("  goroutines        %d; streams open %d", r.Goroutines, r.ServerStreams)
 		}
 	}
-	return float64(h.maxV) / 1000
+	if r.ClientCPUSecs > 0 && r.Mode != "idle" {
+		p("client CPU          %.2f s, %.2f µs per delivery", r.ClientCPUSecs, r.ClientPerDelivery)
+	}
 }
-
-func (h *benchHist) max() float64 { return float64(h.maxV) / 1000 }

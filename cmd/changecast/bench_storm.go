@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// benchStormWriters is how many rooms are written at once while the
+// storm's clients are away; each room is written by one writer, in order.
+const benchStormWriters = 32
+
+// benchStormLinger is how long the storm keeps reading after the last
+// client caught up, to see duplicates that follow the last event.
+const benchStormLinger = 250 * time.Millisecond
+
+// benchRoomLog is what the storm wrote to one room, in log order.
+type benchRoomLog struct {
+	ids   []string
+	texts [][]byte // `"text":"<text>"`, as the event's JSON carries it
+	index map[string]int32
+}
+
+// benchStormClient is one storm client's check of what it receives.
+type benchStormClient struct {
+	log        *benchRoomLog
+	seen       []uint64
+	got        int
+	next       int // one past the latest message received
+	dups       int64
+	disorder   int64
+	unexpected int64
+	caughtUp   time.Duration
+}
+
+// storm: cfg.Conns clients each connect, read their snapshot and go
+// away; cfg.Behind messages are written to each room; then every client
+// reconnects at once with its last event id. It measures the time until
+// each holds every message it missed, and checks that each received them
+// exactly once and in order (the message ids and texts written, and SSE
+// ids that only increase).
+func (b *bencher) storm(ctx context.Context) (benchResult, error) {
+	var res benchResult
+	ss := b.newStreams(benchStormLineBuf)
+
+	// 1. Connect, take the snapshot's id, go away.
+	var wg sync.WaitGroup
+	connect, err := b.connectAll(ctx, &wg, ss, func(s *benchStream, ev *benchEvent) bool {
+		s.countEvent(ev)
+		return string(ev.name) != "snapshot"
+	})
+	wg.Wait()
+	res.ConnectSeconds = connect.Seconds()
+	if err != nil {
+		return res, err
+	}
+	for _, s := range ss {
+		if len(s.lastID) == 0 {
+			return res, fmt.Errorf("bench: the snapshot of %s had no id", s.room)
+		}
+	}
+
+	// 2. Write cfg.Behind messages to every room, each room in order.
+	logs, err := b.stormWrite(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, l := range logs {
+		res.Writes += int64(len(l.ids))
+	}
+	res.WriteErrors = int64(b.cfg.Rooms*b.cfg.Behind) - res.Writes
+
+	// 3. Everyone back at once.
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var pending atomic.Int64
+	allDone := make(chan struct{})
+	for _, s := range ss {
+		l := logs[s.roomIdx]
+		s.storm = &benchStormClient{log: l, seen: make([]uint64, (len(l.ids)+63)/64)}
+		res.Expected += int64(len(l.ids))
+		if len(l.ids) > 0 {
+			pending.Add(1)
+		}
+	}
+	if pending.Load() == 0 {
+		close(allDone)
+	}
+	fmt.Fprintf(b.log, "bench: %d clients reconnecting at once, %d events behind each (%d in all)\n", len(ss), b.cfg.Behind, res.Expected)
+	st0, self0 := b.serverStats(ctx), benchSelfCPU()
+	var delivered atomic.Int64
+	var last int64
+	stop := b.progress(func(time.Duration) string {
+		d := delivered.Load()
+		line := fmt.Sprintf("caught up %d of %d  open %d  events %d (%d/s)  errors %d  reconnects %d",
+			int64(len(ss))-pending.Load(), len(ss), b.open.Load(), d, d-last, b.errs.Load(), b.reconnects.Load())
+		last = d
+		return line
+	})
+	start := time.Now()
+	for _, s := range ss {
+		wg.Go(func() {
+			b.follow(ctx, s, func(s *benchStream, ev *benchEvent) bool {
+				if !s.countEvent(ev) {
+					return true
+				}
+				c := s.storm
+				if !c.check(ev.data) {
+					return true
+				}
+				delivered.Add(1)
+				if c.got == len(c.log.ids) && c.caughtUp == 0 {
+					c.caughtUp = time.Since(start)
+					if pending.Add(-1) == 0 {
+						close(allDone)
+					}
+				}
+				return true
+			})
+		})
+	}
+	timeout := time.NewTimer(b.cfg.Timeout)
+	defer timeout.Stop()
+	select {
+	case <-allDone:
+	case <-timeout.C:
+		fmt.Fprintf(b.log, "bench: %d clients not caught up after %s\n", pending.Load(), b.cfg.Timeout)
+	case <-parent.Done():
+	}
+	caught := time.Since(start)
+	st1, self1 := b.serverStats(ctx), benchSelfCPU()
+	d1 := delivered.Load()
+	time.Sleep(benchStormLinger)
+	stop()
+	res.Streams = b.open.Load()
+	cancel()
+	wg.Wait()
+	if err := parent.Err(); err != nil {
+		return res, err
+	}
+
+	var h benchHist
+	for _, s := range ss {
+		c := s.storm
+		res.Delivered += int64(c.got)
+		res.Duplicates += c.dups
+		res.OutOfOrder += c.disorder + s.idDisorder
+		res.Unexpected += c.unexpected + s.unexpected
+		res.Resets += s.resets
+		if c.caughtUp > 0 {
+			res.CaughtUp++
+			h.add(c.caughtUp.Nanoseconds())
+		}
+	}
+	res.Lost = res.Expected - res.Delivered
+	res.CaughtUpSeconds = caught.Seconds()
+	res.Seconds = caught.Seconds()
+	res.DeliveriesPerS = float64(d1) / caught.Seconds()
+	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
+	res.applyServerStats(st0, st1, d1, int64(len(ss)), caught)
+	res.applyClientCPU(self0, self1, d1)
+	return res, nil
+}
+
+// check records one message event; it reports whether it was a new one
+// of the messages this client missed.
+func (c *benchStormClient) check(data []byte) bool {
+	id := benchMessageID(data)
+	p, ok := c.log.index[string(id)]
+	if !ok || !bytes.Contains(data, c.log.texts[p]) {
+		c.unexpected++
+		return false
+	}
+	if c.seen[p/64]&(1<<(p%64)) != 0 {
+		c.dups++
+		return false
+	}
+	c.seen[p/64] |= 1 << (p % 64)
+	if int(p) < c.next {
+		c.disorder++ // a later one came first
+	} else {
+		c.next = int(p) + 1
+	}
+	c.got++
+	return true
+}
+
+// benchMessageID returns the message id in a message event's data
+// (`{"topic":...,"message":{"id":"...",...}}`), or nil.
+func benchMessageID(data []byte) []byte {
+	i := bytes.Index(data, []byte(`"message":`))
+	if i < 0 {
+		return nil
+	}
+	rest := data[i:]
+	j := bytes.Index(rest, []byte(`"id":"`))
+	if j < 0 {
+		return nil
+	}
+	rest = rest[j+len(`"id":"`):]
+	k := bytes.IndexByte(rest, '"')
+	if k < 0 {
+		return nil
+	}
+	return rest[:k]
+}
+
+// stormWrite writes cfg.Behind messages to every room, each room's in
+// order by one writer, and returns what each room got.
+func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
+	run := benchRunID()
+	logs := make([]*benchRoomLog, b.cfg.Rooms)
+	rooms := make(chan int, b.cfg.Rooms)
+	for r := range b.cfg.Rooms {
+		logs[r] = &benchRoomLog{index: make(map[string]int32, b.cfg.Behind)}
+		rooms <- r
+	}
+	close(rooms)
+	var written atomic.Int64
+	var last int64
+	total := b.cfg.Rooms * b.cfg.Behind
+	fmt.Fprintf(b.log, "bench: clients away; writing %d messages to each of %d rooms\n", b.cfg.Behind, b.cfg.Rooms)
+	stop := b.progress(func(time.Duration) string {
+		n := written.Load()
+		line := fmt.Sprintf("written %d of %d (%d/s)  errors %d", n, total, n-last, b.errs.Load())
+		last = n
+		return line
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	for range min(b.cfg.Rooms, benchStormWriters) {
+		wg.Go(func() {
+			var body []byte
+			for r := range rooms {
+				l := logs[r]
+				for i := range b.cfg.Behind {
+					if ctx.Err() != nil {
+						return
+					}
+					text := "storm " + run + " " + strconv.Itoa(r) + " " + strconv.Itoa(i) + benchPadding(b.cfg.Size)
+					body = append(body[:0], `{"text":`...)
+					body = strconv.AppendQuote(body, text)
+					if b.cfg.Token == "" {
+						body = append(body, `,"author":"bench"`...)
+					}
+					body = append(body, '}')
+					_, out, err := b.post(ctx, b.room(r), body, true)
+					var m struct {
+						ID string `json:"id"`
+					}
+					if err == nil {
+						err = json.Unmarshal(out, &m)
+					}
+					if err == nil && m.ID == "" {
+						err = fmt.Errorf("post %s: no id in %q", b.room(r), out)
+					}
+					if err != nil {
+						if ctx.Err() == nil {
+							b.fail(err)
+						}
+						continue
+					}
+					l.index[m.ID] = int32(len(l.ids))
+					l.ids = append(l.ids, m.ID)
+					l.texts = append(l.texts, []byte(`"text":"`+text+`"`))
+					written.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return logs, ctx.Err()
+}
+
+// benchPadding returns " " and n-1 bytes of padding, or "" for n = 0.
+func benchPadding(n int) string {
+	if n == 0 {
+		return ""
+	}
+	p := make([]byte, n)
+	p[0] = ' '
+	for i := 1; i < n; i++ {
+		p[i] = 'x'
+	}
+	return string(p)
+}
