@@ -13,11 +13,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -38,6 +38,8 @@ type benchConfig struct {
 	Sources  int
 	Token    string
 	JSON     bool
+	Profile  string
+	Reader   string
 }
 
 // benchResult is what a run measured; -json prints it. Deliveries count
@@ -123,6 +125,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&c.Sources, "sources", 1, "loopback source addresses to spread the streams over (127.0.0.1, .2, ...)")
 	fs.StringVar(&c.Token, "token", "", "bearer token (default $CHANGECAST_TOKEN)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON")
+	fs.StringVar(&c.Reader, "reader", "epoll", "how streams are read: epoll (a loop per core; Linux) or goroutine (one per stream)")
+	fs.StringVar(&c.Profile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -143,6 +147,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("bench: -duration and -timeout must be positive, -warmup and -writers not negative, -size 0 to 3000")
 	case c.Mode != "fanout" && c.Mode != "idle" && c.Mode != "storm":
 		return fmt.Errorf("bench: -mode %q: want fanout, idle or storm", c.Mode)
+	case c.Reader != "epoll" && c.Reader != "goroutine":
+		return fmt.Errorf("bench: -reader %q: want epoll or goroutine", c.Reader)
 	}
 	b, err := newBencher(c, stderr)
 	if err != nil {
@@ -150,6 +156,23 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer b.tr.CloseIdleConnections()
 	benchRaiseFileLimit(stderr)
+	if c.Profile != "" {
+		f, err := os.Create(c.Profile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if c.Reader == "epoll" {
+		if b.poll, err = newBenchPoll(b); err != nil {
+			return err
+		}
+		defer b.poll.close()
+	}
 
 	var res benchResult
 	switch c.Mode {
@@ -188,6 +211,7 @@ type bencher struct {
 	basePath string // the URL's path, without a trailing slash
 	tr       *http.Transport
 	client   *http.Client // writes and /metrics
+	poll     *benchPoll   // the epoll reader; nil: a goroutine per stream
 
 	nextSource atomic.Uint32
 	open       atomic.Int64 // streams connected now
@@ -267,21 +291,6 @@ func benchLoopbackOnly(raw string) (*url.URL, error) {
 		}
 	}
 	return u, nil
-}
-
-// benchRaiseFileLimit raises the open-file limit to its hard limit: each
-// stream is a file descriptor.
-func benchRaiseFileLimit(log io.Writer) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			fmt.Fprintf(log, "bench: raising the open-file limit: %v\n", err)
-		}
-	}
 }
 
 // progress prints line() to the log every second until stop is closed.

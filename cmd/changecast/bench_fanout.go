@@ -39,7 +39,7 @@ func (b *bencher) newStreams(bufSize int) []*benchStream {
 // ctx ends or h stops them) and waits until each has had its snapshot, or
 // for cfg.Timeout. At most benchHandshakes are between dial and snapshot
 // at once.
-func (b *bencher) connectAll(ctx context.Context, wg *sync.WaitGroup, ss []*benchStream, h func(*benchStream, *benchEvent) bool) (time.Duration, error) {
+func (b *bencher) connectAll(ctx context.Context, wg *sync.WaitGroup, ss []*benchStream, h benchHandler) (time.Duration, error) {
 	start := time.Now()
 	var readyN atomic.Int64
 	stop := b.progress(func(time.Duration) string {
@@ -57,23 +57,15 @@ func (b *bencher) connectAll(ctx context.Context, wg *sync.WaitGroup, ss []*benc
 		case <-deadline.C:
 			return time.Since(start), fmt.Errorf("bench: only %d of %d streams connected within %s", readyN.Load(), len(ss), b.cfg.Timeout)
 		}
-		wg.Go(func() {
-			held := true
-			release := func() {
-				if held {
-					held = false
-					<-sem
-				}
+		held := true
+		b.start(ctx, wg, s, func(s *benchStream, ev *benchEvent) bool {
+			if held && string(ev.name) == "snapshot" {
+				held = false
+				close(s.ready)
+				readyN.Add(1)
+				<-sem
 			}
-			defer release()
-			b.follow(ctx, s, func(s *benchStream, ev *benchEvent) bool {
-				if held && string(ev.name) == "snapshot" {
-					close(s.ready)
-					readyN.Add(1)
-					release()
-				}
-				return h(s, ev)
-			})
+			return h(s, ev)
 		})
 	}
 	for _, s := range ss {
@@ -112,7 +104,7 @@ func (b *bencher) fanout(ctx context.Context) (benchResult, error) {
 	for i := range b.cfg.Conns {
 		f.perRoom[i%b.cfg.Rooms]++
 	}
-	ss := b.newStreams(benchLineBuf)
+	ss := b.newStreams(benchReadBuf)
 	for _, s := range ss {
 		s.hist = new(benchHist)
 	}
@@ -426,7 +418,7 @@ func (b *bencher) idle(ctx context.Context) (benchResult, error) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	st0 := b.serverStats(ctx)
-	ss := b.newStreams(benchLineBuf)
+	ss := b.newStreams(benchReadBuf)
 	connect, err := b.connectAll(ctx, &wg, ss, func(s *benchStream, ev *benchEvent) bool {
 		s.countEvent(ev)
 		return true

@@ -11,28 +11,28 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // The SSE side of `changecast bench` holds thousands of connections on the
 // same machine as the server, so it must cost the server's cores as little
-// as it can: each connection is a bare TCP connection with one goroutine,
-// a hand-written HTTP/1.1 request, http.ReadResponse for the head and the
-// chunked body, and a small line parser that reuses its buffers (no
-// allocation per event). http.Client would add two goroutines and a
-// channel hand-off per connection.
+// as it can. Each stream is a bare TCP connection: a hand-written HTTP/1.1
+// request, http.ReadResponse for the response head only, then an
+// incremental decoder (chunked transfer coding and the SSE fields) that
+// reuses its buffers: no allocation per event. Two readers feed the
+// decoder: one goroutine per connection (-reader goroutine), or a few
+// epoll loops for all of them (-reader epoll, Linux), which read each
+// event with one system call instead of two and wake no goroutine.
 
 const (
-	// benchConnBuf is the connection's read buffer: it holds the response
-	// head and the chunk headers; chunk payloads of a buffer's size or
-	// more are read past it, straight into the line buffer.
-	benchConnBuf = 1 << 10
-	// benchLineBuf is the line buffer for live streams: a few events.
-	benchLineBuf = 4 << 10
-	// benchStormLineBuf is the line buffer for catch-ups, where the server
+	// benchReadBuf is a goroutine reader's buffer for live streams: a
+	// few events.
+	benchReadBuf = 4 << 10
+	// benchStormReadBuf is the buffer for catch-ups, where the server
 	// writes many events at once: fewer, larger reads.
-	benchStormLineBuf = 32 << 10
+	benchStormReadBuf = 32 << 10
 	// benchMaxLine bounds one SSE line (a snapshot of 50 long messages
 	// is about 250 KiB).
 	benchMaxLine = 4 << 20
@@ -42,8 +42,12 @@ const (
 	benchMaxRetry     = 3 * time.Second
 )
 
-// errBenchStop is returned by a session whose handler asked to stop.
+// errBenchStop is returned once a stream's handler asked to stop.
 var errBenchStop = errors.New("bench: handler stopped the stream")
+
+// benchHandler is called for each event of a stream; false ends the
+// stream (no reconnect).
+type benchHandler func(*benchStream, *benchEvent) bool
 
 // benchEvent is one SSE event; its slices are valid only during the
 // handler call.
@@ -54,18 +58,18 @@ type benchEvent struct {
 	data  []byte
 }
 
-// benchStream is one SSE connection to a room, owned by one goroutine
-// (follow). Fields other than the atomics are read by others only after
-// that goroutine is done.
+// benchStream is one SSE connection to a room. One goroutine (or epoll
+// loop) at a time runs its handler; fields other than the atomics are
+// read by others only after the stream has ended.
 type benchStream struct {
 	room    string
 	roomIdx int
 	lastID  []byte
 	retry   time.Duration
 	bufSize int
+	dec     benchDecoder
 
-	ready  chan struct{} // closed at the first snapshot
-	isOpen bool
+	ready chan struct{} // closed at the first snapshot
 
 	events     atomic.Int64 // events dispatched, for progress lines
 	idDisorder int64        // ids that did not increase
@@ -102,12 +106,26 @@ func (s *benchStream) countEvent(ev *benchEvent) bool {
 	return false
 }
 
-// follow streams s's room until ctx ends or h returns false, reconnecting
-// with the last event id after a drop, as a browser would.
-func (b *bencher) follow(ctx context.Context, s *benchStream, h func(*benchStream, *benchEvent) bool) {
-	p := &benchParser{line: bufio.NewReaderSize(nil, max(s.bufSize, benchLineBuf))}
-	for {
-		err := b.session(ctx, s, p, h)
+// start begins s's life, counted in wg until it ends: it connects,
+// streams and reconnects with its last event id after a drop (as a
+// browser does) until ctx ends or h returns false.
+func (b *bencher) start(ctx context.Context, wg *sync.WaitGroup, s *benchStream, h benchHandler) {
+	if b.poll != nil {
+		wg.Add(1)
+		go b.connectLoop(ctx, s, h, true, wg.Done)
+		return
+	}
+	wg.Go(func() { b.follow(ctx, s, h) })
+}
+
+// follow is the goroutine reader: it streams s until ctx ends or h stops
+// it, reconnecting after each drop.
+func (b *bencher) follow(ctx context.Context, s *benchStream, h benchHandler) {
+	for first := true; ; first = false {
+		if !first && !b.backoff(ctx, s) {
+			return
+		}
+		err := b.session(ctx, s, h)
 		if ctx.Err() != nil || errors.Is(err, errBenchStop) {
 			return
 		}
@@ -115,157 +133,303 @@ func (b *bencher) follow(ctx context.Context, s *benchStream, h func(*benchStrea
 		if err != nil {
 			b.fail(err)
 		}
-		wait := s.retry
-		if wait <= 0 {
-			wait = benchDefaultRetry
-		}
-		wait = min(wait, benchMaxRetry)
-		wait += rand.N(wait/2 + 1) // spread a crowd of reconnects
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
 	}
 }
 
-// benchParser holds one stream's reusable read state.
-type benchParser struct {
-	line    *bufio.Reader
-	long    []byte // a line longer than the buffer
-	ev      benchEvent
-	idBuf   []byte
-	nameBuf []byte
-	dataBuf []byte
+// backoff waits before a reconnect (the server's `retry:`, capped, with
+// jitter to spread a crowd); false if ctx ended first.
+func (b *bencher) backoff(ctx context.Context, s *benchStream) bool {
+	wait := s.retry
+	if wait <= 0 {
+		wait = benchDefaultRetry
+	}
+	wait = min(wait, benchMaxRetry)
+	wait += rand.N(wait/2 + 1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
-// session is one connection: request, response head, events until the
-// connection ends. A clean end of the stream returns nil.
-func (b *bencher) session(ctx context.Context, s *benchStream, p *benchParser, h func(*benchStream, *benchEvent) bool) error {
-	conn, err := b.dial(ctx)
+// session is one connection read by this goroutine until it ends. A
+// clean end of the stream returns nil.
+func (b *bencher) session(ctx context.Context, s *benchStream, h benchHandler) error {
+	conn, err := b.handshake(ctx, s, h)
 	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer func() {
 		stop()
 		conn.Close()
-	}()
-	req := b.streamRequest(s)
-	if _, err := conn.Write(req); err != nil {
-		return fmt.Errorf("stream %s: %w", s.room, err)
-	}
-	br := bufio.NewReaderSize(conn, benchConnBuf)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", s.room, err)
-	}
-	// resp.Body is not closed: its Close would read the endless stream
-	// to its end. Closing conn ends it.
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-			s.retry = time.Duration(ra) * time.Second
-		}
-		return fmt.Errorf("stream %s: status %d: %s", s.room, resp.StatusCode, bytes.TrimSpace(msg))
-	}
-	if ct := resp.Header.Get("Content-Type"); len(ct) < 17 || ct[:17] != "text/event-stream" {
-		return fmt.Errorf("stream %s: Content-Type %q", s.room, ct)
-	}
-	b.open.Add(1)
-	s.isOpen = true
-	defer func() {
-		s.isOpen = false
 		b.open.Add(-1)
 	}()
-	p.line.Reset(resp.Body)
-	return b.readEvents(s, p, h)
-}
-
-// readEvents parses the event stream (the WHATWG rules: fields id, event,
-// data, retry; comments; a blank line dispatches) and calls h for each
-// event.
-func (b *bencher) readEvents(s *benchStream, p *benchParser, h func(*benchStream, *benchEvent) bool) error {
-	ev := &p.ev
-	*ev = benchEvent{}
-	p.dataBuf, p.nameBuf = p.dataBuf[:0], p.nameBuf[:0]
-	hasData := false
+	buf := make([]byte, max(s.bufSize, benchReadBuf))
 	for {
-		line, err := p.line.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			p.long = append(p.long[:0], line...)
-			for errors.Is(err, bufio.ErrBufferFull) && len(p.long) < benchMaxLine {
-				line, err = p.line.ReadSlice('\n')
-				p.long = append(p.long, line...)
+		n, err := conn.Read(buf)
+		if n > 0 {
+			if ferr := b.feed(s, h, buf[:n]); ferr != nil {
+				if errors.Is(ferr, io.EOF) {
+					return nil
+				}
+				return ferr
 			}
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return fmt.Errorf("stream %s: line longer than %d bytes", s.room, benchMaxLine)
-			}
-			line = p.long
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil // the server ended the stream: reconnect
 			}
 			return fmt.Errorf("stream %s: %w", s.room, err)
 		}
-		line = line[:len(line)-1]
-		if n := len(line); n > 0 && line[n-1] == '\r' {
-			line = line[:n-1]
+	}
+}
+
+// handshake dials, sends the request and reads the response head; it
+// feeds the body bytes read with the head to the decoder. On success the
+// connection counts as open (b.open) and the caller must close it.
+func (b *bencher) handshake(ctx context.Context, s *benchStream, h benchHandler) (net.Conn, error) {
+	conn, err := b.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	fail := func(err error) (net.Conn, error) {
+		conn.Close()
+		return nil, err
+	}
+	if _, err := conn.Write(b.streamRequest(s)); err != nil {
+		return fail(fmt.Errorf("stream %s: %w", s.room, err))
+	}
+	br := bufio.NewReaderSize(conn, 1<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fail(fmt.Errorf("stream %s: %w", s.room, err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra > 0 {
+			s.retry = time.Duration(ra) * time.Second
 		}
-		if len(line) == 0 {
-			if hasData {
-				ev.name, ev.data = p.nameBuf, p.dataBuf
-				if ev.hasID {
-					if len(s.lastID) > 0 && bytes.Compare(ev.id, s.lastID) <= 0 {
-						s.idDisorder++
-					}
-					s.lastID = append(s.lastID[:0], ev.id...)
-				}
-				s.events.Add(1)
-				if !h(s, ev) {
-					return errBenchStop
-				}
-			} else if ev.hasID {
-				s.lastID = append(s.lastID[:0], ev.id...)
-			}
-			*ev = benchEvent{}
-			p.dataBuf, p.nameBuf = p.dataBuf[:0], p.nameBuf[:0]
-			hasData = false
-			continue
-		}
-		if line[0] == ':' {
-			continue // a comment: heartbeat
-		}
-		field, value := line, line[:0]
-		if i := bytes.IndexByte(line, ':'); i >= 0 {
-			field, value = line[:i], line[i+1:]
-			if len(value) > 0 && value[0] == ' ' {
-				value = value[1:]
-			}
-		}
-		switch string(field) {
-		case "data":
-			if hasData {
-				p.dataBuf = append(p.dataBuf, '\n')
-			}
-			p.dataBuf = append(p.dataBuf, value...)
-			hasData = true
-		case "event":
-			p.nameBuf = append(p.nameBuf[:0], value...)
-		case "id":
-			if bytes.IndexByte(value, 0) < 0 {
-				p.idBuf = append(p.idBuf[:0], value...)
-				ev.id, ev.hasID = p.idBuf, true
-			}
-		case "retry":
-			if ms, err := strconv.Atoi(string(value)); err == nil && ms >= 0 {
-				s.retry = time.Duration(ms) * time.Millisecond
-			}
+		return fail(fmt.Errorf("stream %s: status %d: %s", s.room, resp.StatusCode, bytes.TrimSpace(msg)))
+	}
+	if ct := resp.Header.Get("Content-Type"); len(ct) < 17 || ct[:17] != "text/event-stream" {
+		return fail(fmt.Errorf("stream %s: Content-Type %q", s.room, ct))
+	}
+	// resp.Body is not used (its Close would read the endless stream to
+	// its end): the decoder takes the bytes from here on.
+	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+	s.dec.reset(chunked)
+	b.open.Add(1)
+	if n := br.Buffered(); n > 0 {
+		head, _ := br.Peek(n)
+		if err := b.feed(s, h, head); err != nil {
+			conn.Close()
+			b.open.Add(-1)
+			return nil, err
 		}
 	}
+	return conn, nil
+}
+
+// benchDecoder turns the bytes of a response body into SSE events,
+// across reads of any size: the chunked transfer coding (if used), then
+// lines, then fields (the WHATWG rules: id, event, data, retry; comments;
+// a blank line dispatches).
+type benchDecoder struct {
+	chunked bool
+	state   int // benchChunk*
+	remain  int // bytes left in the current chunk
+	size    []byte
+	body    []byte // decoded bytes not yet parsed: a partial line
+	parsed  int
+	ev      benchEvent
+	idBuf   []byte
+	nameBuf []byte
+	dataBuf []byte
+	hasData bool
+}
+
+const (
+	benchChunkSize = iota // reading a chunk-size line
+	benchChunkData        // reading chunk data
+	benchChunkEnd         // reading the CRLF after chunk data
+	benchChunkDone        // the last chunk was read
+)
+
+// benchMaxChunkLine bounds a chunk-size line with its extensions.
+const benchMaxChunkLine = 4 << 10
+
+func (d *benchDecoder) reset(chunked bool) {
+	d.chunked, d.state, d.remain = chunked, benchChunkSize, 0
+	d.size, d.body, d.parsed = d.size[:0], d.body[:0], 0
+	d.idBuf, d.nameBuf, d.dataBuf = d.idBuf[:0], d.nameBuf[:0], d.dataBuf[:0]
+	d.ev, d.hasData = benchEvent{}, false
+}
+
+// feed decodes data, calling h for each complete event. It returns
+// io.EOF at the end of a chunked body, errBenchStop when h stops, and
+// other errors for a malformed stream.
+func (b *bencher) feed(s *benchStream, h benchHandler, data []byte) error {
+	d := &s.dec
+	end := false
+	for len(data) > 0 && !end {
+		if !d.chunked {
+			d.body = append(d.body, data...)
+			break
+		}
+		switch d.state {
+		case benchChunkSize:
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				d.size = append(d.size, data...)
+				if len(d.size) > benchMaxChunkLine {
+					return fmt.Errorf("stream %s: chunk size line too long", s.room)
+				}
+				data = nil
+				continue
+			}
+			line := data[:i]
+			if len(d.size) > 0 {
+				d.size = append(d.size, line...)
+				line = d.size
+			}
+			data = data[i+1:]
+			line = bytes.TrimRight(line, "\r")
+			if j := bytes.IndexByte(line, ';'); j >= 0 {
+				line = line[:j]
+			}
+			n, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 31)
+			if err != nil {
+				return fmt.Errorf("stream %s: bad chunk size %q", s.room, line)
+			}
+			d.size = d.size[:0]
+			if n == 0 {
+				d.state, end = benchChunkDone, true
+			} else {
+				d.state, d.remain = benchChunkData, int(n)
+			}
+		case benchChunkData:
+			k := min(d.remain, len(data))
+			d.body = append(d.body, data[:k]...)
+			data, d.remain = data[k:], d.remain-k
+			if d.remain == 0 {
+				d.state = benchChunkEnd
+			}
+		case benchChunkEnd:
+			c := data[0]
+			data = data[1:]
+			if c == '\n' {
+				d.state = benchChunkSize
+			} else if c != '\r' {
+				return fmt.Errorf("stream %s: no CRLF after a chunk", s.room)
+			}
+		case benchChunkDone:
+			data = nil
+		}
+	}
+	if err := b.parseLines(s, h); err != nil {
+		return err
+	}
+	if end || d.state == benchChunkDone {
+		return io.EOF
+	}
+	return nil
+}
+
+// parseLines handles each complete line of the decoded bytes and keeps
+// the partial last line.
+func (b *bencher) parseLines(s *benchStream, h benchHandler) error {
+	d := &s.dec
+	rest := d.body[d.parsed:]
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			break
+		}
+		line := rest[:i]
+		rest = rest[i+1:]
+		d.parsed += i + 1
+		if !b.line(s, h, line) {
+			return errBenchStop
+		}
+	}
+	if len(rest) > benchMaxLine {
+		return fmt.Errorf("stream %s: line longer than %d bytes", s.room, benchMaxLine)
+	}
+	// Keep the partial line at the front of the buffer.
+	if d.parsed > 0 {
+		d.body = d.body[:copy(d.body, rest)]
+		d.parsed = 0
+	}
+	return nil
+}
+
+// line handles one SSE line (without its LF); false when h stopped.
+func (b *bencher) line(s *benchStream, h benchHandler, line []byte) bool {
+	d := &s.dec
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	if len(line) == 0 {
+		ev := &d.ev
+		if d.hasData {
+			ev.name, ev.data = d.nameBuf, d.dataBuf
+			if ev.hasID {
+				if len(s.lastID) > 0 && bytes.Compare(ev.id, s.lastID) <= 0 {
+					s.idDisorder++
+				}
+				s.lastID = append(s.lastID[:0], ev.id...)
+			}
+			s.events.Add(1)
+			if !h(s, ev) {
+				return false
+			}
+		} else if ev.hasID {
+			s.lastID = append(s.lastID[:0], ev.id...)
+		}
+		*ev = benchEvent{}
+		d.dataBuf, d.nameBuf = d.dataBuf[:0], d.nameBuf[:0]
+		d.hasData = false
+		return true
+	}
+	if line[0] == ':' {
+		return true // a comment: heartbeat
+	}
+	field, value := line, line[:0]
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		field, value = line[:i], line[i+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch string(field) {
+	case "data":
+		if d.hasData {
+			d.dataBuf = append(d.dataBuf, '\n')
+		}
+		d.dataBuf = append(d.dataBuf, value...)
+		d.hasData = true
+	case "event":
+		d.nameBuf = append(d.nameBuf[:0], value...)
+	case "id":
+		if bytes.IndexByte(value, 0) < 0 {
+			d.idBuf = append(d.idBuf[:0], value...)
+			d.ev.id, d.ev.hasID = d.idBuf, true
+		}
+	case "retry":
+		if ms, err := strconv.Atoi(string(value)); err == nil && ms >= 0 {
+			s.retry = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return true
 }
 
 // streamRequest is the GET for s's room, resuming after s.lastID.

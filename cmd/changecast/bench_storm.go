@@ -46,7 +46,7 @@ type benchStormClient struct {
 // ids that only increase).
 func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	var res benchResult
-	ss := b.newStreams(benchStormLineBuf)
+	ss := b.newStreams(benchStormReadBuf)
 
 	// 1. Connect, take the snapshot's id, go away.
 	var wg sync.WaitGroup
@@ -105,24 +105,22 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	})
 	start := time.Now()
 	for _, s := range ss {
-		wg.Go(func() {
-			b.follow(ctx, s, func(s *benchStream, ev *benchEvent) bool {
-				if !s.countEvent(ev) {
-					return true
-				}
-				c := s.storm
-				if !c.check(ev.data) {
-					return true
-				}
-				delivered.Add(1)
-				if c.got == len(c.log.ids) && c.caughtUp == 0 {
-					c.caughtUp = time.Since(start)
-					if pending.Add(-1) == 0 {
-						close(allDone)
-					}
-				}
+		b.start(ctx, &wg, s, func(s *benchStream, ev *benchEvent) bool {
+			if !s.countEvent(ev) {
 				return true
-			})
+			}
+			c := s.storm
+			if !c.check(ev.data) {
+				return true
+			}
+			delivered.Add(1)
+			if c.got == len(c.log.ids) && c.caughtUp == 0 {
+				c.caughtUp = time.Since(start)
+				if pending.Add(-1) == 0 {
+					close(allDone)
+				}
+			}
+			return true
 		})
 	}
 	timeout := time.NewTimer(b.cfg.Timeout)

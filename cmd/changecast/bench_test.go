@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,8 +48,14 @@ func benchCheckClean(tb testing.TB, r benchResult) {
 }
 
 func TestBenchFanout(t *testing.T) {
+	for _, reader := range []string{"epoll", "goroutine"} {
+		t.Run(reader, func(t *testing.T) { benchTestFanout(t, reader) })
+	}
+}
+
+func benchTestFanout(t *testing.T, reader string) {
 	s := newE2EServer(t, nil)
-	r := benchRunJSON(t, s.URL, "-conns", "20", "-rooms", "2", "-rate", "50", "-duration", "2s", "-warmup", "500ms")
+	r := benchRunJSON(t, s.URL, "-reader", reader, "-conns", "20", "-rooms", "2", "-rate", "50", "-duration", "2s", "-warmup", "500ms")
 	benchCheckClean(t, r)
 	if r.Mode != "fanout" || r.Conns != 20 || r.Streams != 20 {
 		t.Errorf("mode %q, conns %d, open at the end %d; want fanout, 20, 20", r.Mode, r.Conns, r.Streams)
@@ -73,8 +80,14 @@ func TestBenchFanout(t *testing.T) {
 }
 
 func TestBenchStorm(t *testing.T) {
+	for _, reader := range []string{"epoll", "goroutine"} {
+		t.Run(reader, func(t *testing.T) { benchTestStorm(t, reader) })
+	}
+}
+
+func benchTestStorm(t *testing.T, reader string) {
 	s := newE2EServer(t, nil)
-	r := benchRunJSON(t, s.URL, "-mode", "storm", "-conns", "10", "-rooms", "2", "-behind", "50", "-size", "100")
+	r := benchRunJSON(t, s.URL, "-reader", reader, "-mode", "storm", "-conns", "10", "-rooms", "2", "-behind", "50", "-size", "100")
 	benchCheckClean(t, r)
 	if r.Writes != 100 || r.WriteErrors != 0 || r.Expected != 10*50 {
 		t.Errorf("got %d writes (%d failed), %d expected; want 100 writes, 500 expected", r.Writes, r.WriteErrors, r.Expected)
@@ -231,11 +244,17 @@ func TestBenchFanoutEvent(t *testing.T) {
 	}
 }
 
-// TestBenchSSEReader runs the stream reader against a canned event
+// TestBenchSSEReader runs both stream readers against a canned event
 // stream: field parsing, CRLF, comments, long lines, ids that go
-// backwards, and a reconnect that sends Last-Event-ID.
+// backwards, a refusal, and reconnects that send Last-Event-ID.
 func TestBenchSSEReader(t *testing.T) {
-	long := strings.Repeat("y", 3*benchLineBuf)
+	for _, reader := range []string{"goroutine", "epoll"} {
+		t.Run(reader, func(t *testing.T) { benchTestReader(t, reader) })
+	}
+}
+
+func benchTestReader(t *testing.T, reader string) {
+	long := strings.Repeat("y", 3*benchReadBuf)
 	var (
 		mu      sync.Mutex
 		lastIDs []string
@@ -266,10 +285,13 @@ func TestBenchSSEReader(t *testing.T) {
 			} {
 				w.Write([]byte(chunk))
 				w.(http.Flusher).Flush()
+				time.Sleep(time.Millisecond)
 			}
 			return
 		}
 		w.Write([]byte("id: 0006\nevent: message\ndata: last\n\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
 	}))
 	defer srv.Close()
 
@@ -277,13 +299,21 @@ func TestBenchSSEReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if reader == "epoll" {
+		if b.poll, err = newBenchPoll(b); err != nil {
+			t.Fatal(err)
+		}
+		defer b.poll.close()
+	}
 	s := b.newStreams(0)[0]
 	type got struct{ id, name, data string }
 	var evs []got
-	b.follow(t.Context(), s, func(s *benchStream, ev *benchEvent) bool {
+	var wg sync.WaitGroup
+	b.start(t.Context(), &wg, s, func(s *benchStream, ev *benchEvent) bool {
 		evs = append(evs, got{string(ev.id), string(ev.name), string(ev.data)})
 		return string(ev.data) != "last"
 	})
+	wg.Wait()
 	want := []got{
 		{"0002", "snapshot", `{"a":1}`},
 		{"0003", "message", "line1\nline2"},
@@ -292,7 +322,7 @@ func TestBenchSSEReader(t *testing.T) {
 		{"0006", "message", "last"},
 	}
 	if len(evs) != len(want) {
-		t.Fatalf("got %d events %q, want %d", len(evs), evs, len(want))
+		t.Fatalf("got %d events %.80q, want %d", len(evs), evs, len(want))
 	}
 	for i := range want {
 		if evs[i] != want[i] {
@@ -304,7 +334,47 @@ func TestBenchSSEReader(t *testing.T) {
 	if strings.Join(lastIDs, ",") != ",0001,0001" {
 		t.Errorf("got Last-Event-IDs %q; want none, then 0001 twice", lastIDs)
 	}
-	if b.reconnects.Load() != 2 || b.errs.Load() != 1 || s.idDisorder != 1 || s.retry != 10*time.Millisecond {
-		t.Errorf("got %d reconnects, %d errors, %d ids out of order, retry %v; want 2, 1, 1, 10ms", b.reconnects.Load(), b.errs.Load(), s.idDisorder, s.retry)
+	if b.reconnects.Load() != 2 || b.errs.Load() != 1 || s.idDisorder != 1 || s.retry != 10*time.Millisecond || b.open.Load() != 0 {
+		t.Errorf("got %d reconnects, %d errors, %d ids out of order, retry %v, %d open; want 2, 1, 1, 10ms, 0",
+			b.reconnects.Load(), b.errs.Load(), s.idDisorder, s.retry, b.open.Load())
+	}
+}
+
+// TestBenchDecoder feeds one chunked event stream to the decoder in
+// pieces of every size and checks the events are the same each time.
+func TestBenchDecoder(t *testing.T) {
+	body := "retry: 5\r\n\r\nid: 1\nevent: snapshot\ndata: {}\n\n: ping\n\n" +
+		"id: 2\r\nevent: message\r\ndata: a\r\ndata: b\r\n\r\n" + "data: " + strings.Repeat("z", 700) + "\n\n"
+	var raw []byte
+	for rest := body; len(rest) > 0; {
+		n := min(len(rest), 37)
+		raw = fmt.Appendf(raw, "%x;ext=1\r\n%s\r\n", n, rest[:n])
+		rest = rest[n:]
+	}
+	raw = append(raw, "0\r\n\r\n"...)
+	b := &bencher{}
+	for size := 1; size <= len(raw); size += 1 + size/8 {
+		s := &benchStream{}
+		s.dec.reset(true)
+		var got []string
+		h := func(s *benchStream, ev *benchEvent) bool {
+			got = append(got, fmt.Sprintf("%s|%s|%.10s|%d", ev.id, ev.name, ev.data, len(ev.data)))
+			return true
+		}
+		var err error
+		for rest := raw; len(rest) > 0 && err == nil; {
+			n := min(size, len(rest))
+			err = b.feed(s, h, rest[:n])
+			rest = rest[n:]
+		}
+		want := "1|snapshot|{}|2,2|message|a\nb|3,||zzzzzzzzzz|700"
+		if strings.Join(got, ",") != want || err != io.EOF || s.retry != 5*time.Millisecond || string(s.lastID) != "2" {
+			t.Fatalf("pieces of %d: got %q, %v, retry %v, last id %q; want %q, EOF, 5ms, 2", size, got, err, s.retry, s.lastID, want)
+		}
+	}
+	s := &benchStream{}
+	s.dec.reset(true)
+	if err := b.feed(s, nil, []byte("zz\r\n")); err == nil || err == io.EOF {
+		t.Errorf("bad chunk size: got %v, want an error", err)
 	}
 }
