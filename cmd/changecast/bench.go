@@ -40,6 +40,7 @@ type benchConfig struct {
 	JSON     bool
 	Profile  string
 	Reader   string
+	Coalesce time.Duration
 }
 
 // benchResult is what a run measured; -json prints it. Deliveries count
@@ -126,6 +127,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&c.Token, "token", "", "bearer token (default $CHANGECAST_TOKEN)")
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON")
 	fs.StringVar(&c.Reader, "reader", "epoll", "how streams are read: epoll (a loop per core; Linux) or goroutine (one per stream)")
+	fs.DurationVar(&c.Coalesce, "coalesce", 500*time.Microsecond, "epoll reader: after a wake-up, wait this long for more readable streams (fewer system calls; adds up to this much to latency)")
 	fs.StringVar(&c.Profile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return err

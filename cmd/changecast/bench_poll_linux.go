@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // The epoll reader (-reader epoll): after the handshake, a stream's
@@ -186,6 +187,11 @@ func (loop *benchPollLoop) run() {
 	buf := make([]byte, benchPollBuf)
 	for {
 		n, err := syscall.EpollWait(loop.epfd, events, benchPollWaitMs)
+		if n > 0 && n < len(events) && b.cfg.Coalesce > 0 {
+			// Let more sockets become readable: one epoll_wait for many.
+			time.Sleep(b.cfg.Coalesce)
+			n, err = syscall.EpollWait(loop.epfd, events, 0)
+		}
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			b.fail(fmt.Errorf("epoll_wait: %w", err))
 		}
