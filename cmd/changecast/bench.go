@@ -94,6 +94,8 @@ type benchResult struct {
 	HeapBeforeKiB     int64   `json:"serverHeapBeforeKiB,omitempty"`
 	HeapAfterKiB      int64   `json:"serverHeapAfterKiB,omitempty"`
 	HeapKiBPerStream  float64 `json:"serverHeapKiBPerStream,omitempty"`
+	StackAfterKiB     int64   `json:"serverStackKiB,omitempty"`
+	StackKiBPerStream float64 `json:"serverStackKiBPerStream,omitempty"`
 	Goroutines        int64   `json:"serverGoroutines,omitempty"`
 	ServerStreams     int64   `json:"serverStreamsOpen,omitempty"`
 	ServerSource      string  `json:"serverStatsFrom,omitempty"`
@@ -324,6 +326,7 @@ type benchServerStats struct {
 	cpuSecs    float64
 	rssKiB     int64
 	heapKiB    int64
+	stackKiB   int64
 	goroutines int64
 	streams    int64
 }
@@ -339,6 +342,7 @@ func (b *bencher) serverStats(ctx context.Context) benchServerStats {
 		st.cpuSecs = m["process_cpu_seconds_total"]
 		st.rssKiB = int64(m["process_resident_memory_bytes"] / 1024)
 		st.heapKiB = int64(m["go_memstats_heap_inuse_bytes"] / 1024)
+		st.stackKiB = int64(m["go_memstats_stack_inuse_bytes"] / 1024)
 		st.goroutines = int64(m["go_goroutines"])
 		st.streams = int64(m["changecast_streams_open"])
 	}
@@ -471,6 +475,8 @@ func (r *benchResult) applyServerStats(before, after benchServerStats, delivered
 		}
 		if after.heapKiB > 0 {
 			r.HeapKiBPerStream = float64(after.heapKiB-before.heapKiB) / float64(streams)
+			r.StackAfterKiB = after.stackKiB
+			r.StackKiBPerStream = float64(after.stackKiB-before.stackKiB) / float64(streams)
 		}
 	}
 }
@@ -519,6 +525,7 @@ func benchTable(w io.Writer, r benchResult) {
 		p("  RSS               %d KiB -> %d KiB, %.1f KiB per stream", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerStream)
 		if r.HeapAfterKiB > 0 {
 			p("  heap in use       %d KiB -> %d KiB, %.1f KiB per stream", r.HeapBeforeKiB, r.HeapAfterKiB, r.HeapKiBPerStream)
+			p("  goroutine stacks  %d KiB, %.1f KiB per stream", r.StackAfterKiB, r.StackKiBPerStream)
 			p("  goroutines        %d; streams open %d", r.Goroutines, r.ServerStreams)
 		}
 	}

@@ -248,12 +248,13 @@ type benchDecoder struct {
 	state   int // benchChunk*
 	remain  int // bytes left in the current chunk
 	size    []byte
-	body    []byte // decoded bytes not yet parsed: a partial line
-	parsed  int
+	body    []byte // a partial line, waiting for the rest
 	ev      benchEvent
 	idBuf   []byte
 	nameBuf []byte
 	dataBuf []byte
+	dataRef []byte // the event's one data line, still in the caller's bytes
+	isRef   bool   // the data is dataRef, not dataBuf
 	hasData bool
 }
 
@@ -269,9 +270,18 @@ const benchMaxChunkLine = 4 << 10
 
 func (d *benchDecoder) reset(chunked bool) {
 	d.chunked, d.state, d.remain = chunked, benchChunkSize, 0
-	d.size, d.body, d.parsed = d.size[:0], d.body[:0], 0
+	d.size, d.body = d.size[:0], d.body[:0]
 	d.idBuf, d.nameBuf, d.dataBuf = d.idBuf[:0], d.nameBuf[:0], d.dataBuf[:0]
-	d.ev, d.hasData = benchEvent{}, false
+	d.ev, d.hasData, d.dataRef, d.isRef = benchEvent{}, false, nil, false
+}
+
+// keep copies an event's data out of the caller's bytes, which are about
+// to be reused.
+func (d *benchDecoder) keep() {
+	if d.isRef {
+		d.dataBuf = append(d.dataBuf[:0], d.dataRef...)
+		d.dataRef, d.isRef = nil, false
+	}
 }
 
 // feed decodes data, calling h for each complete event. It returns
@@ -282,7 +292,9 @@ func (b *bencher) feed(s *benchStream, h benchHandler, data []byte) error {
 	end := false
 	for len(data) > 0 && !end {
 		if !d.chunked {
-			d.body = append(d.body, data...)
+			if err := b.consume(s, h, data); err != nil {
+				return err
+			}
 			break
 		}
 		switch d.state {
@@ -318,7 +330,9 @@ func (b *bencher) feed(s *benchStream, h benchHandler, data []byte) error {
 			}
 		case benchChunkData:
 			k := min(d.remain, len(data))
-			d.body = append(d.body, data[:k]...)
+			if err := b.consume(s, h, data[:k]); err != nil {
+				return err
+			}
 			data, d.remain = data[k:], d.remain-k
 			if d.remain == 0 {
 				d.state = benchChunkEnd
@@ -335,40 +349,45 @@ func (b *bencher) feed(s *benchStream, h benchHandler, data []byte) error {
 			data = nil
 		}
 	}
-	if err := b.parseLines(s, h); err != nil {
-		return err
-	}
 	if end || d.state == benchChunkDone {
 		return io.EOF
 	}
 	return nil
 }
 
-// parseLines handles each complete line of the decoded bytes and keeps
-// the partial last line.
-func (b *bencher) parseLines(s *benchStream, h benchHandler) error {
+// consume parses decoded body bytes: complete lines where they lie, a
+// partial last line kept for the next call.
+func (b *bencher) consume(s *benchStream, h benchHandler, seg []byte) error {
 	d := &s.dec
-	rest := d.body[d.parsed:]
+	if len(d.body) > 0 {
+		i := bytes.IndexByte(seg, '\n')
+		if i < 0 {
+			d.body = append(d.body, seg...)
+			if len(d.body) > benchMaxLine {
+				return fmt.Errorf("stream %s: line longer than %d bytes", s.room, benchMaxLine)
+			}
+			return nil
+		}
+		d.body = append(d.body, seg[:i]...)
+		seg = seg[i+1:]
+		if !b.line(s, h, d.body) {
+			return errBenchStop
+		}
+		d.keep()
+		d.body = d.body[:0]
+	}
 	for {
-		i := bytes.IndexByte(rest, '\n')
+		i := bytes.IndexByte(seg, '\n')
 		if i < 0 {
 			break
 		}
-		line := rest[:i]
-		rest = rest[i+1:]
-		d.parsed += i + 1
-		if !b.line(s, h, line) {
+		if !b.line(s, h, seg[:i]) {
 			return errBenchStop
 		}
+		seg = seg[i+1:]
 	}
-	if len(rest) > benchMaxLine {
-		return fmt.Errorf("stream %s: line longer than %d bytes", s.room, benchMaxLine)
-	}
-	// Keep the partial line at the front of the buffer.
-	if d.parsed > 0 {
-		d.body = d.body[:copy(d.body, rest)]
-		d.parsed = 0
-	}
+	d.keep()
+	d.body = append(d.body, seg...)
 	return nil
 }
 
@@ -382,6 +401,9 @@ func (b *bencher) line(s *benchStream, h benchHandler, line []byte) bool {
 		ev := &d.ev
 		if d.hasData {
 			ev.name, ev.data = d.nameBuf, d.dataBuf
+			if d.isRef {
+				ev.data = d.dataRef
+			}
 			if ev.hasID {
 				if len(s.lastID) > 0 && bytes.Compare(ev.id, s.lastID) <= 0 {
 					s.idDisorder++
@@ -397,7 +419,7 @@ func (b *bencher) line(s *benchStream, h benchHandler, line []byte) bool {
 		}
 		*ev = benchEvent{}
 		d.dataBuf, d.nameBuf = d.dataBuf[:0], d.nameBuf[:0]
-		d.hasData = false
+		d.hasData, d.dataRef, d.isRef = false, nil, false
 		return true
 	}
 	if line[0] == ':' {
@@ -412,10 +434,14 @@ func (b *bencher) line(s *benchStream, h benchHandler, line []byte) bool {
 	}
 	switch string(field) {
 	case "data":
-		if d.hasData {
+		switch {
+		case !d.hasData:
+			d.dataRef, d.isRef = value, true // copied only if the event spans reads
+		default:
+			d.keep()
 			d.dataBuf = append(d.dataBuf, '\n')
+			d.dataBuf = append(d.dataBuf, value...)
 		}
-		d.dataBuf = append(d.dataBuf, value...)
 		d.hasData = true
 	case "event":
 		d.nameBuf = append(d.nameBuf[:0], value...)

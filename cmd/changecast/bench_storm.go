@@ -169,9 +169,16 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 // check records one message event; it reports whether it was a new one
 // of the messages this client missed.
 func (c *benchStormClient) check(data []byte) bool {
-	id := benchMessageID(data)
-	p, ok := c.log.index[string(id)]
-	if !ok || !bytes.Contains(data, c.log.texts[p]) {
+	id, rest := benchMessageID(data)
+	p := int32(c.next)
+	if c.next >= len(c.log.ids) || string(id) != c.log.ids[c.next] {
+		var ok bool
+		if p, ok = c.log.index[string(id)]; !ok {
+			c.unexpected++
+			return false
+		}
+	}
+	if i := bytes.Index(rest, []byte(`"text":"`)); i < 0 || !bytes.HasPrefix(rest[i:], c.log.texts[p]) {
 		c.unexpected++
 		return false
 	}
@@ -190,23 +197,24 @@ func (c *benchStormClient) check(data []byte) bool {
 }
 
 // benchMessageID returns the message id in a message event's data
-// (`{"topic":...,"message":{"id":"...",...}}`), or nil.
-func benchMessageID(data []byte) []byte {
+// (`{"topic":...,"message":{"id":"...",...}}`), or nil, and the data
+// after it.
+func benchMessageID(data []byte) (id, rest []byte) {
 	i := bytes.Index(data, []byte(`"message":`))
 	if i < 0 {
-		return nil
+		return nil, nil
 	}
-	rest := data[i:]
+	rest = data[i:]
 	j := bytes.Index(rest, []byte(`"id":"`))
 	if j < 0 {
-		return nil
+		return nil, nil
 	}
 	rest = rest[j+len(`"id":"`):]
 	k := bytes.IndexByte(rest, '"')
 	if k < 0 {
-		return nil
+		return nil, nil
 	}
-	return rest[:k]
+	return rest[:k], rest[k:]
 }
 
 // stormWrite writes cfg.Behind messages to every room, each room's in

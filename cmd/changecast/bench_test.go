@@ -195,7 +195,7 @@ func TestBenchText(t *testing.T) {
 			t.Errorf("benchParseText(%s) accepted", bad)
 		}
 	}
-	if got := string(benchMessageID(data)); got != "6543aa" {
+	if got, _ := benchMessageID(data); string(got) != "6543aa" {
 		t.Errorf("benchMessageID = %q, want 6543aa", got)
 	}
 	if got := testing.AllocsPerRun(100, func() { benchParseText(data, "a1b2c3d4") }); got != 0 {
