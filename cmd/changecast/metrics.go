@@ -78,18 +78,17 @@ func (m *metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		err := next(c)
+		if err != nil && !c.Response().Committed {
+			// Answer through the error table now, so the status counted is
+			// the one the client gets.
+			c.Error(err)
+			err = nil
+		}
 		route := c.Path()
 		if route == "" {
 			route = "unmatched"
 		}
 		status := c.Response().Status
-		if err != nil {
-			if he, ok := err.(*echo.HTTPError); ok {
-				status = he.Code
-			} else if !c.Response().Committed {
-				status = http.StatusInternalServerError
-			}
-		}
 		method := c.Request().Method
 		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 		if !strings.HasSuffix(route, "/events") {

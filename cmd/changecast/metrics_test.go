@@ -40,6 +40,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	postMessage(t, s.URL, "metered", "two")
 	w.WaitN(t, 3)
 	doJSON(t, "POST", s.URL+"/api/rooms/BAD/messages", map[string]string{"text": "x"}, nil, nil)
+	doJSON(t, "GET", s.URL+"/api/orders/0123456789abcdef01234567", nil, nil, nil)
 
 	for _, tc := range []struct {
 		series string
@@ -52,6 +53,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 		{`changecast_change_feed_up`, 1},
 		{`changecast_http_requests_total{method="POST",route="/api/rooms/:room/messages",status="201"}`, 2},
 		{`changecast_http_requests_total{method="POST",route="/api/rooms/:room/messages",status="400"}`, 1},
+		{`changecast_http_requests_total{method="GET",route="/api/orders/:id",status="404"}`, 1},
 	} {
 		if got := scrape(t, s.URL, tc.series); got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.series, got, tc.want)

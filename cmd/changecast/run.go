@@ -232,7 +232,7 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	secret := getenv("JWT_SECRET")
+	secret := strings.TrimSpace(getenv("JWT_SECRET"))
 	if len(secret) < 32 {
 		return errors.New("JWT_SECRET must be set (at least 32 bytes) to sign a token")
 	}
