@@ -318,3 +318,21 @@ func TestStaticAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestInvalidUTF8BodyRejected(t *testing.T) {
+	e := newEnv(t, dev)
+	before := e.head(t)
+	req, _ := http.NewRequest("POST", e.url+"/api/rooms/lobby/messages", strings.NewReader("{\"text\":\"\xff\xfe\",\"author\":\"a\"}"))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("invalid UTF-8 text: status %d, want 400", resp.StatusCode)
+	}
+	if after := e.head(t); after != before {
+		t.Fatalf("a rejected write moved the log from %s to %s", before, after)
+	}
+}

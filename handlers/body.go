@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 )
@@ -30,8 +32,18 @@ func decodeJSON(c echo.Context, v any) error {
 	if r.ContentLength > MaxBodyBytes {
 		return &http.MaxBytesError{Limit: MaxBodyBytes}
 	}
-	body := http.MaxBytesReader(c.Response().Writer, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(c.Response().Writer, r.Body, MaxBodyBytes))
+	if err != nil {
+		if isTooLarge(err) {
+			return err
+		}
+		return errorf(http.StatusBadRequest, "could not read the request body")
+	}
+	// The JSON decoder would quietly turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(raw) {
+		return errorf(http.StatusBadRequest, "request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return bodyError(err)
