@@ -134,6 +134,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// own deadlines forward.
 	}
 
+	if cfg.PprofAddr != "" {
+		stop, err := servePprof(cfg.PprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	addr := ln.Addr().(*net.TCPAddr)
 	shown := "127.0.0.1"
 	if !*dev {
@@ -143,13 +150,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	if cfg.PprofAddr != "" {
-		stop, err := servePprof(cfg.PprofAddr, logger)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
 
 	select {
 	case err := <-errc:
