@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -338,31 +337,13 @@ func browserFreePort(tb testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// browserLogBuffer collects the server's output; it is safe for concurrent use.
-type browserLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *browserLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *browserLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // browserServer is changecast started in-process by run with -dev.
 type browserServer struct {
 	URL    string
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
-	logs   *browserLogBuffer
+	logs   *lockedBuffer
 }
 
 // startBrowserServer runs the server on port and dataDir and waits until it
@@ -371,7 +352,7 @@ func startBrowserServer(tb testing.TB, port int, dataDir string) *browserServer 
 	tb.Helper()
 	env := map[string]string{"PORT": strconv.Itoa(port), "DATA_DIR": dataDir, "HEARTBEAT_INTERVAL": "5s", "SHUTDOWN_TIMEOUT": "5s"}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &browserServer{cancel: cancel, done: make(chan error, 1), logs: &browserLogBuffer{}}
+	s := &browserServer{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
 	pr, pw := io.Pipe()
 	go func() {
 		err := run(ctx, []string{"-dev"}, func(k string) string { return env[k] }, pw, s.logs)
