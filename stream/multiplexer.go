@@ -50,6 +50,11 @@ const (
 	// longer is cut off (it reconnects and catches up). It matches the
 	// heartbeat: a healthy client accepts a write well within it.
 	writeTimeout = 15 * time.Second
+	// aheadWait is how long a stream whose id is ahead of the feed waits
+	// for the feed to reach it before treating the id as invalid: many
+	// times the lag between processes following one database, short
+	// enough that a client with a foreign id is soon reset.
+	aheadWait = 5 * time.Second
 	// startTimeout bounds reading the log's head when starting.
 	startTimeout = 30 * time.Second
 	// minFeedBackoff and maxFeedBackoff bound the wait between attempts
@@ -152,6 +157,8 @@ type Multiplexer struct {
 	bufBytes int        // bytes of the frames all rings hold
 	subs     map[string]map[*subscriber]struct{}
 	streams  map[*streamWriter]struct{} // responses being served
+	// advanced, when not nil, is closed the next time last moves.
+	advanced chan struct{}
 	ready    bool
 	starting bool // Start was called
 	started  bool // Start read the head; last and floor are set
@@ -327,6 +334,7 @@ func (m *Multiplexer) restartAt(head string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.last, m.floor = head, head
+	m.advancedLocked()
 	clear(m.rings)
 	m.lru.Init()
 	m.bufBytes = 0
@@ -381,6 +389,44 @@ func (m *Multiplexer) apply(b Batch) {
 		m.last = b.Checkpoint
 	}
 	m.ready = !m.closed
+	m.advancedLocked()
+}
+
+// advancedLocked wakes whoever waits for the feed to move.
+func (m *Multiplexer) advancedLocked() {
+	if m.advanced != nil {
+		close(m.advanced)
+		m.advanced = nil
+	}
+}
+
+var errFeedBehind = errors.New("the feed did not reach the position in time")
+
+// awaitFeed waits until the feed's position is at or after pos, for at
+// most aheadWait. It returns errFeedBehind when that time passes first,
+// or ctx's error.
+func (m *Multiplexer) awaitFeed(ctx context.Context, pos string) error {
+	timer := time.NewTimer(aheadWait)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		if m.last >= pos {
+			m.mu.Unlock()
+			return nil
+		}
+		if m.advanced == nil {
+			m.advanced = make(chan struct{})
+		}
+		moved := m.advanced
+		m.mu.Unlock()
+		select {
+		case <-moved:
+		case <-timer.C:
+			return errFeedBehind
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // bufferLocked appends f to its topic's ring, making and evicting rings

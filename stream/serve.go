@@ -353,6 +353,20 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 			p = ""
 		}
 	}
+	if p > head {
+		// The client is ahead of this process's feed: it came from a
+		// process further along, or its id was never made here (another
+		// cluster, or made by hand) although it looks right. Every event
+		// after head reaches the queue, where those up to p are skipped,
+		// once the feed gets to p; if it does not soon, p is not ours.
+		if err := m.awaitFeed(ctx, p); err != nil {
+			if ctx.Err() != nil {
+				return "", err
+			}
+			m.reset(sw, opts.Topics, "invalid-id")
+			p = ""
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if p == "" {
 			pos, err := m.snapshot(ctx, sw, opts.Topics)

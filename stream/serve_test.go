@@ -311,3 +311,71 @@ func TestStartAndClose(t *testing.T) {
 		}
 	})
 }
+
+// TestResumeAheadOfFeedWaits checks, on a fake clock, a client whose id
+// is ahead of this process's feed: when the feed gets there within
+// aheadWait the client gets exactly what follows its id, and when it does
+// not (an id this deployment never made, which looks right) the client
+// is reset and gets a snapshot, then live events.
+func TestResumeAheadOfFeedWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource()
+		for range 3 {
+			src.add("rooms/a", "old")
+		}
+		m := New(src, Config{})
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		synctest.Wait()
+
+		release := src.hold()
+		ev4, ev5 := src.add("rooms/a", "four"), src.add("rooms/a", "five")
+		w := newRecorder()
+		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}, LastEventID: ev5.ID})
+		time.Sleep(aheadWait - time.Second)
+		synctest.Wait()
+		if got := w.text(); got != "retry: 1000\n\n" {
+			t.Fatalf("while the feed is behind the client the stream holds %q; want only retry", got)
+		}
+		release()
+		synctest.Wait()
+		ev6 := src.add("rooms/a", "six")
+		time.Sleep(2 * aheadWait)
+		synctest.Wait()
+		got := w.text()
+		if strings.Contains(got, "reset") || strings.Contains(got, ev4.ID) || strings.Contains(got, "id: "+ev5.ID) || !strings.Contains(got, "id: "+ev6.ID+"\n") {
+			t.Fatalf("after the feed caught up with the client the stream holds %q; want only %s", got, ev6.ID)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+
+		src.mu.Lock()
+		src.foreign = true
+		src.mu.Unlock()
+		foreign := fakePos(99)
+		w = newRecorder()
+		stop = serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}, LastEventID: foreign})
+		time.Sleep(aheadWait - time.Nanosecond)
+		synctest.Wait()
+		if got := w.text(); got != "retry: 1000\n\n" {
+			t.Fatalf("before the wait is over the stream holds %q; want only retry", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		got = w.text()
+		if !strings.Contains(got, "event: reset\ndata: {\"topic\":\"rooms/a\",\"reason\":\"invalid-id\"}") || !strings.Contains(got, "event: snapshot") {
+			t.Fatalf("an id the feed never reaches gave %q; want reset then snapshot", got)
+		}
+		ev7 := src.add("rooms/a", "seven")
+		synctest.Wait()
+		if got := w.text(); !strings.HasSuffix(got, "id: "+ev7.ID+"\nevent: message\ndata: "+string(ev7.Data)+"\n\n") {
+			t.Fatalf("after the reset the stream holds %q; want the live event %s last", got, ev7.ID)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
