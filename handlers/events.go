@@ -90,13 +90,15 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string) error
 	if err != nil {
 		return err
 	}
-	defer release()
 
 	r := c.Request()
 	opts := stream.StreamOptions{
 		Topics:      topics,
 		LastEventID: lastEventID(c),
 		Expires:     p.Expires,
+		// The stream may outlive this call: it gives its slot back
+		// when it ends.
+		Done: release,
 	}
 	err = s.streams.Serve(c.Response(), r, opts)
 	switch {

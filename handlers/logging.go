@@ -16,8 +16,9 @@ const ctxKeySubject = "changecast.sub"
 // redacted replaces a secret in a log line.
 const redacted = "REDACTED"
 
-// logRequests writes one log line per request when it ends (for a stream:
-// when the stream ends): method, path, query (with any access_token
+// logRequests writes one log line per request when it ends (for a stream
+// on HTTP/1.x: when it is live, its body not counted; the stream's own
+// line comes when it ends): method, path, query (with any access_token
 // value redacted), status, bytes, duration, request_id and, once known,
 // the subject. It answers a handler's error itself so the line carries
 // the final status.

@@ -1,11 +1,14 @@
 package stream
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -20,16 +23,38 @@ type StreamOptions struct {
 	// Expires, if not zero, is when the client's token expires: the stream
 	// then sends `event: expired` and ends.
 	Expires time.Time
+	// Done, if set, is called once when the stream has ended (whatever
+	// Serve returned), before the client sees the end of the response.
+	Done func()
 }
 
-// streamWriter is the state of one response. Serve's goroutine alone
-// writes through it; Close may only cut short a write in progress.
+// streamWriter is the state of one response. One goroutine at a time
+// writes through it (Serve's, then the stream's own); Close may only cut
+// short a write in progress.
+//
+// A response is written either to the connection itself, taken over from
+// net/http once the headers are out (HTTP/1.x), or through the
+// ResponseWriter (HTTP/2, tests). On the connection the stream needs no
+// goroutine of net/http's, nor its buffers: what it writes is a list of
+// pieces, most of them frames shared by every subscriber, sent with one
+// writev as one HTTP chunk.
 type streamWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	buf     []byte
-	pending int // events in buf
-	events  int // events written
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	// conn is the connection once taken over; chunked says whether the
+	// body is in HTTP/1.1 chunks (else it ends when the connection does).
+	conn    net.Conn
+	chunked bool
+
+	out     [][]byte // pieces to write, in order; never modified
+	size    int      // bytes in out
+	own     []byte   // bytes for this stream alone, which out points into
+	ownFrom int      // where in own the last piece starts, if ownLast
+	ownLast bool     // the last piece is the end of own
+	iov     [][]byte // scratch for the writev
+	hdr     [18]byte // scratch for a chunk header
+	pending int      // events in out
+	events  int      // events written
 	err     error
 	// pushed is when the write deadline was last pushed forward.
 	pushed time.Time
@@ -39,23 +64,76 @@ type streamWriter struct {
 	aborting bool // the multiplexer is closing
 }
 
-func (sw *streamWriter) add(b []byte) { sw.buf = append(sw.buf, b...) }
+// add adds bytes that are not an event; b must not change afterwards.
+func (sw *streamWriter) add(b []byte) {
+	sw.out = append(sw.out, b)
+	sw.size += len(b)
+	sw.ownLast = false
+}
 
-// addEvent adds one event's frame.
+// addEvent adds one event's frame; b must not change afterwards.
 func (sw *streamWriter) addEvent(b []byte) {
-	sw.buf = append(sw.buf, b...)
+	sw.add(b)
 	sw.pending++
 }
 
-// flush writes what is buffered and flushes it to the client, pushing the
-// write deadline forward first (at most once a second: it costs a timer
-// update). A writer that cannot flush or take deadlines is written to
-// all the same. It returns the number of events written.
+// encode adds an event encoded for this stream alone.
+func (sw *streamWriter) encode(id, name string, data []byte) error {
+	start, c := len(sw.own), cap(sw.own)
+	own, err := AppendEvent(sw.own, id, name, data)
+	if err != nil {
+		return err
+	}
+	sw.own = own
+	sw.addOwn(start, c)
+	return nil
+}
+
+// copyEvent adds a copy of an event's frame, so that a catch-up is
+// written in few large pieces.
+func (sw *streamWriter) copyEvent(b []byte) {
+	start, c := len(sw.own), cap(sw.own)
+	sw.own = append(sw.own, b...)
+	sw.addOwn(start, c)
+}
+
+// addOwn adds own[start:] as one event: it extends the last piece when
+// that ends where start is, in the same array (whose capacity was c).
+func (sw *streamWriter) addOwn(start, c int) {
+	own := sw.own
+	if sw.ownLast && cap(own) == c {
+		sw.out[len(sw.out)-1] = own[sw.ownFrom:len(own):len(own)]
+	} else {
+		sw.out = append(sw.out, own[start:len(own):len(own)])
+		sw.ownFrom, sw.ownLast = start, true
+	}
+	sw.size += len(own) - start
+	sw.pending++
+}
+
+// full reports whether what is buffered should be written before more is
+// added.
+func (sw *streamWriter) full() bool { return sw.size >= flushSize || len(sw.out) >= maxPieces }
+
+// release lets go of the buffers the start of the stream used: live
+// events and heartbeats are shared frames, and an idle stream should hold
+// little.
+func (sw *streamWriter) release() {
+	sw.own = nil
+	if cap(sw.out) > maxPieces {
+		sw.out = nil
+	}
+}
+
+// flush writes what is buffered to the client, pushing the write deadline
+// forward first (at most once a second: it costs a timer update). A
+// ResponseWriter that cannot flush or take deadlines is written to all
+// the same. It returns the number of events written.
 func (sw *streamWriter) flush() (int, error) {
 	if sw.err != nil {
 		return 0, sw.err
 	}
-	if len(sw.buf) == 0 {
+	if len(sw.out) == 0 {
 		return 0, nil
 	}
 	sw.mu.Lock()
@@ -66,55 +144,106 @@ func (sw *streamWriter) flush() (int, error) {
 	}
 	sw.writing = true
 	if now := time.Now(); now.Sub(sw.pushed) >= time.Second {
-		if err := sw.rc.SetWriteDeadline(now.Add(writeTimeout)); err == nil {
+		if err := sw.setWriteDeadline(now.Add(writeTimeout)); err == nil {
 			sw.pushed = now
 		}
 	}
 	sw.mu.Unlock()
-	_, err := sw.w.Write(sw.buf)
-	if err == nil {
-		if ferr := sw.rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-			err = ferr
-		}
-	}
+	err := sw.write()
 	sw.mu.Lock()
 	sw.writing = false
 	sw.mu.Unlock()
+	clear(sw.out)
+	sw.out, sw.own, sw.size, sw.ownLast = sw.out[:0], sw.own[:0], 0, false
 	if err != nil {
 		sw.err = err
 		return 0, err
 	}
 	n := sw.pending
 	sw.events += n
-	sw.buf, sw.pending = sw.buf[:0], 0
+	sw.pending = 0
 	return n, nil
 }
 
+func (sw *streamWriter) write() error {
+	if sw.conn == nil {
+		for _, b := range sw.out {
+			if _, err := sw.w.Write(b); err != nil {
+				return err
+			}
+		}
+		if err := sw.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+		return nil
+	}
+	iov := sw.iov[:0]
+	if sw.chunked {
+		hdr := strconv.AppendUint(sw.hdr[:0], uint64(sw.size), 16)
+		iov = append(iov, append(hdr, '\r', '\n'))
+	}
+	iov = append(iov, sw.out...)
+	if sw.chunked {
+		iov = append(iov, crlf)
+	}
+	bufs := net.Buffers(iov)
+	_, err := bufs.WriteTo(sw.conn)
+	clear(iov)
+	if cap(iov) <= maxPieces+2 {
+		sw.iov = iov[:0]
+	} else {
+		sw.iov = nil
+	}
+	return err
+}
+
+func (sw *streamWriter) setWriteDeadline(t time.Time) error {
+	if sw.conn != nil {
+		return sw.conn.SetWriteDeadline(t)
+	}
+	return sw.rc.SetWriteDeadline(t)
+}
+
 // abort cuts short a write in progress (to a client that does not read)
-// and makes later writes fail, so Serve returns promptly on Close. It is
-// called from Close's goroutine, under the multiplexer's lock, while the
-// stream is registered.
+// and makes later writes fail, so the stream ends promptly on Close. It
+// is called from Close's goroutine, under the multiplexer's lock, while
+// the stream is registered.
 func (sw *streamWriter) abort() {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	sw.aborting = true
 	if sw.writing {
-		_ = sw.rc.SetWriteDeadline(time.Now())
+		_ = sw.setWriteDeadline(time.Now())
 	}
 }
 
-// finish clears the write deadline, so that the connection, if kept alive
-// for another request, does not carry this stream's deadline (net/http
-// resets it only when the server has a WriteTimeout).
+// finish ends the response. On a connection taken over it writes the last
+// chunk, if the stream can still write, and closes the connection.
+// Through a ResponseWriter it clears the write deadline, so that the
+// connection, if kept alive for another request, does not carry this
+// stream's deadline (net/http resets it only when the server has a
+// WriteTimeout).
 func (sw *streamWriter) finish() {
-	if !sw.pushed.IsZero() && (sw.err == nil || sw.err == errAborted) {
-		_ = sw.rc.SetWriteDeadline(time.Time{})
+	healthy := sw.err == nil || sw.err == errAborted
+	if sw.conn == nil {
+		if !sw.pushed.IsZero() && healthy {
+			_ = sw.rc.SetWriteDeadline(time.Time{})
+		}
+		return
 	}
+	if healthy && sw.chunked {
+		_ = sw.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = sw.conn.Write(lastChunk)
+	}
+	_ = sw.conn.Close()
 }
 
 var (
 	errWrite   = errors.New("write to client failed")
 	errAborted = errors.New("stream aborted by Close")
+
+	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n")
 )
 
 // send flushes sw and counts what was delivered.
@@ -149,135 +278,243 @@ func (m *Multiplexer) removeStream(sw *streamWriter) {
 	m.serving.Done()
 }
 
+// session is one stream from its headers to its end.
+type session struct {
+	m         *Multiplexer
+	sw        *streamWriter
+	opts      StreamOptions
+	requestID string
+	start     time.Time
+	serving   bool // registered with addStream
+	sub       *subscriber
+	// ctx ends with the client, or with Close; every Source call of the
+	// stream runs under it.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stopAfter func() bool
+	expired   *time.Timer
+	reason    string
+}
+
 // Serve writes the SSE response for opts.Topics to w: headers and a
 // `retry:` line at once; then a snapshot (fresh connection), or the events
 // after opts.LastEventID (from memory or the Source), or a `reset` per
 // topic and a snapshot when that id cannot be resumed; then live events
 // and `: ping` heartbeats. Repeated topics count once.
 //
-// It returns when the client goes, the Multiplexer closes, the subscriber
-// falls too far behind, or the token expires; the response then ends
-// cleanly so the client reconnects, and Serve returns nil. Before writing
-// anything it returns ErrNoTopics or ErrNotStarted; after the headers are
-// written it returns an error only when the Source fails in a way that is
-// not the client's (the caller should log it and write nothing more).
-// Serve is safe for concurrent use; it must be the only writer of w.
+// The stream ends when the client goes, the Multiplexer closes, the
+// subscriber falls too far behind, or the token expires; the response
+// then ends cleanly so the client reconnects. On HTTP/1.x Serve takes the
+// connection over from net/http once the headers are written and returns
+// nil as soon as the stream is live; the stream then runs on its own, and
+// opts.Done tells when it has ended. Otherwise (HTTP/2, a ResponseWriter
+// that cannot be taken over) Serve returns when the stream ends.
+//
+// Before writing anything Serve returns ErrNoTopics or ErrNotStarted;
+// after the headers are written it returns an error only when the Source
+// fails in a way that is not the client's (the caller should log it and
+// write nothing more). Serve is safe for concurrent use; it must be the
+// only writer of w, and w and r must not be used once it returns.
 func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamOptions) (err error) {
 	topics := uniq(opts.Topics)
 	if len(topics) == 0 {
+		if opts.Done != nil {
+			opts.Done()
+		}
 		return ErrNoTopics
 	}
 	opts.Topics = topics
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w)}
-	serving, err := m.addStream(sw)
+	s := &session{m: m, opts: opts, start: time.Now(), reason: "client-gone",
+		sw: &streamWriter{w: w, rc: http.NewResponseController(w)}}
+	s.serving, err = m.addStream(s.sw)
 	if err != nil {
+		if opts.Done != nil {
+			opts.Done()
+		}
 		return err
 	}
-	if serving {
-		defer m.removeStream(sw)
-	}
-	// Every Source call of this stream ends with the request or with Close.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(m.ctx, cancel)()
+	live := false
+	defer func() {
+		if !live {
+			s.end()
+		}
+	}()
 
-	start := time.Now()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
-	w.WriteHeader(http.StatusOK)
-	sw.add(AppendRetry(nil, m.cfg.Retry))
-	defer sw.finish()
-
-	m.openStreams.Add(1)
-	reason := "client-gone"
-	defer func() {
-		m.openStreams.Add(-1)
-		if m.cfg.OnStreamEnd != nil {
-			m.cfg.OnStreamEnd(StreamEnd{RequestID: w.Header().Get("X-Request-Id"), Topics: topics, Duration: time.Since(start), Events: sw.events, Reason: reason})
-		}
-	}()
-	// ended names why the stream ends now that ctx is done.
-	ended := func() string {
-		if m.ctx.Err() != nil {
-			return "shutdown"
-		}
-		return "client-gone"
+	h.Del("Transfer-Encoding")
+	s.requestID = h.Get("X-Request-Id")
+	// A stream of a closed Multiplexer only gets its headers.
+	takeOver := r.ProtoMajor == 1 && s.serving
+	if takeOver {
+		// The connection ends with the stream.
+		h.Set("Connection", "close")
 	}
+	w.WriteHeader(http.StatusOK)
+	if takeOver {
+		conn, brw, herr := s.sw.rc.Hijack()
+		if herr == nil {
+			s.takeOver(conn, brw, r.ProtoAtLeast(1, 1))
+		}
+	}
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancel(r.Context())
+		s.stopAfter = context.AfterFunc(m.ctx, s.cancel)
+	}
+	s.sw.add(AppendRetry(nil, m.cfg.Retry))
+	m.openStreams.Add(1)
 
-	if err := m.send(sw); err != nil {
-		reason = "write-failed"
+	if err := m.send(s.sw); err != nil {
+		s.reason = "write-failed"
 		return nil
 	}
-	if !serving {
-		reason = "shutdown"
+	if !s.serving {
+		s.reason = "shutdown"
 		return nil
 	}
 	sub, head := m.subscribe(topics)
 	if sub == nil {
-		reason = "shutdown"
+		s.reason = "shutdown"
 		return nil
 	}
-	defer m.unsubscribe(sub)
-
-	var expired <-chan time.Time
+	s.sub = sub
 	if !opts.Expires.IsZero() {
-		t := time.NewTimer(time.Until(opts.Expires))
-		defer t.Stop()
-		expired = t.C
+		s.expired = time.NewTimer(time.Until(opts.Expires))
 	}
 
-	after, err := m.begin(ctx, sw, opts, head)
+	after, err := m.begin(s.ctx, s.sw, opts, head)
 	if err != nil {
 		switch {
-		case ctx.Err() != nil:
-			reason = ended()
+		case s.ctx.Err() != nil:
+			s.reason = s.ended()
 			return nil
 		case errors.Is(err, errWrite):
-			reason = "write-failed"
+			s.reason = "write-failed"
 			return nil
 		}
-		reason = "source-failed"
+		s.reason = "source-failed"
 		m.log.Warn("stream could not catch up", "topics", topics, "err", err)
 		return err
 	}
-	if err := m.send(sw); err != nil {
-		reason = "write-failed"
+	if err := m.send(s.sw); err != nil {
+		s.reason = "write-failed"
 		return nil
 	}
+	s.sw.release()
+	if s.sw.conn == nil {
+		s.live(after)
+		return nil
+	}
+	live = true
+	go func() {
+		defer s.end()
+		s.live(after)
+	}()
+	return nil
+}
 
+// takeOver moves the response onto the connection net/http hands over,
+// and starts reading it to learn when the client goes. The headers are
+// already on the wire: net/http sends them when it hands the connection
+// over, as HTTP/1.1 chunked or, for HTTP/1.0, delimited by the close.
+func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, chunked bool) {
+	m := s.m
+	s.sw.conn, s.sw.chunked = conn, chunked
+	s.ctx, s.cancel = context.WithCancel(m.ctx)
+	s.stopAfter = func() bool { return true }
+	m.serving.Add(1)
+	go func() {
+		defer m.serving.Done()
+		defer s.cancel()
+		// A client sends nothing more on this connection; whatever it
+		// sends is read and dropped until it hangs up.
+		var b [64]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// ended names why the stream ends now that its context is done.
+func (s *session) ended() string {
+	if s.m.ctx.Err() != nil {
+		return "shutdown"
+	}
+	return "client-gone"
+}
+
+// end releases what the stream holds, in the order its observers expect:
+// the subscriber and the counters, then the hooks, then the response.
+func (s *session) end() {
+	m := s.m
+	if s.expired != nil {
+		s.expired.Stop()
+	}
+	if s.sub != nil {
+		m.unsubscribe(s.sub)
+	}
+	if s.ctx != nil {
+		m.openStreams.Add(-1)
+		if m.cfg.OnStreamEnd != nil {
+			m.cfg.OnStreamEnd(StreamEnd{RequestID: s.requestID, Topics: s.opts.Topics, Duration: time.Since(s.start), Events: s.sw.events, Reason: s.reason})
+		}
+	}
+	if s.opts.Done != nil {
+		s.opts.Done()
+	}
+	s.sw.finish()
+	if s.ctx != nil {
+		s.stopAfter()
+		s.cancel()
+	}
+	if s.serving {
+		m.removeStream(s.sw)
+	}
+}
+
+// live writes the subscriber's events and heartbeats until the stream
+// ends, starting after position after.
+func (s *session) live(after string) {
+	m, sw, sub := s.m, s.sw, s.sub
+	var expired <-chan time.Time
+	if s.expired != nil {
+		expired = s.expired.C
+	}
 	heartbeat := time.NewTicker(m.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			reason = ended()
-			return nil
+		case <-s.ctx.Done():
+			s.reason = s.ended()
+			return
 		case <-expired:
-			reason = "expired"
+			s.reason = "expired"
 			sw.add(expiredFrame)
 			m.send(sw)
-			return nil
+			return
 		case <-heartbeat.C:
 			sw.add(pingFrame)
 		case f, ok := <-sub.ch:
 			if !ok {
-				reason = m.reasonOf(sub)
+				s.reason = m.reasonOf(sub)
 				m.send(sw)
-				return nil
+				return
 			}
 			after = write(sw, f, after)
 			// Drain what else is queued, then flush once.
 		drain:
-			for len(sw.buf) < flushSize {
+			for !sw.full() {
 				select {
 				case f, ok := <-sub.ch:
 					if !ok {
-						reason = m.reasonOf(sub)
+						s.reason = m.reasonOf(sub)
 						m.send(sw)
-						return nil
+						return
 					}
 					after = write(sw, f, after)
 				default:
@@ -286,19 +523,26 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 			}
 		}
 		if err := m.send(sw); err != nil {
-			reason = "write-failed"
+			s.reason = "write-failed"
 			if errors.Is(err, errAborted) {
-				reason = "shutdown"
+				s.reason = "shutdown"
 			}
-			return nil
+			return
+		}
+		if cap(sw.out) > maxPieces {
+			sw.out = nil
 		}
 	}
 }
 
 // flushSize is how much a stream buffers before writing to the client
 // while draining its queue or catching up: a few TCP segments' worth, so
-// a burst costs few syscalls and a client sees progress early.
-const flushSize = 64 << 10
+// a burst costs few syscalls and a client sees progress early. maxPieces
+// bounds the pieces of one write (the kernel takes at most 1,024).
+const (
+	flushSize = 64 << 10
+	maxPieces = 64
+)
 
 // Frames Serve writes besides events.
 var (
@@ -406,12 +650,9 @@ func (m *Multiplexer) snapshot(ctx context.Context, sw *streamWriter, topics []s
 		return "", errors.New("snapshot without a position")
 	}
 	for _, ev := range evs {
-		wire, err := AppendEvent(sw.buf, pos, "snapshot", ev.Data)
-		if err != nil {
+		if err := sw.encode(pos, "snapshot", ev.Data); err != nil {
 			return "", err
 		}
-		sw.buf = wire
-		sw.pending++
 	}
 	return pos, nil
 }
@@ -424,8 +665,8 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 	}
 	if frames, ok := m.replay(topics, after, head); ok {
 		for _, f := range frames {
-			sw.addEvent(f.wire)
-			if len(sw.buf) >= flushSize {
+			sw.copyEvent(f.wire)
+			if sw.full() {
 				if err := m.send(sw); err != nil {
 					return errWrite
 				}
@@ -453,16 +694,13 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		if ev.ID <= after || ev.ID > head {
 			return nil
 		}
-		wire, err := AppendEvent(sw.buf, ev.ID, ev.Name, ev.Data)
-		if err != nil {
+		if err := sw.encode(ev.ID, ev.Name, ev.Data); err != nil {
 			// The feed skips such an event too: no client ever gets it.
 			m.log.Error("event cannot be encoded; skipped", "topic", ev.Topic, "err", err)
 			return nil
 		}
-		sw.buf = wire
-		sw.pending++
 		after = ev.ID
-		if len(sw.buf) >= flushSize {
+		if sw.full() {
 			if err := m.send(sw); err != nil {
 				werr = errWrite
 				return werr
@@ -483,7 +721,6 @@ func (m *Multiplexer) reset(sw *streamWriter, topics []string, reason string) {
 			Topic  string `json:"topic"`
 			Reason string `json:"reason"`
 		}{t, reason})
-		wire, _ := AppendEvent(nil, "", "reset", data)
-		sw.addEvent(wire)
+		_ = sw.encode("", "reset", data)
 	}
 }

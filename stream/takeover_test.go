@@ -1,0 +1,117 @@
+package stream
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestTakeOverConnection: on HTTP/1.1 Serve returns as soon as the stream
+// is live, without holding net/http's goroutine, and the stream goes on
+// over the connection: live events, then a clean chunked end at expiry,
+// with OnStreamEnd and Done called before the client sees that end.
+func TestTakeOverConnection(t *testing.T) {
+	src := newFakeSource()
+	var ended atomic.Pointer[StreamEnd]
+	m := startMux(t, src, Config{OnStreamEnd: func(e StreamEnd) { ended.Store(&e) }})
+	var returned, done atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "req-1")
+		err := m.Serve(w, r, StreamOptions{Topics: []string{"rooms/a"}, Expires: time.Now().Add(time.Second), Done: func() { done.Add(1) }})
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		returned.Add(1)
+	}))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/?topic=rooms/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("X-Request-Id") != "req-1" ||
+		len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" || !resp.Close {
+		t.Fatalf("response %d, headers %v, transfer encoding %v, close %v; want 200 SSE, chunked, with the handler's headers, closing", resp.StatusCode, resp.Header, resp.TransferEncoding, resp.Close)
+	}
+	br := bufio.NewReader(resp.Body)
+	readUntil := func(want string) string {
+		t.Helper()
+		var got strings.Builder
+		for !strings.Contains(got.String(), want) {
+			line, err := br.ReadString('\n')
+			got.WriteString(line)
+			if err != nil {
+				t.Fatalf("reading %q: %v; want %q", got.String(), err, want)
+			}
+		}
+		return got.String()
+	}
+	readUntil("event: snapshot")
+	waitFor(t, "Serve to return while the stream is open", func() bool { return returned.Load() == 1 })
+	if m.Stats().OpenStreams != 1 || done.Load() != 0 {
+		t.Fatalf("after Serve returned: %+v, Done called %d times; want the stream open", m.Stats(), done.Load())
+	}
+	ev := src.add("rooms/a", "after the handler returned")
+	readUntil("id: " + ev.ID + "\n")
+
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("the stream did not end cleanly: %v after %q", err, rest)
+	}
+	if !strings.HasSuffix(string(rest), string(expiredFrame)) {
+		t.Fatalf("the stream ended with %q; want expired", rest)
+	}
+	if e := ended.Load(); done.Load() != 1 || e == nil || e.Reason != "expired" || e.RequestID != "req-1" || e.Events != 2 {
+		t.Fatalf("when the client saw the end: Done called %d times, stream end %+v; want Done once and an expired end of req-1 with 2 events", done.Load(), e)
+	}
+	waitFor(t, "the stream to be gone", func() bool { return m.Stats().OpenStreams == 0 && m.Stats().RoomSubscribers == 0 })
+}
+
+// TestTakeOverHTTP10: an HTTP/1.0 client gets a body that ends with the
+// connection instead of chunks.
+func TestTakeOverHTTP10(t *testing.T) {
+	src := newFakeSource()
+	m := startMux(t, src, Config{})
+	srv := testServer(t, m)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /?topic=rooms/a&expires=500ms HTTP/1.0\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	all, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(all), "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.0 200 OK\r\n") || strings.Contains(head, "Transfer-Encoding") {
+		t.Fatalf("head %q; want HTTP/1.0 200 without chunks", head)
+	}
+	if !strings.HasPrefix(body, "retry: 1000\n\n") || !strings.Contains(body, "event: snapshot") || !strings.HasSuffix(body, string(expiredFrame)) {
+		t.Fatalf("body %q; want retry, snapshot, expired", body)
+	}
+}
+
+// TestTakeOverClientGoes: a client that hangs up ends its stream promptly
+// although nothing is written to it.
+func TestTakeOverClientGoes(t *testing.T) {
+	src := newFakeSource()
+	m := startMux(t, src, Config{Heartbeat: time.Hour})
+	srv := testServer(t, m)
+	c := dial(t, topicsURL(srv.URL, "rooms/a"), "")
+	c.next(t)
+	if m.Stats().OpenStreams != 1 {
+		t.Fatalf("%+v; want one stream", m.Stats())
+	}
+	c.close()
+	waitFor(t, "the stream to end", func() bool { return m.Stats().OpenStreams == 0 && m.Stats().RoomSubscribers == 0 })
+}
