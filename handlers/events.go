@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -104,18 +103,18 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string) error
 	switch {
 	case err == nil:
 		return nil
-	case c.Response().Committed:
-		// The stream ran and ended on an error (a broken connection, a
-		// shutdown): there is nothing left to answer.
-		if !errors.Is(err, context.Canceled) {
-			s.log.Debug("stream ended", "err", err, "topics", len(topics),
-				"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+	case errors.Is(err, stream.ErrNoTopics), errors.Is(err, stream.ErrNotStarted):
+		// Nothing was written: answer with an error status.
+		if r.Context().Err() != nil {
+			return nil
 		}
-		return nil
-	case r.Context().Err() != nil:
-		return nil
+		return err
 	}
-	return err
+	// The stream ran and ended on an error (the Source failed): the
+	// response has ended, there is nothing left to answer.
+	s.log.Debug("stream ended", "err", err, "topics", len(topics),
+		"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+	return nil
 }
 
 // lastEventID is the resume point: the Last-Event-ID header, else the

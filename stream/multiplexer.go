@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -534,7 +535,9 @@ func (m *Multiplexer) unsubscribe(s *subscriber) {
 func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*frame
+	// Each ring is in log order: its frames in range are one run.
+	runs := make([][]*frame, 0, len(topics))
+	n := 0
 	for _, t := range topics {
 		r := m.rings[t]
 		if r == nil {
@@ -546,24 +549,28 @@ func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bo
 		if after < r.since {
 			return nil, false
 		}
-		for _, f := range r.frames {
-			if f.id > after && f.id <= until {
-				out = append(out, f)
-			}
-		}
+		run := r.frames[firstAfter(r.frames, after):firstAfter(r.frames, until)]
+		runs = append(runs, run)
+		n += len(run)
 	}
-	if len(topics) > 1 {
-		slices.SortFunc(out, func(a, b *frame) int {
-			switch {
-			case a.id < b.id:
-				return -1
-			case a.id > b.id:
-				return 1
-			}
-			return 0
-		})
+	out := make([]*frame, 0, n)
+	for _, run := range runs {
+		out = append(out, run...)
+	}
+	if len(runs) > 1 {
+		slices.SortFunc(out, func(a, b *frame) int { return strings.Compare(a.id, b.id) })
 	}
 	return out, true
+}
+
+// firstAfter returns the index of the first of frames, which are in log
+// order, whose position is after pos.
+func firstAfter(frames []*frame, pos string) int {
+	i, found := slices.BinarySearchFunc(frames, pos, func(f *frame, pos string) int { return strings.Compare(f.id, pos) })
+	if found {
+		i++
+	}
+	return i
 }
 
 func kindOf(topics []string) string {

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,7 +34,7 @@ type StreamOptions struct {
 // short a write in progress.
 //
 // A response is written either to the connection itself, taken over from
-// net/http once the headers are out (HTTP/1.x), or through the
+// net/http before anything is written (HTTP/1.x), or through the
 // ResponseWriter (HTTP/2, tests). On the connection the stream needs no
 // goroutine of net/http's, nor its buffers: what it writes is a list of
 // pieces, most of them frames shared by every subscriber, sent with one
@@ -45,6 +46,8 @@ type streamWriter struct {
 	// body is in HTTP/1.1 chunks (else it ends when the connection does).
 	conn    net.Conn
 	chunked bool
+	head    []byte // the status line and headers, until written
+	scratch *scratch
 
 	out     [][]byte // pieces to write, in order; never modified
 	size    int      // bytes in out
@@ -89,14 +92,6 @@ func (sw *streamWriter) encode(id, name string, data []byte) error {
 	return nil
 }
 
-// copyEvent adds a copy of an event's frame, so that a catch-up is
-// written in few large pieces.
-func (sw *streamWriter) copyEvent(b []byte) {
-	start, c := len(sw.own), cap(sw.own)
-	sw.own = append(sw.own, b...)
-	sw.addOwn(start, c)
-}
-
 // addOwn adds own[start:] as one event: it extends the last piece when
 // that ends where start is, in the same array (whose capacity was c).
 func (sw *streamWriter) addOwn(start, c int) {
@@ -119,11 +114,22 @@ func (sw *streamWriter) full() bool { return sw.size >= flushSize || len(sw.out)
 // events and heartbeats are shared frames, and an idle stream should hold
 // little.
 func (sw *streamWriter) release() {
-	sw.own = nil
-	if cap(sw.out) > maxPieces {
-		sw.out = nil
+	if sc := sw.scratch; sc != nil {
+		clear(sc.out[:cap(sc.out)])
+		clear(sc.iov[:cap(sc.iov)])
+		scratchPool.Put(sc)
+		sw.scratch = nil
 	}
+	sw.own, sw.out, sw.iov = nil, nil, nil
 }
+
+// scratch is room for the pieces of a catch-up's writes, lent to a
+// stream until it is live.
+type scratch struct{ out, iov [][]byte }
+
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{out: make([][]byte, 0, maxPieces), iov: make([][]byte, 0, maxPieces+3)}
+}}
 
 // flush writes what is buffered to the client, pushing the write deadline
 // forward first (at most once a second: it costs a timer update). A
@@ -178,6 +184,10 @@ func (sw *streamWriter) write() error {
 		return nil
 	}
 	iov := sw.iov[:0]
+	if sw.head != nil {
+		iov = append(iov, sw.head)
+		sw.head = nil
+	}
 	if sw.chunked {
 		hdr := strconv.AppendUint(sw.hdr[:0], uint64(sw.size), 16)
 		iov = append(iov, append(hdr, '\r', '\n'))
@@ -186,10 +196,9 @@ func (sw *streamWriter) write() error {
 	if sw.chunked {
 		iov = append(iov, crlf)
 	}
-	bufs := net.Buffers(iov)
-	_, err := bufs.WriteTo(sw.conn)
+	err := writeBuffers(sw.conn, iov)
 	clear(iov)
-	if cap(iov) <= maxPieces+2 {
+	if cap(iov) <= maxPieces+3 {
 		sw.iov = iov[:0]
 	} else {
 		sw.iov = nil
@@ -305,7 +314,7 @@ type session struct {
 // The stream ends when the client goes, the Multiplexer closes, the
 // subscriber falls too far behind, or the token expires; the response
 // then ends cleanly so the client reconnects. On HTTP/1.x Serve takes the
-// connection over from net/http once the headers are written and returns
+// connection over from net/http, writes the headers itself and returns
 // nil as soon as the stream is live; the stream then runs on its own, and
 // opts.Done tells when it has ended. Otherwise (HTTP/2, a ResponseWriter
 // that cannot be taken over) Serve returns when the stream ends.
@@ -326,6 +335,9 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	opts.Topics = topics
 	s := &session{m: m, opts: opts, start: time.Now(), reason: "client-gone",
 		sw: &streamWriter{w: w, rc: http.NewResponseController(w)}}
+	// Room for a catch-up's pieces, given back once the stream is live.
+	sc := scratchPool.Get().(*scratch)
+	s.sw.scratch, s.sw.out, s.sw.iov = sc, sc.out[:0], sc.iov[:0]
 	s.serving, err = m.addStream(s.sw)
 	if err != nil {
 		if opts.Done != nil {
@@ -348,17 +360,13 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	h.Del("Transfer-Encoding")
 	s.requestID = h.Get("X-Request-Id")
 	// A stream of a closed Multiplexer only gets its headers.
-	takeOver := r.ProtoMajor == 1 && s.serving
-	if takeOver {
-		// The connection ends with the stream.
-		h.Set("Connection", "close")
-	}
-	w.WriteHeader(http.StatusOK)
-	if takeOver {
-		conn, brw, herr := s.sw.rc.Hijack()
-		if herr == nil {
-			s.takeOver(conn, brw, r.ProtoAtLeast(1, 1))
+	if r.ProtoMajor == 1 && s.serving {
+		if conn, brw, herr := s.sw.rc.Hijack(); herr == nil {
+			s.takeOver(conn, brw, r, h)
 		}
+	}
+	if s.sw.conn == nil {
+		w.WriteHeader(http.StatusOK)
 	}
 	if s.ctx == nil {
 		s.ctx, s.cancel = context.WithCancel(r.Context())
@@ -416,11 +424,25 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	return nil
 }
 
-// takeOver moves the response onto the connection net/http hands over,
-// and starts reading it to learn when the client goes. The headers are
-// already on the wire: net/http sends them when it hands the connection
-// over, as HTTP/1.1 chunked or, for HTTP/1.0, delimited by the close.
-func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, chunked bool) {
+// takeOver moves the response onto the connection net/http hands over
+// before anything was written, with h as its headers (sent with the first
+// write), and starts reading the connection to learn when the client
+// goes. The body is HTTP/1.1 chunked or, for HTTP/1.0, delimited by the
+// close; the connection ends with the stream.
+func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, r *http.Request, h http.Header) {
+	chunked := r.ProtoAtLeast(1, 1)
+	proto := "HTTP/1.0"
+	if chunked {
+		proto = "HTTP/1.1"
+		h.Set("Transfer-Encoding", "chunked")
+	}
+	h.Set("Connection", "close")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	head := bytes.NewBuffer(make([]byte, 0, 512))
+	head.WriteString(proto + " 200 OK\r\n")
+	_ = h.Write(head)
+	head.WriteString("\r\n")
+	s.sw.head = head.Bytes()
 	m := s.m
 	s.sw.conn, s.sw.chunked = conn, chunked
 	s.ctx, s.cancel = context.WithCancel(m.ctx)
@@ -541,7 +563,7 @@ func (s *session) live(after string) {
 // bounds the pieces of one write (the kernel takes at most 1,024).
 const (
 	flushSize = 64 << 10
-	maxPieces = 64
+	maxPieces = 256
 )
 
 // Frames Serve writes besides events.
@@ -665,7 +687,7 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 	}
 	if frames, ok := m.replay(topics, after, head); ok {
 		for _, f := range frames {
-			sw.copyEvent(f.wire)
+			sw.addEvent(f.wire)
 			if sw.full() {
 				if err := m.send(sw); err != nil {
 					return errWrite

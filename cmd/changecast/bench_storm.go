@@ -19,11 +19,42 @@ const benchStormWriters = 32
 // client caught up, to see duplicates that follow the last event.
 const benchStormLinger = 250 * time.Millisecond
 
-// benchRoomLog is what the storm wrote to one room, in log order.
+// benchRoomLog is what the storm wrote to one room, in log order. Ids and
+// texts are kept back to back in two arrays: thousands of clients walk
+// them in order while checking millions of events, and scattered strings
+// would cost a cache miss or two per event.
 type benchRoomLog struct {
-	ids   []string
-	texts [][]byte // `"text":"<text>"`, as the event's JSON carries it
-	index map[string]int32
+	ids, texts     []byte  // texts as `"text":"<text>"`, as the event's JSON carries them
+	idEnd, textEnd []int32 // where each message's id and text end
+	index          map[string]int32
+}
+
+func newBenchRoomLog(n int) *benchRoomLog {
+	return &benchRoomLog{index: make(map[string]int32, n)}
+}
+
+// add records the next message written: its id and text.
+func (l *benchRoomLog) add(id, text string) {
+	l.index[id] = int32(len(l.idEnd))
+	l.ids = append(l.ids, id...)
+	l.idEnd = append(l.idEnd, int32(len(l.ids)))
+	l.texts = append(l.texts, `"text":"`...)
+	l.texts = append(l.texts, text...)
+	l.texts = append(l.texts, '"')
+	l.textEnd = append(l.textEnd, int32(len(l.texts)))
+}
+
+// len returns how many messages were written.
+func (l *benchRoomLog) len() int { return len(l.idEnd) }
+
+func (l *benchRoomLog) id(p int) []byte   { return l.ids[l.start(l.idEnd, p):l.idEnd[p]] }
+func (l *benchRoomLog) text(p int) []byte { return l.texts[l.start(l.textEnd, p):l.textEnd[p]] }
+
+func (l *benchRoomLog) start(ends []int32, p int) int32 {
+	if p == 0 {
+		return 0
+	}
+	return ends[p-1]
 }
 
 // benchStormClient is one storm client's check of what it receives.
@@ -71,7 +102,7 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 		return res, err
 	}
 	for _, l := range logs {
-		res.Writes += int64(len(l.ids))
+		res.Writes += int64(l.len())
 	}
 	res.WriteErrors = int64(b.cfg.Rooms*b.cfg.Behind) - res.Writes
 
@@ -83,9 +114,9 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	allDone := make(chan struct{})
 	for _, s := range ss {
 		l := logs[s.roomIdx]
-		s.storm = &benchStormClient{log: l, seen: make([]uint64, (len(l.ids)+63)/64)}
-		res.Expected += int64(len(l.ids))
-		if len(l.ids) > 0 {
+		s.storm = &benchStormClient{log: l, seen: make([]uint64, (l.len()+63)/64)}
+		res.Expected += int64(l.len())
+		if l.len() > 0 {
 			pending.Add(1)
 		}
 	}
@@ -114,7 +145,7 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 				return true
 			}
 			delivered.Add(1)
-			if c.got == len(c.log.ids) && c.caughtUp == 0 {
+			if c.got == c.log.len() && c.caughtUp == 0 {
 				c.caughtUp = time.Since(start)
 				if pending.Add(-1) == 0 {
 					close(allDone)
@@ -171,14 +202,14 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 func (c *benchStormClient) check(data []byte) bool {
 	id, rest := benchMessageID(data)
 	p := int32(c.next)
-	if c.next >= len(c.log.ids) || string(id) != c.log.ids[c.next] {
+	if c.next >= c.log.len() || !bytes.Equal(id, c.log.id(c.next)) {
 		var ok bool
 		if p, ok = c.log.index[string(id)]; !ok {
 			c.unexpected++
 			return false
 		}
 	}
-	if i := bytes.Index(rest, []byte(`"text":"`)); i < 0 || !bytes.HasPrefix(rest[i:], c.log.texts[p]) {
+	if i := bytes.Index(rest, []byte(`"text":"`)); i < 0 || !bytes.HasPrefix(rest[i:], c.log.text(int(p))) {
 		c.unexpected++
 		return false
 	}
@@ -224,7 +255,7 @@ func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
 	logs := make([]*benchRoomLog, b.cfg.Rooms)
 	rooms := make(chan int, b.cfg.Rooms)
 	for r := range b.cfg.Rooms {
-		logs[r] = &benchRoomLog{index: make(map[string]int32, b.cfg.Behind)}
+		logs[r] = newBenchRoomLog(b.cfg.Behind)
 		rooms <- r
 	}
 	close(rooms)
@@ -272,9 +303,7 @@ func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
 						}
 						continue
 					}
-					l.index[m.ID] = int32(len(l.ids))
-					l.ids = append(l.ids, m.ID)
-					l.texts = append(l.texts, []byte(`"text":"`+text+`"`))
+					l.add(m.ID, text)
 					written.Add(1)
 				}
 			}

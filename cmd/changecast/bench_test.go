@@ -206,12 +206,14 @@ func TestBenchText(t *testing.T) {
 // TestBenchStormCheck feeds one storm client duplicates, a gap, a
 // reordering and a stranger, and checks each is counted.
 func TestBenchStormCheck(t *testing.T) {
-	l := &benchRoomLog{index: map[string]int32{}}
+	l := newBenchRoomLog(5)
 	for i := range 5 {
-		id := fmt.Sprintf("id%d", i)
-		l.index[id] = int32(i)
-		l.ids = append(l.ids, id)
-		l.texts = append(l.texts, []byte(`"text":"t`+strconv.Itoa(i)+`"`))
+		l.add(fmt.Sprintf("id%d", i), "t"+strconv.Itoa(i))
+	}
+	for i := range 5 {
+		if id, text := string(l.id(i)), string(l.text(i)); id != fmt.Sprintf("id%d", i) || text != fmt.Sprintf(`"text":"t%d"`, i) {
+			t.Fatalf("message %d recorded as %q %q", i, id, text)
+		}
 	}
 	ev := func(i int, text string) []byte {
 		return []byte(fmt.Sprintf(`{"topic":"rooms/r","message":{"id":"id%d","text":"%s"}}`, i, text))

@@ -1,0 +1,76 @@
+package stream
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection, the server's
+// send buffer shrunk so that writes fill it soon.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
+
+// TestWriteBuffers: many pieces, more than one writev takes, to a reader
+// slower than the writer arrive whole and in order.
+func TestWriteBuffers(t *testing.T) {
+	server, client := tcpPair(t)
+	var want []byte
+	var bufs [][]byte
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 3000 {
+		b := make([]byte, r.IntN(700))
+		for j := range b {
+			b[j] = byte(i + j)
+		}
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	got := make(chan []byte)
+	go func() {
+		time.Sleep(50 * time.Millisecond) // let the writer block
+		b, _ := io.ReadAll(client)
+		got <- b
+	}()
+	if err := writeBuffers(server, bufs); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("read %d bytes, want the %d written, in order", len(b), len(want))
+	}
+}
+
+// TestWriteBuffersDeadline: a write to a client that does not read ends
+// at the write deadline.
+func TestWriteBuffersDeadline(t *testing.T) {
+	server, _ := tcpPair(t)
+	big := make([]byte, 1<<20)
+	server.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	err := writeBuffers(server, [][]byte{big, big, big, big})
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writing 4 MiB to a client that does not read: %v; want the deadline exceeded", err)
+	}
+}
