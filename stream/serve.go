@@ -47,6 +47,7 @@ type streamWriter struct {
 	conn    net.Conn
 	chunked bool
 	head    []byte // the status line and headers, until written
+	gw      *gatherWriter
 	scratch *scratch
 
 	out     [][]byte // pieces to write, in order; never modified
@@ -196,7 +197,7 @@ func (sw *streamWriter) write() error {
 	if sw.chunked {
 		iov = append(iov, crlf)
 	}
-	err := writeBuffers(sw.conn, iov)
+	err := sw.gw.write(iov)
 	clear(iov)
 	if cap(iov) <= maxPieces+3 {
 		sw.iov = iov[:0]
@@ -444,7 +445,7 @@ func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, r *http.Request, 
 	head.WriteString("\r\n")
 	s.sw.head = head.Bytes()
 	m := s.m
-	s.sw.conn, s.sw.chunked = conn, chunked
+	s.sw.conn, s.sw.chunked, s.sw.gw = conn, chunked, newGatherWriter(conn)
 	s.ctx, s.cancel = context.WithCancel(m.ctx)
 	s.stopAfter = func() bool { return true }
 	m.serving.Add(1)

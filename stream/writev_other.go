@@ -4,9 +4,14 @@ package stream
 
 import "net"
 
-// writeBuffers writes every byte of bufs to c. It modifies bufs.
-func writeBuffers(c net.Conn, bufs [][]byte) error {
+// gatherWriter writes buffers to a connection.
+type gatherWriter struct{ conn net.Conn }
+
+func newGatherWriter(c net.Conn) *gatherWriter { return &gatherWriter{conn: c} }
+
+// write writes every byte of bufs, or fails. It modifies bufs.
+func (g *gatherWriter) write(bufs [][]byte) error {
 	nb := net.Buffers(bufs)
-	_, err := nb.WriteTo(c)
+	_, err := nb.WriteTo(g.conn)
 	return err
 }

@@ -33,9 +33,9 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 	return server, client
 }
 
-// TestWriteBuffers: many pieces, more than one writev takes, to a reader
+// TestGatherWriter: many pieces, more than one writev takes, to a reader
 // slower than the writer arrive whole and in order.
-func TestWriteBuffers(t *testing.T) {
+func TestGatherWriter(t *testing.T) {
 	server, client := tcpPair(t)
 	var want []byte
 	var bufs [][]byte
@@ -54,7 +54,7 @@ func TestWriteBuffers(t *testing.T) {
 		b, _ := io.ReadAll(client)
 		got <- b
 	}()
-	if err := writeBuffers(server, bufs); err != nil {
+	if err := newGatherWriter(server).write(bufs); err != nil {
 		t.Fatal(err)
 	}
 	server.Close()
@@ -63,14 +63,31 @@ func TestWriteBuffers(t *testing.T) {
 	}
 }
 
-// TestWriteBuffersDeadline: a write to a client that does not read ends
+// TestGatherWriterDeadline: a write to a client that does not read ends
 // at the write deadline.
-func TestWriteBuffersDeadline(t *testing.T) {
+func TestGatherWriterDeadline(t *testing.T) {
 	server, _ := tcpPair(t)
 	big := make([]byte, 1<<20)
 	server.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	err := writeBuffers(server, [][]byte{big, big, big, big})
+	err := newGatherWriter(server).write([][]byte{big, big, big, big})
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("writing 4 MiB to a client that does not read: %v; want the deadline exceeded", err)
+	}
+}
+
+// TestGatherWriterAllocs: a live write allocates nothing.
+func TestGatherWriterAllocs(t *testing.T) {
+	server, client := tcpPair(t)
+	go io.Copy(io.Discard, client)
+	g := newGatherWriter(server)
+	hdr, frame, end := []byte("22\r\n"), []byte("id: 1\nevent: message\ndata: {}\n\n"), []byte("\r\n")
+	bufs := make([][]byte, 3)
+	if n := testing.AllocsPerRun(100, func() {
+		bufs[0], bufs[1], bufs[2] = hdr, frame, end
+		if err := g.write(bufs); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a write allocates %v times, want 0", n)
 	}
 }

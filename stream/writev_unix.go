@@ -18,64 +18,87 @@ var iovecPool = sync.Pool{New: func() any {
 	return &s
 }}
 
-// writeBuffers writes every byte of bufs to c, gathering them with
-// writev as net.Buffers does, but with scratch iovecs from a pool: net
-// keeps each connection's iovecs at their largest size for the life of
-// the connection, which a catch-up of a few hundred pieces would leave
-// on every stream. It modifies bufs.
-func writeBuffers(c net.Conn, bufs [][]byte) error {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		nb := net.Buffers(bufs)
-		_, err := nb.WriteTo(c)
-		return err
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	p := iovecPool.Get().(*[]syscall.Iovec)
-	defer iovecPool.Put(p)
-	var werr error
-	err = rc.Write(func(fd uintptr) bool {
-		for len(bufs) > 0 {
-			iov := (*p)[:0]
-			for _, b := range bufs {
-				if len(b) == 0 {
-					continue
-				}
-				v := syscall.Iovec{Base: &b[0]}
-				v.SetLen(len(b))
-				iov = append(iov, v)
-				if len(iov) == maxIovecs {
-					break
-				}
-			}
-			if cap(iov) <= maxPieces+3 {
-				*p = iov
-			}
-			if len(iov) == 0 {
-				return true
-			}
-			n, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-			clear(iov) // the pool must not keep the buffers alive
-			switch errno {
-			case 0:
-				consume(&bufs, int(n))
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // wait until the socket can take more
-			default:
-				werr = errno
-				return true
-			}
+// gatherWriter writes buffers to a connection with writev, as
+// net.Buffers does, but with scratch iovecs from a pool (net keeps each
+// connection's iovecs at their largest size for the life of the
+// connection, which a catch-up of a few hundred pieces would leave on
+// every stream) and without allocating per write.
+type gatherWriter struct {
+	conn net.Conn
+	rc   syscall.RawConn // nil: write with net.Buffers
+	fn   func(fd uintptr) bool
+	// State of the write in progress.
+	bufs [][]byte
+	iov  *[]syscall.Iovec
+	err  error
+}
+
+func newGatherWriter(c net.Conn) *gatherWriter {
+	g := &gatherWriter{conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			g.rc = rc
+			g.fn = g.writev
 		}
-		return true
-	})
-	if werr != nil {
-		return &net.OpError{Op: "writev", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: werr}
+	}
+	return g
+}
+
+// write writes every byte of bufs, or fails (at the connection's write
+// deadline, for one). It modifies bufs.
+func (g *gatherWriter) write(bufs [][]byte) error {
+	if g.rc == nil {
+		nb := net.Buffers(bufs)
+		_, err := nb.WriteTo(g.conn)
+		return err
+	}
+	g.bufs, g.err = bufs, nil
+	g.iov = iovecPool.Get().(*[]syscall.Iovec)
+	err := g.rc.Write(g.fn)
+	iovecPool.Put(g.iov)
+	g.bufs, g.iov = nil, nil
+	if g.err != nil {
+		return &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
 	}
 	return err
+}
+
+// writev is called by the runtime when the socket may take more; it
+// returns false to wait until it can.
+func (g *gatherWriter) writev(fd uintptr) bool {
+	for len(g.bufs) > 0 {
+		iov := (*g.iov)[:0]
+		for _, b := range g.bufs {
+			if len(b) == 0 {
+				continue
+			}
+			v := syscall.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			iov = append(iov, v)
+			if len(iov) == maxIovecs {
+				break
+			}
+		}
+		if cap(iov) <= maxPieces+3 {
+			*g.iov = iov
+		}
+		if len(iov) == 0 {
+			return true
+		}
+		n, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		clear(iov) // the pool must not keep the buffers alive
+		switch errno {
+		case 0:
+			consume(&g.bufs, int(n))
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			g.err = errno
+			return true
+		}
+	}
+	return true
 }
 
 // consume drops the first n bytes of bufs.
