@@ -446,6 +446,9 @@ func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, r *http.Request, 
 	s.sw.head = head.Bytes()
 	m := s.m
 	s.sw.conn, s.sw.chunked, s.sw.gw = conn, chunked, newGatherWriter(conn)
+	// Nothing is written through the ResponseWriter any more; holding it
+	// would keep net/http's buffers for this connection alive.
+	s.sw.w, s.sw.rc = nil, nil
 	s.ctx, s.cancel = context.WithCancel(m.ctx)
 	s.stopAfter = func() bool { return true }
 	m.serving.Add(1)
