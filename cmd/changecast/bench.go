@@ -85,6 +85,7 @@ type benchResult struct {
 
 	ServerCPUSecs     float64 `json:"serverCpuSeconds,omitempty"`
 	CPUPerDelivery    float64 `json:"serverCpuMicrosPerDelivery,omitempty"`
+	SysPerDelivery    float64 `json:"serverKernelCpuMicrosPerDelivery,omitempty"`
 	ServerCPUPercent  float64 `json:"serverCpuPercent,omitempty"`
 	ClientCPUSecs     float64 `json:"clientCpuSeconds,omitempty"`
 	ClientPerDelivery float64 `json:"clientCpuMicrosPerDelivery,omitempty"`
@@ -324,6 +325,7 @@ type benchServerStats struct {
 	ok         bool
 	from       string
 	cpuSecs    float64
+	sysSecs    float64 // of cpuSecs, in the kernel (from /proc only)
 	rssKiB     int64
 	heapKiB    int64
 	stackKiB   int64
@@ -347,10 +349,10 @@ func (b *bencher) serverStats(ctx context.Context) benchServerStats {
 		st.streams = int64(m["changecast_streams_open"])
 	}
 	if b.cfg.Pid > 0 {
-		cpu, err1 := benchProcCPU(b.cfg.Pid)
+		user, sys, err1 := benchProcTimes(b.cfg.Pid)
 		rss, err2 := benchProcRSS(b.cfg.Pid)
 		if err1 == nil && err2 == nil {
-			st.ok, st.cpuSecs, st.rssKiB = true, cpu, rss
+			st.ok, st.cpuSecs, st.sysSecs, st.rssKiB = true, user+sys, sys, rss
 			if m == nil {
 				st.from = "/proc/" + strconv.Itoa(b.cfg.Pid)
 			} else {
@@ -411,26 +413,33 @@ const benchClockTicks = 100
 
 // benchProcCPU returns a process's user+system CPU seconds.
 func benchProcCPU(pid int) (float64, error) {
+	user, sys, err := benchProcTimes(pid)
+	return user + sys, err
+}
+
+// benchProcTimes returns a process's user and system (kernel) CPU
+// seconds.
+func benchProcTimes(pid int) (user, sys float64, err error) {
 	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Fields after the ")" that closes the command name start with the
 	// state (field 3); utime and stime are fields 14 and 15.
 	i := bytes.LastIndexByte(raw, ')')
 	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
+		return 0, 0, errors.New("malformed /proc stat")
 	}
 	f := strings.Fields(string(raw[i+1:]))
 	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
+		return 0, 0, errors.New("short /proc stat")
 	}
 	ut, err1 := strconv.ParseFloat(f[11], 64)
 	st, err2 := strconv.ParseFloat(f[12], 64)
 	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat")
+		return 0, 0, errors.New("malformed /proc stat")
 	}
-	return (ut + st) / benchClockTicks, nil
+	return ut / benchClockTicks, st / benchClockTicks, nil
 }
 
 // benchProcRSS returns a process's resident memory in KiB.
@@ -467,6 +476,9 @@ func (r *benchResult) applyServerStats(before, after benchServerStats, delivered
 	}
 	if delivered > 0 {
 		r.CPUPerDelivery = r.ServerCPUSecs * 1e6 / float64(delivered)
+		if after.sysSecs > 0 {
+			r.SysPerDelivery = (after.sysSecs - before.sysSecs) * 1e6 / float64(delivered)
+		}
 	}
 	if streams > 0 {
 		r.KiBPerStream = float64(after.rssKiB) / float64(streams)
@@ -520,7 +532,11 @@ func benchTable(w io.Writer, r benchResult) {
 	if r.ServerSource != "" {
 		p("server (%s)", r.ServerSource)
 		if r.Mode != "idle" {
-			p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery)
+			if r.SysPerDelivery > 0 {
+				p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery (%.2f µs of it in the kernel)", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery, r.SysPerDelivery)
+			} else {
+				p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery)
+			}
 		}
 		p("  RSS               %d KiB -> %d KiB, %.1f KiB per stream", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerStream)
 		if r.HeapAfterKiB > 0 {

@@ -77,6 +77,9 @@ func benchTestFanout(t *testing.T, reader string) {
 		t.Errorf("server stats from %q: RSS %d KiB, CPU %v s (%v µs/delivery), heap %d KiB, streams %d; want all read",
 			r.ServerSource, r.RSSAfterKiB, r.ServerCPUSecs, r.CPUPerDelivery, r.HeapAfterKiB, r.ServerStreams)
 	}
+	if !(0 < r.SysPerDelivery && r.SysPerDelivery <= r.CPUPerDelivery) {
+		t.Errorf("kernel CPU %v µs of %v µs per delivery; want read from /proc, and part of the whole", r.SysPerDelivery, r.CPUPerDelivery)
+	}
 }
 
 func TestBenchStorm(t *testing.T) {
