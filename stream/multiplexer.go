@@ -106,8 +106,9 @@ type StreamEnd struct {
 	Duration  time.Duration
 	Events    int
 	// Reason is "client-gone", "shutdown", "slow" (queue full), "reset"
-	// (the feed lost its history), "expired", "write-failed" or
-	// "source-failed" (Serve returned the Source's error).
+	// (the feed lost its history), "expired", "write-failed",
+	// "source-failed" (Serve returned the Source's error) or "panic" (a
+	// bug, logged with its stack).
 	Reason string
 }
 

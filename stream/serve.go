@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -241,9 +242,18 @@ func (sw *streamWriter) finish() {
 		}
 		return
 	}
-	if healthy && sw.chunked {
-		_ = sw.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = sw.conn.Write(lastChunk)
+	if healthy {
+		// The head is still unsent when Close came before the first
+		// write: the client then gets a whole, empty response.
+		end := sw.head
+		if sw.chunked {
+			end = append(end, lastChunk...)
+		}
+		if len(end) > 0 {
+			_ = sw.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = sw.conn.Write(end)
+		}
+		sw.head = nil
 	}
 	_ = sw.conn.Close()
 }
@@ -377,7 +387,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	m.openStreams.Add(1)
 
 	if err := m.send(s.sw); err != nil {
-		s.reason = "write-failed"
+		s.reason = s.writeFailed()
 		return nil
 	}
 	if !s.serving {
@@ -401,7 +411,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 			s.reason = s.ended()
 			return nil
 		case errors.Is(err, errWrite):
-			s.reason = "write-failed"
+			s.reason = s.writeFailed()
 			return nil
 		}
 		s.reason = "source-failed"
@@ -409,7 +419,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 		return err
 	}
 	if err := m.send(s.sw); err != nil {
-		s.reason = "write-failed"
+		s.reason = s.writeFailed()
 		return nil
 	}
 	s.sw.release()
@@ -420,6 +430,14 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	live = true
 	go func() {
 		defer s.end()
+		defer func() {
+			// As net/http would for a handler: log, end the stream,
+			// keep serving the others.
+			if p := recover(); p != nil {
+				s.reason = "panic"
+				m.log.Error("stream panicked", "panic", p, "stack", string(debug.Stack()))
+			}
+		}()
 		s.live(after)
 	}()
 	return nil
@@ -464,6 +482,15 @@ func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, r *http.Request, 
 			}
 		}
 	}()
+}
+
+// writeFailed names why the stream ends now that a write failed: Close
+// makes writes fail on purpose.
+func (s *session) writeFailed() string {
+	if errors.Is(s.sw.err, errAborted) {
+		return "shutdown"
+	}
+	return "write-failed"
 }
 
 // ended names why the stream ends now that its context is done.
@@ -549,10 +576,7 @@ func (s *session) live(after string) {
 			}
 		}
 		if err := m.send(sw); err != nil {
-			s.reason = "write-failed"
-			if errors.Is(err, errAborted) {
-				s.reason = "shutdown"
-			}
+			s.reason = s.writeFailed()
 			return
 		}
 		if cap(sw.out) > maxPieces {

@@ -1,5 +1,3 @@
-//go:build linux || darwin || freebsd || netbsd || openbsd
-
 package stream
 
 import (
@@ -9,8 +7,7 @@ import (
 	"unsafe"
 )
 
-// maxIovecs is the most buffers one writev takes (IOV_MAX on these
-// systems).
+// maxIovecs is the most buffers one writev takes (Linux's IOV_MAX).
 const maxIovecs = 1024
 
 var iovecPool = sync.Pool{New: func() any {
@@ -81,6 +78,10 @@ func (g *gatherWriter) writev(fd uintptr) bool {
 		}
 		if cap(iov) <= maxPieces+3 {
 			*g.iov = iov
+		} else {
+			// iov outgrew the pooled array, which still holds the
+			// first pieces: the pool must not keep them alive.
+			clear((*g.iov)[:cap(*g.iov)])
 		}
 		if len(iov) == 0 {
 			return true
