@@ -60,9 +60,9 @@ func benchFanout(b *testing.B, topics, subs int) {
 		if i%queue == queue-1 {
 			b.StopTimer()
 			for _, s := range fb.subs {
-				for len(s.ch) > 0 {
-					<-s.ch
-				}
+				q, _ := s.take(nil)
+				clear(q)
+				s.take(q)
 			}
 			b.StartTimer()
 		}
@@ -80,7 +80,13 @@ func benchFanoutWoken(b *testing.B, topics, subs int) {
 	var wg sync.WaitGroup
 	for _, s := range fb.subs {
 		wg.Go(func() {
-			for range s.ch {
+			var spare []*frame
+			for range s.wake {
+				q, done := s.take(spare)
+				if done {
+					return
+				}
+				spare = q[:0]
 			}
 		})
 	}

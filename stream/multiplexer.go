@@ -15,10 +15,10 @@ import (
 
 // Defaults for Config's zero values.
 const (
-	// DefaultQueueSize is each subscriber's queue, in events. A room at a
-	// busy 100 events/s fills it in 2.5 s of a stalled client, long enough
-	// to ride out a GC pause or a TCP hiccup, and it costs 2 KiB of
-	// pointers per subscriber (20 MiB for 10,000 streams).
+	// DefaultQueueSize bounds each subscriber's queue, in events. A room
+	// at a busy 100 events/s fills it in 2.5 s of a stalled client, long
+	// enough to ride out a GC pause or a TCP hiccup. The queue holds only
+	// what is pending: an idle subscriber's costs a few pointers.
 	DefaultQueueSize = 256
 	// DefaultTopicBuffer is the most recent events one topic keeps in
 	// memory, so that a reconnect after a drop replays from memory instead
@@ -129,14 +129,56 @@ type ring struct {
 	elem   *list.Element
 }
 
-// subscriber is one stream's registration.
+// subscriber is one stream's registration. Its queue is a slice that
+// holds only what is pending, so an idle subscriber costs little; wake
+// tells the stream's goroutine that frames came or that the subscriber
+// was dropped.
 type subscriber struct {
 	topics []string
 	kind   string
-	ch     chan *frame
-	// reason is set, under the multiplexer's lock, before ch is closed.
+	wake   chan struct{} // capacity 1
+
+	mu   sync.Mutex
+	q    []*frame // pending frames, oldest first
+	done bool     // dropped: no frame follows those in q
+
+	// reason and closed are set under the multiplexer's lock, before done.
 	reason string
 	closed bool
+}
+
+// push queues f; it returns false, queueing nothing, when max frames are
+// pending. Called under the multiplexer's lock.
+func (s *subscriber) push(f *frame, max int) bool {
+	s.mu.Lock()
+	n := len(s.q)
+	if n >= max {
+		s.mu.Unlock()
+		return false
+	}
+	s.q = append(s.q, f)
+	s.mu.Unlock()
+	if n == 0 {
+		s.signal()
+	}
+	return true
+}
+
+func (s *subscriber) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the pending frames, leaving spare (emptied) as the queue,
+// and whether the subscriber was dropped after them.
+func (s *subscriber) take(spare []*frame) ([]*frame, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.q
+	s.q = spare[:0]
+	return q, s.done
 }
 
 // Multiplexer fans one upstream feed out to many streams. Its methods are
@@ -379,9 +421,7 @@ func (m *Multiplexer) apply(b Batch) {
 		}
 		m.bufferLocked(f)
 		for s := range m.subs[f.topic] {
-			select {
-			case s.ch <- f:
-			default:
+			if !s.push(f, m.cfg.QueueSize) {
 				m.dropLocked(s, "slow")
 				m.droppedSlow.Add(1)
 			}
@@ -484,7 +524,7 @@ func (m *Multiplexer) evictLocked(r *ring) {
 	}
 }
 
-// dropLocked unregisters s and closes its queue (once), recording why.
+// dropLocked unregisters s and marks its queue done (once), recording why.
 func (m *Multiplexer) dropLocked(s *subscriber, reason string) {
 	if s.closed {
 		return
@@ -498,14 +538,17 @@ func (m *Multiplexer) dropLocked(s *subscriber, reason string) {
 			}
 		}
 	}
-	close(s.ch)
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
+	s.signal()
 }
 
 // subscribe registers a subscriber on topics and returns it with the
 // feed's position at registration: every event after that position will
 // reach its queue. It returns nil if the multiplexer is closed.
 func (m *Multiplexer) subscribe(topics []string) (*subscriber, string) {
-	s := &subscriber{topics: topics, ch: make(chan *frame, m.cfg.QueueSize), kind: kindOf(topics)}
+	s := &subscriber{topics: topics, wake: make(chan struct{}, 1), kind: kindOf(topics)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

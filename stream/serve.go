@@ -540,6 +540,9 @@ func (s *session) live(after string) {
 	}
 	heartbeat := time.NewTicker(m.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	// spare is the queue's other slice: taking the pending frames swaps
+	// the two, so a delivery allocates nothing.
+	var spare []*frame
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -552,27 +555,28 @@ func (s *session) live(after string) {
 			return
 		case <-heartbeat.C:
 			sw.add(pingFrame)
-		case f, ok := <-sub.ch:
-			if !ok {
+		case <-sub.wake:
+			frames, done := sub.take(spare)
+			for _, f := range frames {
+				after = write(sw, f, after)
+				if sw.full() {
+					if err := m.send(sw); err != nil {
+						s.reason = s.writeFailed()
+						return
+					}
+				}
+			}
+			clear(frames)
+			if cap(frames) <= 16 {
+				// Small enough to keep; a burst's is let go.
+				spare = frames[:0]
+			} else {
+				spare = nil
+			}
+			if done {
 				s.reason = m.reasonOf(sub)
 				m.send(sw)
 				return
-			}
-			after = write(sw, f, after)
-			// Drain what else is queued, then flush once.
-		drain:
-			for !sw.full() {
-				select {
-				case f, ok := <-sub.ch:
-					if !ok {
-						s.reason = m.reasonOf(sub)
-						m.send(sw)
-						return
-					}
-					after = write(sw, f, after)
-				default:
-					break drain
-				}
 			}
 		}
 		if err := m.send(sw); err != nil {
