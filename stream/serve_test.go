@@ -379,3 +379,39 @@ func TestResumeAheadOfFeedWaits(t *testing.T) {
 		}
 	})
 }
+
+// slowHeadSource is a Source whose Head answers only when its context
+// ends, like a database that does not answer.
+type slowHeadSource struct{ *fakeSource }
+
+func (s slowHeadSource) Head(ctx context.Context) (string, error) {
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+// TestCloseStopsStart: Close while Start waits for the log's head makes
+// Start return at once, with an error, instead of after its timeout.
+func TestCloseStopsStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(slowHeadSource{newFakeSource()}, Config{})
+		res := make(chan error, 1)
+		go func() { res <- m.Start() }()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		select {
+		case err := <-res:
+			t.Fatalf("Start returned %v while the head was not read", err)
+		default:
+		}
+		m.Close()
+		synctest.Wait()
+		select {
+		case err := <-res:
+			if err == nil {
+				t.Fatal("Start succeeded after Close")
+			}
+		default:
+			t.Fatal("Start still waiting after Close")
+		}
+	})
+}

@@ -101,7 +101,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 	})
 	met.watch(mux, b)
-	if err := mux.Start(); err != nil {
+	// A signal while the feed starts (a database slow to answer) stops it.
+	stopStarting := context.AfterFunc(ctx, mux.Close)
+	err = mux.Start()
+	stopStarting()
+	if err != nil {
+		if ctx.Err() != nil {
+			logger.Info("stopped while starting")
+			return nil
+		}
 		return fmt.Errorf("start change feed: %w", err)
 	}
 	defer mux.Close()
