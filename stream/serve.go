@@ -550,7 +550,9 @@ func (s *session) live(after string) {
 			return
 		case <-expired:
 			s.reason = "expired"
-			sw.add(expiredFrame)
+			for _, t := range s.opts.Topics {
+				sw.add(expiredFrame(t))
+			}
 			m.send(sw)
 			return
 		case <-heartbeat.C:
@@ -598,11 +600,19 @@ const (
 	maxPieces = 256
 )
 
-// Frames Serve writes besides events.
-var (
-	pingFrame    = AppendComment(nil, "ping")
-	expiredFrame = []byte("event: expired\ndata: {\"reason\":\"token expired\"}\n\n")
-)
+// pingFrame is the heartbeat.
+var pingFrame = AppendComment(nil, "ping")
+
+// expiredFrame is the `expired` event of one topic: like every event's,
+// its data carries the topic.
+func expiredFrame(topic string) []byte {
+	data, _ := json.Marshal(struct {
+		Topic  string `json:"topic"`
+		Reason string `json:"reason"`
+	}{topic, "token expired"})
+	b, _ := AppendEvent(nil, "", "expired", data)
+	return b
+}
 
 // uniq returns topics without repeats, in their first order.
 func uniq(topics []string) []string {

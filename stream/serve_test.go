@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,7 +111,7 @@ func TestHeartbeatAndExpiry(t *testing.T) {
 		default:
 			t.Fatal("stream still open after the token expired")
 		}
-		if !strings.HasSuffix(w.text(), "event: expired\ndata: {\"reason\":\"token expired\"}\n\n") {
+		if !strings.HasSuffix(w.text(), "event: expired\ndata: {\"topic\":\"rooms/a\",\"reason\":\"token expired\"}\n\n") {
 			t.Fatalf("stream does not end with expired: %q", w.text())
 		}
 	})
@@ -412,6 +413,39 @@ func TestCloseStopsStart(t *testing.T) {
 			}
 		default:
 			t.Fatal("Start still waiting after Close")
+		}
+	})
+}
+
+// TestExpiredPerTopic: at expiry a stream of several topics sends one
+// `expired` per topic, each carrying its topic, then ends.
+func TestExpiredPerTopic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(newFakeSource(), Config{})
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		w := newRecorder()
+		r := httptest.NewRequest("GET", "/", nil)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.Serve(w, r, StreamOptions{Topics: []string{"rooms/a", "orders/b"}, Expires: time.Now().Add(time.Minute)})
+		}()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		<-done
+		_, evs := parseStream(w.text())
+		var got []string
+		for _, ev := range evs {
+			if ev.Name == "expired" {
+				got = append(got, ev.Data)
+			}
+		}
+		want := []string{`{"topic":"rooms/a","reason":"token expired"}`, `{"topic":"orders/b","reason":"token expired"}`}
+		if !slices.Equal(got, want) || evs[len(evs)-1].Name != "expired" {
+			t.Fatalf("expired events %q (stream %q); want %q last", got, w.text(), want)
 		}
 	})
 }

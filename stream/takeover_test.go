@@ -67,7 +67,7 @@ func TestTakeOverConnection(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the stream did not end cleanly: %v after %q", err, rest)
 	}
-	if !strings.HasSuffix(string(rest), string(expiredFrame)) {
+	if !strings.HasSuffix(string(rest), string(expiredFrame("rooms/a"))) {
 		t.Fatalf("the stream ended with %q; want expired", rest)
 	}
 	if e := ended.Load(); done.Load() != 1 || e == nil || e.Reason != "expired" || e.RequestID != "req-1" || e.Events != 2 {
@@ -97,7 +97,7 @@ func TestTakeOverHTTP10(t *testing.T) {
 	if !strings.HasPrefix(head, "HTTP/1.0 200 OK\r\n") || strings.Contains(head, "Transfer-Encoding") {
 		t.Fatalf("head %q; want HTTP/1.0 200 without chunks", head)
 	}
-	if !strings.HasPrefix(body, "retry: 1000\n\n") || !strings.Contains(body, "event: snapshot") || !strings.HasSuffix(body, string(expiredFrame)) {
+	if !strings.HasPrefix(body, "retry: 1000\n\n") || !strings.Contains(body, "event: snapshot") || !strings.HasSuffix(body, string(expiredFrame("rooms/a"))) {
 		t.Fatalf("body %q; want retry, snapshot, expired", body)
 	}
 }
