@@ -171,6 +171,15 @@ func (s *subscriber) signal() {
 	}
 }
 
+// shrink lets go of the queue's array if nothing is pending.
+func (s *subscriber) shrink() {
+	s.mu.Lock()
+	if len(s.q) == 0 {
+		s.q = nil
+	}
+	s.mu.Unlock()
+}
+
 // take returns the pending frames, leaving spare (emptied) as the queue,
 // and whether the subscriber was dropped after them.
 func (s *subscriber) take(spare []*frame) ([]*frame, bool) {

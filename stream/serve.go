@@ -541,8 +541,11 @@ func (s *session) live(after string) {
 	heartbeat := time.NewTicker(m.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	// spare is the queue's other slice: taking the pending frames swaps
-	// the two, so a delivery allocates nothing.
+	// the two, so a delivery allocates nothing. Both are let go of when a
+	// whole heartbeat passes without an event, so an idle stream holds
+	// no burst's worth of pointers.
 	var spare []*frame
+	woken := false
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -557,7 +560,13 @@ func (s *session) live(after string) {
 			return
 		case <-heartbeat.C:
 			sw.add(pingFrame)
+			if !woken {
+				spare = nil
+				sub.shrink()
+			}
+			woken = false
 		case <-sub.wake:
+			woken = true
 			frames, done := sub.take(spare)
 			for _, f := range frames {
 				after = write(sw, f, after)
@@ -569,12 +578,7 @@ func (s *session) live(after string) {
 				}
 			}
 			clear(frames)
-			if cap(frames) <= 16 {
-				// Small enough to keep; a burst's is let go.
-				spare = frames[:0]
-			} else {
-				spare = nil
-			}
+			spare = frames[:0]
 			if done {
 				s.reason = m.reasonOf(sub)
 				m.send(sw)

@@ -449,3 +449,76 @@ func TestExpiredPerTopic(t *testing.T) {
 		}
 	})
 }
+
+// TestQueueSwapAllocatesNothing: taking a burst of frames and handing the
+// emptied slice back, as a stream does, allocates nothing once warm,
+// whatever the burst's size.
+func TestQueueSwapAllocatesNothing(t *testing.T) {
+	s := &subscriber{wake: make(chan struct{}, 1)}
+	f := &frame{id: "x"}
+	var spare []*frame
+	round := func() {
+		for range 100 {
+			s.push(f, 256)
+		}
+		frames, _ := s.take(spare)
+		if len(frames) != 100 {
+			t.Fatalf("took %d frames, want 100", len(frames))
+		}
+		clear(frames)
+		spare = frames[:0]
+	}
+	round()
+	round()
+	if n := testing.AllocsPerRun(100, round); n != 0 {
+		t.Errorf("a burst of 100 allocates %v times, want 0", n)
+	}
+}
+
+// TestIdleStreamLetsGoOfQueue: after bursts, a stream that gets nothing
+// for a whole heartbeat lets go of its queue's arrays.
+func TestIdleStreamLetsGoOfQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource()
+		m := New(src, Config{Heartbeat: 15 * time.Second})
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		w := newRecorder()
+		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}})
+		defer stop()
+		synctest.Wait()
+		// Two bursts: the queue then holds the array the first one grew.
+		for range 2 {
+			release := src.hold()
+			for range 100 {
+				src.add("rooms/a", "burst")
+			}
+			release()
+			synctest.Wait()
+		}
+		var sub *subscriber
+		m.mu.Lock()
+		for s := range m.subs["rooms/a"] {
+			sub = s
+		}
+		m.mu.Unlock()
+		queueCap := func() int {
+			sub.mu.Lock()
+			defer sub.mu.Unlock()
+			return cap(sub.q)
+		}
+		if c := queueCap(); c == 0 {
+			t.Fatal("after two bursts the queue has no array; want the last burst's kept for the next")
+		}
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if c := queueCap(); c != 0 {
+			t.Fatalf("after two idle heartbeats the queue's array holds %d; want it let go", c)
+		}
+		if n := strings.Count(w.text(), "event: message"); n != 200 {
+			t.Fatalf("%d events written, want the bursts' 200", n)
+		}
+	})
+}
