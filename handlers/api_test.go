@@ -317,6 +317,21 @@ func TestStaticAndMetrics(t *testing.T) {
 			t.Errorf("GET %s: got %d %q, want %d %q", tt.path, r.status, r.body, tt.status, tt.want)
 		}
 	}
+	// HEAD answers like GET, without a body, on pages and health checks.
+	for _, tt := range []struct {
+		path, contentType string
+		status            int
+	}{
+		{"/", "text/html", 200},
+		{"/healthz", "", 200},
+		{"/readyz", "application/json", 200},
+		{"/missing.css", "", 404},
+	} {
+		r := e.do(t, req{method: "HEAD", path: tt.path})
+		if r.status != tt.status || len(r.body) != 0 || !strings.HasPrefix(r.header.Get("Content-Type"), tt.contentType) {
+			t.Errorf("HEAD %s: got %d, Content-Type %q, body %q; want %d, %q, no body", tt.path, r.status, r.header.Get("Content-Type"), r.body, tt.status, tt.contentType)
+		}
+	}
 }
 
 func TestInvalidUTF8BodyRejected(t *testing.T) {

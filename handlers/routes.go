@@ -25,14 +25,17 @@ func (s *server) routes(e *echo.Echo, static fs.FS, metrics http.Handler) {
 
 	e.GET("/api/events", s.events, auth)
 
-	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
+	// Health checks and pages answer HEAD too, as load balancers and
+	// `curl -I` expect; net/http sends no body for it.
+	getHead := []string{http.MethodGet, http.MethodHead}
+	e.Match(getHead, "/healthz", s.healthz)
+	e.Match(getHead, "/readyz", s.readyz)
 	if metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(metrics))
 	}
 	if static != nil {
 		files := echo.WrapHandler(http.FileServerFS(static))
-		e.GET("/*", func(c echo.Context) error {
+		e.Match(getHead, "/*", func(c echo.Context) error {
 			if strings.HasPrefix(c.Request().URL.Path, "/api/") {
 				return echo.ErrNotFound // a JSON 404, not a file server's page
 			}
