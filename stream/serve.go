@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -200,11 +199,7 @@ func (sw *streamWriter) write() error {
 	}
 	err := sw.gw.write(iov)
 	clear(iov)
-	if cap(iov) <= maxPieces+3 {
-		sw.iov = iov[:0]
-	} else {
-		sw.iov = nil
-	}
+	sw.iov = iov[:0]
 	return err
 }
 
@@ -372,8 +367,8 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	s.requestID = h.Get("X-Request-Id")
 	// A stream of a closed Multiplexer only gets its headers.
 	if r.ProtoMajor == 1 && s.serving {
-		if conn, brw, herr := s.sw.rc.Hijack(); herr == nil {
-			s.takeOver(conn, brw, r, h)
+		if conn, _, herr := s.sw.rc.Hijack(); herr == nil {
+			s.takeOver(conn, r, h)
 		}
 	}
 	if s.sw.conn == nil {
@@ -448,7 +443,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 // write), and starts reading the connection to learn when the client
 // goes. The body is HTTP/1.1 chunked or, for HTTP/1.0, delimited by the
 // close; the connection ends with the stream.
-func (s *session) takeOver(conn net.Conn, _ *bufio.ReadWriter, r *http.Request, h http.Header) {
+func (s *session) takeOver(conn net.Conn, r *http.Request, h http.Header) {
 	chunked := r.ProtoAtLeast(1, 1)
 	proto := "HTTP/1.0"
 	if chunked {
@@ -541,9 +536,9 @@ func (s *session) live(after string) {
 	heartbeat := time.NewTicker(m.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	// spare is the queue's other slice: taking the pending frames swaps
-	// the two, so a delivery allocates nothing. Both are let go of when a
-	// whole heartbeat passes without an event, so an idle stream holds
-	// no burst's worth of pointers.
+	// the two, so a delivery allocates nothing. Both, and the slices the
+	// writes use, are let go of when a whole heartbeat passes without an
+	// event, so an idle stream holds no burst's worth of pointers.
 	var spare []*frame
 	woken := false
 	for {
@@ -559,12 +554,14 @@ func (s *session) live(after string) {
 			m.send(sw)
 			return
 		case <-heartbeat.C:
-			sw.add(pingFrame)
 			if !woken {
+				// Nothing is buffered here: every pass ends with a send.
 				spare = nil
 				sub.shrink()
+				sw.out, sw.iov = nil, nil
 			}
 			woken = false
+			sw.add(pingFrame)
 		case <-sub.wake:
 			woken = true
 			frames, done := sub.take(spare)
@@ -589,9 +586,6 @@ func (s *session) live(after string) {
 			s.reason = s.writeFailed()
 			return
 		}
-		if cap(sw.out) > maxPieces {
-			sw.out = nil
-		}
 	}
 }
 
@@ -607,14 +601,19 @@ const (
 // pingFrame is the heartbeat.
 var pingFrame = AppendComment(nil, "ping")
 
-// expiredFrame is the `expired` event of one topic: like every event's,
-// its data carries the topic.
-func expiredFrame(topic string) []byte {
+// noticeData is the data of a `reset` or `expired` event of one topic:
+// like every event's, it carries the topic.
+func noticeData(topic, reason string) []byte {
 	data, _ := json.Marshal(struct {
 		Topic  string `json:"topic"`
 		Reason string `json:"reason"`
-	}{topic, "token expired"})
-	b, _ := AppendEvent(nil, "", "expired", data)
+	}{topic, reason})
+	return data
+}
+
+// expiredFrame is the `expired` event of one topic.
+func expiredFrame(topic string) []byte {
+	b, _ := AppendEvent(nil, "", "expired", noticeData(topic, "token expired"))
 	return b
 }
 
@@ -785,10 +784,6 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 // reset sends one `reset` event per topic.
 func (m *Multiplexer) reset(sw *streamWriter, topics []string, reason string) {
 	for _, t := range topics {
-		data, _ := json.Marshal(struct {
-			Topic  string `json:"topic"`
-			Reason string `json:"reason"`
-		}{t, reason})
-		_ = sw.encode("", "reset", data)
+		_ = sw.encode("", "reset", noticeData(t, reason))
 	}
 }

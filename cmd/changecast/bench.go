@@ -532,11 +532,11 @@ func benchTable(w io.Writer, r benchResult) {
 	if r.ServerSource != "" {
 		p("server (%s)", r.ServerSource)
 		if r.Mode != "idle" {
+			kernel := ""
 			if r.SysPerDelivery > 0 {
-				p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery (%.2f µs of it in the kernel)", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery, r.SysPerDelivery)
-			} else {
-				p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery)
+				kernel = fmt.Sprintf(" (%.2f µs of it in the kernel)", r.SysPerDelivery)
 			}
+			p("  CPU               %.2f s (%.0f%% of a core), %.2f µs per delivery%s", r.ServerCPUSecs, r.ServerCPUPercent, r.CPUPerDelivery, kernel)
 		}
 		p("  RSS               %d KiB -> %d KiB, %.1f KiB per stream", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerStream)
 		if r.HeapAfterKiB > 0 {
