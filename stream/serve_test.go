@@ -50,16 +50,23 @@ func (r *recorder) text() string {
 	return r.body.String()
 }
 
+// started returns a Multiplexer over src, started; the caller closes it.
+func started(t *testing.T, src Source, cfg Config) *Multiplexer {
+	t.Helper()
+	m := New(src, cfg)
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestHeartbeatAndExpiry checks, on a fake clock, that a stream sends
 // `retry:` and its snapshot at once, a `: ping` every heartbeat, its
 // events as they come, and `expired` at the token's expiry, then ends.
 func TestHeartbeatAndExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource()
-		m := New(src, Config{Heartbeat: 15 * time.Second, Retry: 2 * time.Second})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, src, Config{Heartbeat: 15 * time.Second, Retry: 2 * time.Second})
 		defer m.Close()
 		synctest.Wait()
 
@@ -122,10 +129,7 @@ func TestHeartbeatAndExpiry(t *testing.T) {
 func TestServeEndsWhenClientGoes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource()
-		m := New(src, Config{})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, src, Config{})
 		defer m.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
@@ -203,10 +207,7 @@ func serveInBubble(m *Multiplexer, w http.ResponseWriter, opts StreamOptions) (s
 func TestServeWithoutFlusher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource()
-		m := New(src, Config{})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, src, Config{})
 		defer m.Close()
 		w := &plainWriter{header: http.Header{}}
 		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}})
@@ -228,10 +229,7 @@ func TestServeWithoutFlusher(t *testing.T) {
 // does not carry it into its next request.
 func TestServeClearsWriteDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := New(newFakeSource(), Config{})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, newFakeSource(), Config{})
 		defer m.Close()
 		w := &deadlineRecorder{recorder: newRecorder()}
 		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"orders/1"}})
@@ -324,10 +322,7 @@ func TestResumeAheadOfFeedWaits(t *testing.T) {
 		for range 3 {
 			src.add("rooms/a", "old")
 		}
-		m := New(src, Config{})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, src, Config{})
 		defer m.Close()
 		synctest.Wait()
 
@@ -421,10 +416,7 @@ func TestCloseStopsStart(t *testing.T) {
 // `expired` per topic, each carrying its topic, then ends.
 func TestExpiredPerTopic(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := New(newFakeSource(), Config{})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, newFakeSource(), Config{})
 		defer m.Close()
 		w := newRecorder()
 		r := httptest.NewRequest("GET", "/", nil)
@@ -480,10 +472,7 @@ func TestQueueSwapAllocatesNothing(t *testing.T) {
 func TestIdleStreamLetsGoOfQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource()
-		m := New(src, Config{Heartbeat: 15 * time.Second})
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
+		m := started(t, src, Config{Heartbeat: 15 * time.Second})
 		defer m.Close()
 		w := newRecorder()
 		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}})
