@@ -53,7 +53,7 @@ var browserListenRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)
 // Set CHANGECAST_SCREENSHOTS=<dir> to save screenshots of a passing run too.
 func TestBrowserDemo(t *testing.T) {
 	chrome := browserChromium(t)
-	port := browserFreePort(t)
+	port := freePort(t)
 	dataDir := t.TempDir()
 	srv := startBrowserServer(t, port, dataDir)
 	t.Cleanup(func() { srv.stop(t) })
@@ -324,17 +324,6 @@ func browserChromium(t *testing.T) string {
 	}
 	t.Skip("Chromium is not installed (apt-get install chromium); skipping the browser test")
 	return ""
-}
-
-// browserFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func browserFreePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // browserServer is changecast started in-process by run with -dev.
