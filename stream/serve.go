@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -223,15 +224,24 @@ func (sw *streamWriter) abort() {
 	}
 }
 
-// finish ends the response. On a connection taken over it writes the last
-// chunk, if the stream can still write, and closes the connection.
-// Through a ResponseWriter it clears the write deadline, so that the
-// connection, if kept alive for another request, does not carry this
-// stream's deadline (net/http resets it only when the server has a
-// WriteTimeout).
-func (sw *streamWriter) finish() {
+// finish ends the response, last (if not empty) being the final bytes of
+// its body, written if the stream can still write. On a connection taken
+// over it writes them and the last chunk and closes the connection.
+// Through a ResponseWriter it writes them and clears the write deadline,
+// so that the connection, if kept alive for another request, does not
+// carry this stream's deadline (net/http resets it only when the server
+// has a WriteTimeout).
+func (sw *streamWriter) finish(last []byte) {
 	healthy := sw.err == nil || sw.err == errAborted
 	if sw.conn == nil {
+		if healthy && len(last) > 0 {
+			if err := sw.rc.SetWriteDeadline(time.Now().Add(finishTimeout)); err == nil {
+				sw.pushed = time.Now()
+			}
+			if _, err := sw.w.Write(last); err == nil {
+				_ = sw.rc.Flush()
+			}
+		}
 		if !sw.pushed.IsZero() && healthy {
 			_ = sw.rc.SetWriteDeadline(time.Time{})
 		}
@@ -239,19 +249,30 @@ func (sw *streamWriter) finish() {
 	}
 	if healthy {
 		// The head is still unsent when Close came before the first
-		// write: the client then gets a whole, empty response.
+		// write: the client then gets a whole response, with last alone.
 		end := sw.head
+		if len(last) > 0 && sw.chunked {
+			end = strconv.AppendUint(end, uint64(len(last)), 16)
+			end = append(append(append(end, crlf...), last...), crlf...)
+		} else {
+			end = append(end, last...)
+		}
 		if sw.chunked {
 			end = append(end, lastChunk...)
 		}
 		if len(end) > 0 {
-			_ = sw.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = sw.conn.SetWriteDeadline(time.Now().Add(finishTimeout))
 			_, _ = sw.conn.Write(end)
 		}
 		sw.head = nil
 	}
 	_ = sw.conn.Close()
 }
+
+// finishTimeout bounds writing the end of a response: a client that does
+// not take a few hundred bytes within it is not reading, and Close waits
+// for it.
+const finishTimeout = time.Second
 
 var (
 	errWrite   = errors.New("write to client failed")
@@ -319,7 +340,8 @@ type session struct {
 //
 // The stream ends when the client goes, the Multiplexer closes, the
 // subscriber falls too far behind, or the token expires; the response
-// then ends cleanly so the client reconnects. On HTTP/1.x Serve takes the
+// then ends cleanly so the client reconnects (after Close, with a last
+// `retry:` drawn from the shutdown window). On HTTP/1.x Serve takes the
 // connection over from net/http, writes the headers itself and returns
 // nil as soon as the stream is live; the stream then runs on its own, and
 // opts.Done tells when it has ended. Otherwise (HTTP/2, a ResponseWriter
@@ -515,7 +537,7 @@ func (s *session) end() {
 	if s.opts.Done != nil {
 		s.opts.Done()
 	}
-	s.sw.finish()
+	s.sw.finish(s.lastWords())
 	if s.ctx != nil {
 		s.stopAfter()
 		s.cancel()
@@ -523,6 +545,18 @@ func (s *session) end() {
 	if s.serving {
 		m.removeStream(s.sw)
 	}
+}
+
+// lastWords returns what the stream sends just before it ends: when
+// Close ends it, a `retry:` drawn uniformly from the shutdown window, so
+// that the clients of a stopping process come back spread over the
+// window, not all at once; after any other ending, nothing.
+func (s *session) lastWords() []byte {
+	if s.reason != "shutdown" {
+		return nil
+	}
+	lo, hi := s.m.cfg.ShutdownRetryMin, s.m.cfg.ShutdownRetryMax
+	return AppendRetry(nil, lo+rand.N(hi-lo+1))
 }
 
 // live writes the subscriber's events and heartbeats until the stream

@@ -118,30 +118,32 @@ func TestTakeOverClientGoes(t *testing.T) {
 }
 
 // TestFinishSendsUnsentHead: a stream that Close stops before its first
-// write still gives its client a whole response, empty, not a bare last
-// chunk.
+// write still gives its client a whole response, not a bare last chunk:
+// empty, or with the last words finish is given.
 func TestFinishSendsUnsentHead(t *testing.T) {
-	for _, chunked := range []bool{true, false} {
-		server, client := tcpPair(t)
-		head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-		if !chunked {
-			head = "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-		}
-		sw := &streamWriter{conn: server, chunked: chunked, gw: newGatherWriter(server), head: []byte(head)}
-		sw.abort()
-		sw.add([]byte("retry: 1000\n\n"))
-		if _, err := sw.flush(); !errors.Is(err, errAborted) {
-			t.Fatalf("flush after abort: %v; want errAborted", err)
-		}
-		sw.finish()
-		client.SetReadDeadline(time.Now().Add(10 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(client), nil)
-		if err != nil {
-			t.Fatalf("chunked %v: the client cannot read the response: %v", chunked, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || err != nil || len(body) != 0 {
-			t.Fatalf("chunked %v: got %d, body %q, %v; want 200 with an empty body that ends cleanly", chunked, resp.StatusCode, body, err)
+	for _, last := range []string{"", "retry: 3000\n\n"} {
+		for _, chunked := range []bool{true, false} {
+			server, client := tcpPair(t)
+			head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+			if !chunked {
+				head = "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+			}
+			sw := &streamWriter{conn: server, chunked: chunked, gw: newGatherWriter(server), head: []byte(head)}
+			sw.abort()
+			sw.add([]byte("retry: 1000\n\n"))
+			if _, err := sw.flush(); !errors.Is(err, errAborted) {
+				t.Fatalf("flush after abort: %v; want errAborted", err)
+			}
+			sw.finish([]byte(last))
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+			if err != nil {
+				t.Fatalf("chunked %v: the client cannot read the response: %v", chunked, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || err != nil || string(body) != last {
+				t.Fatalf("chunked %v: got %d, body %q, %v; want 200 with body %q that ends cleanly", chunked, resp.StatusCode, body, err, last)
+			}
 		}
 	}
 }

@@ -21,6 +21,7 @@ type config struct {
 	JWTSecret       string
 	Heartbeat       time.Duration
 	ShutdownTimeout time.Duration
+	ShutdownRetry   [2]time.Duration // the least and the most
 	CORSOrigins     []string
 	RetainChanges   int
 	RetainAge       time.Duration
@@ -77,6 +78,19 @@ var envVars = []envVar{
 	}},
 	{"HEARTBEAT_INTERVAL", "15s", "a duration from 1s to 50s, such as 15s", durationIn(time.Second, 50*time.Second, func(c *config, d time.Duration) { c.Heartbeat = d })},
 	{"SHUTDOWN_TIMEOUT", "10s", "a duration from 1s to 25s, such as 10s", durationIn(time.Second, 25*time.Second, func(c *config, d time.Duration) { c.ShutdownTimeout = d })},
+	// The reconnect delay a stream is told, drawn per stream from this
+	// window, when a shutdown ends it: clients of a restarting process
+	// come back spread over it instead of all at once.
+	{"SHUTDOWN_RETRY_WINDOW", "1s-5s", "two durations MIN-MAX from 1ms to 5m, MIN at most MAX, such as 1s-5s", func(c *config, v string) error {
+		a, b, ok := strings.Cut(v, "-")
+		lo, err1 := time.ParseDuration(strings.TrimSpace(a))
+		hi, err2 := time.ParseDuration(strings.TrimSpace(b))
+		if !ok || err1 != nil || err2 != nil || lo < time.Millisecond || lo > hi || hi > 5*time.Minute {
+			return errBadForm
+		}
+		c.ShutdownRetry = [2]time.Duration{lo, hi}
+		return nil
+	}},
 	{"CORS_ORIGINS", "", "a comma-separated list of origins such as https://app.example.com", func(c *config, v string) error {
 		c.CORSOrigins = nil
 		for _, o := range strings.Split(v, ",") {

@@ -99,6 +99,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			logger.Info("stream ended", "request_id", se.RequestID, "topics", se.Topics,
 				"duration", se.Duration.Round(time.Millisecond).String(), "events", se.Events, "reason", se.Reason)
 		},
+		ShutdownRetryMin: cfg.ShutdownRetry[0], ShutdownRetryMax: cfg.ShutdownRetry[1],
 	})
 	met.watch(mux, b)
 	// A signal while the feed starts (a database slow to answer) stops it.
