@@ -58,7 +58,7 @@ func TestCloseSpreadsRetry(t *testing.T) {
 			bodies[i], errs[i] = string(b), err
 		})
 	}
-	waitFor(t, "every stream live", func() bool { return m.Stats().RoomSubscribers == streams })
+	waitFor(t, "every snapshot written", func() bool { return m.Stats().Delivered == streams })
 	m.Close()
 	wg.Wait()
 
