@@ -120,8 +120,9 @@ func boltReadMeta(page []byte) boltMeta {
 type boltChecker struct {
 	r        io.ReaderAt
 	pageSize uint64
-	hwm      uint64 // the meta's pgid
-	seen     []bool // page id → reachable (or a meta or freelist page)
+	hwm      uint64   // the meta's pgid
+	seen     []bool   // page id → reachable (or a meta or freelist page)
+	bufs     [][]byte // one page buffer per tree depth, reused for siblings
 }
 
 // boltCheck checks the bbolt file r; see boltCheckFile. Errors about the
@@ -190,20 +191,24 @@ func boltCheck(f *os.File) error {
 // page is 64 deep); deeper means a reference loop.
 const boltMaxDepth = 64
 
-// page reads page id and its overflow pages, after checking that they are
-// allocated, not reached before, and that the header names the page.
-func (c *boltChecker) page(id uint64) ([]byte, error) {
+// page reads page id and its overflow pages into the buffer of depth,
+// after checking that they are allocated, not reached before, and that the
+// header names the page.
+func (c *boltChecker) page(id uint64, depth int) ([]byte, error) {
 	if id < 2 || id >= c.hwm {
 		return nil, boltDamaged("a reference to page %d, outside the %d allocated pages", id, c.hwm)
 	}
-	var h [boltPageHeaderSize]byte
-	if _, err := c.r.ReadAt(h[:], int64(id*c.pageSize)); err != nil {
+	for len(c.bufs) <= depth {
+		c.bufs = append(c.bufs, make([]byte, c.pageSize))
+	}
+	p := c.bufs[depth][:c.pageSize]
+	if _, err := c.r.ReadAt(p, int64(id*c.pageSize)); err != nil {
 		return nil, err
 	}
-	if got := binary.LittleEndian.Uint64(h[0:]); got != id {
+	if got := binary.LittleEndian.Uint64(p[0:]); got != id {
 		return nil, boltDamaged("page %d says it is page %d", id, got)
 	}
-	overflow := uint64(binary.LittleEndian.Uint32(h[12:]))
+	overflow := uint64(binary.LittleEndian.Uint32(p[12:]))
 	if id+overflow >= c.hwm {
 		return nil, boltDamaged("page %d runs %d pages past the %d allocated pages", id, overflow, c.hwm)
 	}
@@ -213,16 +218,22 @@ func (c *boltChecker) page(id uint64) ([]byte, error) {
 		}
 		c.seen[i] = true
 	}
-	p := make([]byte, (overflow+1)*c.pageSize)
-	if _, err := c.r.ReadAt(p, int64(id*c.pageSize)); err != nil {
-		return nil, err
+	if overflow > 0 {
+		n := (overflow + 1) * c.pageSize
+		if uint64(cap(c.bufs[depth])) < n {
+			c.bufs[depth] = make([]byte, n)
+		}
+		p = c.bufs[depth][:n]
+		if _, err := c.r.ReadAt(p[c.pageSize:], int64((id+1)*c.pageSize)); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }
 
 // checkFreelist checks a freelist page written by a bbolt that syncs it.
 func (c *boltChecker) checkFreelist(id uint64) error {
-	p, err := c.page(id)
+	p, err := c.page(id, 0)
 	if err != nil {
 		return err
 	}
@@ -251,7 +262,7 @@ func (c *boltChecker) tree(id uint64, min, max []byte, depth int) ([]byte, error
 	if depth > boltMaxDepth {
 		return nil, boltDamaged("page %d is %d levels deep: the tree has a loop", id, depth)
 	}
-	p, err := c.page(id)
+	p, err := c.page(id, depth)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +344,8 @@ func (c *boltChecker) node(p []byte, id uint64, min, max []byte, depth int) ([]b
 			return nil, err
 		}
 	}
-	return last, nil
+	// The page's buffer is reused for its next sibling: keep a copy.
+	return bytes.Clone(last), nil
 }
 
 // boltGuard runs fn, which reads or writes the mapped file, and turns a

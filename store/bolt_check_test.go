@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // boltDamagedDir returns a data directory holding a closed store with
@@ -285,4 +287,60 @@ func TestBoltPingReportsFailingWrites(t *testing.T) {
 		t.Fatalf("Ping once writes can succeed: %v", err)
 	}
 	boltMustPost(t, b, "lobby", "after")
+}
+
+// BenchmarkBoltCheckFile measures the start-up check, and bbolt's own
+// open (which, with NoFreelistSync, walks the tree too), on a store file
+// of BOLT_CHECK_MB megabytes (default 64) of messages.
+func BenchmarkBoltCheckFile(b *testing.B) {
+	mb := 64
+	if s := os.Getenv("BOLT_CHECK_MB"); s != "" {
+		fmt.Sscan(s, &mb)
+	}
+	path := filepath.Join(b.TempDir(), boltFileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := []byte(strings.Repeat("m", 200))
+	var seq uint64
+	for st, _ := os.Stat(path); st.Size() < int64(mb)<<20; st, _ = os.Stat(path) {
+		err := db.Update(func(tx *bolt.Tx) error {
+			rooms, _ := tx.CreateBucketIfNotExists(boltMessageBucket)
+			log, _ := tx.CreateBucketIfNotExists(boltLogBucket)
+			for range 10000 {
+				seq++
+				id := fmt.Sprintf("%08x%016x", 0x65000000, seq)
+				if err := rooms.Put(boltMessageKey(fmt.Sprintf("room-%d", seq%100), id), text); err != nil {
+					return err
+				}
+				if err := log.Put(boltSeqKey(seq), text); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	db.Close()
+	st, _ := os.Stat(path)
+	b.Logf("file %d MB, %d records", st.Size()>>20, 2*seq)
+	b.Run("check", func(b *testing.B) {
+		for b.Loop() {
+			if err := boltCheckFile(path); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("bbolt.Open", func(b *testing.B) {
+		for b.Loop() {
+			db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+			if err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}
+	})
 }
