@@ -125,7 +125,7 @@ type boltChecker struct {
 	bufs     [][]byte // one page buffer per tree depth, reused for siblings
 }
 
-// boltCheck checks the bbolt file r; see boltCheckFile. Errors about the
+// boltCheck checks the bbolt file f; see boltCheckFile. Errors about the
 // file's content are *boltDamage.
 func boltCheck(f *os.File) error {
 	st, err := f.Stat()
