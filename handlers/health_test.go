@@ -3,9 +3,14 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"changecast/store"
 )
@@ -95,4 +100,75 @@ func TestInternalErrors(t *testing.T) {
 			t.Errorf("GET %s: %q logged %d times, want once; logs:\n%s", tt.path, tt.secret, n, e.logs.String())
 		}
 	}
+}
+
+// TestReadyzWhileWritesFail: while every write fails (here the store file
+// may not grow, as on a full disk) /readyz says the store is down, and it
+// says ready again by itself once writes can succeed, with no other write.
+// It limits the whole process's file size, so it must not run in parallel.
+func TestReadyzWhileWritesFail(t *testing.T) {
+	dir := t.TempDir()
+	b, err := store.OpenBolt(dir, store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	e := newEnv(t, dev, func(c *Config) { c.Store = b })
+	post := func(text string) response {
+		return e.do(t, req{method: "POST", path: "/api/rooms/lobby/messages",
+			body: fmt.Sprintf(`{"author":"a","text":%q}`, text)})
+	}
+	mustStatus(t, post("before"), http.StatusCreated)
+	mustStatus(t, e.do(t, req{method: "GET", path: "/readyz"}), http.StatusOK)
+
+	st, err := os.Stat(filepath.Join(dir, "changecast.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	limited := old
+	limited.Cur = uint64(st.Size())
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limited); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer restore()
+	failed := false
+	for i := 0; !failed && i < 1000; i++ {
+		failed = post(strings.Repeat("y", store.MaxTextLen)).status == http.StatusInternalServerError
+	}
+	if !failed {
+		t.Fatal("no write failed with the file size limited")
+	}
+	r := e.do(t, req{method: "GET", path: "/readyz"})
+	mustStatus(t, r, http.StatusServiceUnavailable)
+	var got readiness
+	r.decode(t, &got)
+	if want := (readiness{Error: "not ready: store is down", Store: "down", Feed: "ok"}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+
+	restore()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		r := e.do(t, req{method: "GET", path: "/readyz"})
+		if r.status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d 30s after writes can succeed again: %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mustStatus(t, post("after"), http.StatusCreated)
 }

@@ -40,6 +40,11 @@ const (
 	// well above the number of requests one process writes at once, so a
 	// writer practically never waits to enqueue; it also caps one group.
 	boltQueueSize = 1024
+	// boltProbeInterval is the least time between two probe writes by Ping
+	// while the last write failed: often enough that readiness comes back
+	// within a probe period or two of the disk recovering, rarely enough
+	// that a flood of /readyz requests cannot turn into a flood of fsyncs.
+	boltProbeInterval = time.Second
 )
 
 // Buckets and meta keys.
@@ -55,6 +60,7 @@ var (
 	boltKeySeq        = []byte("seq")        // newest sequence number in the log
 	boltKeyPruned     = []byte("pruned")     // every seq up to this one may be pruned
 	boltKeyClock      = []byte("clock")      // unix seconds of the newest id, never decreases
+	boltKeyProbe      = []byte("probe")      // unix nanoseconds of Ping's last probe write
 )
 
 // boltErrNoChange rolls back a transaction that wrote nothing, sparing a
@@ -101,6 +107,10 @@ type Bolt struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced after every commit
+
+	writeMu    sync.Mutex
+	writeErr   error     // error of the latest write transaction; nil once one succeeds
+	writeErrAt time.Time // when it failed
 }
 
 // OpenBolt opens (creating if needed) the embedded store in directory dir,
@@ -132,14 +142,24 @@ func boltOpen(dir string, opts BoltOptions, now func() time.Time) (*Bolt, error)
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	path := filepath.Join(dir, boltFileName)
+	// bbolt cannot survive a damaged file (see bolt_check.go): check it
+	// first, with plain reads.
+	if err := boltCheckFile(path); err != nil {
+		return nil, err
+	}
 	// Every commit is fsynced (no NoSync). The free-page list is not
 	// written at each commit but rebuilt when the file is opened: pruning
 	// frees many pages, and writing that list each commit would make every
 	// write pay for it. Recovery after a crash is unaffected.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        boltOpenTimeout,
-		FreelistType:   bolt.FreelistMapType,
-		NoFreelistSync: true,
+	var db *bolt.DB
+	err := boltGuard(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:        boltOpenTimeout,
+			FreelistType:   bolt.FreelistMapType,
+			NoFreelistSync: true,
+		})
+		return err
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -158,7 +178,7 @@ func boltOpen(dir string, opts BoltOptions, now func() time.Time) (*Bolt, error)
 		notify:        make(chan struct{}),
 	}
 	var head uint64
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = b.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{boltMetaBucket, boltLogBucket, boltTopicBucket, boltOrderBucket, boltMessageBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("bucket %s: %w", name, err)
@@ -231,8 +251,11 @@ func (b *Bolt) isClosed() bool {
 	}
 }
 
-// Ping returns nil if the database can be read, or an error (wrapping
-// ErrClosed after Close).
+// Ping returns nil if the database can be read and its latest write
+// succeeded, or an error (wrapping ErrClosed after Close). While the latest
+// write failed (a full disk, say), Ping itself tries a small write at most
+// every boltProbeInterval, so the store reports healthy again once writes
+// succeed, even if nobody else writes.
 func (b *Bolt) Ping(ctx context.Context) error {
 	err := b.view(ctx, func(tx *bolt.Tx) error {
 		if tx.Bucket(boltMetaBucket) == nil {
@@ -240,10 +263,48 @@ func (b *Bolt) Ping(ctx context.Context) error {
 		}
 		return nil
 	})
+	if err == nil {
+		err = b.probe()
+	}
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
 	return nil
+}
+
+// probe returns nil if the latest write succeeded. Otherwise it tries a
+// probe write, unless the latest failure is younger than
+// boltProbeInterval, and returns its error.
+func (b *Bolt) probe() error {
+	b.writeMu.Lock()
+	werr, at := b.writeErr, b.writeErrAt
+	b.writeMu.Unlock()
+	if werr == nil {
+		return nil
+	}
+	if b.now().Sub(at) < boltProbeInterval {
+		return fmt.Errorf("latest write failed: %w", werr)
+	}
+	err := b.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(boltMetaBucket).Put(boltKeyProbe, boltSeqKey(uint64(b.now().UnixNano())))
+	})
+	if err != nil {
+		return fmt.Errorf("probe write failed: %w", err)
+	}
+	return nil
+}
+
+// update runs fn in a write transaction, turning damage met on the way into
+// an error, and records whether the write failed, for Ping.
+func (b *Bolt) update(fn func(*bolt.Tx) error) error {
+	err := boltGuard(func() error { return b.db.Update(fn) })
+	if errors.Is(err, boltErrNoChange) {
+		return err
+	}
+	b.writeMu.Lock()
+	b.writeErr, b.writeErrAt = err, b.now()
+	b.writeMu.Unlock()
+	return err
 }
 
 // view runs fn in a read transaction, mapping a closed database to ErrClosed.
@@ -254,7 +315,7 @@ func (b *Bolt) view(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := b.db.View(fn)
+	err := boltGuard(func() error { return b.db.View(fn) })
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
@@ -632,7 +693,7 @@ func (b *Bolt) commit(group []*boltWrite) {
 	errs := make([]error, len(group))
 	var head uint64
 	now := b.now().UTC().Truncate(time.Millisecond)
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(boltMetaBucket)
 		t := &boltTxn{
 			tx:    tx,

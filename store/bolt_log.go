@@ -393,7 +393,7 @@ func (b *Bolt) prune(ctx context.Context) (int, error) {
 func (b *Bolt) pruneChunk() (int, error) {
 	cutoff := b.now().Add(-b.opts.RetainAge)
 	n := 0
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(boltMetaBucket)
 		head := boltUint(meta.Get(boltKeySeq))
 		var keepFrom uint64 // entries with seq >= keepFrom are kept by count

@@ -1,0 +1,346 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// boltDamagedDir returns a data directory holding a closed store with
+// enough orders and messages for a tree several levels deep, and the path
+// of its file.
+func boltDamagedDir(tb testing.TB) (dir, path string) {
+	tb.Helper()
+	dir = tb.TempDir()
+	b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 600 {
+		if _, err := b.PostMessage(ctx, fmt.Sprintf("room-%d", i%7), "alice", strings.Repeat("x", 100+i%50)); err != nil {
+			tb.Fatal(err)
+		}
+		if i%3 == 0 {
+			if _, err := b.CreateOrder(ctx, "bob", []Item{{SKU: "sku-1", Qty: 1}}); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	if err := b.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return dir, filepath.Join(dir, boltFileName)
+}
+
+// boltFlip flips n random bytes of the file at path outside its two meta
+// pages, with the given seed.
+func boltFlip(tb testing.TB, path string, n int, seed uint64) {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(seed, seed))
+	const metas = 2 * 4096
+	for range n {
+		data[metas+r.IntN(len(data)-metas)] ^= byte(1 + r.IntN(255))
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// TestBoltOpenDamaged: a cut-short, empty or overwritten store file is
+// refused at open with an error naming the file and saying what to do;
+// it never crashes the process.
+func TestBoltOpenDamaged(t *testing.T) {
+	page := int64(os.Getpagesize())
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, path string)
+		want   string
+	}{
+		{"last page in use cut off", func(t *testing.T, path string) {
+			os.Truncate(path, (boltHighWater(t, path)-1)*page)
+		}, "cut short"},
+		{"cut in half", func(t *testing.T, path string) {
+			st, _ := os.Stat(path)
+			os.Truncate(path, st.Size()/2)
+		}, "cut short"},
+		{"empty", func(t *testing.T, path string) { os.Truncate(path, 0) }, "empty"},
+		{"not a store file", func(t *testing.T, path string) {
+			os.WriteFile(path, []byte(strings.Repeat("not bbolt\n", 2000)), 0o600)
+		}, "neither meta page"},
+		{"root page overwritten", func(t *testing.T, path string) {
+			f, _ := os.OpenFile(path, os.O_WRONLY, 0)
+			defer f.Close()
+			f.WriteAt(make([]byte, page), 3*page) // every page from 2 on is in the tree or free
+			f.WriteAt(make([]byte, page), 2*page)
+		}, "damaged"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, path := boltDamagedDir(t)
+			tt.damage(t, path)
+			b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				b.Close()
+				t.Fatal("OpenBolt of a damaged file succeeded")
+			}
+			if !errors.Is(err, ErrDamaged) {
+				t.Errorf("got %v, want an error wrapping ErrDamaged", err)
+			}
+			for _, want := range []string{path, tt.want, "restore it from a backup", "move it aside"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestBoltOpenDamagedRandom flips 200 random bytes outside the meta pages,
+// for many seeds: the store either refuses the file at open or opens it
+// and answers every read with data or an error. Reaching the end of the
+// test means the process never crashed.
+func TestBoltOpenDamagedRandom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	dir, path := boltDamagedDir(t)
+	clean, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	refused := 0
+	const seeds = 40
+	for seed := range uint64(seeds) {
+		if err := os.WriteFile(path, clean, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		boltFlip(t, path, 200, seed)
+		b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			if !errors.Is(err, ErrDamaged) {
+				t.Errorf("seed %d: got %v, want an error wrapping ErrDamaged", seed, err)
+			}
+			refused++
+			continue
+		}
+		// Opened: damage in values (which bbolt does not checksum) shows
+		// as errors on the reads that meet it.
+		for i := range 7 {
+			b.ListMessages(ctx, fmt.Sprintf("room-%d", i), "", MaxListLimit)
+		}
+		b.CatchUp(ctx, []string{RoomTopic("room-1")}, b.pos(0), boltMustHead(t, b), func(Change) error { return nil })
+		b.PostMessage(ctx, "room-1", "alice", "after")
+		if err := b.Close(); err != nil {
+			t.Logf("seed %d: close: %v", seed, err)
+		}
+	}
+	t.Logf("%d of %d damaged files refused at open", refused, seeds)
+}
+
+// TestBoltDamagedAtRunTime: pages damaged under an open store fail the
+// reads that meet them, with an error, and the process stays up.
+func TestBoltDamagedAtRunTime(t *testing.T) {
+	dir, path := boltDamagedDir(t)
+	b := boltTestOpen(t, dir, BoltOptions{}, nil)
+	ctx := context.Background()
+	if _, err := b.ListMessages(ctx, "room-1", "", MaxListLimit); err != nil {
+		t.Fatal(err)
+	}
+	// Cut the file under the mapping: reading its pages is now a SIGBUS.
+	if err := os.Truncate(path, 3*int64(os.Getpagesize())); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.ListMessages(ctx, "room-1", "", MaxListLimit)
+	if !errors.Is(err, ErrDamaged) {
+		t.Errorf("ListMessages on a cut file: got %v, want an error wrapping ErrDamaged", err)
+	}
+	_, err = b.GetOrder(ctx, "0123456789abcdef01234567")
+	if !errors.Is(err, ErrDamaged) {
+		t.Errorf("GetOrder on a cut file: got %v, want an error wrapping ErrDamaged", err)
+	}
+	if err := b.Ping(ctx); err == nil {
+		t.Errorf("Ping on a cut file: got nil, want an error")
+	}
+}
+
+// boltHighWater returns the number of pages the store file at path uses
+// (bbolt's high-water page id); the file beyond them is unused room to grow.
+func boltHighWater(tb testing.TB, path string) int64 {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var buf [boltPageHeaderSize + boltMetaSize]byte
+	if _, err := f.ReadAt(buf[:], 0); err != nil {
+		tb.Fatal(err)
+	}
+	return int64(boltReadMeta(buf[:]).pgid)
+}
+
+// TestBoltOpenCutSlack: a file cut short by a page of its unused room to
+// grow has lost nothing: it opens with every change.
+func TestBoltOpenCutSlack(t *testing.T) {
+	dir, path := boltDamagedDir(t)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := int64(os.Getpagesize())
+	if st.Size()-page < boltHighWater(t, path)*page {
+		t.Fatalf("no unused page at the end of %d bytes", st.Size())
+	}
+	if err := os.Truncate(path, st.Size()-page); err != nil {
+		t.Fatal(err)
+	}
+	b := boltTestOpen(t, dir, BoltOptions{}, nil)
+	if n := len(boltLog(t, b)); n != 800 {
+		t.Errorf("log has %d changes, want 800", n)
+	}
+	boltMustPost(t, b, "lobby", "after")
+}
+
+// TestBoltOpenMissingFile: a missing file is a fresh store.
+func TestBoltOpenMissingFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	b := boltTestOpen(t, dir, BoltOptions{}, nil)
+	if head := boltMustHead(t, b); !strings.HasSuffix(head, "-0000000000000000") {
+		t.Errorf("head of a fresh store: got %s", head)
+	}
+}
+
+// boltLimitFileSize sets this process's RLIMIT_FSIZE soft limit (writes
+// past it fail with EFBIG) and returns a function restoring the old one.
+// It affects the whole process, so tests using it must not run in parallel.
+func boltLimitFileSize(tb testing.TB, limit uint64) (restore func()) {
+	tb.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		tb.Fatal(err)
+	}
+	lim := old
+	lim.Cur = limit
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		tb.Fatal(err)
+	}
+	var once bool
+	restore = func() {
+		if !once {
+			once = true
+			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	tb.Cleanup(restore)
+	return restore
+}
+
+// TestBoltPingReportsFailingWrites: while writes fail (here the file may
+// not grow, as on a full disk) Ping fails; once writes can succeed again,
+// Ping's own probe write makes it healthy without any other write.
+func TestBoltPingReportsFailingWrites(t *testing.T) {
+	clock := newBoltClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	dir := t.TempDir()
+	b := boltTestOpen(t, dir, BoltOptions{}, clock.Now)
+	ctx := context.Background()
+	boltMustPost(t, b, "lobby", "before")
+	if err := b.Ping(ctx); err != nil {
+		t.Fatalf("Ping of a healthy store: %v", err)
+	}
+	st, err := os.Stat(filepath.Join(dir, boltFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := boltLimitFileSize(t, uint64(st.Size()))
+	var failed error
+	for i := 0; failed == nil && i < 1000; i++ {
+		_, failed = b.PostMessage(ctx, "lobby", "alice", strings.Repeat("y", MaxTextLen))
+	}
+	if failed == nil {
+		t.Fatal("no write failed with the file size limited")
+	}
+	t.Logf("write failed: %v", failed)
+	if err := b.Ping(ctx); err == nil {
+		t.Fatal("Ping after a failed write: got nil, want an error")
+	}
+	restore()
+	clock.Advance(boltProbeInterval)
+	if err := b.Ping(ctx); err != nil {
+		t.Fatalf("Ping once writes can succeed: %v", err)
+	}
+	boltMustPost(t, b, "lobby", "after")
+}
+
+// BenchmarkBoltCheckFile measures the start-up check, and bbolt's own
+// open (which, with NoFreelistSync, walks the tree too), on a store file
+// of BOLT_CHECK_MB megabytes (default 64) of messages.
+func BenchmarkBoltCheckFile(b *testing.B) {
+	mb := 64
+	if s := os.Getenv("BOLT_CHECK_MB"); s != "" {
+		fmt.Sscan(s, &mb)
+	}
+	path := filepath.Join(b.TempDir(), boltFileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := []byte(strings.Repeat("m", 200))
+	var seq uint64
+	for st, _ := os.Stat(path); st.Size() < int64(mb)<<20; st, _ = os.Stat(path) {
+		err := db.Update(func(tx *bolt.Tx) error {
+			rooms, _ := tx.CreateBucketIfNotExists(boltMessageBucket)
+			log, _ := tx.CreateBucketIfNotExists(boltLogBucket)
+			for range 10000 {
+				seq++
+				id := fmt.Sprintf("%08x%016x", 0x65000000, seq)
+				if err := rooms.Put(boltMessageKey(fmt.Sprintf("room-%d", seq%100), id), text); err != nil {
+					return err
+				}
+				if err := log.Put(boltSeqKey(seq), text); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	db.Close()
+	st, _ := os.Stat(path)
+	b.Logf("file %d MB, %d records", st.Size()>>20, 2*seq)
+	b.Run("check", func(b *testing.B) {
+		for b.Loop() {
+			if err := boltCheckFile(path); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("bbolt.Open", func(b *testing.B) {
+		for b.Loop() {
+			db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+			if err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}
+	})
+}
