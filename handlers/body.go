@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 	"unicode/utf8"
 
@@ -23,7 +24,8 @@ const MaxBodyBytes = 64 << 10
 // answers 415 unless the body is declared application/json (a charset
 // parameter must be UTF-8), 413 past MaxBodyBytes, and 400 for anything
 // else wrong: bad syntax, a field of the wrong type, an unknown field,
-// data after the value, or no body.
+// data after the value, or no body; 408 when the body stops arriving past
+// the connection's read deadline.
 func decodeJSON(c echo.Context, v any) error {
 	r := c.Request()
 	if err := checkJSONType(r.Header.Get(echo.HeaderContentType)); err != nil {
@@ -36,6 +38,10 @@ func decodeJSON(c echo.Context, v any) error {
 	if err != nil {
 		if isTooLarge(err) {
 			return err
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server's bound on how long a body may take to arrive.
+			return errorf(http.StatusRequestTimeout, "the request body did not arrive in time")
 		}
 		return errorf(http.StatusBadRequest, "could not read the request body")
 	}

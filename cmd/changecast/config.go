@@ -27,6 +27,11 @@ type config struct {
 	RetainAge       time.Duration
 	Limits          handlers.Limits
 	PprofAddr       string
+	// Connection limits: MaxConnections 0 means derived from the limit
+	// on open files (defaultMaxConnections).
+	MaxConnections int
+	BodyTimeout    time.Duration
+	IdleTimeout    time.Duration
 }
 
 // envVar describes one environment variable: its name, default and the
@@ -138,6 +143,21 @@ var envVars = []envVar{
 		return nil
 	}},
 	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
+	// Connection limits (connlimit.go, bodies.go).
+	{"MAX_CONNECTIONS", "", "a whole number of connections from 1 up, or unset to derive it from the open-file limit", func(c *config, v string) error {
+		if v == "" {
+			c.MaxConnections = 0
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return errBadForm
+		}
+		c.MaxConnections = n
+		return nil
+	}},
+	{"BODY_TIMEOUT", "30s", "a duration from 1s to 5m, such as 30s", durationIn(time.Second, 5*time.Minute, func(c *config, d time.Duration) { c.BodyTimeout = d })},
+	{"IDLE_TIMEOUT", "60s", "a duration from 1s to 10m, such as 60s", durationIn(time.Second, 10*time.Minute, func(c *config, d time.Duration) { c.IdleTimeout = d })},
 }
 
 var errBadForm = fmt.Errorf("bad form")

@@ -158,3 +158,24 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// connCounter is what the connection metrics read of the listener.
+type connCounter interface {
+	Open() int64
+	Refused() uint64
+}
+
+// watchConns registers the connection gauge and refusal counter, read
+// from l at scrape time. Neither has labels.
+func (m *metrics) watchConns(l connCounter) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "changecast_connections_open",
+			Help: "Client connections open, the health reserve included.",
+		}, func() float64 { return float64(l.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "changecast_connections_refused_total",
+			Help: "Connections closed on arrival because MAX_CONNECTIONS and the health reserve were full.",
+		}, func() float64 { return float64(l.Refused()) }),
+	)
+}

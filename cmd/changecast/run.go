@@ -77,10 +77,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if *dev {
 		host = "127.0.0.1"
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+	fileLimit, err := raiseFileLimit()
+	if err != nil {
+		logger.Warn("could not raise the open-file limit", "err", err, "limit", fileLimit)
+	}
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = defaultMaxConnections(fileLimit)
+	} else if fileLimit > 0 && uint64(maxConns) > fileLimit-min(fileLimit, fdHeadroom) {
+		logger.Warn("MAX_CONNECTIONS leaves too few file descriptors for the store and health checks",
+			"max_connections", maxConns, "open_file_limit", fileLimit, "headroom", fdHeadroom)
+	}
+	tcpLn, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
+	ln := newLimitListener(tcpLn, maxConns, healthReserve, reserveProbation)
 	defer ln.Close()
 
 	b, err := openBackend(ctx, cfg, logger)
@@ -102,6 +114,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ShutdownRetryMin: cfg.ShutdownRetry[0], ShutdownRetryMax: cfg.ShutdownRetry[1],
 	})
 	met.watch(mux, b)
+	met.watchConns(ln)
 	// A signal while the feed starts (a database slow to answer) stops it.
 	stopStarting := context.AfterFunc(ctx, mux.Close)
 	err = mux.Start()
@@ -135,13 +148,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	e.Use(met.middleware)
 	srv := &http.Server{
-		Handler:           e,
+		Handler:           serveReserve(guardBodies(e, cfg.BodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       cfg.IdleTimeout,
+		ConnContext:       markReserve,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: it would cut SSE streams. Stream writes push their
-		// own deadlines forward.
+		// own deadlines forward. No ReadTimeout either: it would end a
+		// stream when it expires (its connection is read to learn when
+		// the client goes); guardBodies bounds bodies instead.
 	}
+	logger.Info("connection limits", "max_connections", maxConns, "health_reserve", healthReserve,
+		"open_file_limit", fileLimit, "body_timeout", cfg.BodyTimeout.String(), "idle_timeout", cfg.IdleTimeout.String())
 
 	if cfg.PprofAddr != "" {
 		stop, err := servePprof(cfg.PprofAddr, logger)

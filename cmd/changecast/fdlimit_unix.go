@@ -1,0 +1,26 @@
+//go:build unix
+
+package main
+
+import "syscall"
+
+// raiseFileLimit raises the soft limit on open files (RLIMIT_NOFILE) to
+// the hard limit and returns the soft limit in use. Go already raises it
+// at start (to the hard limit minus one, since Go 1.19); this takes the
+// last one and learns the figure. A limit that cannot be read is 0.
+func raiseFileLimit() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if lim.Cur < lim.Max {
+		want := lim
+		want.Cur = want.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			// macOS refuses an unlimited hard limit; keep what Go set.
+			return uint64(lim.Cur), err
+		}
+		lim = want
+	}
+	return uint64(lim.Cur), nil
+}
