@@ -87,6 +87,7 @@ func newMetrics() *metrics {
 			Help:    "Duration of catch-ups read from the database log.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
+		// reason is one of the fixed reasons stream.StreamEnd names.
 		streamSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "changecast_stream_duration_seconds",
 			Help:    "How long SSE streams stayed open, by why they ended.",
