@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -81,15 +82,14 @@ func IssueToken(secret []byte, sub, role string, rooms []string, ttl time.Durati
 }
 
 // checkSubject accepts what the store accepts as a customer or author:
-// 1 to store.MaxNameLen bytes of UTF-8 without control characters.
+// 1 to store.MaxNameLen bytes of UTF-8 without control characters (C0,
+// DEL or C1).
 func checkSubject(sub string) error {
 	if sub == "" || len(sub) > store.MaxNameLen || !utf8.ValidString(sub) {
 		return fmt.Errorf("subject must be 1 to %d bytes of UTF-8", store.MaxNameLen)
 	}
-	for _, r := range sub {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("subject has a control character")
-		}
+	if hasControl(sub) {
+		return errors.New("subject has a control character")
 	}
 	return nil
 }
@@ -112,11 +112,23 @@ func newAuthenticator(secret []byte, now func() time.Time) *authenticator {
 	}
 }
 
+// MaxTokenLen is the longest token accepted, in bytes (8 KiB). A token of
+// changecast is a few hundred bytes, and a long list of rooms a few KiB;
+// a longer one is refused before any decoding or signature work.
+const MaxTokenLen = 8 << 10
+
 // principal returns who the token names, or an error for the client
-// saying why it is refused (never the token itself).
+// saying why it is refused (never the token itself). Beyond what the JWT
+// library checks, it refuses a token over MaxTokenLen, one with a "crit"
+// header (RFC 7515 §4.1.11: this server understands no extension, so
+// it must refuse any it is told is critical) and one whose exp is not a
+// JSON number (the library also takes a string holding a number).
 func (a *authenticator) principal(token string) (Principal, error) {
+	if len(token) > MaxTokenLen {
+		return Principal{}, fmt.Errorf("token is longer than %d bytes", MaxTokenLen)
+	}
 	var c claims
-	_, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil })
+	tok, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil })
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, errors.New("token expired")
@@ -124,6 +136,12 @@ func (a *authenticator) principal(token string) (Principal, error) {
 		return Principal{}, errors.New("token has no expiry")
 	case err != nil:
 		return Principal{}, errors.New("invalid token")
+	}
+	if _, ok := tok.Header["crit"]; ok {
+		return Principal{}, errors.New("token has a crit header; no extension is supported")
+	}
+	if !a.expIsNumber(token) {
+		return Principal{}, errors.New("token exp must be a number")
 	}
 	if err := checkSubject(c.Subject); err != nil {
 		return Principal{}, fmt.Errorf("token subject: %w", err)
@@ -137,6 +155,26 @@ func (a *authenticator) principal(token string) (Principal, error) {
 		Rooms:   c.Rooms,
 		Expires: c.ExpiresAt.Time,
 	}, nil
+}
+
+// expIsNumber reports whether the exp claim of token, a token the parser
+// has accepted (so its payload decodes), is a JSON number.
+func (a *authenticator) expIsNumber(token string) bool {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	payload, err := a.parser.DecodeSegment(parts[1])
+	if err != nil {
+		return false
+	}
+	var p struct {
+		Exp json.RawMessage `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &p); err != nil || len(p.Exp) == 0 {
+		return false
+	}
+	return p.Exp[0] == '-' || (p.Exp[0] >= '0' && p.Exp[0] <= '9')
 }
 
 // tokenFrom returns the request's token: from the Authorization header

@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -59,6 +61,17 @@ func badTokens(tb testing.TB) map[string]string {
 		tb.Fatal(err)
 	}
 	valid := token(tb, "alice", RoleCustomer, "*")
+	crit := jwt.NewWithClaims(jwt.SigningMethodHS256, good)
+	crit.Header["crit"] = []string{"exp"}
+	critical, err := crit.SignedString(testSecret)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Valid rooms, a valid signature, only too long: 900 rooms make ~15 KiB.
+	many := make([]string, 900)
+	for i := range many {
+		many[i] = fmt.Sprintf("room-%05d", i)
+	}
 	return map[string]string{
 		"no token":       "",
 		"malformed":      "not.a.token",
@@ -73,6 +86,10 @@ func badTokens(tb testing.TB) map[string]string {
 		"no subject":     signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"role": RoleStaff, "rooms": []string{"*"}, "exp": exp}),
 		"rooms a string": signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": "*", "exp": exp}),
 		"not yet valid":  signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleStaff, "exp": exp, "nbf": exp - 60}),
+		"exp a string":   signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": []string{"*"}, "exp": strconv.FormatInt(exp, 10)}),
+		"crit header":    critical,
+		"over 8 KiB":     signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": many, "exp": exp}),
+		"C1 in subject":  signed(tb, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "al\u0085ice", "role": RoleCustomer, "rooms": []string{"*"}, "exp": exp}),
 	}
 }
 

@@ -9,7 +9,10 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -56,6 +59,10 @@ func decodeJSON(c echo.Context, v any) error {
 	}
 	switch _, err := dec.Token(); {
 	case err == io.EOF:
+		// The decoder would also quietly turn a lone surrogate into U+FFFD.
+		if at := loneSurrogate(raw); at >= 0 {
+			return errorf(http.StatusBadRequest, "request body has a lone UTF-16 surrogate escape (at byte %d)", at)
+		}
 		return nil
 	case isTooLarge(err):
 		return err
@@ -63,6 +70,61 @@ func decodeJSON(c echo.Context, v any) error {
 		return errorf(http.StatusBadRequest, "request body has data after the JSON value")
 	}
 }
+
+// loneSurrogate returns the offset in raw, a body that decoded as JSON,
+// of the first \u escape of a UTF-16 surrogate that is not half of a
+// high-low pair, or -1 if there is none. In valid JSON a backslash
+// appears only inside strings and starts an escape, so walking escape by
+// escape finds every \u escape and never mistakes an escaped backslash
+// followed by "u" for one.
+func loneSurrogate(raw []byte) int {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := uEscape(raw, i)
+		switch {
+		case !ok:
+			i++ // a one-character escape: skip the character escaped
+		case utf16.IsSurrogate(r):
+			lo, ok := uEscape(raw, i+6)
+			if r >= 0xdc00 || !ok || lo < 0xdc00 || lo > 0xdfff {
+				return i
+			}
+			i += 11 // the pair, less the loop's own step
+		default:
+			i += 5
+		}
+	}
+	return -1
+}
+
+// uEscape returns the code unit of the \uXXXX escape at raw[i:], if there
+// is one.
+func uEscape(raw []byte, i int) (rune, bool) {
+	if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+	if err != nil {
+		return 0, false
+	}
+	return rune(n), true
+}
+
+// refuseControl answers 400 if name, the value of the name field (a
+// customer, author or SKU), has a control character: C0, DEL or C1
+// (U+0080-U+009F). Such a character is invisible or moves the cursor
+// wherever a name is shown, and no real name holds one.
+func refuseControl(field, name string) error {
+	if hasControl(name) {
+		return errorf(http.StatusBadRequest, "%s has a control character", field)
+	}
+	return nil
+}
+
+// hasControl reports whether s has a C0, DEL or C1 control character.
+func hasControl(s string) bool { return strings.IndexFunc(s, unicode.IsControl) >= 0 }
 
 // checkJSONType answers 415 unless contentType is application/json with
 // at most a UTF-8 charset.

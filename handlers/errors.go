@@ -84,7 +84,7 @@ func (s *server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		if !errors.Is(err, context.Canceled) {
 			s.log.Debug("error after the response began",
-				"err", err, "method", req.Method, "path", req.URL.Path,
+				"err", err, "method", clip(req.Method, maxLoggedValue), "path", clip(req.URL.Path, maxLoggedPath),
 				"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 		}
 		return
@@ -97,15 +97,11 @@ func (s *server) handleError(err error, c echo.Context) {
 	}
 	if unexpected {
 		s.log.Error("request failed",
-			"err", err, "method", req.Method, "path", req.URL.Path,
+			"err", err, "method", clip(req.Method, maxLoggedValue), "path", clip(req.URL.Path, maxLoggedPath),
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 	}
-	if req.Method == http.MethodHead {
-		err = c.NoContent(status)
-	} else {
-		err = c.JSON(status, errorBody{Error: msg})
-	}
-	if err != nil {
+	// HEAD too: it gets GET's headers, and net/http drops the body.
+	if err := c.JSON(status, errorBody{Error: msg}); err != nil {
 		s.log.Debug("writing error answer", "err", err)
 	}
 }

@@ -18,6 +18,15 @@ const (
 	queryLastEventID  = "lastEventId"
 )
 
+// streamHeaders are the headers stream.Multiplexer.Serve answers a
+// stream with, sent alone to a HEAD request (TestHeadAnswersLikeGet
+// checks they match a real stream's).
+var streamHeaders = map[string]string{
+	echo.HeaderContentType: "text/event-stream",
+	"Cache-Control":        "no-cache",
+	"X-Accel-Buffering":    "no",
+}
+
 // orderEvents handles GET /api/orders/:id/events: the stream of one order
 // the principal may see (else 404).
 func (s *server) orderEvents(c echo.Context) error {
@@ -88,6 +97,15 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string) error
 	release, err := s.openStream(c, p)
 	if err != nil {
 		return err
+	}
+	if c.Request().Method == http.MethodHead {
+		// HEAD: what GET would answer, without opening the stream.
+		release()
+		h := c.Response().Header()
+		for k, v := range streamHeaders {
+			h.Set(k, v)
+		}
+		return c.NoContent(http.StatusOK)
 	}
 
 	r := c.Request()

@@ -16,12 +16,32 @@ const ctxKeySubject = "changecast.sub"
 // redacted replaces a secret in a log line.
 const redacted = "REDACTED"
 
+// Bounds on what a request line may hold of the request's URL, so that a
+// client cannot fill the logs with one request: the API's paths and
+// parameters are far shorter (a topic ~70 bytes, an event id at most 512).
+const (
+	// maxLoggedPath is the most bytes of a path logged.
+	maxLoggedPath = 512
+	// maxLoggedValue is the most bytes of one query value, or of a
+	// method, logged.
+	maxLoggedValue = 512
+	// maxLoggedQuery is the most bytes of query logged in all.
+	maxLoggedQuery = 2048
+)
+
+// loggedParams are the query parameters whose values may be logged, in
+// the order they are logged: none of them is a credential. Every other
+// parameter is counted, not shown: its name may itself be a credential
+// (`access_token%3d<token>` is a name), and the name of a credential
+// parameter may take any shape a client invents.
+var loggedParams = []string{"topic", "lastEventId", "limit", "before", "status", "customer"}
+
 // logRequests writes one log line per request when it ends (for a stream
 // on HTTP/1.x: when it is live, its body not counted; the stream's own
-// line comes when it ends): method, path, query (with any access_token
-// value redacted), status, bytes, duration, request_id and, once known,
-// the subject. It answers a handler's error itself so the line carries
-// the final status.
+// line comes when it ends): method, path, the query's known-safe
+// parameters (see loggedQuery), status, bytes, duration, request_id and,
+// once known, the subject. It answers a handler's error itself so the
+// line carries the final status.
 func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -30,11 +50,17 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		req, res := c.Request(), c.Response()
 		attrs := []slog.Attr{
-			slog.String("method", req.Method),
-			slog.String("path", req.URL.Path),
+			slog.String("method", clip(req.Method, maxLoggedValue)),
+			slog.String("path", clip(req.URL.Path, maxLoggedPath)),
 		}
 		if req.URL.RawQuery != "" {
-			attrs = append(attrs, slog.String("query", redactQuery(req.URL.RawQuery)))
+			shown, others := loggedQuery(req.URL.RawQuery, c.QueryParams())
+			if shown != "" {
+				attrs = append(attrs, slog.String("query", shown))
+			}
+			if others > 0 {
+				attrs = append(attrs, slog.Int("query_other", others))
+			}
 		}
 		attrs = append(attrs,
 			slog.Int("status", res.Status),
@@ -54,30 +80,41 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// redactQuery returns the raw query with the value of every access_token
-// parameter replaced. It errs on the side of hiding: a key that merely
-// contains access_token, in any case, escaped or not, and however
-// malformed the rest of the pair, is redacted too.
-func redactQuery(raw string) string {
-	parts := strings.Split(raw, "&")
-	for i, part := range parts {
-		key, _, _ := strings.Cut(part, "=")
-		if isTokenKey(key) {
-			parts[i] = key + "=" + redacted
+// loggedQuery returns what the log shows of a raw query, given the
+// parameters the server parsed from it (url.ParseQuery, as the handlers
+// read them): the values of loggedParams, each clipped, at most
+// maxLoggedQuery bytes in all, and access_token=REDACTED when the token
+// parameter was sent; and how many of the raw query's parameters it does
+// not show. Nothing else of the raw query is ever logged, whatever its
+// shape (semicolons, escaped separators, malformed escapes).
+func loggedQuery(raw string, params url.Values) (shown string, others int) {
+	var b strings.Builder
+	n := 0
+	add := func(k, v string) bool {
+		if b.Len()+len(k)+len(v)+2 > maxLoggedQuery {
+			return false
 		}
-	}
-	return strings.Join(parts, "&")
-}
-
-func isTokenKey(key string) bool {
-	const name = "access_token"
-	if strings.Contains(strings.ToLower(key), name) {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(v)
+		n++
 		return true
 	}
-	k, err := url.QueryUnescape(key)
-	if err != nil {
-		// Not a key Go parses; if it hides the name, hide its value.
-		k = strings.ReplaceAll(key, "%", "")
+params:
+	for _, k := range loggedParams {
+		for _, v := range params[k] {
+			if !add(k, clip(v, maxLoggedValue)) {
+				break params
+			}
+		}
 	}
-	return strings.Contains(strings.ToLower(k), name)
+	for range params[QueryTokenParam] {
+		if !add(QueryTokenParam, redacted) {
+			break
+		}
+	}
+	return b.String(), max(0, strings.Count(raw, "&")+1-n)
 }

@@ -39,6 +39,14 @@ func (s *server) createOrder(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	if err := refuseControl("customer", req.Customer); err != nil {
+		return err
+	}
+	for i, it := range req.Items {
+		if err := refuseControl("items["+strconv.Itoa(i)+"].sku", it.SKU); err != nil {
+			return err
+		}
+	}
 	customer := req.Customer
 	if !p.IsStaff() {
 		if customer != "" && customer != p.Subject {

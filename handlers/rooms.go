@@ -40,6 +40,9 @@ func (s *server) postMessage(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	if err := refuseControl("author", req.Author); err != nil {
+		return err
+	}
 	author := p.Subject
 	switch {
 	case p.Dev && req.Author != "":

@@ -13,25 +13,26 @@ import (
 // the others are public.
 func (s *server) routes(e *echo.Echo, static fs.FS, metrics http.Handler) {
 	auth := s.authenticate
+	// Every GET route answers HEAD too, as load balancers and `curl -I`
+	// expect: like GET, and net/http sends no body. A stream route answers
+	// HEAD with a stream's headers and opens no stream.
+	getHead := []string{http.MethodGet, http.MethodHead}
 
 	e.POST("/api/orders", s.createOrder, auth)
-	e.GET("/api/orders/:id", s.getOrder, auth)
+	e.Match(getHead, "/api/orders/:id", s.getOrder, auth)
 	e.PATCH("/api/orders/:id", s.patchOrder, auth)
-	e.GET("/api/orders/:id/events", s.orderEvents, auth)
+	e.Match(getHead, "/api/orders/:id/events", s.orderEvents, auth)
 
 	e.POST("/api/rooms/:room/messages", s.postMessage, auth)
-	e.GET("/api/rooms/:room/messages", s.listMessages, auth)
-	e.GET("/api/rooms/:room/events", s.roomEvents, auth)
+	e.Match(getHead, "/api/rooms/:room/messages", s.listMessages, auth)
+	e.Match(getHead, "/api/rooms/:room/events", s.roomEvents, auth)
 
-	e.GET("/api/events", s.events, auth)
+	e.Match(getHead, "/api/events", s.events, auth)
 
-	// Health checks and pages answer HEAD too, as load balancers and
-	// `curl -I` expect; net/http sends no body for it.
-	getHead := []string{http.MethodGet, http.MethodHead}
 	e.Match(getHead, "/healthz", s.healthz)
 	e.Match(getHead, "/readyz", s.readyz)
 	if metrics != nil {
-		e.GET("/metrics", echo.WrapHandler(metrics))
+		e.Match(getHead, "/metrics", s.metricsHandler(metrics))
 	}
 	if static != nil {
 		files := echo.WrapHandler(http.FileServerFS(static))

@@ -71,8 +71,14 @@ type Config struct {
 	CORSOrigins []string
 	// Limits bound what one subject may use; zero fields take defaults.
 	Limits Limits
-	// Metrics, when not nil, is served at GET /metrics.
+	// Metrics, when not nil, is served at GET and HEAD /metrics: to
+	// everyone in dev mode; otherwise only to requests with
+	// Authorization: Bearer <MetricsToken>, and to nobody (404) when
+	// MetricsToken is empty.
 	Metrics http.Handler
+	// MetricsToken is the bearer token a scraper of /metrics must show
+	// outside dev mode; empty turns /metrics off there.
+	MetricsToken string
 	// Now returns the current time (token expiry, write rates); nil means
 	// time.Now.
 	Now func() time.Time
@@ -90,6 +96,8 @@ type server struct {
 	limits  Limits
 	open    *streamCounter
 	writes  *writeLimiter
+
+	metricsToken string
 }
 
 // New returns the Echo instance serving every route of changecast's HTTP
@@ -122,6 +130,8 @@ func New(cfg Config) (*echo.Echo, error) {
 		dev:     cfg.Dev,
 		now:     cfg.Now,
 		limits:  limits,
+
+		metricsToken: cfg.MetricsToken,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -153,6 +163,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		LogErrorFunc: s.logPanic,
 	}))
 	e.Use(securityHeaders)
+	e.Use(limitQueryParams)
 	if cors != nil {
 		e.Use(cors)
 	}
@@ -163,6 +174,24 @@ func New(cfg Config) (*echo.Echo, error) {
 // maxRequestIDLen bounds an incoming X-Request-ID echoed and logged: ids
 // from routers are far shorter, and a client cannot fill the logs with one.
 const maxRequestIDLen = 128
+
+// maxQueryParams is the most query parameters a request may carry. It is
+// net/url's own bound (GODEBUG urlmaxqueryparams, default 10000), counted
+// the way net/url counts: past it url.ParseQuery returns no parameter at
+// all, and a handler would answer as if none had been sent. The API
+// needs a few dozen at most.
+const maxQueryParams = 10000
+
+// limitQueryParams answers 400 to a request with more than
+// maxQueryParams query parameters, saying so.
+func limitQueryParams(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if strings.Count(c.Request().URL.RawQuery, "&")+1 > maxQueryParams {
+			return errorf(http.StatusBadRequest, "too many query parameters (at most %d)", maxQueryParams)
+		}
+		return next(c)
+	}
+}
 
 // securityHeaders keeps browsers from guessing content types.
 func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
@@ -177,8 +206,8 @@ func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *server) logPanic(c echo.Context, err error, stack []byte) error {
 	s.log.Error("panic serving request",
 		"err", err,
-		"method", c.Request().Method,
-		"path", c.Request().URL.Path,
+		"method", clip(c.Request().Method, maxLoggedValue),
+		"path", clip(c.Request().URL.Path, maxLoggedPath),
 		"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 		"stack", string(stack))
 	return echo.NewHTTPError(http.StatusInternalServerError, msgInternal)
@@ -186,8 +215,8 @@ func (s *server) logPanic(c echo.Context, err error, stack []byte) error {
 
 // String makes a Config safe to print: it never shows the secret.
 func (c Config) String() string {
-	return fmt.Sprintf("handlers.Config{Dev:%t Secret:%d bytes CORSOrigins:%q Limits:%+v}",
-		c.Dev, len(c.Secret), c.CORSOrigins, c.Limits)
+	return fmt.Sprintf("handlers.Config{Dev:%t Secret:%d bytes MetricsToken:%d bytes CORSOrigins:%q Limits:%+v}",
+		c.Dev, len(c.Secret), len(c.MetricsToken), c.CORSOrigins, c.Limits)
 }
 
 // corsMiddleware allows credentialed cross-origin requests from exactly

@@ -32,6 +32,7 @@ type config struct {
 	MaxConnections int
 	BodyTimeout    time.Duration
 	IdleTimeout    time.Duration
+	MetricsToken   string
 }
 
 // envVar describes one environment variable: its name, default and the
@@ -42,7 +43,7 @@ type envVar struct {
 }
 
 // secretVars are never echoed in errors: a URI may carry a password.
-var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true}
+var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true, "METRICS_TOKEN": true}
 
 var envVars = []envVar{
 	{"PORT", "8080", "a port number 0-65535", func(c *config, v string) error {
@@ -140,6 +141,15 @@ var envVars = []envVar{
 			return errBadForm
 		}
 		c.PprofAddr = v
+		return nil
+	}},
+	{"METRICS_TOKEN", "", "a token of at least 16 printable ASCII characters without spaces", func(c *config, v string) error {
+		// Sent in an Authorization header, so printable ASCII; long enough
+		// not to be guessed by a scraper of the public URL.
+		if v != "" && (len(v) < 16 || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0) {
+			return errBadForm
+		}
+		c.MetricsToken = v
 		return nil
 	}},
 	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -23,6 +24,39 @@ type oldester interface {
 	Oldest(ctx context.Context) (time.Time, bool, error)
 }
 
+// The rule for every label of every metric here: its values come from a
+// small set fixed by the code, never from what a client sends. Each label
+// value is a route pattern, a method, a status, a reason or a kind that
+// the program itself names; anything a client could choose (a made-up
+// method, an unknown path, a topic, a user) is folded into one value such
+// as "other" or "unmatched" before it becomes a label. A label taken
+// straight from a request would let one client grow /metrics and the
+// process's memory without bound (one series per distinct value).
+
+// labelOther is the method label of every method the API does not use.
+const labelOther = "other"
+
+// labelUnmatched is the route label of every request that matched no route.
+const labelUnmatched = "unmatched"
+
+// methodLabel returns method if the API serves it, else labelOther.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch, http.MethodOptions:
+		return method
+	}
+	return labelOther
+}
+
+// statusLabel returns the status as a label: a status the server sends
+// (100-599), else labelOther.
+func statusLabel(status int) string {
+	if status < 100 || status > 599 {
+		return labelOther
+	}
+	return strconv.Itoa(status)
+}
+
 // metrics holds changecast's Prometheus registry and the instruments
 // that are observed as things happen (the rest are read at scrape time).
 type metrics struct {
@@ -31,6 +65,9 @@ type metrics struct {
 	latency    *prometheus.HistogramVec
 	catchUps   prometheus.Histogram
 	streamSecs *prometheus.HistogramVec
+
+	routesOnce sync.Once
+	routes     map[string]bool // the route patterns registered, read once
 }
 
 func newMetrics() *metrics {
@@ -50,6 +87,7 @@ func newMetrics() *metrics {
 			Help:    "Duration of catch-ups read from the database log.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
+		// reason is one of the fixed reasons stream.StreamEnd names.
 		streamSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "changecast_stream_duration_seconds",
 			Help:    "How long SSE streams stayed open, by why they ended.",
@@ -84,18 +122,31 @@ func (m *metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 			err = nil
 		}
-		route := c.Path()
-		if route == "" {
-			route = "unmatched"
-		}
-		status := c.Response().Status
-		method := c.Request().Method
-		m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+		route := m.routeLabel(c)
+		status := statusLabel(c.Response().Status)
+		method := methodLabel(c.Request().Method)
+		m.requests.WithLabelValues(route, method, status).Inc()
 		if !strings.HasSuffix(route, "/events") {
 			m.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 		}
 		return err
 	}
+}
+
+// routeLabel returns the request's route pattern if it is one of the
+// routes registered (every route is registered before the server
+// serves), else labelUnmatched.
+func (m *metrics) routeLabel(c echo.Context) string {
+	m.routesOnce.Do(func() {
+		m.routes = make(map[string]bool)
+		for _, r := range c.Echo().Routes() {
+			m.routes[r.Path] = true
+		}
+	})
+	if route := c.Path(); m.routes[route] {
+		return route
+	}
+	return labelUnmatched
 }
 
 // streamCollector reads the multiplexer's counters at scrape time.

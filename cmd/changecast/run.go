@@ -142,11 +142,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		CORSOrigins: cfg.CORSOrigins,
 		Limits:      cfg.Limits,
 		Metrics:     met.handler(),
+
+		MetricsToken: cfg.MetricsToken,
 	})
 	if err != nil {
 		return err
 	}
 	e.Use(met.middleware)
+	if !*dev && cfg.MetricsToken == "" {
+		logger.Info("/metrics is off (404): set METRICS_TOKEN and scrape with Authorization: Bearer <METRICS_TOKEN> to turn it on")
+	}
 	srv := &http.Server{
 		Handler:           serveReserve(guardBodies(e, cfg.BodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
