@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 
 	"changecast/store"
 	"changecast/stream"
+	"changecast/stream/sseparse"
 )
 
 // testSecret signs the tests' tokens.
@@ -295,41 +295,20 @@ func (e *env) tryStream(tb testing.TB, path string, header map[string]string) (*
 	return s, response{status: res.StatusCode, header: res.Header}
 }
 
-// read parses the stream (LF line ends: what the server writes) until it
-// ends or is closed.
+// read parses the stream (package sseparse) until it ends or is closed.
 func (s *sseStream) read(ctx context.Context, body io.ReadCloser) {
 	defer close(s.done)
 	defer close(s.events)
 	defer body.Close()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var ev sseEvent
-	var data []string
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if ev.Event != "" || data != nil {
-				ev.Data = strings.Join(data, "\n")
-				select {
-				case s.events <- ev:
-				case <-ctx.Done():
-					return
-				}
-			}
-			ev, data = sseEvent{ID: ev.ID}, nil
-			continue
+	dec := sseparse.Decoder{OnEvent: func(ev *sseparse.Event) bool {
+		select {
+		case s.events <- sseEvent{ID: string(ev.ID), Event: string(ev.Name), Data: string(ev.Data)}:
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			ev.ID = value
-		case "event":
-			ev.Event = value
-		case "data":
-			data = append(data, value)
-		}
-	}
+	}}
+	dec.Decode(body)
 }
 
 // Close ends the stream and waits for its reader.

@@ -1,18 +1,18 @@
 package stream
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
+	"strconv"
 	"testing"
 	"time"
+
+	"changecast/stream/sseparse"
 )
 
 func isInvalid(err error) bool { return errors.Is(err, ErrInvalidPosition) }
@@ -22,57 +22,34 @@ type parsedEvent struct {
 	ID, Name, Data string
 }
 
-// parser follows the WHATWG event-stream parsing algorithm.
+// parser follows the WHATWG event-stream parsing algorithm (package
+// sseparse) and keeps what a client ends up with.
 type parser struct {
-	lastID, name string
-	data         strings.Builder
-	hasData      bool
-	retry        string
+	dec    sseparse.Decoder
+	lastID string
+	retry  string // the latest valid retry value, in milliseconds
+	pings  func() // called for each `: ping` comment
 }
 
-// line processes one line (without its terminator) and returns a
-// dispatched event, if any.
-func (p *parser) line(l string) (parsedEvent, bool) {
-	if l == "" {
-		if !p.hasData {
-			p.name = ""
-			return parsedEvent{}, false
+// newParser returns a parser that passes each event to emit, named
+// "message" if it has no name, as EventSource does.
+func newParser(emit func(parsedEvent)) *parser {
+	p := new(parser)
+	p.dec.OnEvent = func(ev *sseparse.Event) bool {
+		e := parsedEvent{ID: string(ev.ID), Name: string(ev.Name), Data: string(ev.Data)}
+		if e.Name == "" {
+			e.Name = "message"
 		}
-		d := p.data.String()
-		d = strings.TrimSuffix(d, "\n")
-		ev := parsedEvent{ID: p.lastID, Name: p.name, Data: d}
-		if ev.Name == "" {
-			ev.Name = "message"
-		}
-		p.data.Reset()
-		p.hasData, p.name = false, ""
-		return ev, true
+		emit(e)
+		return true
 	}
-	if l[0] == ':' {
-		return parsedEvent{}, false
-	}
-	field, value, found := strings.Cut(l, ":")
-	if found {
-		value = strings.TrimPrefix(value, " ")
-	}
-	switch field {
-	case "event":
-		p.name = value
-	case "data":
-		p.data.WriteString(value)
-		p.data.WriteByte('\n')
-		p.hasData = true
-	case "id":
-		if !strings.Contains(value, "\x00") {
-			p.lastID = value
-		}
-	case "retry":
-		// Only a value of ASCII digits counts.
-		if value != "" && strings.Trim(value, "0123456789") == "" {
-			p.retry = value
+	p.dec.OnRetry = func(d time.Duration) { p.retry = strconv.FormatInt(d.Milliseconds(), 10) }
+	p.dec.OnComment = func(text []byte) {
+		if string(text) == " ping" && p.pings != nil {
+			p.pings()
 		}
 	}
-	return parsedEvent{}, false
+	return p
 }
 
 // parseAll splits text into lines on CRLF, LF or CR and parses them, as
@@ -86,23 +63,10 @@ func parseAll(text string) []parsedEvent {
 
 // parseStream is parseAll that also returns the parser's final state.
 func parseStream(text string) (*parser, []parsedEvent) {
-	text = strings.TrimPrefix(text, "\uFEFF")
-	p := new(parser)
 	var out []parsedEvent
-	for len(text) > 0 {
-		i := strings.IndexAny(text, "\r\n")
-		if i < 0 {
-			break // an unterminated line at EOF is not processed
-		}
-		l := text[:i]
-		if text[i] == '\r' && i+1 < len(text) && text[i+1] == '\n' {
-			i++
-		}
-		text = text[i+1:]
-		if ev, ok := p.line(l); ok {
-			out = append(out, ev)
-		}
-	}
+	p := newParser(func(e parsedEvent) { out = append(out, e) })
+	p.dec.Feed([]byte(text)) // an unterminated line at EOF is not processed
+	p.lastID = string(p.dec.LastEventID())
 	return p, out
 }
 
@@ -134,29 +98,16 @@ func dial(tb testing.TB, u, lastID string) *sseConn {
 	}
 	c := &sseConn{resp: resp, events: make(chan parsedEvent, 1<<16), done: make(chan error, 1), cancel: cancel, pings: make(chan struct{}, 1024)}
 	go func() {
-		var p parser
-		br := bufio.NewReader(resp.Body)
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				close(c.events)
-				if err == io.EOF {
-					err = nil
-				}
-				c.done <- err
-				return
-			}
-			l = strings.TrimSuffix(strings.TrimSuffix(l, "\n"), "\r")
-			if l == ": ping" {
-				select {
-				case c.pings <- struct{}{}:
-				default:
-				}
-			}
-			if ev, ok := p.line(l); ok {
-				c.events <- ev
+		p := newParser(func(e parsedEvent) { c.events <- e })
+		p.pings = func() {
+			select {
+			case c.pings <- struct{}{}:
+			default:
 			}
 		}
+		err := p.dec.Decode(resp.Body)
+		close(c.events)
+		c.done <- err
 	}()
 	tb.Cleanup(c.close)
 	return c

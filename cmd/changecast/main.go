@@ -5,6 +5,7 @@
 //	changecast [-dev] [-version]      run the server (configured by environment)
 //	changecast token -sub alice ...   print a signed token for curl users
 //	changecast tail URL               follow a stream and print its events
+//	changecast bench [flags]          load a server on this machine (package loadgen)
 //
 // See README.md for the environment variables.
 package main

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -10,37 +11,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"changecast/stream/sseparse"
 )
 
 // readRawEvents parses complete SSE events (terminated by a blank line)
-// from r until it fails, returning them and the error that ended it.
+// from r until it fails, returning them and the error that ended it
+// (io.EOF at a clean end).
 func readRawEvents(r *bufio.Reader) ([]sseEvent, error) {
-	var (
-		evs []sseEvent
-		cur sseEvent
-		has bool
-	)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return evs, err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		switch {
-		case line == "":
-			if has {
-				evs = append(evs, cur)
-			}
-			cur, has = sseEvent{ID: cur.ID}, false
-		case strings.HasPrefix(line, ":"), strings.HasPrefix(line, "retry:"):
-		case strings.HasPrefix(line, "id: "):
-			cur.ID, has = line[4:], true
-		case strings.HasPrefix(line, "event: "):
-			cur.Name, has = line[7:], true
-		case strings.HasPrefix(line, "data: "):
-			cur.Data, has = append(cur.Data, line[6:]...), true
-		}
+	var evs []sseEvent
+	dec := sseparse.Decoder{OnEvent: func(ev *sseparse.Event) bool {
+		evs = append(evs, sseEvent{ID: string(ev.ID), Name: string(ev.Name), Data: append([]byte(nil), ev.Data...)})
+		return true
+	}}
+	err := dec.Decode(r)
+	if err == nil {
+		err = io.EOF
 	}
+	return evs, err
 }
 
 // TestSlowSubscriberEndToEnd: a client that never reads does not hold up a

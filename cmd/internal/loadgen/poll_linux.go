@@ -1,6 +1,6 @@
 //go:build linux
 
-package main
+package loadgen
 
 import (
 	"context"
@@ -24,62 +24,62 @@ import (
 // (the second finds the socket empty) and a park and wake-up per event.
 
 const (
-	// benchPollBuf is an epoll loop's read buffer, shared by its streams.
-	benchPollBuf = 64 << 10
-	// benchPollEvents is how many ready sockets one epoll_wait returns.
-	benchPollEvents = 512
-	// benchPollWaitMs bounds an epoll_wait, so that streams whose context
+	// pollBuf is an epoll loop's read buffer, shared by its streams.
+	pollBuf = 64 << 10
+	// pollEvents is how many ready sockets one epoll_wait returns.
+	pollEvents = 512
+	// pollWaitMs bounds an epoll_wait, so that streams whose context
 	// ended are closed within this many milliseconds.
-	benchPollWaitMs = 50
+	pollWaitMs = 50
 )
 
-// benchPoll is the set of epoll loops of one run.
-type benchPoll struct {
+// pollSet is the set of epoll loops of one run.
+type pollSet struct {
 	b       *bencher
-	loops   []*benchPollLoop
+	loops   []*pollLoop
 	next    atomic.Uint32
-	byFD    []atomic.Pointer[benchLive]
+	byFD    []atomic.Pointer[liveStream]
 	wg      sync.WaitGroup
 	stopped atomic.Bool
 }
 
-// benchPollLoop is one epoll loop: its goroutine alone reads and closes
+// pollLoop is one epoll loop: its goroutine alone reads and closes
 // its streams.
-type benchPollLoop struct {
-	p    *benchPoll
+type pollLoop struct {
+	p    *pollSet
 	epfd int
 
 	mu    sync.Mutex
-	kills []*benchLive // streams whose context ended
-	live  map[*benchLive]struct{}
+	kills []*liveStream // streams whose context ended
+	live  map[*liveStream]struct{}
 }
 
-// benchLive is a stream whose socket an epoll loop reads.
-type benchLive struct {
+// liveStream is a stream whose socket an epoll loop reads.
+type liveStream struct {
 	ctx  context.Context
-	s    *benchStream
-	h    benchHandler
+	s    *stream
+	h    handler
 	fd   int
-	loop *benchPollLoop
+	loop *pollLoop
 	done func()      // ends the stream's life
 	stop func() bool // stops the kill on ctx end
 }
 
-// newBenchPoll starts one epoll loop per core, with room for descriptors
+// newPollSet starts one epoll loop per core, with room for descriptors
 // up to the open-file limit.
-func newBenchPoll(b *bencher) (*benchPoll, error) {
+func newPollSet(b *bencher) (*pollSet, error) {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	p := &benchPoll{b: b, byFD: make([]atomic.Pointer[benchLive], min(l.Cur, 1<<22)+64)}
+	p := &pollSet{b: b, byFD: make([]atomic.Pointer[liveStream], min(l.Cur, 1<<22)+64)}
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
 			p.close()
 			return nil, fmt.Errorf("bench: epoll: %w", err)
 		}
-		loop := &benchPollLoop{p: p, epfd: epfd, live: make(map[*benchLive]struct{})}
+		loop := &pollLoop{p: p, epfd: epfd, live: make(map[*liveStream]struct{})}
 		p.loops = append(p.loops, loop)
 		p.wg.Go(loop.run)
 	}
@@ -87,7 +87,7 @@ func newBenchPoll(b *bencher) (*benchPoll, error) {
 }
 
 // close stops the loops, ends the streams they still hold and waits.
-func (p *benchPoll) close() {
+func (p *pollSet) close() {
 	p.stopped.Store(true)
 	p.wg.Wait()
 	for _, loop := range p.loops {
@@ -97,7 +97,7 @@ func (p *benchPoll) close() {
 
 // connectLoop connects s (after a backoff unless first) until a socket
 // is handed to an epoll loop; done is called when s's life ends.
-func (b *bencher) connectLoop(ctx context.Context, s *benchStream, h benchHandler, first bool, done func()) {
+func (b *bencher) connectLoop(ctx context.Context, s *stream, h handler, first bool, done func()) {
 	for ; ; first = false {
 		if !first && !b.backoff(ctx, s) {
 			done()
@@ -106,14 +106,14 @@ func (b *bencher) connectLoop(ctx context.Context, s *benchStream, h benchHandle
 		conn, err := b.handshake(ctx, s, h)
 		if err == nil {
 			var fd int
-			if fd, err = benchDetach(conn); err == nil {
+			if fd, err = detach(conn); err == nil {
 				if err = b.poll.add(ctx, s, h, fd, done); err == nil {
 					return
 				}
 			}
 			b.open.Add(-1)
 		}
-		if ctx.Err() != nil || errors.Is(err, errBenchStop) {
+		if ctx.Err() != nil || errors.Is(err, errStop) {
 			done()
 			return
 		}
@@ -124,10 +124,10 @@ func (b *bencher) connectLoop(ctx context.Context, s *benchStream, h benchHandle
 	}
 }
 
-// benchDetach takes the socket out of Go's network poller: it returns a
+// detach takes the socket out of Go's network poller: it returns a
 // duplicate of conn's descriptor (non-blocking, as Go left it) and
 // closes conn.
-func benchDetach(conn net.Conn) (int, error) {
+func detach(conn net.Conn) (int, error) {
 	defer conn.Close()
 	tc, ok := conn.(*net.TCPConn)
 	if !ok {
@@ -150,9 +150,9 @@ func benchDetach(conn net.Conn) (int, error) {
 }
 
 // add hands a connected socket to the next epoll loop.
-func (p *benchPoll) add(ctx context.Context, s *benchStream, h benchHandler, fd int, done func()) error {
+func (p *pollSet) add(ctx context.Context, s *stream, h handler, fd int, done func()) error {
 	loop := p.loops[p.next.Add(1)%uint32(len(p.loops))]
-	l := &benchLive{ctx: ctx, s: s, h: h, fd: fd, loop: loop, done: done}
+	l := &liveStream{ctx: ctx, s: s, h: h, fd: fd, loop: loop, done: done}
 	fail := func(err error) error {
 		syscall.Close(fd)
 		return err
@@ -181,12 +181,12 @@ func (p *benchPoll) add(ctx context.Context, s *benchStream, h benchHandler, fd 
 }
 
 // run is the loop's goroutine.
-func (loop *benchPollLoop) run() {
+func (loop *pollLoop) run() {
 	p, b := loop.p, loop.p.b
-	events := make([]syscall.EpollEvent, benchPollEvents)
-	buf := make([]byte, benchPollBuf)
+	events := make([]syscall.EpollEvent, pollEvents)
+	buf := make([]byte, pollBuf)
 	for {
-		n, err := syscall.EpollWait(loop.epfd, events, benchPollWaitMs)
+		n, err := syscall.EpollWait(loop.epfd, events, pollWaitMs)
 		if n > 0 && n < len(events) && b.cfg.Coalesce > 0 {
 			// Let more sockets become readable: one epoll_wait for many.
 			time.Sleep(b.cfg.Coalesce)
@@ -224,7 +224,7 @@ func (loop *benchPollLoop) run() {
 		}
 		if p.stopped.Load() {
 			loop.mu.Lock()
-			rest := make([]*benchLive, 0, len(loop.live))
+			rest := make([]*liveStream, 0, len(loop.live))
 			for l := range loop.live {
 				rest = append(rest, l)
 			}
@@ -240,7 +240,7 @@ func (loop *benchPollLoop) run() {
 // end closes a stream's socket; the stream then reconnects in a new
 // goroutine (which carries on its life), unless it was stopped or its
 // context ended.
-func (loop *benchPollLoop) end(l *benchLive, err error) {
+func (loop *pollLoop) end(l *liveStream, err error) {
 	p, b := loop.p, loop.p.b
 	_ = syscall.EpollCtl(loop.epfd, syscall.EPOLL_CTL_DEL, l.fd, nil)
 	p.byFD[l.fd].Store(nil)
@@ -250,7 +250,7 @@ func (loop *benchPollLoop) end(l *benchLive, err error) {
 	loop.mu.Unlock()
 	l.stop()
 	b.open.Add(-1)
-	if errors.Is(err, errBenchStop) || l.ctx.Err() != nil || p.stopped.Load() {
+	if errors.Is(err, errStop) || l.ctx.Err() != nil || p.stopped.Load() {
 		l.done()
 		return
 	}
@@ -261,9 +261,9 @@ func (loop *benchPollLoop) end(l *benchLive, err error) {
 	go b.connectLoop(l.ctx, l.s, l.h, false, l.done) // owned by the stream's life (done)
 }
 
-// benchRaiseFileLimit raises the open-file limit to its hard limit: each
+// raiseFileLimit raises the open-file limit to its hard limit: each
 // stream is a file descriptor.
-func benchRaiseFileLimit(log io.Writer) {
+func raiseFileLimit(log io.Writer) {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"bytes"
@@ -11,30 +11,30 @@ import (
 	"time"
 )
 
-// benchStormWriters is how many rooms are written at once while the
+// stormWriters is how many rooms are written at once while the
 // storm's clients are away; each room is written by one writer, in order.
-const benchStormWriters = 32
+const stormWriters = 32
 
-// benchStormLinger is how long the storm keeps reading after the last
+// stormLinger is how long the storm keeps reading after the last
 // client caught up, to see duplicates that follow the last event.
-const benchStormLinger = 250 * time.Millisecond
+const stormLinger = 250 * time.Millisecond
 
-// benchRoomLog is what the storm wrote to one room, in log order. Ids and
+// roomLog is what the storm wrote to one room, in log order. Ids and
 // texts are kept back to back in two arrays: thousands of clients walk
 // them in order while checking millions of events, and scattered strings
 // would cost a cache miss or two per event.
-type benchRoomLog struct {
+type roomLog struct {
 	ids, texts     []byte  // texts as `"text":"<text>"`, as the event's JSON carries them
 	idEnd, textEnd []int32 // where each message's id and text end
 	index          map[string]int32
 }
 
-func newBenchRoomLog(n int) *benchRoomLog {
-	return &benchRoomLog{index: make(map[string]int32, n)}
+func newRoomLog(n int) *roomLog {
+	return &roomLog{index: make(map[string]int32, n)}
 }
 
 // add records the next message written: its id and text.
-func (l *benchRoomLog) add(id, text string) {
+func (l *roomLog) add(id, text string) {
 	l.index[id] = int32(len(l.idEnd))
 	l.ids = append(l.ids, id...)
 	l.idEnd = append(l.idEnd, int32(len(l.ids)))
@@ -45,21 +45,21 @@ func (l *benchRoomLog) add(id, text string) {
 }
 
 // len returns how many messages were written.
-func (l *benchRoomLog) len() int { return len(l.idEnd) }
+func (l *roomLog) len() int { return len(l.idEnd) }
 
-func (l *benchRoomLog) id(p int) []byte   { return l.ids[l.start(l.idEnd, p):l.idEnd[p]] }
-func (l *benchRoomLog) text(p int) []byte { return l.texts[l.start(l.textEnd, p):l.textEnd[p]] }
+func (l *roomLog) id(p int) []byte   { return l.ids[l.start(l.idEnd, p):l.idEnd[p]] }
+func (l *roomLog) text(p int) []byte { return l.texts[l.start(l.textEnd, p):l.textEnd[p]] }
 
-func (l *benchRoomLog) start(ends []int32, p int) int32 {
+func (l *roomLog) start(ends []int32, p int) int32 {
 	if p == 0 {
 		return 0
 	}
 	return ends[p-1]
 }
 
-// benchStormClient is one storm client's check of what it receives.
-type benchStormClient struct {
-	log        *benchRoomLog
+// stormClient is one storm client's check of what it receives.
+type stormClient struct {
+	log        *roomLog
 	seen       []uint64
 	got        int
 	next       int // one past the latest message received
@@ -75,13 +75,13 @@ type benchStormClient struct {
 // each holds every message it missed, and checks that each received them
 // exactly once and in order (the message ids and texts written, and SSE
 // ids that only increase).
-func (b *bencher) storm(ctx context.Context) (benchResult, error) {
-	var res benchResult
-	ss := b.newStreams(benchStormReadBuf)
+func (b *bencher) storm(ctx context.Context) (Result, error) {
+	var res Result
+	ss := b.newStreams(stormReadBuf)
 
 	// 1. Connect, take the snapshot's id, go away.
 	var wg sync.WaitGroup
-	connect, err := b.connectAll(ctx, &wg, ss, func(s *benchStream, ev *benchEvent) bool {
+	connect, err := b.connectAll(ctx, &wg, ss, func(s *stream, ev *event) bool {
 		s.countEvent(ev)
 		return string(ev.name) != "snapshot"
 	})
@@ -106,7 +106,13 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	}
 	res.WriteErrors = int64(b.cfg.Rooms*b.cfg.Behind) - res.Writes
 
-	// 3. Everyone back at once.
+	return res, b.stormBack(ctx, ss, logs, &res)
+}
+
+// stormBack is the storm's third step: every client reconnects at once
+// with its last event id; it fills res with what they received.
+func (b *bencher) stormBack(ctx context.Context, ss []*stream, logs []*roomLog, res *Result) error {
+	var wg sync.WaitGroup
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -114,7 +120,7 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	allDone := make(chan struct{})
 	for _, s := range ss {
 		l := logs[s.roomIdx]
-		s.storm = &benchStormClient{log: l, seen: make([]uint64, (l.len()+63)/64)}
+		s.storm = &stormClient{log: l, seen: make([]uint64, (l.len()+63)/64)}
 		res.Expected += int64(l.len())
 		if l.len() > 0 {
 			pending.Add(1)
@@ -124,7 +130,7 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 		close(allDone)
 	}
 	fmt.Fprintf(b.log, "bench: %d clients reconnecting at once, %d events behind each (%d in all)\n", len(ss), b.cfg.Behind, res.Expected)
-	st0, self0 := b.serverStats(ctx), benchSelfCPU()
+	st0, self0 := b.serverStats(ctx), selfCPU()
 	var delivered atomic.Int64
 	var last int64
 	stop := b.progress(func(time.Duration) string {
@@ -136,7 +142,7 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	})
 	start := time.Now()
 	for _, s := range ss {
-		b.start(ctx, &wg, s, func(s *benchStream, ev *benchEvent) bool {
+		b.start(ctx, &wg, s, func(s *stream, ev *event) bool {
 			if !s.countEvent(ev) {
 				return true
 			}
@@ -163,44 +169,50 @@ func (b *bencher) storm(ctx context.Context) (benchResult, error) {
 	case <-parent.Done():
 	}
 	caught := time.Since(start)
-	st1, self1 := b.serverStats(ctx), benchSelfCPU()
+	st1, self1 := b.serverStats(ctx), selfCPU()
 	d1 := delivered.Load()
-	time.Sleep(benchStormLinger)
+	time.Sleep(stormLinger)
 	stop()
 	res.Streams = b.open.Load()
 	cancel()
 	wg.Wait()
 	if err := parent.Err(); err != nil {
-		return res, err
+		return err
 	}
 
-	var h benchHist
+	res.addStormClients(ss, caught, d1)
+	res.applyServerStats(st0, st1, d1, int64(len(ss)), caught)
+	res.applyClientCPU(self0, self1, d1)
+	return nil
+}
+
+// addStormClients adds up what the storm's clients received, and how long
+// each took to catch up.
+func (r *Result) addStormClients(ss []*stream, caught time.Duration, delivered int64) {
+	var h hist
 	for _, s := range ss {
 		c := s.storm
-		res.Delivered += int64(c.got)
-		res.Duplicates += c.dups
-		res.OutOfOrder += c.disorder + s.idDisorder
-		res.Unexpected += c.unexpected + s.unexpected
-		res.Resets += s.resets
+		r.Delivered += int64(c.got)
+		r.Duplicates += c.dups
+		r.OutOfOrder += c.disorder + s.idDisorder
+		r.Unexpected += c.unexpected + s.unexpected
+		r.Resets += s.resets
 		if c.caughtUp > 0 {
-			res.CaughtUp++
+			r.CaughtUp++
 			h.add(c.caughtUp.Nanoseconds())
 		}
 	}
-	res.Lost = res.Expected - res.Delivered
-	res.CaughtUpSeconds = caught.Seconds()
-	res.Seconds = caught.Seconds()
-	res.DeliveriesPerS = float64(d1) / caught.Seconds()
-	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
-	res.applyServerStats(st0, st1, d1, int64(len(ss)), caught)
-	res.applyClientCPU(self0, self1, d1)
-	return res, nil
+	r.Lost = r.Expected - r.Delivered
+	r.CaughtUpSeconds = caught.Seconds()
+	r.Seconds = caught.Seconds()
+	r.DeliveriesPerS = float64(delivered) / caught.Seconds()
+	r.P50ms, r.P90ms, r.P99ms, r.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
 }
 
 // check records one message event; it reports whether it was a new one
 // of the messages this client missed.
-func (c *benchStormClient) check(data []byte) bool {
-	id, rest := benchMessageID(data)
+func (c *stormClient) check(data []byte) bool {
+	id, rest := messageID(data)
 	p := int32(c.next)
 	if c.next >= c.log.len() || !bytes.Equal(id, c.log.id(c.next)) {
 		var ok bool
@@ -227,10 +239,10 @@ func (c *benchStormClient) check(data []byte) bool {
 	return true
 }
 
-// benchMessageID returns the message id in a message event's data
+// messageID returns the message id in a message event's data
 // (`{"topic":...,"message":{"id":"...",...}}`), or nil, and the data
 // after it.
-func benchMessageID(data []byte) (id, rest []byte) {
+func messageID(data []byte) (id, rest []byte) {
 	i := bytes.Index(data, []byte(`"message":`))
 	if i < 0 {
 		return nil, nil
@@ -250,12 +262,12 @@ func benchMessageID(data []byte) (id, rest []byte) {
 
 // stormWrite writes cfg.Behind messages to every room, each room's in
 // order by one writer, and returns what each room got.
-func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
-	run := benchRunID()
-	logs := make([]*benchRoomLog, b.cfg.Rooms)
+func (b *bencher) stormWrite(ctx context.Context) ([]*roomLog, error) {
+	run := runID()
+	logs := make([]*roomLog, b.cfg.Rooms)
 	rooms := make(chan int, b.cfg.Rooms)
 	for r := range b.cfg.Rooms {
-		logs[r] = newBenchRoomLog(b.cfg.Behind)
+		logs[r] = newRoomLog(b.cfg.Behind)
 		rooms <- r
 	}
 	close(rooms)
@@ -271,7 +283,7 @@ func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
 	})
 	defer stop()
 	var wg sync.WaitGroup
-	for range min(b.cfg.Rooms, benchStormWriters) {
+	for range min(b.cfg.Rooms, stormWriters) {
 		wg.Go(func() {
 			var body []byte
 			for r := range rooms {
@@ -280,7 +292,7 @@ func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
 					if ctx.Err() != nil {
 						return
 					}
-					text := "storm " + run + " " + strconv.Itoa(r) + " " + strconv.Itoa(i) + benchPadding(b.cfg.Size)
+					text := "storm " + run + " " + strconv.Itoa(r) + " " + strconv.Itoa(i) + padding(b.cfg.Size)
 					body = append(body[:0], `{"text":`...)
 					body = strconv.AppendQuote(body, text)
 					if b.cfg.Token == "" {
@@ -313,8 +325,8 @@ func (b *bencher) stormWrite(ctx context.Context) ([]*benchRoomLog, error) {
 	return logs, ctx.Err()
 }
 
-// benchPadding returns " " and n-1 bytes of padding, or "" for n = 0.
-func benchPadding(n int) string {
+// padding returns " " and n-1 bytes of padding, or "" for n = 0.
+func padding(n int) string {
 	if n == 0 {
 		return ""
 	}
