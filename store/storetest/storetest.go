@@ -1,162 +1,42 @@
-package store
+// Package storetest is the conformance suite: one set of cases every
+// store.Backend passes. Each backend's tests call Run with a Harness that
+// opens that backend; the cases use only the Backend contract.
+package storetest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"changecast/store"
 )
 
-// The conformance suite: one set of cases every backend passes. It runs
-// against the embedded store always and against MongoDB when MONGODB_URI
-// names a replica set (a fresh database per run, dropped afterwards).
-
-// confBackend is the method set both backends share.
-type confBackend interface {
-	Close() error
-	Ping(ctx context.Context) error
-	CreateOrder(ctx context.Context, customer string, items []Item) (Order, error)
-	GetOrder(ctx context.Context, id string) (Order, error)
-	UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (Order, error)
-	PostMessage(ctx context.Context, room, author, text string) (Message, error)
-	ListMessages(ctx context.Context, room, before string, limit int) ([]Message, error)
-	Head(ctx context.Context) (string, error)
-	Follow(ctx context.Context, after string, fn func(Batch) error) error
-	CatchUp(ctx context.Context, topics []string, after, until string, fn func(Change) error) error
-	Snapshot(ctx context.Context, topics []string) ([]Snapshot, string, error)
-	CheckPosition(pos string) error
-}
-
-var (
-	_ confBackend = (*Mongo)(nil)
-	_ confBackend = (*Bolt)(nil)
-)
-
-// confWait bounds every wait for a change to arrive. It guards against a
+// Wait bounds every wait for a change to arrive. It guards against a
 // hang; it asserts nothing about speed.
-const confWait = 30 * time.Second
+const Wait = 30 * time.Second
 
-// confHarness adapts one backend to the suite.
-type confHarness struct {
-	// storage returns an opener for fresh storage: each call of the
+// Harness adapts one backend to the suite.
+type Harness struct {
+	// Storage returns an opener for fresh storage: each call of the
 	// opener opens a store on that same storage (a reopen after Close
-	// sees what the earlier store wrote). Stores are closed by cleanup.
-	storage func(t *testing.T) func(t *testing.T) confBackend
-	// loseHistory returns a store and a position whose history the store
+	// sees what the earlier store wrote). The opener registers the
+	// store's Close with t.Cleanup.
+	Storage func(t *testing.T) func(t *testing.T) store.Backend
+	// LoseHistory returns a store and a position whose history the store
 	// no longer has, or skips the test saying why it cannot.
-	loseHistory func(t *testing.T) (confBackend, string)
+	LoseHistory func(t *testing.T) (store.Backend, string)
 }
 
-func TestConformance(t *testing.T) {
-	t.Run("bolt", func(t *testing.T) {
-		confRun(t, confBoltHarness())
-	})
-	t.Run("mongo", func(t *testing.T) {
-		uri := os.Getenv("MONGODB_URI")
-		if uri == "" {
-			t.Skip("MONGODB_URI not set: MongoDB conformance skipped")
-		}
-		confRun(t, confMongoHarness(t, uri))
-	})
-}
-
-func confOpenBolt(t *testing.T, dir string, opts BoltOptions) confBackend {
-	t.Helper()
-	b, err := OpenBolt(dir, opts)
-	if err != nil {
-		t.Fatalf("OpenBolt: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
-}
-
-func confBoltHarness() confHarness {
-	return confHarness{
-		storage: func(t *testing.T) func(t *testing.T) confBackend {
-			dir := t.TempDir()
-			return func(t *testing.T) confBackend { return confOpenBolt(t, dir, BoltOptions{}) }
-		},
-		loseHistory: func(t *testing.T) (confBackend, string) {
-			// Keep only the newest change; prune by hand, not by timer.
-			bt, err := OpenBolt(t.TempDir(), BoltOptions{RetainCount: 1, PruneInterval: time.Hour})
-			if err != nil {
-				t.Fatalf("OpenBolt: %v", err)
-			}
-			t.Cleanup(func() { _ = bt.Close() })
-			ctx := context.Background()
-			first, err := bt.Head(ctx)
-			if err != nil {
-				t.Fatalf("Head: %v", err)
-			}
-			o := confCreateOrder(t, bt)
-			for _, st := range []string{StatusPreparing, StatusOutForDelivery, StatusDelivered} {
-				confUpdate(t, bt, o.ID, st)
-			}
-			n, err := bt.prune(ctx)
-			if err != nil || n == 0 {
-				t.Fatalf("prune: pruned %d, %v; want the older changes gone", n, err)
-			}
-			return bt, first
-		},
-	}
-}
-
-func confMongoHarness(t *testing.T, uri string) confHarness {
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	database := "changecast_conf_" + hex.EncodeToString(rnd[:])
-	open := func(t *testing.T) confBackend {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), confWait)
-		defer cancel()
-		m, err := OpenMongo(ctx, uri, database, MongoOptions{})
-		if err != nil {
-			t.Fatalf("OpenMongo: %v", err)
-		}
-		t.Cleanup(func() { _ = m.Close() })
-		return m
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), confWait)
-		defer cancel()
-		m, err := OpenMongo(ctx, uri, database, MongoOptions{})
-		if err != nil {
-			t.Errorf("drop the test database %s: %v", database, err)
-			return
-		}
-		defer m.Close()
-		if err := m.db.Drop(ctx); err != nil {
-			t.Errorf("drop the test database %s: %v", database, err)
-		}
-	})
-	return confHarness{
-		// One database per run; every case uses its own orders and rooms.
-		storage: func(*testing.T) func(t *testing.T) confBackend { return open },
-		loseHistory: func(t *testing.T) (confBackend, string) {
-			// The oplog cannot be made to roll over from here; a
-			// high-water mark moved back to 1970 is older than any
-			// oplog, which the server reports as lost history.
-			b := open(t)
-			head, err := b.Head(context.Background())
-			if err != nil {
-				t.Fatalf("Head: %v", err)
-			}
-			return b, head[:2] + "0000000100000001" + head[18:]
-		},
-	}
-}
-
-func confRun(t *testing.T, h confHarness) {
+// Run runs every case of the suite against h, each as a subtest of t.
+func Run(t *testing.T, h Harness) {
 	cases := []struct {
 		name string
-		run  func(t *testing.T, h confHarness)
+		run  func(t *testing.T, h Harness)
 	}{
 		{"write and read back", confWriteRead},
 		{"errors", confErrors},
@@ -178,16 +58,16 @@ var confRooms atomic.Int64
 // confRoom returns a room name no other case uses.
 func confRoom() string { return fmt.Sprintf("conf-%d", confRooms.Add(1)) }
 
-func confCreateOrder(tb testing.TB, b confBackend) Order {
+func confCreateOrder(tb testing.TB, b store.Backend) store.Order {
 	tb.Helper()
-	o, err := b.CreateOrder(context.Background(), "ann", []Item{{SKU: "pizza", Qty: 2}, {SKU: "cola", Qty: 1}})
+	o, err := b.CreateOrder(context.Background(), "ann", []store.Item{{SKU: "pizza", Qty: 2}, {SKU: "cola", Qty: 1}})
 	if err != nil {
 		tb.Fatalf("CreateOrder: %v", err)
 	}
 	return o
 }
 
-func confPost(tb testing.TB, b confBackend, room, text string) Message {
+func confPost(tb testing.TB, b store.Backend, room, text string) store.Message {
 	tb.Helper()
 	m, err := b.PostMessage(context.Background(), room, "bob", text)
 	if err != nil {
@@ -196,7 +76,7 @@ func confPost(tb testing.TB, b confBackend, room, text string) Message {
 	return m
 }
 
-func confUpdate(tb testing.TB, b confBackend, id, status string) Order {
+func confUpdate(tb testing.TB, b store.Backend, id, status string) store.Order {
 	tb.Helper()
 	o, err := b.UpdateOrderStatus(context.Background(), id, status, 0)
 	if err != nil {
@@ -205,7 +85,7 @@ func confUpdate(tb testing.TB, b confBackend, id, status string) Order {
 	return o
 }
 
-func confSameOrder(tb testing.TB, what string, got, want Order) {
+func confSameOrder(tb testing.TB, what string, got, want store.Order) {
 	tb.Helper()
 	if got.ID != want.ID || got.Customer != want.Customer || got.Status != want.Status ||
 		got.Version != want.Version || !slices.Equal(got.Items, want.Items) ||
@@ -216,14 +96,14 @@ func confSameOrder(tb testing.TB, what string, got, want Order) {
 
 // confFollow follows b from after until done reports true for a change (of
 // any topic) and returns the batches seen. It fails the test if that takes
-// longer than confWait.
-func confFollow(tb testing.TB, b confBackend, after string, done func(Change) bool) []Batch {
+// longer than Wait.
+func confFollow(tb testing.TB, b store.Backend, after string, done func(store.Change) bool) []store.Batch {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), confWait)
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	var batches []Batch
+	var batches []store.Batch
 	errDone := errors.New("done")
-	err := b.Follow(ctx, after, func(bt Batch) error {
+	err := b.Follow(ctx, after, func(bt store.Batch) error {
 		batches = append(batches, bt)
 		for _, c := range bt.Changes {
 			if done(c) {
@@ -238,21 +118,21 @@ func confFollow(tb testing.TB, b confBackend, after string, done func(Change) bo
 	return batches
 }
 
-// confAwait waits for a value on ch, failing the test after confWait.
+// confAwait waits for a value on ch, failing the test after Wait.
 func confAwait[T any](tb testing.TB, ch <-chan T, what string) T {
 	tb.Helper()
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(confWait):
-		tb.Fatalf("no %s within %v", what, confWait)
+	case <-time.After(Wait):
+		tb.Fatalf("no %s within %v", what, Wait)
 		panic("unreachable")
 	}
 }
 
 // confChanges flattens batches to the changes on topics, in order.
-func confChanges(batches []Batch, topics ...string) []Change {
-	var out []Change
+func confChanges(batches []store.Batch, topics ...string) []store.Change {
+	var out []store.Change
 	for _, bt := range batches {
 		for _, c := range bt.Changes {
 			if slices.Contains(topics, c.Topic) {
@@ -264,12 +144,12 @@ func confChanges(batches []Batch, topics ...string) []Change {
 }
 
 // confCatchUp returns what CatchUp gives for topics in (after, until].
-func confCatchUp(tb testing.TB, b confBackend, topics []string, after, until string) []Change {
+func confCatchUp(tb testing.TB, b store.Backend, topics []string, after, until string) []store.Change {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), confWait)
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	var out []Change
-	if err := b.CatchUp(ctx, topics, after, until, func(c Change) error {
+	var out []store.Change
+	if err := b.CatchUp(ctx, topics, after, until, func(c store.Change) error {
 		out = append(out, c)
 		return nil
 	}); err != nil {
@@ -279,7 +159,7 @@ func confCatchUp(tb testing.TB, b confBackend, topics []string, after, until str
 }
 
 // confDescribe renders changes as "pos topic op version/text" lines.
-func confDescribe(cs []Change) []string {
+func confDescribe(cs []store.Change) []string {
 	var out []string
 	for _, c := range cs {
 		s := c.Pos + " " + c.Topic + " " + c.Op
@@ -296,7 +176,7 @@ func confDescribe(cs []Change) []string {
 
 // confHistory writes a mix of changes on one order and one room and returns
 // the position before them and the changes as Follow reports them.
-func confHistory(t *testing.T, b confBackend) (head string, topics []string, changes []Change) {
+func confHistory(t *testing.T, b store.Backend) (head string, topics []string, changes []store.Change) {
 	t.Helper()
 	ctx := context.Background()
 	head, err := b.Head(ctx)
@@ -306,12 +186,12 @@ func confHistory(t *testing.T, b confBackend) (head string, topics []string, cha
 	room := confRoom()
 	o := confCreateOrder(t, b)
 	confPost(t, b, room, "one")
-	confUpdate(t, b, o.ID, StatusPreparing)
+	confUpdate(t, b, o.ID, store.StatusPreparing)
 	confPost(t, b, room, "two")
-	confUpdate(t, b, o.ID, StatusOutForDelivery)
+	confUpdate(t, b, o.ID, store.StatusOutForDelivery)
 	last := confPost(t, b, room, "three")
-	topics = []string{OrderTopic(o.ID), RoomTopic(room)}
-	batches := confFollow(t, b, head, func(c Change) bool { return c.Message != nil && c.Message.ID == last.ID })
+	topics = []string{store.OrderTopic(o.ID), store.RoomTopic(room)}
+	batches := confFollow(t, b, head, func(c store.Change) bool { return c.Message != nil && c.Message.ID == last.ID })
 	changes = confChanges(batches, topics...)
 	if len(changes) != 6 {
 		t.Fatalf("Follow from Head saw %d changes on its topics, want 6:\n%s", len(changes), strings.Join(confDescribe(changes), "\n"))
@@ -319,14 +199,14 @@ func confHistory(t *testing.T, b confBackend) (head string, topics []string, cha
 	return head, topics, changes
 }
 
-func confWriteRead(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confWriteRead(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	ctx := context.Background()
 	if err := b.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	o := confCreateOrder(t, b)
-	if !ValidOrderID(o.ID) || o.Status != StatusPlaced || o.Version != 1 || o.Customer != "ann" || len(o.Items) != 2 {
+	if !store.ValidOrderID(o.ID) || o.Status != store.StatusPlaced || o.Version != 1 || o.Customer != "ann" || len(o.Items) != 2 {
 		t.Errorf("CreateOrder: got %+v, want a placed order, version 1, with 2 items", o)
 	}
 	got, err := b.GetOrder(ctx, o.ID)
@@ -335,11 +215,11 @@ func confWriteRead(t *testing.T, h confHarness) {
 	}
 	confSameOrder(t, "GetOrder after CreateOrder", got, o)
 
-	u, err := b.UpdateOrderStatus(ctx, o.ID, StatusPreparing, 1)
+	u, err := b.UpdateOrderStatus(ctx, o.ID, store.StatusPreparing, 1)
 	if err != nil {
 		t.Fatalf("UpdateOrderStatus: %v", err)
 	}
-	if u.Status != StatusPreparing || u.Version != 2 || u.UpdatedAt.Before(o.UpdatedAt) || !u.CreatedAt.Equal(o.CreatedAt) {
+	if u.Status != store.StatusPreparing || u.Version != 2 || u.UpdatedAt.Before(o.UpdatedAt) || !u.CreatedAt.Equal(o.CreatedAt) {
 		t.Errorf("UpdateOrderStatus: got %+v, want preparing, version 2, updatedAt not before %v", u, o.UpdatedAt)
 	}
 	got, err = b.GetOrder(ctx, o.ID)
@@ -349,15 +229,15 @@ func confWriteRead(t *testing.T, h confHarness) {
 	confSameOrder(t, "GetOrder after UpdateOrderStatus", got, u)
 
 	room := confRoom()
-	var posted []Message
+	var posted []store.Message
 	for _, text := range []string{"a", "b", "c", "d"} {
 		m := confPost(t, b, room, text)
-		if !ValidOrderID(m.ID) || m.Room != room || m.Author != "bob" || m.Text != text {
+		if !store.ValidOrderID(m.ID) || m.Room != room || m.Author != "bob" || m.Text != text {
 			t.Errorf("PostMessage: got %+v", m)
 		}
 		posted = append(posted, m)
 	}
-	texts := func(ms []Message) string {
+	texts := func(ms []store.Message) string {
 		var s []string
 		for _, m := range ms {
 			s = append(s, m.Text)
@@ -370,7 +250,7 @@ func confWriteRead(t *testing.T, h confHarness) {
 		want   string
 	}{
 		{"", 2, "c,d"},
-		{"", MaxListLimit, "a,b,c,d"},
+		{"", store.MaxListLimit, "a,b,c,d"},
 		{posted[3].ID, 2, "b,c"},
 		{posted[1].ID, 10, "a"},
 		{posted[0].ID, 10, ""},
@@ -393,8 +273,8 @@ func confWriteRead(t *testing.T, h confHarness) {
 	}
 }
 
-func confErrors(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confErrors(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	ctx := context.Background()
 	o := confCreateOrder(t, b)
 	missing := "0123456789abcdef01234567"
@@ -403,24 +283,24 @@ func confErrors(t *testing.T, h confHarness) {
 		call func() error
 		want error
 	}{
-		{"get missing order", func() error { _, err := b.GetOrder(ctx, missing); return err }, ErrNotFound},
-		{"get malformed id", func() error { _, err := b.GetOrder(ctx, "not-an-id"); return err }, ErrNotFound},
-		{"update missing order", func() error { _, err := b.UpdateOrderStatus(ctx, missing, StatusPreparing, 0); return err }, ErrNotFound},
-		{"update malformed id", func() error { _, err := b.UpdateOrderStatus(ctx, "X", StatusPreparing, 0); return err }, ErrNotFound},
-		{"version mismatch", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, StatusPreparing, 7); return err }, ErrVersionMismatch},
-		{"version checked first", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, StatusDelivered, 7); return err }, ErrVersionMismatch},
-		{"unknown status", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, "eaten", 0); return err }, ErrInvalid},
-		{"transition not allowed", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, StatusDelivered, 1); return err }, ErrConflict},
-		{"order without customer", func() error { _, err := b.CreateOrder(ctx, "", []Item{{"a", 1}}); return err }, ErrInvalid},
-		{"order without items", func() error { _, err := b.CreateOrder(ctx, "ann", nil); return err }, ErrInvalid},
-		{"item quantity", func() error { _, err := b.CreateOrder(ctx, "ann", []Item{{"a", 0}}); return err }, ErrInvalid},
-		{"bad room", func() error { _, err := b.PostMessage(ctx, "No Room", "bob", "hi"); return err }, ErrInvalid},
-		{"empty text", func() error { _, err := b.PostMessage(ctx, confRoom(), "bob", ""); return err }, ErrInvalid},
-		{"no author", func() error { _, err := b.PostMessage(ctx, confRoom(), "", "hi"); return err }, ErrInvalid},
-		{"limit 0", func() error { _, err := b.ListMessages(ctx, confRoom(), "", 0); return err }, ErrInvalid},
-		{"limit too big", func() error { _, err := b.ListMessages(ctx, confRoom(), "", MaxListLimit+1); return err }, ErrInvalid},
-		{"malformed before", func() error { _, err := b.ListMessages(ctx, confRoom(), "nope", 10); return err }, ErrInvalid},
-		{"snapshot bad topic", func() error { _, _, err := b.Snapshot(ctx, []string{"orders/nope"}); return err }, ErrInvalid},
+		{"get missing order", func() error { _, err := b.GetOrder(ctx, missing); return err }, store.ErrNotFound},
+		{"get malformed id", func() error { _, err := b.GetOrder(ctx, "not-an-id"); return err }, store.ErrNotFound},
+		{"update missing order", func() error { _, err := b.UpdateOrderStatus(ctx, missing, store.StatusPreparing, 0); return err }, store.ErrNotFound},
+		{"update malformed id", func() error { _, err := b.UpdateOrderStatus(ctx, "X", store.StatusPreparing, 0); return err }, store.ErrNotFound},
+		{"version mismatch", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, store.StatusPreparing, 7); return err }, store.ErrVersionMismatch},
+		{"version checked first", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, store.StatusDelivered, 7); return err }, store.ErrVersionMismatch},
+		{"unknown status", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, "eaten", 0); return err }, store.ErrInvalid},
+		{"transition not allowed", func() error { _, err := b.UpdateOrderStatus(ctx, o.ID, store.StatusDelivered, 1); return err }, store.ErrConflict},
+		{"order without customer", func() error { _, err := b.CreateOrder(ctx, "", []store.Item{{SKU: "a", Qty: 1}}); return err }, store.ErrInvalid},
+		{"order without items", func() error { _, err := b.CreateOrder(ctx, "ann", nil); return err }, store.ErrInvalid},
+		{"item quantity", func() error { _, err := b.CreateOrder(ctx, "ann", []store.Item{{SKU: "a", Qty: 0}}); return err }, store.ErrInvalid},
+		{"bad room", func() error { _, err := b.PostMessage(ctx, "No Room", "bob", "hi"); return err }, store.ErrInvalid},
+		{"empty text", func() error { _, err := b.PostMessage(ctx, confRoom(), "bob", ""); return err }, store.ErrInvalid},
+		{"no author", func() error { _, err := b.PostMessage(ctx, confRoom(), "", "hi"); return err }, store.ErrInvalid},
+		{"limit 0", func() error { _, err := b.ListMessages(ctx, confRoom(), "", 0); return err }, store.ErrInvalid},
+		{"limit too big", func() error { _, err := b.ListMessages(ctx, confRoom(), "", store.MaxListLimit+1); return err }, store.ErrInvalid},
+		{"malformed before", func() error { _, err := b.ListMessages(ctx, confRoom(), "nope", 10); return err }, store.ErrInvalid},
+		{"snapshot bad topic", func() error { _, _, err := b.Snapshot(ctx, []string{"orders/nope"}); return err }, store.ErrInvalid},
 	}
 	for _, tt := range tests {
 		if err := tt.call(); !errors.Is(err, tt.want) {
@@ -428,27 +308,27 @@ func confErrors(t *testing.T, h confHarness) {
 		}
 	}
 	got, err := b.GetOrder(ctx, o.ID)
-	if err != nil || got.Version != 1 || got.Status != StatusPlaced {
+	if err != nil || got.Version != 1 || got.Status != store.StatusPlaced {
 		t.Errorf("order after failed updates: got %+v, %v, want it unchanged", got, err)
 	}
 
-	c := h.storage(t)(t)
+	c := h.Storage(t)(t)
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := c.GetOrder(ctx, o.ID); !errors.Is(err, ErrClosed) {
+	if _, err := c.GetOrder(ctx, o.ID); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("GetOrder after Close: got %v, want ErrClosed", err)
 	}
-	if _, err := c.CreateOrder(ctx, "ann", []Item{{"a", 1}}); !errors.Is(err, ErrClosed) {
+	if _, err := c.CreateOrder(ctx, "ann", []store.Item{{SKU: "a", Qty: 1}}); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("CreateOrder after Close: got %v, want ErrClosed", err)
 	}
-	if err := c.Close(); !errors.Is(err, ErrClosed) {
+	if err := c.Close(); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("second Close: got %v, want ErrClosed", err)
 	}
 }
 
-func confFollowOrder(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confFollowOrder(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	room := confRoom()
 	o := confCreateOrder(t, b)
 	head, err := b.Head(context.Background())
@@ -458,15 +338,15 @@ func confFollowOrder(t *testing.T, h confHarness) {
 	if err := b.CheckPosition(head); err != nil {
 		t.Fatalf("CheckPosition(Head()): %v", err)
 	}
-	topics := []string{OrderTopic(o.ID), RoomTopic(room)}
+	topics := []string{store.OrderTopic(o.ID), store.RoomTopic(room)}
 
 	// Two followers from the same position, started before the writes:
 	// the same changes with the same positions, like two processes.
 	type result struct {
-		batches []Batch
+		batches []store.Batch
 		err     error
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), confWait)
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
 	ready := make(chan struct{}, 2)
 	results := make([]chan result, 2)
@@ -474,16 +354,16 @@ func confFollowOrder(t *testing.T, h confHarness) {
 	for i := range results {
 		results[i] = make(chan result, 1)
 		go func() {
-			var batches []Batch
+			var batches []store.Batch
 			first := true
-			err := b.Follow(ctx, head, func(bt Batch) error {
+			err := b.Follow(ctx, head, func(bt store.Batch) error {
 				batches = append(batches, bt)
 				if first {
 					first = false
 					ready <- struct{}{}
 				}
 				for _, c := range bt.Changes {
-					if c.Message != nil && c.Message.Text == "end" && c.Topic == RoomTopic(room) {
+					if c.Message != nil && c.Message.Text == "end" && c.Topic == store.RoomTopic(room) {
 						return errDone
 					}
 				}
@@ -495,9 +375,9 @@ func confFollowOrder(t *testing.T, h confHarness) {
 	for range results {
 		confAwait(t, ready, "Follow's first batch")
 	}
-	confUpdate(t, b, o.ID, StatusPreparing)
+	confUpdate(t, b, o.ID, store.StatusPreparing)
 	confPost(t, b, room, "hello")
-	confUpdate(t, b, o.ID, StatusCancelled)
+	confUpdate(t, b, o.ID, store.StatusCancelled)
 	confPost(t, b, room, "end")
 
 	var seen [2][]string
@@ -540,9 +420,9 @@ func confFollowOrder(t *testing.T, h confHarness) {
 		}
 		// The order was created before Head, so its insert is not here.
 		want := []string{
-			topics[0] + " " + OpReplace + " v2 preparing",
+			topics[0] + " " + store.OpReplace + " v2 preparing",
 			topics[1] + " insert hello",
-			topics[0] + " " + OpReplace + " v3 cancelled",
+			topics[0] + " " + store.OpReplace + " v3 cancelled",
 			topics[1] + " insert end",
 		}
 		if len(got) != len(want) {
@@ -550,7 +430,7 @@ func confFollowOrder(t *testing.T, h confHarness) {
 		}
 		for j := range want {
 			// Backends may name an order's status change update or replace.
-			if strings.Replace(got[j], " "+OpUpdate+" ", " "+OpReplace+" ", 1) != want[j] {
+			if strings.Replace(got[j], " "+store.OpUpdate+" ", " "+store.OpReplace+" ", 1) != want[j] {
 				t.Errorf("Follow %d change %d: got %q, want %q", i, j, got[j], want[j])
 			}
 		}
@@ -561,8 +441,8 @@ func confFollowOrder(t *testing.T, h confHarness) {
 	}
 }
 
-func confResume(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confResume(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	head, topics, changes := confHistory(t, b)
 	want := confDescribe(changes)
 	positions := append([]string{head}, func() (ps []string) {
@@ -573,7 +453,7 @@ func confResume(t *testing.T, h confHarness) {
 	}()...)
 	last := positions[len(positions)-1]
 	for i, after := range positions[:len(positions)-1] {
-		batches := confFollow(t, b, after, func(c Change) bool { return c.Pos >= last })
+		batches := confFollow(t, b, after, func(c store.Change) bool { return c.Pos >= last })
 		if got := confDescribe(confChanges(batches, topics...)); !slices.Equal(got, want[i:]) {
 			t.Errorf("Follow from position %d: got\n%s\nwant\n%s", i, strings.Join(got, "\n"), strings.Join(want[i:], "\n"))
 		}
@@ -587,7 +467,7 @@ func confResume(t *testing.T, h confHarness) {
 		var room []string
 		for _, c := range changes[i:] {
 			if c.Topic == topics[1] {
-				room = append(room, confDescribe([]Change{c})...)
+				room = append(room, confDescribe([]store.Change{c})...)
 			}
 		}
 		if got := confDescribe(confCatchUp(t, b, topics[1:], after, last)); !slices.Equal(got, room) {
@@ -595,7 +475,7 @@ func confResume(t *testing.T, h confHarness) {
 		}
 	}
 	// A topic without changes finishes too.
-	if got := confCatchUp(t, b, []string{RoomTopic(confRoom())}, head, last); len(got) != 0 {
+	if got := confCatchUp(t, b, []string{store.RoomTopic(confRoom())}, head, last); len(got) != 0 {
 		t.Errorf("CatchUp of a quiet room: got %v, want nothing", confDescribe(got))
 	}
 	if got := confCatchUp(t, b, topics, last, head); len(got) != 0 {
@@ -603,16 +483,16 @@ func confResume(t *testing.T, h confHarness) {
 	}
 }
 
-func confSnapshotFollow(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confSnapshotFollow(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	ctx := context.Background()
 	room := confRoom()
 	o := confCreateOrder(t, b)
-	topics := []string{OrderTopic(o.ID), RoomTopic(room), OrderTopic("0123456789abcdef01234567")}
+	topics := []string{store.OrderTopic(o.ID), store.RoomTopic(room), store.OrderTopic("0123456789abcdef01234567")}
 
 	// Some writes come before the snapshot; the rest run while it is
 	// taken, so that they may land on either side of its position.
-	statuses := []string{StatusPreparing, StatusOutForDelivery, StatusDelivered}
+	statuses := []string{store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered}
 	const before, posts = 5, 20
 	for i := 0; i < before; i++ {
 		confPost(t, b, room, fmt.Sprintf("m%d", i))
@@ -652,7 +532,7 @@ func confSnapshotFollow(t *testing.T, h confHarness) {
 		t.Fatalf("snapshot of order %s: nil", o.ID)
 	}
 	end := confPost(t, b, confRoom(), "end")
-	batches := confFollow(t, b, pos, func(c Change) bool { return c.Message != nil && c.Message.ID == end.ID })
+	batches := confFollow(t, b, pos, func(c store.Change) bool { return c.Message != nil && c.Message.ID == end.ID })
 
 	// The order: the snapshot's version, then every later version once.
 	v := snaps[0].Order.Version
@@ -683,57 +563,57 @@ func confSnapshotFollow(t *testing.T, h confHarness) {
 	t.Logf("snapshot held order version %d and %d of %d messages", snaps[0].Order.Version, len(snaps[1].Messages), posts+1)
 }
 
-func confGarbagePosition(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confGarbagePosition(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	ctx := context.Background()
 	head, err := b.Head(ctx)
 	if err != nil {
 		t.Fatalf("Head: %v", err)
 	}
-	topics := []string{RoomTopic(confRoom())}
+	topics := []string{store.RoomTopic(confRoom())}
 	for _, pos := range []string{"", "garbage", "not a position\n", strings.Repeat("8", 600), "\x00"} {
-		if err := b.CheckPosition(pos); !errors.Is(err, ErrInvalidPosition) {
+		if err := b.CheckPosition(pos); !errors.Is(err, store.ErrInvalidPosition) {
 			t.Errorf("CheckPosition(%.20q): got %v, want ErrInvalidPosition", pos, err)
 		}
 		called := false
-		err := b.Follow(ctx, pos, func(Batch) error { called = true; return errors.New("followed") })
-		if !errors.Is(err, ErrInvalidPosition) || called {
+		err := b.Follow(ctx, pos, func(store.Batch) error { called = true; return errors.New("followed") })
+		if !errors.Is(err, store.ErrInvalidPosition) || called {
 			t.Errorf("Follow(%.20q): got %v (fn called %v), want ErrInvalidPosition", pos, err, called)
 		}
-		if err := b.CatchUp(ctx, topics, pos, head, func(Change) error { return nil }); !errors.Is(err, ErrInvalidPosition) {
+		if err := b.CatchUp(ctx, topics, pos, head, func(store.Change) error { return nil }); !errors.Is(err, store.ErrInvalidPosition) {
 			t.Errorf("CatchUp(%.20q): got %v, want ErrInvalidPosition", pos, err)
 		}
 	}
 }
 
-func confHistoryLost(t *testing.T, h confHarness) {
-	b, lost := h.loseHistory(t)
-	ctx, cancel := context.WithTimeout(context.Background(), confWait)
+func confHistoryLost(t *testing.T, h Harness) {
+	b, lost := h.LoseHistory(t)
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
 	if err := b.CheckPosition(lost); err != nil {
 		t.Errorf("CheckPosition of a lost position: got %v, want nil (it only checks the shape)", err)
 	}
-	err := b.Follow(ctx, lost, func(bt Batch) error { return errors.New("followed a lost position") })
-	if !errors.Is(err, ErrHistoryLost) {
+	err := b.Follow(ctx, lost, func(bt store.Batch) error { return errors.New("followed a lost position") })
+	if !errors.Is(err, store.ErrHistoryLost) {
 		t.Errorf("Follow(lost): got %v, want ErrHistoryLost", err)
 	}
 	head, err := b.Head(ctx)
 	if err != nil {
 		t.Fatalf("Head: %v", err)
 	}
-	err = b.CatchUp(ctx, []string{RoomTopic(confRoom())}, lost, head, func(Change) error { return nil })
-	if !errors.Is(err, ErrHistoryLost) {
+	err = b.CatchUp(ctx, []string{store.RoomTopic(confRoom())}, lost, head, func(store.Change) error { return nil })
+	if !errors.Is(err, store.ErrHistoryLost) {
 		t.Errorf("CatchUp(lost): got %v, want ErrHistoryLost", err)
 	}
 }
 
-func confRestart(t *testing.T, h confHarness) {
-	open := h.storage(t)
+func confRestart(t *testing.T, h Harness) {
+	open := h.Storage(t)
 	b := open(t)
 	head, topics, changes := confHistory(t, b)
 	want := confDescribe(changes)
 	last := changes[len(changes)-1].Pos
-	_, id, _ := ParseTopic(topics[0])
+	_, id, _ := store.ParseTopic(topics[0])
 	before, err := b.GetOrder(context.Background(), id)
 	if err != nil {
 		t.Fatalf("GetOrder: %v", err)
@@ -753,7 +633,7 @@ func confRestart(t *testing.T, h confHarness) {
 			t.Errorf("CheckPosition(%s) after reopening: %v", p, err)
 		}
 	}
-	batches := confFollow(t, b, head, func(c Change) bool { return c.Pos >= last })
+	batches := confFollow(t, b, head, func(c store.Change) bool { return c.Pos >= last })
 	if got := confDescribe(confChanges(batches, topics...)); !slices.Equal(got, want) {
 		t.Errorf("Follow after reopening: got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -767,16 +647,16 @@ func confRestart(t *testing.T, h confHarness) {
 	if newHead < last {
 		t.Errorf("Head after reopening %s is before the last change %s", newHead, last)
 	}
-	m := confPost(t, b, topics[1][len(RoomTopicPrefix):], "after restart")
-	batches = confFollow(t, b, last, func(c Change) bool { return c.Message != nil && c.Message.ID == m.ID })
+	m := confPost(t, b, topics[1][len(store.RoomTopicPrefix):], "after restart")
+	batches = confFollow(t, b, last, func(c store.Change) bool { return c.Message != nil && c.Message.ID == m.ID })
 	got := confChanges(batches, topics[1])
 	if len(got) != 1 || got[0].Pos <= last {
 		t.Errorf("a write after reopening: got %v, want one change after %s", confDescribe(got), last)
 	}
 }
 
-func confCloseStopsFollow(t *testing.T, h confHarness) {
-	b := h.storage(t)(t)
+func confCloseStopsFollow(t *testing.T, h Harness) {
+	b := h.Storage(t)(t)
 	head, err := b.Head(context.Background())
 	if err != nil {
 		t.Fatalf("Head: %v", err)
@@ -785,7 +665,7 @@ func confCloseStopsFollow(t *testing.T, h confHarness) {
 	done := make(chan error, 1)
 	go func() {
 		first := true
-		done <- b.Follow(context.Background(), head, func(Batch) error {
+		done <- b.Follow(context.Background(), head, func(store.Batch) error {
 			if first {
 				first = false
 				close(ready)
@@ -799,10 +679,10 @@ func confCloseStopsFollow(t *testing.T, h confHarness) {
 	}
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Follow after Close: got %v, want ErrClosed", err)
 		}
-	case <-time.After(confWait):
+	case <-time.After(Wait):
 		t.Fatal("Follow still running after Close returned")
 	}
 }

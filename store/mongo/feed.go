@@ -1,4 +1,4 @@
-package store
+package mongo
 
 import (
 	"context"
@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
+	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"changecast/store"
 )
 
 // How change events carry documents.
@@ -32,69 +34,69 @@ import (
 
 // Server error codes the change streams map.
 const (
-	mongoCodeBadValue             = 2
-	mongoCodeFailedToParse        = 9
-	mongoCodeCappedPositionLost   = 136
-	mongoCodeSnapshotTooOld       = 239
-	mongoCodeSnapshotUnavailable  = 246
-	mongoCodeInvalidResumeToken   = 260
-	mongoCodeChangeStreamFatal    = 280
-	mongoCodeChangeStreamHistLost = 286
+	codeBadValue             = 2
+	codeFailedToParse        = 9
+	codeCappedPositionLost   = 136
+	codeSnapshotTooOld       = 239
+	codeSnapshotUnavailable  = 246
+	codeInvalidResumeToken   = 260
+	codeChangeStreamFatal    = 280
+	codeChangeStreamHistLost = 286
 )
 
-// mongoSnapshotAttempts bounds how often Snapshot starts over when the
+// snapshotAttempts bounds how often Snapshot starts over when the
 // server no longer holds the history its read needs.
-const mongoSnapshotAttempts = 3
+const snapshotAttempts = 3
 
-// mongoCatchUpAwait paces the empty getMores of a catch-up stream waiting
+// catchUpAwait paces the empty getMores of a catch-up stream waiting
 // for its post-batch token to reach the end of the catch-up. It is the
 // server's await time, not a deadline: delivery is never delayed by it.
-const mongoCatchUpAwait = 200 * time.Millisecond
+const catchUpAwait = 200 * time.Millisecond
 
-// mongoMaxPosition is the longest position accepted, in bytes.
-const mongoMaxPosition = 512
+// maxPosition is the longest position accepted, in bytes.
+const maxPosition = 512
 
 // A resume token's _data is the hex of a KeyString that starts with the
 // event's cluster time: the Timestamp type byte 0x82 and 8 bytes of time.
 // The server writes upper-case hex; only that compares bytewise like the
 // log, so lower case is refused.
-var mongoPositionRE = regexp.MustCompile(`^82[0-9A-F]{16}(?:[0-9A-F]{2})*$`)
+var positionRE = regexp.MustCompile(`^82[0-9A-F]{16}(?:[0-9A-F]{2})*$`)
 
 // CheckPosition returns an error wrapping ErrInvalidPosition unless pos has
 // the shape of a MongoDB resume token's _data: upper-case hex of a KeyString
 // starting with a timestamp, at most 512 bytes. It does not ask the server.
-func (m *Mongo) CheckPosition(pos string) error {
-	if len(pos) > mongoMaxPosition || !mongoPositionRE.MatchString(pos) {
-		return fmt.Errorf("position %.40q: %w", pos, ErrInvalidPosition)
+func (m *Store) CheckPosition(pos string) error {
+	if len(pos) > maxPosition || !positionRE.MatchString(pos) {
+		return fmt.Errorf("position %.40q: %w", pos, store.ErrInvalidPosition)
 	}
 	return nil
 }
 
-// mongoPositionTime returns the cluster time at the start of a position.
-func mongoPositionTime(pos string) (bson.Timestamp, error) {
-	if !mongoPositionRE.MatchString(pos) {
-		return bson.Timestamp{}, fmt.Errorf("position %.40q: %w", pos, ErrInvalidPosition)
+// positionTime returns the cluster time at the start of a position.
+func positionTime(pos string) (bson.Timestamp, error) {
+	if !positionRE.MatchString(pos) {
+		return bson.Timestamp{}, fmt.Errorf("position %.40q: %w", pos, store.ErrInvalidPosition)
 	}
 	b, err := hex.DecodeString(pos[2:18])
 	if err != nil {
-		return bson.Timestamp{}, fmt.Errorf("position %.40q: %w", pos, ErrInvalidPosition)
+		return bson.Timestamp{}, fmt.Errorf("position %.40q: %w", pos, store.ErrInvalidPosition)
 	}
 	return bson.Timestamp{T: binary.BigEndian.Uint32(b[:4]), I: binary.BigEndian.Uint32(b[4:])}, nil
 }
 
-// mongoTimestampBefore returns the latest timestamp strictly before ts.
-func mongoTimestampBefore(ts bson.Timestamp) bson.Timestamp {
+// timestampBefore returns the latest timestamp strictly before ts.
+func timestampBefore(ts bson.Timestamp) bson.Timestamp {
 	if ts.I > 0 {
 		return bson.Timestamp{T: ts.T, I: ts.I - 1}
 	}
 	return bson.Timestamp{T: ts.T - 1, I: ^uint32(0)}
 }
 
-// mongoToken is a resume token as the change stream options take it.
-func mongoToken(pos string) bson.D { return bson.D{{Key: "_data", Value: pos}} }
+// tokenDoc is a resume token as the change stream options take it.
+func tokenDoc(pos string) bson.D { return bson.D{{Key: "_data", Value: pos}} }
 
-// mongoTokenData returns a token document's _data, or "".
-func mongoTokenData(tok bson.Raw) string {
+// tokenData returns a token document's _data, or "".
+func tokenData(tok bson.Raw) string {
 	if tok == nil {
 		return ""
 	}
@@ -102,19 +104,19 @@ func mongoTokenData(tok bson.Raw) string {
 	return s
 }
 
-// mongoFeedPipeline keeps the events of the two collections, and an
+// feedPipeline keeps the events of the two collections, and an
 // invalidate (which names no collection) so that Follow can start again
 // after it.
-func mongoFeedPipeline() bson.A {
+func feedPipeline() bson.A {
 	return bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{mongoOrders, mongoMessages}}}}},
+		bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{ordersCollection, messagesCollection}}}}},
 		bson.D{{Key: "operationType", Value: "invalidate"}},
 	}}}}}}
 }
 
-// mongoEvent is the part of a change event the store reads. Decoding it
+// changeEvent is the part of a change event the store reads. Decoding it
 // copies what it keeps out of the driver's buffer.
-type mongoEvent struct {
+type changeEvent struct {
 	ID struct {
 		Data string `bson:"_data"`
 	} `bson:"_id"`
@@ -130,59 +132,59 @@ type mongoEvent struct {
 	FullDocument bson.RawValue `bson:"fullDocument"`
 }
 
-// mongoDecode reads one change event. It returns the event's position, its
+// decode reads one change event. It returns the event's position, its
 // operation type, and the Change it makes with ok true, or ok false for an
 // event the store skips (other operations, a missing document, a message
 // delete). Only an event without a usable resume token is an error.
-func mongoDecode(raw bson.Raw) (pos, op string, ch Change, ok bool, err error) {
-	var ev mongoEvent
+func decode(raw bson.Raw) (pos, op string, ch store.Change, ok bool, err error) {
+	var ev changeEvent
 	if err := bson.Unmarshal(raw, &ev); err != nil {
-		return "", "", Change{}, false, fmt.Errorf("decode change event: %w", err)
+		return "", "", store.Change{}, false, fmt.Errorf("decode change event: %w", err)
 	}
 	pos = ev.ID.Data
 	if pos == "" {
-		return "", "", Change{}, false, errors.New("decode change event: no _id._data resume token")
+		return "", "", store.Change{}, false, errors.New("decode change event: no _id._data resume token")
 	}
 	op = ev.OperationType
-	ch = Change{Pos: pos, Op: op, Time: ev.WallTime.UTC()}
+	ch = store.Change{Pos: pos, Op: op, Time: ev.WallTime.UTC()}
 	if ev.WallTime.IsZero() { // servers before 6.0 send only clusterTime
 		ch.Time = time.Unix(int64(ev.ClusterTime.T), 0).UTC()
 	}
 	hasDoc := ev.FullDocument.Type == bson.TypeEmbeddedDocument
 	switch {
-	case ev.NS.Coll == mongoOrders && op == OpDelete:
+	case ev.NS.Coll == ordersCollection && op == store.OpDelete:
 		oid, isOID := ev.DocumentKey.ID.ObjectIDOK()
 		if !isOID {
-			return pos, op, Change{}, false, nil
+			return pos, op, store.Change{}, false, nil
 		}
-		ch.Topic = OrderTopic(oid.Hex())
-		ch.Order = &Order{ID: oid.Hex()}
+		ch.Topic = store.OrderTopic(oid.Hex())
+		ch.Order = &store.Order{ID: oid.Hex()}
 		return pos, op, ch, true, nil
-	case ev.NS.Coll == mongoOrders && (op == OpInsert || op == OpUpdate || op == OpReplace) && hasDoc:
-		var doc mongoOrderDoc
+	case ev.NS.Coll == ordersCollection && (op == store.OpInsert || op == store.OpUpdate || op == store.OpReplace) && hasDoc:
+		var doc orderDoc
 		if err := ev.FullDocument.Unmarshal(&doc); err != nil {
-			return pos, op, Change{}, false, nil // not an order changecast wrote
+			return pos, op, store.Change{}, false, nil // not an order changecast wrote
 		}
 		o := doc.order()
-		ch.Topic = OrderTopic(o.ID)
+		ch.Topic = store.OrderTopic(o.ID)
 		ch.Order = &o
 		return pos, op, ch, true, nil
-	case ev.NS.Coll == mongoMessages && (op == OpInsert || op == OpUpdate || op == OpReplace) && hasDoc:
-		var doc mongoMessageDoc
-		if err := ev.FullDocument.Unmarshal(&doc); err != nil || !ValidRoom(doc.Room) {
-			return pos, op, Change{}, false, nil
+	case ev.NS.Coll == messagesCollection && (op == store.OpInsert || op == store.OpUpdate || op == store.OpReplace) && hasDoc:
+		var doc messageDoc
+		if err := ev.FullDocument.Unmarshal(&doc); err != nil || !store.ValidRoom(doc.Room) {
+			return pos, op, store.Change{}, false, nil
 		}
 		msg := doc.message()
-		ch.Topic = RoomTopic(msg.Room)
+		ch.Topic = store.RoomTopic(msg.Room)
 		ch.Message = &msg
 		return pos, op, ch, true, nil
 	}
-	return pos, op, Change{}, false, nil
+	return pos, op, store.Change{}, false, nil
 }
 
-// mongoServerCode reports whether err is a server error with one of codes.
-func mongoServerCode(err error, codes ...int) bool {
-	var se mongo.ServerError
+// serverCode reports whether err is a server error with one of codes.
+func serverCode(err error, codes ...int) bool {
+	var se mongodrv.ServerError
 	if !errors.As(err, &se) {
 		return false
 	}
@@ -195,23 +197,23 @@ func mongoServerCode(err error, codes ...int) bool {
 }
 
 // streamErr maps an error of a change stream that started at pos.
-func (m *Mongo) streamErr(ctx context.Context, what, pos string, err error) error {
+func (m *Store) streamErr(ctx context.Context, what, pos string, err error) error {
 	switch {
 	case m.done.Err() != nil:
-		return fmt.Errorf("%s: %w", what, ErrClosed)
+		return fmt.Errorf("%s: %w", what, store.ErrClosed)
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case mongoServerCode(err, mongoCodeChangeStreamHistLost, mongoCodeChangeStreamFatal, mongoCodeCappedPositionLost):
-		return fmt.Errorf("%s after %.40s: %v: %w", what, pos, err, ErrHistoryLost)
-	case pos != "" && mongoServerCode(err, mongoCodeInvalidResumeToken, mongoCodeBadValue, mongoCodeFailedToParse):
-		return fmt.Errorf("%s after %.40s: %v: %w", what, pos, err, ErrInvalidPosition)
+	case serverCode(err, codeChangeStreamHistLost, codeChangeStreamFatal, codeCappedPositionLost):
+		return fmt.Errorf("%s after %.40s: %v: %w", what, pos, err, store.ErrHistoryLost)
+	case pos != "" && serverCode(err, codeInvalidResumeToken, codeBadValue, codeFailedToParse):
+		return fmt.Errorf("%s after %.40s: %v: %w", what, pos, err, store.ErrInvalidPosition)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
 // closeStream closes a change stream (killCursors) even when ctx has ended.
-func closeStream(ctx context.Context, cs *mongo.ChangeStream) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoCloseTimeout)
+func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
 	_ = cs.Close(ctx)
 }
@@ -219,7 +221,7 @@ func closeStream(ctx context.Context, cs *mongo.ChangeStream) {
 // Head returns the position of now: the post-batch resume token of a change
 // stream opened just for this, before any event. Following from it gives
 // every change committed after it.
-func (m *Mongo) Head(ctx context.Context) (string, error) {
+func (m *Store) Head(ctx context.Context) (string, error) {
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
 		return "", fmt.Errorf("head: %w", err)
@@ -228,15 +230,15 @@ func (m *Mongo) Head(ctx context.Context) (string, error) {
 	return m.head(ctx)
 }
 
-func (m *Mongo) head(ctx context.Context) (string, error) {
+func (m *Store) head(ctx context.Context) (string, error) {
 	// batchSize 0: the first batch is empty, so the token cached is the
 	// server's high-water mark for now, never an event's.
-	cs, err := m.db.Watch(ctx, mongoFeedPipeline(), options.ChangeStream().SetBatchSize(0))
+	cs, err := m.db.Watch(ctx, feedPipeline(), options.ChangeStream().SetBatchSize(0))
 	if err != nil {
 		return "", m.streamErr(ctx, "head", "", err)
 	}
 	defer closeStream(ctx, cs)
-	pos := mongoTokenData(cs.ResumeToken())
+	pos := tokenData(cs.ResumeToken())
 	if pos == "" {
 		return "", errors.New("head: the server sent no post-batch resume token (MongoDB 4.0.7 or later is needed)")
 	}
@@ -258,7 +260,7 @@ func (m *Mongo) head(ctx context.Context) (string, error) {
 // ErrHistoryLost, when the server rejects it one wrapping ErrInvalidPosition.
 // Resumable errors are retried once by the driver; if that fails Follow
 // returns the error and the caller starts again from its last checkpoint.
-func (m *Mongo) Follow(ctx context.Context, after string, fn func(Batch) error) error {
+func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) error) error {
 	if err := m.CheckPosition(after); err != nil {
 		return fmt.Errorf("follow: %w", err)
 	}
@@ -268,18 +270,18 @@ func (m *Mongo) Follow(ctx context.Context, after string, fn func(Batch) error) 
 	}
 	defer end()
 
-	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetResumeAfter(mongoToken(after))
-	cs, err := m.feedDB.Watch(ctx, mongoFeedPipeline(), opts)
+	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetResumeAfter(tokenDoc(after))
+	cs, err := m.feedDB.Watch(ctx, feedPipeline(), opts)
 	if err != nil {
 		return m.streamErr(ctx, "follow", after, err)
 	}
 	defer func() { closeStream(ctx, cs) }()
-	if err := fn(Batch{Checkpoint: after}); err != nil {
+	if err := fn(store.Batch{Checkpoint: after}); err != nil {
 		return err
 	}
 
 	checkpoint := after
-	var changes []Change
+	var changes []store.Change
 	for {
 		if !cs.TryNext(ctx) {
 			if err := cs.Err(); err != nil {
@@ -290,22 +292,22 @@ func (m *Mongo) Follow(ctx context.Context, after string, fn func(Batch) error) 
 			}
 			// An empty getMore: the post-batch token is where the
 			// stream has read to.
-			if tok := mongoTokenData(cs.ResumeToken()); tok > checkpoint {
+			if tok := tokenData(cs.ResumeToken()); tok > checkpoint {
 				checkpoint = tok
-				if err := fn(Batch{Checkpoint: checkpoint}); err != nil {
+				if err := fn(store.Batch{Checkpoint: checkpoint}); err != nil {
 					return err
 				}
 			}
 			continue
 		}
 		// Decode now: Current is only valid until the next call.
-		pos, op, ch, ok, err := mongoDecode(cs.Current)
+		pos, op, ch, ok, err := decode(cs.Current)
 		if err != nil {
 			return fmt.Errorf("follow: %w", err)
 		}
 		if op == "invalidate" {
 			if len(changes) > 0 {
-				if err := fn(Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
+				if err := fn(store.Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
 					return err
 				}
 				changes = nil
@@ -314,8 +316,8 @@ func (m *Mongo) Follow(ctx context.Context, after string, fn func(Batch) error) 
 			// (resumeAfter refuses it); startAfter accepts it.
 			m.log.Warn("change stream invalidated; starting after it", "pos", pos)
 			closeStream(ctx, cs)
-			opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetStartAfter(mongoToken(pos))
-			if cs, err = m.feedDB.Watch(ctx, mongoFeedPipeline(), opts); err != nil {
+			opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetStartAfter(tokenDoc(pos))
+			if cs, err = m.feedDB.Watch(ctx, feedPipeline(), opts); err != nil {
 				return m.streamErr(ctx, "follow after invalidate", checkpoint, err)
 			}
 			continue
@@ -330,7 +332,7 @@ func (m *Mongo) Follow(ctx context.Context, after string, fn func(Batch) error) 
 			continue
 		}
 		// The end of the server's batch: hand it over.
-		if err := fn(Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
+		if err := fn(store.Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
 			return err
 		}
 		changes = nil
@@ -349,8 +351,8 @@ func (m *Mongo) Follow(ctx context.Context, after string, fn func(Batch) error) 
 // after or until; the first is swallowed by the server's resume, the second
 // ends the catch-up at once. It stops at the first event past until, or
 // when the stream's post-batch token reaches until. At most
-// MongoOptions.CatchUps catch-ups run at once; others wait for a slot.
-func (m *Mongo) CatchUp(ctx context.Context, topics []string, after, until string, fn func(Change) error) error {
+// Options.CatchUps catch-ups run at once; others wait for a slot.
+func (m *Store) CatchUp(ctx context.Context, topics []string, after, until string, fn func(store.Change) error) error {
 	if err := m.CheckPosition(after); err != nil {
 		return fmt.Errorf("catch up: %w", err)
 	}
@@ -361,15 +363,15 @@ func (m *Mongo) CatchUp(ctx context.Context, topics []string, after, until strin
 	var orderIDs bson.A
 	var rooms bson.A
 	for _, t := range topics {
-		kind, key, ok := ParseTopic(t)
+		kind, key, ok := store.ParseTopic(t)
 		if !ok {
-			return fmt.Errorf("catch up: topic %q: %w", t, ErrInvalid)
+			return fmt.Errorf("catch up: topic %q: %w", t, store.ErrInvalid)
 		}
 		if wanted[t] {
 			continue
 		}
 		wanted[t] = true
-		if kind == "orders" {
+		if kind == store.KindOrder {
 			oid, _ := bson.ObjectIDFromHex(key)
 			orderIDs = append(orderIDs, oid)
 		} else {
@@ -394,21 +396,21 @@ func (m *Mongo) CatchUp(ctx context.Context, topics []string, after, until strin
 	or := bson.A{bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}}
 	if len(orderIDs) > 0 {
 		or = append(or, bson.D{
-			{Key: "ns.coll", Value: mongoOrders},
+			{Key: "ns.coll", Value: ordersCollection},
 			{Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: orderIDs}}},
 		})
 	}
 	if len(rooms) > 0 {
 		or = append(or, bson.D{
-			{Key: "ns.coll", Value: mongoMessages},
+			{Key: "ns.coll", Value: messagesCollection},
 			{Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}},
 		})
 	}
 	pipeline := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}}
 	opts := options.ChangeStream().
 		SetFullDocument(options.UpdateLookup).
-		SetResumeAfter(mongoToken(after)).
-		SetMaxAwaitTime(mongoCatchUpAwait)
+		SetResumeAfter(tokenDoc(after)).
+		SetMaxAwaitTime(catchUpAwait)
 	cs, err := m.db.Watch(ctx, pipeline, opts)
 	if err != nil {
 		return m.streamErr(ctx, "catch up", after, err)
@@ -420,14 +422,14 @@ func (m *Mongo) CatchUp(ctx context.Context, topics []string, after, until strin
 				return m.streamErr(ctx, "catch up", after, err)
 			}
 			if cs.ID() == 0 {
-				return fmt.Errorf("catch up: the change stream ended before %.40s: %w", until, ErrHistoryLost)
+				return fmt.Errorf("catch up: the change stream ended before %.40s: %w", until, store.ErrHistoryLost)
 			}
-			if mongoTokenData(cs.ResumeToken()) >= until {
+			if tokenData(cs.ResumeToken()) >= until {
 				return nil
 			}
 			continue
 		}
-		pos, _, ch, ok, err := mongoDecode(cs.Current)
+		pos, _, ch, ok, err := decode(cs.Current)
 		if err != nil {
 			return fmt.Errorf("catch up: %w", err)
 		}
@@ -459,10 +461,10 @@ func (m *Mongo) CatchUp(ctx context.Context, topics []string, after, until strin
 // before every event at T or later. The state is then read in a snapshot
 // session at cluster time T-1 (readConcern snapshot with atClusterTime,
 // MongoDB 5.0 or later), which holds exactly the commits before T.
-func (m *Mongo) Snapshot(ctx context.Context, topics []string) ([]Snapshot, string, error) {
+func (m *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot, string, error) {
 	for _, t := range topics {
-		if _, _, ok := ParseTopic(t); !ok {
-			return nil, "", fmt.Errorf("snapshot: topic %q: %w", t, ErrInvalid)
+		if _, _, ok := store.ParseTopic(t); !ok {
+			return nil, "", fmt.Errorf("snapshot: topic %q: %w", t, store.ErrInvalid)
 		}
 	}
 	ctx, end, err := m.begin(ctx)
@@ -479,41 +481,41 @@ func (m *Mongo) Snapshot(ctx context.Context, topics []string) ([]Snapshot, stri
 		if err == nil {
 			return snaps, pos, nil
 		}
-		if attempt == mongoSnapshotAttempts || !mongoServerCode(err, mongoCodeSnapshotTooOld, mongoCodeSnapshotUnavailable) {
+		if attempt == snapshotAttempts || !serverCode(err, codeSnapshotTooOld, codeSnapshotUnavailable) {
 			return nil, "", m.fail("snapshot", err)
 		}
 	}
 }
 
 // readSnapshot reads topics as of just before position pos.
-func (m *Mongo) readSnapshot(ctx context.Context, topics []string, pos string) ([]Snapshot, error) {
-	ts, err := mongoPositionTime(pos)
+func (m *Store) readSnapshot(ctx context.Context, topics []string, pos string) ([]store.Snapshot, error) {
+	ts, err := positionTime(pos)
 	if err != nil {
 		return nil, err
 	}
 	sess, err := m.client.StartSession(options.Session().
 		SetSnapshot(true).
-		SetSnapshotTime(mongoTimestampBefore(ts)))
+		SetSnapshotTime(timestampBefore(ts)))
 	if err != nil {
 		return nil, err
 	}
 	defer sess.EndSession(context.WithoutCancel(ctx))
-	sctx := mongo.NewSessionContext(ctx, sess)
+	sctx := mongodrv.NewSessionContext(ctx, sess)
 
 	var ids bson.A
 	for _, t := range topics {
-		if kind, key, _ := ParseTopic(t); kind == "orders" {
+		if kind, key, _ := store.ParseTopic(t); kind == store.KindOrder {
 			oid, _ := bson.ObjectIDFromHex(key)
 			ids = append(ids, oid)
 		}
 	}
-	orders := make(map[string]Order)
+	orders := make(map[string]store.Order)
 	if len(ids) > 0 {
 		cur, err := m.orders.Find(sctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 		if err != nil {
 			return nil, err
 		}
-		var docs []mongoOrderDoc
+		var docs []orderDoc
 		if err := cur.All(sctx, &docs); err != nil {
 			return nil, err
 		}
@@ -521,17 +523,17 @@ func (m *Mongo) readSnapshot(ctx context.Context, topics []string, pos string) (
 			orders[d.ID.Hex()] = d.order()
 		}
 	}
-	snaps := make([]Snapshot, len(topics))
+	snaps := make([]store.Snapshot, len(topics))
 	for i, t := range topics {
-		kind, key, _ := ParseTopic(t)
+		kind, key, _ := store.ParseTopic(t)
 		snaps[i].Topic = t
-		if kind == "orders" {
+		if kind == store.KindOrder {
 			if o, ok := orders[key]; ok {
 				snaps[i].Order = &o
 			}
 			continue
 		}
-		msgs, err := m.lastMessages(sctx, bson.D{{Key: "room", Value: key}}, SnapshotMessages)
+		msgs, err := m.lastMessages(sctx, bson.D{{Key: "room", Value: key}}, store.SnapshotMessages)
 		if err != nil {
 			return nil, err
 		}
