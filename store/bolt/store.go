@@ -5,18 +5,15 @@
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,10 +67,6 @@ var (
 	keyClock      = []byte("clock")      // unix seconds of the newest id, never decreases
 	keyProbe      = []byte("probe")      // unix nanoseconds of Ping's last probe write
 )
-
-// errNoChange rolls back a transaction that wrote nothing, sparing a
-// commit and its fsync.
-var errNoChange = errors.New("no change")
 
 // Options configures an embedded store. The zero value of every field
 // selects its default.
@@ -134,8 +127,46 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // open is Open with a clock, for tests.
 func open(dir string, opts Options, now func() time.Time) (*Store, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	path := filepath.Join(dir, fileName)
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	b := &Store{
+		db:            db,
+		log:           opts.Logger,
+		opts:          opts,
+		now:           now,
+		queue:         make(chan *write, queueSize),
+		closing:       make(chan struct{}),
+		committerDone: make(chan struct{}),
+		notify:        make(chan struct{}),
+	}
+	if err := b.initMeta(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+
+	pruneCtx, cancel := context.WithCancel(context.Background())
+	b.stopPruner = cancel
+	b.wg.Add(2)
+	go b.runCommitter()
+	go b.runPruner(pruneCtx)
+	return b, nil
+}
+
+// withDefaults returns opts with every zero field set to its default, or
+// an error wrapping store.ErrInvalid for a negative one.
+func (opts Options) withDefaults() (Options, error) {
 	if opts.RetainCount < 0 || opts.RetainAge < 0 || opts.PruneInterval < 0 {
-		return nil, fmt.Errorf("open store: negative retention option: %w", store.ErrInvalid)
+		return opts, fmt.Errorf("open store: negative retention option: %w", store.ErrInvalid)
 	}
 	if opts.RetainCount == 0 {
 		opts.RetainCount = defaultRetainCount
@@ -149,11 +180,12 @@ func open(dir string, opts Options, now func() time.Time) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	path := filepath.Join(dir, fileName)
-	// bbolt cannot survive a damaged file (see bolt_check.go): check it
+	return opts, nil
+}
+
+// openDB checks the file at path and opens it with bbolt.
+func openDB(path string) (*bbolt.DB, error) {
+	// bbolt cannot survive a damaged file (see check.go): check it
 	// first, with plain reads.
 	if err := checkFile(path); err != nil {
 		return nil, err
@@ -178,18 +210,14 @@ func open(dir string, opts Options, now func() time.Time) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	b := &Store{
-		db:            db,
-		log:           opts.Logger,
-		opts:          opts,
-		now:           now,
-		queue:         make(chan *write, queueSize),
-		closing:       make(chan struct{}),
-		committerDone: make(chan struct{}),
-		notify:        make(chan struct{}),
-	}
+	return db, nil
+}
+
+// initMeta creates the buckets and the meta keys of a new file, checks
+// those of an existing one, and loads the deployment id and the head.
+func (b *Store) initMeta() error {
 	var head uint64
-	err = b.update(func(tx *bbolt.Tx) error {
+	err := b.update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{metaBucket, logBucket, topicBucket, orderBucket, messageBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("bucket %s: %w", name, err)
@@ -222,17 +250,10 @@ func open(dir string, opts Options, now func() time.Time) (*Store, error) {
 		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return err
 	}
 	b.head.Store(head)
-
-	pruneCtx, cancel := context.WithCancel(context.Background())
-	b.stopPruner = cancel
-	b.wg.Add(2)
-	go b.runCommitter()
-	go b.runPruner(pruneCtx)
-	return b, nil
+	return nil
 }
 
 // Close stops the committer and the pruner, waits for them, and closes the
@@ -333,232 +354,6 @@ func (b *Store) view(ctx context.Context, fn func(*bbolt.Tx) error) error {
 	return err
 }
 
-// CreateOrder stores a new order for customer with status placed and
-// version 1, and logs an insert change. It returns an error wrapping
-// ErrInvalid if a field is bad.
-func (b *Store) CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error) {
-	if err := store.ValidateOrder(customer, items); err != nil {
-		return store.Order{}, fmt.Errorf("create order: %w", err)
-	}
-	items = slices.Clone(items)
-	var o store.Order
-	err := b.submit(ctx, func(t *txn) error {
-		seq := t.alloc()
-		o = store.Order{
-			ID:        t.id(seq),
-			Customer:  customer,
-			Items:     items,
-			Status:    store.StatusPlaced,
-			Version:   1,
-			CreatedAt: t.now,
-			UpdatedAt: t.now,
-		}
-		t.putJSON(orderBucket, []byte(o.ID), &o)
-		t.append(seq, &record{Topic: store.OrderTopic(o.ID), Op: store.OpInsert, Order: &o})
-		return nil
-	})
-	if err != nil {
-		return store.Order{}, fmt.Errorf("create order: %w", err)
-	}
-	return o, nil
-}
-
-// GetOrder returns the order with id, or an error wrapping ErrNotFound
-// (also for a malformed id).
-func (b *Store) GetOrder(ctx context.Context, id string) (store.Order, error) {
-	if !store.ValidOrderID(id) {
-		return store.Order{}, fmt.Errorf("get order %.40q: %w", id, store.ErrNotFound)
-	}
-	var o store.Order
-	err := b.view(ctx, func(tx *bbolt.Tx) error {
-		var err error
-		o, err = getOrder(tx, id)
-		return err
-	})
-	if err != nil {
-		return store.Order{}, fmt.Errorf("get order %s: %w", id, err)
-	}
-	return o, nil
-}
-
-// getOrder reads an order, or returns ErrNotFound.
-func getOrder(tx *bbolt.Tx, id string) (store.Order, error) {
-	v := tx.Bucket(orderBucket).Get([]byte(id))
-	if v == nil {
-		return store.Order{}, store.ErrNotFound
-	}
-	var o store.Order
-	if err := json.Unmarshal(v, &o); err != nil {
-		return store.Order{}, fmt.Errorf("decode order: %w", err)
-	}
-	return o, nil
-}
-
-// UpdateOrderStatus moves order id to status, increments its version, sets
-// UpdatedAt and logs an update change. ifVersion 0 accepts any current
-// version. Errors wrap, checked in this order: ErrNotFound (unknown or
-// malformed id), ErrVersionMismatch (ifVersion is not the current version),
-// ErrInvalid (unknown status or negative ifVersion), ErrConflict (transition
-// not allowed).
-func (b *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (store.Order, error) {
-	if !store.ValidOrderID(id) {
-		return store.Order{}, fmt.Errorf("update order %.40q: %w", id, store.ErrNotFound)
-	}
-	if ifVersion < 0 {
-		return store.Order{}, fmt.Errorf("update order %s: version %d: %w", id, ifVersion, store.ErrInvalid)
-	}
-	var o store.Order
-	err := b.submit(ctx, func(t *txn) error {
-		var err error
-		if o, err = getOrder(t.tx, id); err != nil {
-			return err
-		}
-		if ifVersion != 0 && ifVersion != o.Version {
-			return fmt.Errorf("have version %d, want %d: %w", o.Version, ifVersion, store.ErrVersionMismatch)
-		}
-		if err := store.CheckTransition(o.Status, status); err != nil {
-			return err
-		}
-		o.Status = status
-		o.Version++
-		o.UpdatedAt = t.now
-		t.putJSON(orderBucket, []byte(o.ID), &o)
-		t.append(t.alloc(), &record{Topic: store.OrderTopic(o.ID), Op: store.OpUpdate, Order: &o})
-		return nil
-	})
-	if err != nil {
-		return store.Order{}, fmt.Errorf("update order %s: %w", id, err)
-	}
-	return o, nil
-}
-
-// PostMessage stores a new message in room and logs an insert change. Its
-// id is greater than every id made before it. It returns an error wrapping
-// ErrInvalid if a field is bad.
-func (b *Store) PostMessage(ctx context.Context, room, author, text string) (store.Message, error) {
-	if err := store.ValidateMessage(room, author, text); err != nil {
-		return store.Message{}, fmt.Errorf("post message: %w", err)
-	}
-	var m store.Message
-	err := b.submit(ctx, func(t *txn) error {
-		seq := t.alloc()
-		m = store.Message{ID: t.id(seq), Room: room, Author: author, Text: text, CreatedAt: t.now}
-		t.putJSON(messageBucket, messageKey(room, m.ID), &m)
-		t.append(seq, &record{Topic: store.RoomTopic(room), Op: store.OpInsert, Message: &m})
-		return nil
-	})
-	if err != nil {
-		return store.Message{}, fmt.Errorf("post message to %s: %w", room, err)
-	}
-	return m, nil
-}
-
-// ListMessages returns up to limit messages of room, oldest first: the
-// newest ones if before is "", else the newest with an id less than before.
-// It returns an error wrapping ErrInvalid for a bad room, a limit outside
-// 1..MaxListLimit or a malformed before. An unknown room has no messages.
-func (b *Store) ListMessages(ctx context.Context, room, before string, limit int) ([]store.Message, error) {
-	if !store.ValidRoom(room) {
-		return nil, fmt.Errorf("list messages: room %.70q: %w", room, store.ErrInvalid)
-	}
-	if limit < 1 || limit > store.MaxListLimit {
-		return nil, fmt.Errorf("list messages: limit must be 1 to %d: %w", store.MaxListLimit, store.ErrInvalid)
-	}
-	if before != "" && !store.ValidOrderID(before) {
-		return nil, fmt.Errorf("list messages: before %.40q is not a message id: %w", before, store.ErrInvalid)
-	}
-	var out []store.Message
-	err := b.view(ctx, func(tx *bbolt.Tx) error {
-		var err error
-		out, err = lastMessages(tx, room, before, limit)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list messages in %s: %w", room, err)
-	}
-	return out, nil
-}
-
-// lastMessages returns the last limit messages of room before id before
-// ("" = newest), oldest first; never nil.
-func lastMessages(tx *bbolt.Tx, room, before string, limit int) ([]store.Message, error) {
-	prefix := messageKey(room, "")
-	seek := messageKey(room, before)
-	if before == "" {
-		seek[len(seek)-1]++ // just past every key of the room
-	}
-	c := tx.Bucket(messageBucket).Cursor()
-	k, v := c.Seek(seek)
-	if k == nil {
-		k, v = c.Last()
-	} else {
-		k, v = c.Prev()
-	}
-	out := make([]store.Message, 0, min(limit, store.SnapshotMessages))
-	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
-		var m store.Message
-		if err := json.Unmarshal(v, &m); err != nil {
-			return nil, fmt.Errorf("decode message %s: %w", k[len(prefix):], err)
-		}
-		out = append(out, m)
-	}
-	slices.Reverse(out)
-	return out, nil
-}
-
-// Snapshot returns the current state of each topic, in the order given, and
-// the position of the newest change it reflects, all read in one
-// transaction: every change up to the position and none after it. An
-// order topic holds the order (nil if it does not exist); a room topic its
-// last SnapshotMessages messages, oldest first. It returns an error
-// wrapping ErrInvalid for a malformed topic.
-func (b *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot, string, error) {
-	for _, topic := range topics {
-		if _, _, ok := store.ParseTopic(topic); !ok {
-			return nil, "", fmt.Errorf("snapshot: topic %.80q: %w", topic, store.ErrInvalid)
-		}
-	}
-	out := make([]store.Snapshot, 0, len(topics))
-	var seq uint64
-	err := b.view(ctx, func(tx *bbolt.Tx) error {
-		seq = decodeUint(tx.Bucket(metaBucket).Get(keySeq))
-		for _, topic := range topics {
-			kind, key, _ := store.ParseTopic(topic)
-			s := store.Snapshot{Topic: topic}
-			if kind == store.KindOrder {
-				o, err := getOrder(tx, key)
-				switch {
-				case err == nil:
-					s.Order = &o
-				case !errors.Is(err, store.ErrNotFound):
-					return fmt.Errorf("%s: %w", topic, err)
-				}
-			} else {
-				msgs, err := lastMessages(tx, key, "", store.SnapshotMessages)
-				if err != nil {
-					return fmt.Errorf("%s: %w", topic, err)
-				}
-				s.Messages = msgs
-			}
-			out = append(out, s)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("snapshot: %w", err)
-	}
-	return out, b.pos(seq), nil
-}
-
-// messageKey is a message's key: room, 0x00, id. No room name contains
-// 0x00, so one room's keys are contiguous and ordered by id.
-func messageKey(room, id string) []byte {
-	k := make([]byte, 0, len(room)+1+len(id))
-	k = append(k, room...)
-	k = append(k, 0)
-	return append(k, id...)
-}
-
 // seqKey encodes a sequence number so keys sort like numbers.
 func seqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)
@@ -581,187 +376,4 @@ func isHex(s string) bool {
 		}
 	}
 	return true
-}
-
-// write is one write waiting for the committer.
-type write struct {
-	ctx context.Context
-	// apply validates and then writes, within the group's transaction. It
-	// returns the write's own error (the write is then skipped and must have
-	// written nothing); storage failures go to txn.err.
-	apply func(t *txn) error
-	done  chan error // buffered; receives exactly one answer
-}
-
-// txn is the state of one group transaction.
-type txn struct {
-	tx    *bbolt.Tx
-	now   time.Time // commit time of every change in the group
-	seq   uint64    // newest seq allocated
-	clock uint64    // unix seconds used in ids; never decreases
-	err   error     // first storage error; aborts the group
-}
-
-// alloc returns the next sequence number.
-func (t *txn) alloc() uint64 {
-	t.seq++
-	return t.seq
-}
-
-// id returns the id for the document written by change seq: 8 hex of unix
-// seconds then 16 hex of seq. Seconds never decrease, even if the wall
-// clock does, so ids increase strictly.
-func (t *txn) id(seq uint64) string {
-	t.clock = max(t.clock, uint64(max(t.now.Unix(), 0)))
-	return fmt.Sprintf("%08x%016x", uint32(t.clock), seq)
-}
-
-func (t *txn) put(bucket, key, value []byte) {
-	if t.err != nil {
-		return
-	}
-	if err := t.tx.Bucket(bucket).Put(key, value); err != nil {
-		t.err = fmt.Errorf("put %s: %w", bucket, err)
-	}
-}
-
-func (t *txn) putJSON(bucket, key []byte, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		if t.err == nil {
-			t.err = fmt.Errorf("encode %s: %w", bucket, err)
-		}
-		return
-	}
-	t.put(bucket, key, data)
-}
-
-// submit queues a write for the committer and waits for its answer. A
-// write whose ctx ends before its group starts is not applied; once queued,
-// it is answered whatever happens to ctx, so a nil error always means
-// committed and a non-nil one means not applied.
-func (b *Store) submit(ctx context.Context, apply func(*txn) error) error {
-	if b.isClosed() {
-		return store.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	w := &write{ctx: ctx, apply: apply, done: make(chan error, 1)}
-	select {
-	case b.queue <- w:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-b.closing:
-		return store.ErrClosed
-	}
-	select {
-	case err := <-w.done:
-		return err
-	case <-b.committerDone:
-		select {
-		case err := <-w.done:
-			return err
-		default:
-			return store.ErrClosed
-		}
-	}
-}
-
-// runCommitter takes every queued write and commits them together, until
-// Close. While one group commits, new writes queue for the next.
-func (b *Store) runCommitter() {
-	defer b.wg.Done()
-	defer close(b.committerDone)
-	group := make([]*write, 0, queueSize)
-	for {
-		select {
-		case <-b.closing:
-			return
-		case w := <-b.queue:
-			group = append(group[:0], w)
-		drain:
-			for len(group) < queueSize {
-				select {
-				case w := <-b.queue:
-					group = append(group, w)
-				default:
-					break drain
-				}
-			}
-			b.taken.Add(int64(len(group)))
-			b.commit(group)
-			clear(group)
-		}
-	}
-}
-
-// commit applies a group of writes in one transaction and answers each
-// writer after the commit. A write's own error fails only that write. If
-// the transaction itself fails, each write is retried alone, so a write
-// that breaks the transaction does not take the others with it.
-func (b *Store) commit(group []*write) {
-	errs := make([]error, len(group))
-	var head uint64
-	now := b.now().UTC().Truncate(time.Millisecond)
-	err := b.update(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(metaBucket)
-		t := &txn{
-			tx:    tx,
-			now:   now,
-			seq:   decodeUint(meta.Get(keySeq)),
-			clock: decodeUint(meta.Get(keyClock)),
-		}
-		start := t.seq
-		for i, w := range group {
-			if err := w.ctx.Err(); err != nil {
-				errs[i] = fmt.Errorf("not applied: %w", err)
-				continue
-			}
-			errs[i] = w.apply(t)
-			if t.err != nil {
-				return t.err
-			}
-		}
-		if t.seq == start {
-			return errNoChange
-		}
-		t.put(metaBucket, keySeq, seqKey(t.seq))
-		t.put(metaBucket, keyClock, seqKey(t.clock))
-		head = t.seq
-		return t.err
-	})
-	switch {
-	case err == nil:
-		b.head.Store(head)
-		b.commits.Add(1)
-		b.wake()
-	case errors.Is(err, errNoChange):
-	case len(group) > 1:
-		b.log.Warn("group commit failed; committing its writes one by one", "writes", len(group), "err", err)
-		for _, w := range group {
-			b.commit([]*write{w})
-		}
-		return
-	default:
-		errs[0] = fmt.Errorf("commit: %w", err)
-	}
-	for i, w := range group {
-		w.done <- errs[i]
-	}
-}
-
-// wake tells every Follow waiting for a commit that one happened.
-func (b *Store) wake() {
-	b.notifyMu.Lock()
-	close(b.notify)
-	b.notify = make(chan struct{})
-	b.notifyMu.Unlock()
-}
-
-// waiter returns a channel that is closed by the next commit.
-func (b *Store) waiter() <-chan struct{} {
-	b.notifyMu.Lock()
-	defer b.notifyMu.Unlock()
-	return b.notify
 }

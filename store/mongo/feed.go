@@ -359,24 +359,9 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 	if err := m.CheckPosition(until); err != nil {
 		return fmt.Errorf("catch up: until: %w", err)
 	}
-	wanted := make(map[string]bool, len(topics))
-	var orderIDs bson.A
-	var rooms bson.A
-	for _, t := range topics {
-		kind, key, ok := store.ParseTopic(t)
-		if !ok {
-			return fmt.Errorf("catch up: topic %q: %w", t, store.ErrInvalid)
-		}
-		if wanted[t] {
-			continue
-		}
-		wanted[t] = true
-		if kind == store.KindOrder {
-			oid, _ := bson.ObjectIDFromHex(key)
-			orderIDs = append(orderIDs, oid)
-		} else {
-			rooms = append(rooms, key)
-		}
+	wanted, pipeline, err := catchUpPipeline(topics, after, until)
+	if err != nil {
+		return fmt.Errorf("catch up: %w", err)
 	}
 	if after >= until || len(wanted) == 0 {
 		return nil
@@ -393,20 +378,6 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 		return m.streamErr(ctx, "catch up", after, ctx.Err())
 	}
 
-	or := bson.A{bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}}
-	if len(orderIDs) > 0 {
-		or = append(or, bson.D{
-			{Key: "ns.coll", Value: ordersCollection},
-			{Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: orderIDs}}},
-		})
-	}
-	if len(rooms) > 0 {
-		or = append(or, bson.D{
-			{Key: "ns.coll", Value: messagesCollection},
-			{Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}},
-		})
-	}
-	pipeline := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}}
 	opts := options.ChangeStream().
 		SetFullDocument(options.UpdateLookup).
 		SetResumeAfter(tokenDoc(after)).
@@ -448,6 +419,47 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 			return nil
 		}
 	}
+}
+
+// catchUpPipeline returns the set of topics (each once) and the change
+// stream pipeline CatchUp reads: the changes on those topics, and the
+// events at after and until themselves so that the stream reaches them.
+// A malformed topic is an error wrapping store.ErrInvalid.
+func catchUpPipeline(topics []string, after, until string) (map[string]bool, bson.A, error) {
+	wanted := make(map[string]bool, len(topics))
+	var orderIDs bson.A
+	var rooms bson.A
+	for _, t := range topics {
+		kind, key, ok := store.ParseTopic(t)
+		if !ok {
+			return nil, nil, fmt.Errorf("topic %q: %w", t, store.ErrInvalid)
+		}
+		if wanted[t] {
+			continue
+		}
+		wanted[t] = true
+		if kind == store.KindOrder {
+			oid, _ := bson.ObjectIDFromHex(key)
+			orderIDs = append(orderIDs, oid)
+		} else {
+			rooms = append(rooms, key)
+		}
+	}
+	or := bson.A{bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}}
+	if len(orderIDs) > 0 {
+		or = append(or, bson.D{
+			{Key: "ns.coll", Value: ordersCollection},
+			{Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: orderIDs}}},
+		})
+	}
+	if len(rooms) > 0 {
+		or = append(or, bson.D{
+			{Key: "ns.coll", Value: messagesCollection},
+			{Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}},
+		})
+	}
+	pipeline := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}}
+	return wanted, pipeline, nil
 }
 
 // Snapshot returns the current state of each topic, in the order given, and

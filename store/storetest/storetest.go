@@ -389,55 +389,70 @@ func confFollowOrder(t *testing.T, h Harness) {
 		if len(r.batches[0].Changes) != 0 || r.batches[0].Checkpoint != head {
 			t.Errorf("Follow %d: first batch %+v, want empty with checkpoint %s", i, r.batches[0], head)
 		}
-		prev := head
-		for _, bt := range r.batches {
-			for _, c := range bt.Changes {
-				if c.Pos <= prev {
-					t.Errorf("Follow %d: position %s does not come after %s", i, c.Pos, prev)
-				}
-				if err := b.CheckPosition(c.Pos); err != nil {
-					t.Errorf("Follow %d: CheckPosition(%s): %v", i, c.Pos, err)
-				}
-				if c.Time.IsZero() {
-					t.Errorf("Follow %d: change %s has no time", i, c.Pos)
-				}
-				prev = c.Pos
-			}
-			if bt.Checkpoint < prev {
-				t.Errorf("Follow %d: checkpoint %s before the batch's last change %s", i, bt.Checkpoint, prev)
-			}
-			prev = max(prev, bt.Checkpoint)
-		}
+		confCheckBatches(t, b, i, head, r.batches)
 		changes := confChanges(r.batches, topics...)
-		var got []string
-		for _, c := range changes {
-			switch {
-			case c.Order != nil:
-				got = append(got, fmt.Sprintf("%s %s v%d %s", c.Topic, c.Op, c.Order.Version, c.Order.Status))
-			case c.Message != nil:
-				got = append(got, fmt.Sprintf("%s %s %s", c.Topic, c.Op, c.Message.Text))
-			}
-		}
-		// The order was created before Head, so its insert is not here.
-		want := []string{
-			topics[0] + " " + store.OpReplace + " v2 preparing",
-			topics[1] + " insert hello",
-			topics[0] + " " + store.OpReplace + " v3 cancelled",
-			topics[1] + " insert end",
-		}
-		if len(got) != len(want) {
-			t.Fatalf("Follow %d: got\n%s\nwant\n%s", i, strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
-		for j := range want {
-			// Backends may name an order's status change update or replace.
-			if strings.Replace(got[j], " "+store.OpUpdate+" ", " "+store.OpReplace+" ", 1) != want[j] {
-				t.Errorf("Follow %d change %d: got %q, want %q", i, j, got[j], want[j])
-			}
-		}
+		confCheckFollowed(t, i, changes, topics)
 		seen[i] = confDescribe(changes)
 	}
 	if !slices.Equal(seen[0], seen[1]) {
 		t.Errorf("two followers disagree:\n%s\n--\n%s", strings.Join(seen[0], "\n"), strings.Join(seen[1], "\n"))
+	}
+}
+
+// confCheckBatches checks follower i's batches, read from head: positions
+// increase and are valid, changes have a time, and each checkpoint is at
+// or after its batch's last change.
+func confCheckBatches(t *testing.T, b store.Backend, i int, head string, batches []store.Batch) {
+	t.Helper()
+	prev := head
+	for _, bt := range batches {
+		for _, c := range bt.Changes {
+			if c.Pos <= prev {
+				t.Errorf("Follow %d: position %s does not come after %s", i, c.Pos, prev)
+			}
+			if err := b.CheckPosition(c.Pos); err != nil {
+				t.Errorf("Follow %d: CheckPosition(%s): %v", i, c.Pos, err)
+			}
+			if c.Time.IsZero() {
+				t.Errorf("Follow %d: change %s has no time", i, c.Pos)
+			}
+			prev = c.Pos
+		}
+		if bt.Checkpoint < prev {
+			t.Errorf("Follow %d: checkpoint %s before the batch's last change %s", i, bt.Checkpoint, prev)
+		}
+		prev = max(prev, bt.Checkpoint)
+	}
+}
+
+// confCheckFollowed checks that follower i saw the writes of
+// confFollowOrder on topics, in order.
+func confCheckFollowed(t *testing.T, i int, changes []store.Change, topics []string) {
+	t.Helper()
+	var got []string
+	for _, c := range changes {
+		switch {
+		case c.Order != nil:
+			got = append(got, fmt.Sprintf("%s %s v%d %s", c.Topic, c.Op, c.Order.Version, c.Order.Status))
+		case c.Message != nil:
+			got = append(got, fmt.Sprintf("%s %s %s", c.Topic, c.Op, c.Message.Text))
+		}
+	}
+	// The order was created before Head, so its insert is not here.
+	want := []string{
+		topics[0] + " " + store.OpReplace + " v2 preparing",
+		topics[1] + " insert hello",
+		topics[0] + " " + store.OpReplace + " v3 cancelled",
+		topics[1] + " insert end",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Follow %d: got\n%s\nwant\n%s", i, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for j := range want {
+		// Backends may name an order's status change update or replace.
+		if strings.Replace(got[j], " "+store.OpUpdate+" ", " "+store.OpReplace+" ", 1) != want[j] {
+			t.Errorf("Follow %d change %d: got %q, want %q", i, j, got[j], want[j])
+		}
 	}
 }
 
