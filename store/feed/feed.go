@@ -14,6 +14,10 @@ import (
 	"changecast/stream"
 )
 
+// EventName is the SSE event name of a payload: what a client's
+// addEventListener listens for.
+type EventName string
+
 // Event names of the SSE events, as the API names them.
 const (
 	// EventOrder carries an orderPayload: one change of an order.
@@ -24,10 +28,6 @@ const (
 	// of one topic when its stream started or was reset.
 	EventSnapshot EventName = "snapshot"
 )
-
-// EventName is the SSE event name of a payload: what a client's
-// addEventListener listens for.
-type EventName string
 
 // source turns a backend's change log into the multiplexer's events: it
 // encodes each change's JSON payload once and maps the store's errors to
