@@ -77,11 +77,11 @@ func (s *server) events(c echo.Context) error {
 	for _, t := range topics {
 		kind, key, _ := store.ParseTopic(t)
 		switch kind {
-		case "orders":
+		case store.KindOrder:
 			if _, err := s.loadOrder(c, p, key); err != nil {
 				return err
 			}
-		case "rooms":
+		case store.KindRoom:
 			if !p.CanRoom(key) {
 				return errorf(http.StatusForbidden, "room %s is not granted to this token", key)
 			}

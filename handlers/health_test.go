@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"changecast/store"
+	"changecast/store/bolt"
 )
 
 // brokenStore fails the way a real store can fail underneath.
@@ -108,7 +109,7 @@ func TestInternalErrors(t *testing.T) {
 // It limits the whole process's file size, so it must not run in parallel.
 func TestReadyzWhileWritesFail(t *testing.T) {
 	dir := t.TempDir()
-	b, err := store.OpenBolt(dir, store.BoltOptions{})
+	b, err := bolt.Open(dir, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

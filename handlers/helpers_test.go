@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"changecast/store"
+	"changecast/store/bolt"
+	"changecast/store/feed"
 	"changecast/stream"
 	"changecast/stream/sseparse"
 )
@@ -28,7 +30,7 @@ const waitTimeout = 15 * time.Second
 // env is a running server over a real embedded store and multiplexer.
 type env struct {
 	url   string
-	store *store.Bolt
+	store *bolt.Store
 	mux   *stream.Multiplexer
 	logs  *syncBuffer
 }
@@ -56,7 +58,7 @@ func (b *syncBuffer) String() string {
 // first, then the server, then the store.
 func newEnv(tb testing.TB, change ...func(*Config)) *env {
 	tb.Helper()
-	b, err := store.OpenBolt(tb.TempDir(), store.BoltOptions{})
+	b, err := bolt.Open(tb.TempDir(), bolt.Options{})
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
 	}
@@ -67,7 +69,7 @@ func newEnv(tb testing.TB, change ...func(*Config)) *env {
 	})
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	mux := stream.New(boltSource{b}, stream.Config{Logger: logger})
+	mux := stream.New(feed.New(b), stream.Config{Logger: logger})
 	if err := mux.Start(); err != nil {
 		tb.Fatalf("start multiplexer: %v", err)
 	}

@@ -18,9 +18,9 @@ import (
 	"changecast/stream"
 )
 
-// Store is what the routes need of a store. Both store backends
-// (*store.Bolt and *store.Mongo) implement it; it must be safe for
-// concurrent use.
+// Store is what the routes need of a store: the reads and writes of
+// store.Backend, without its change log, which only the stream reads.
+// It must be safe for concurrent use.
 type Store interface {
 	// Ping reports whether the database is reachable.
 	Ping(ctx context.Context) error

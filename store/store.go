@@ -8,7 +8,9 @@
 // log, so strings.Compare tells which of two changes came first. A position is
 // what changecast sends as an SSE event id.
 //
-// This package is the only one that imports a database driver.
+// The contract both backends keep is Backend; they live in store/bolt and
+// store/mongo, and store/storetest holds the suite that checks them. The
+// store and its subpackages are the only ones that import a database driver.
 package store
 
 import (
@@ -104,7 +106,7 @@ type Message struct {
 type Change struct {
 	// Pos is the change's position in the log (the SSE event id).
 	Pos string
-	// Topic is "orders/<id>" or "rooms/<room>".
+	// Topic is "orders/<id>" or "rooms/<room>" (see ParseTopic).
 	Topic string
 	// Op is one of OpInsert, OpUpdate, OpReplace, OpDelete.
 	Op string
@@ -136,10 +138,21 @@ type Snapshot struct {
 	Messages []Message
 }
 
-// Topic prefixes.
+// TopicKind is what a topic is about: the part of the topic before the slash.
+type TopicKind string
+
+// Topic kinds. Each is also the first segment of its topics' names.
 const (
-	OrderTopicPrefix = "orders/"
-	RoomTopicPrefix  = "rooms/"
+	// KindOrder is the kind of an order's topic, orders/<id>.
+	KindOrder TopicKind = "orders"
+	// KindRoom is the kind of a room's topic, rooms/<room>.
+	KindRoom TopicKind = "rooms"
+)
+
+// Topic prefixes: a kind and a slash.
+const (
+	OrderTopicPrefix = string(KindOrder) + "/"
+	RoomTopicPrefix  = string(KindRoom) + "/"
 )
 
 // OrderTopic returns the topic of an order.
@@ -159,16 +172,16 @@ func ValidRoom(room string) bool { return roomRE.MatchString(room) }
 // ValidOrderID reports whether id has the shape of an order id (24 lower-case hex characters).
 func ValidOrderID(id string) bool { return orderIDRE.MatchString(id) }
 
-// ParseTopic splits a topic into its kind ("orders" or "rooms") and key, and
-// reports whether it is well formed.
-func ParseTopic(topic string) (kind, key string, ok bool) {
+// ParseTopic splits a topic into its kind (KindOrder or KindRoom) and key,
+// and reports whether it is well formed.
+func ParseTopic(topic string) (kind TopicKind, key string, ok bool) {
 	switch {
 	case strings.HasPrefix(topic, OrderTopicPrefix):
 		key = topic[len(OrderTopicPrefix):]
-		return "orders", key, ValidOrderID(key)
+		return KindOrder, key, ValidOrderID(key)
 	case strings.HasPrefix(topic, RoomTopicPrefix):
 		key = topic[len(RoomTopicPrefix):]
-		return "rooms", key, ValidRoom(key)
+		return KindRoom, key, ValidRoom(key)
 	}
 	return "", "", false
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"changecast/store"
+	"changecast/store/bolt"
 )
 
 // browserStepBound is how soon a status change must show on the page after
@@ -208,7 +209,7 @@ func TestBrowserDemo(t *testing.T) {
 		// Written while the server is down, straight into its data directory.
 		var written []store.Message
 		func() {
-			b, err := store.OpenBolt(dataDir, store.BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+			b, err := bolt.Open(dataDir, bolt.Options{Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatalf("open the data directory while the server is down: %v", err)
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"changecast/store"
 	"changecast/stream"
 )
 
@@ -101,7 +102,7 @@ func newMetrics() *metrics {
 
 // watch registers the gauges and counters read from the multiplexer and
 // the store at scrape time.
-func (m *metrics) watch(mux statser, b backend) {
+func (m *metrics) watch(mux statser, b store.Backend) {
 	m.reg.MustRegister(&streamCollector{mux: mux, b: b})
 }
 
@@ -152,7 +153,7 @@ func (m *metrics) routeLabel(c echo.Context) string {
 // streamCollector reads the multiplexer's counters at scrape time.
 type streamCollector struct {
 	mux statser
-	b   backend
+	b   store.Backend
 }
 
 var (

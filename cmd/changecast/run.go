@@ -17,6 +17,9 @@ import (
 	"changecast/handlers"
 	"changecast/static"
 	"changecast/store"
+	"changecast/store/bolt"
+	"changecast/store/feed"
+	"changecast/store/mongo"
 	"changecast/stream"
 )
 
@@ -102,7 +105,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer b.Close()
 
 	met := newMetrics()
-	mux := stream.New(source{b}, stream.Config{
+	mux := stream.New(feed.New(b), stream.Config{
 		Heartbeat: cfg.Heartbeat,
 		Logger:    logger,
 		OnCatchUp: func(d time.Duration) { met.catchUps.Observe(d.Seconds()) },
@@ -234,15 +237,15 @@ func servePprof(addr string, logger *slog.Logger) (func(), error) {
 }
 
 // openBackend opens MongoDB when MONGODB_URI is set, else the embedded store.
-func openBackend(ctx context.Context, cfg config, logger *slog.Logger) (backend, error) {
+func openBackend(ctx context.Context, cfg config, logger *slog.Logger) (store.Backend, error) {
 	if cfg.MongoURI != "" {
-		m, err := store.OpenMongo(ctx, cfg.MongoURI, cfg.MongoDatabase, store.MongoOptions{Logger: logger})
+		m, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDatabase, mongo.Options{Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("open MongoDB: %w", err)
 		}
 		return m, nil
 	}
-	b, err := store.OpenBolt(cfg.DataDir, store.BoltOptions{
+	b, err := bolt.Open(cfg.DataDir, bolt.Options{
 		RetainCount: cfg.RetainChanges,
 		RetainAge:   cfg.RetainAge,
 		Logger:      logger,

@@ -6,7 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"changecast/store"
+	"changecast/store/bolt"
+	"changecast/store/feed"
 	"changecast/stream"
 )
 
@@ -14,13 +15,13 @@ import (
 // the same change log. They give every change the same id, so a client
 // that was on one resumes on the other with nothing lost or doubled.
 func TestTwoMultiplexersSameIDs(t *testing.T) {
-	b, err := store.OpenBolt(t.TempDir(), store.BoltOptions{})
+	b, err := bolt.Open(t.TempDir(), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	serve := func() *httptest.Server {
-		m := stream.New(source{b}, stream.Config{TopicBuffer: 8})
+		m := stream.New(feed.New(b), stream.Config{TopicBuffer: 8})
 		if err := m.Start(); err != nil {
 			t.Fatal(err)
 		}

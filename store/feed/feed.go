@@ -1,4 +1,8 @@
-package main
+// Package feed owns the SSE payload format (the event names and the JSON
+// payload of each) and the adapter from a store.Backend's change log to
+// stream's Source: every change is encoded once, for all its subscribers,
+// and the store's position errors become the stream's.
+package feed
 
 import (
 	"context"
@@ -10,33 +14,33 @@ import (
 	"changecast/stream"
 )
 
-// backend is what changecast needs of a store: both store.Bolt and
-// store.Mongo have this method set.
-type backend interface {
-	Ping(ctx context.Context) error
-	CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error)
-	GetOrder(ctx context.Context, id string) (store.Order, error)
-	UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (store.Order, error)
-	PostMessage(ctx context.Context, room, author, text string) (store.Message, error)
-	ListMessages(ctx context.Context, room, before string, limit int) ([]store.Message, error)
-	Head(ctx context.Context) (string, error)
-	Follow(ctx context.Context, after string, fn func(store.Batch) error) error
-	CatchUp(ctx context.Context, topics []string, after, until string, fn func(store.Change) error) error
-	Snapshot(ctx context.Context, topics []string) ([]store.Snapshot, string, error)
-	CheckPosition(pos string) error
-	Close() error
-}
+// EventName is the SSE event name of a payload: what a client's
+// addEventListener listens for.
+type EventName string
+
+// Event names of the SSE events, as the API names them.
+const (
+	// EventOrder carries an orderPayload: one change of an order.
+	EventOrder EventName = "order"
+	// EventMessage carries a messagePayload: one message posted to a room.
+	EventMessage EventName = "message"
+	// EventSnapshot carries an orderSnapshot or a roomSnapshot: the state
+	// of one topic when its stream started or was reset.
+	EventSnapshot EventName = "snapshot"
+)
 
 // source turns a backend's change log into the multiplexer's events: it
 // encodes each change's JSON payload once and maps the store's errors to
 // the stream's.
 type source struct {
-	b backend
+	b store.Backend
 }
 
-var _ stream.Source = source{}
+// New returns the stream.Source that reads b's change log and encodes it
+// as SSE events. It is safe for concurrent use as b is.
+func New(b store.Backend) stream.Source { return source{b} }
 
-// Payloads of the SSE events, as DESIGN.md names them.
+// Payloads of the SSE events, as the API names them.
 type (
 	orderPayload struct {
 		Topic string       `json:"topic"`
@@ -64,10 +68,10 @@ func event(c store.Change) (stream.Event, error) {
 	var payload any
 	switch {
 	case c.Order != nil:
-		ev.Name = "order"
+		ev.Name = string(EventOrder)
 		payload = orderPayload{Topic: c.Topic, Op: c.Op, Order: c.Order}
 	case c.Message != nil:
-		ev.Name = "message"
+		ev.Name = string(EventMessage)
 		payload = messagePayload{Topic: c.Topic, Op: c.Op, Message: c.Message}
 	default:
 		return stream.Event{}, fmt.Errorf("change %s on %s carries no document", c.Pos, c.Topic)
@@ -133,7 +137,7 @@ func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, 
 	out := make([]stream.Event, 0, len(snaps))
 	for _, sn := range snaps {
 		var payload any
-		if kind, _, _ := store.ParseTopic(sn.Topic); kind == "rooms" {
+		if kind, _, _ := store.ParseTopic(sn.Topic); kind == store.KindRoom {
 			msgs := sn.Messages
 			if msgs == nil {
 				msgs = []store.Message{}
@@ -146,7 +150,7 @@ func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, 
 		if err != nil {
 			return nil, "", fmt.Errorf("encode snapshot of %s: %w", sn.Topic, err)
 		}
-		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: "snapshot", Data: data})
+		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: string(EventSnapshot), Data: data})
 	}
 	return out, pos, nil
 }

@@ -1,4 +1,4 @@
-package store
+package bolt
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 // page id past the end of a truncated file is a SIGBUS, a garbage element
 // offset a SIGSEGV, and with NoFreelistSync it walks the whole tree at open
 // (and after a failed commit) in a goroutine of its own, where neither can
-// be recovered. So before bbolt sees the file, boltCheckFile reads it with
+// be recovered. So before bbolt sees the file, checkFile reads it with
 // plain reads and checks everything bbolt's walk relies on: a valid meta
 // page (magic, version, checksum), a file long enough for every page the
 // meta counts, and, from the root, every reachable page: its id, type and
@@ -25,47 +25,47 @@ import (
 // referenced once, nested and inline buckets. A file that passes cannot
 // make bbolt fault or panic while opening. Values are not checked (bbolt
 // keeps no checksum of them): a damaged value is found when it is read,
-// and that read fails alone (see boltGuard).
+// and that read fails alone (see guard).
 
-// ErrDamaged is wrapped by the error of OpenBolt when the store file is
+// ErrDamaged is wrapped by the error of Open when the store file is
 // damaged, and by the error of a read or write that met damage at run time.
 var ErrDamaged = errors.New("store file is damaged")
 
 // The bbolt file format, version 2 (go.etcd.io/bbolt/internal/common).
 const (
-	boltMagic          = 0xED0CDAED
-	boltVersion        = 2
-	boltPageHeaderSize = 16 // id u64, flags u16, count u16, overflow u32
-	boltElementSize    = 16 // branch: pos, ksize u32, pgid u64; leaf: flags, pos, ksize, vsize u32
-	boltBucketHeader   = 16 // root pgid u64, sequence u64
-	boltMetaChecksumAt = 56 // the meta's checksum covers the bytes before it
-	boltMetaSize       = 64
-	boltBranchPage     = 0x01
-	boltLeafPage       = 0x02
-	boltMetaPage       = 0x04
-	boltFreelistPage   = 0x10
-	boltBucketLeaf     = 0x01
-	boltNoFreelist     = ^uint64(0)
-	// boltMinPageSize and boltMaxPageSize bound the page sizes bbolt probes
+	pageMagic      = 0xED0CDAED
+	pageVersion    = 2
+	pageHeaderSize = 16 // id u64, flags u16, count u16, overflow u32
+	elementSize    = 16 // branch: pos, ksize u32, pgid u64; leaf: flags, pos, ksize, vsize u32
+	bucketHeader   = 16 // root pgid u64, sequence u64
+	metaChecksumAt = 56 // the meta's checksum covers the bytes before it
+	metaSize       = 64
+	branchPage     = 0x01
+	leafPage       = 0x02
+	metaPage       = 0x04
+	freelistPage   = 0x10
+	bucketLeaf     = 0x01
+	noFreelist     = ^uint64(0)
+	// minPageSize and maxPageSize bound the page sizes bbolt probes
 	// for (1 KiB to 16 MiB); a meta claiming another is damaged.
-	boltMinPageSize = 1 << 10
-	boltMaxPageSize = 1 << 24
+	minPageSize = 1 << 10
+	maxPageSize = 1 << 24
 )
 
-// boltDamage describes what is wrong with a store file.
-type boltDamage struct{ what string }
+// damage describes what is wrong with a store file.
+type damage struct{ what string }
 
-func (d *boltDamage) Error() string { return d.what }
+func (d *damage) Error() string { return d.what }
 
-func boltDamaged(format string, args ...any) error {
-	return &boltDamage{what: fmt.Sprintf(format, args...)}
+func damaged(format string, args ...any) error {
+	return &damage{what: fmt.Sprintf(format, args...)}
 }
 
-// boltCheckFile checks the bbolt file at path without mapping it. It
+// checkFile checks the bbolt file at path without mapping it. It
 // returns nil if the file does not exist (a fresh store), and an error
 // wrapping ErrDamaged, saying what is wrong, what to do and naming the
 // file, if it is empty or damaged.
-func boltCheckFile(path string) error {
+func checkFile(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -74,8 +74,8 @@ func boltCheckFile(path string) error {
 		return fmt.Errorf("check store file %s: %w", path, err)
 	}
 	defer f.Close()
-	err = boltCheck(f)
-	var d *boltDamage
+	err = check(f)
+	var d *damage
 	if errors.As(err, &d) {
 		return fmt.Errorf("store file %s is damaged: %s; restore it from a backup, or move it aside "+
 			"to start with an empty store (every client then starts again from a snapshot): %w", path, d.what, ErrDamaged)
@@ -86,8 +86,8 @@ func boltCheckFile(path string) error {
 	return nil
 }
 
-// boltMeta is the part of a meta page the check uses.
-type boltMeta struct {
+// meta is the part of a meta page the check uses.
+type meta struct {
 	pageSize uint32
 	root     uint64
 	freelist uint64
@@ -96,28 +96,28 @@ type boltMeta struct {
 	ok       bool // magic, version and checksum are right
 }
 
-// boltReadMeta decodes the meta page in page (a whole page or more).
-func boltReadMeta(page []byte) boltMeta {
-	if len(page) < boltPageHeaderSize+boltMetaSize {
-		return boltMeta{}
+// readMeta decodes the meta page in page (a whole page or more).
+func readMeta(page []byte) meta {
+	if len(page) < pageHeaderSize+metaSize {
+		return meta{}
 	}
-	m := page[boltPageHeaderSize : boltPageHeaderSize+boltMetaSize]
+	m := page[pageHeaderSize : pageHeaderSize+metaSize]
 	le := binary.LittleEndian
 	h := fnv.New64a()
-	h.Write(m[:boltMetaChecksumAt])
-	return boltMeta{
+	h.Write(m[:metaChecksumAt])
+	return meta{
 		pageSize: le.Uint32(m[8:]),
 		root:     le.Uint64(m[16:]),
 		freelist: le.Uint64(m[32:]),
 		pgid:     le.Uint64(m[40:]),
 		txid:     le.Uint64(m[48:]),
-		ok: le.Uint32(m[0:]) == boltMagic && le.Uint32(m[4:]) == boltVersion &&
-			le.Uint64(m[boltMetaChecksumAt:]) == h.Sum64(),
+		ok: le.Uint32(m[0:]) == pageMagic && le.Uint32(m[4:]) == pageVersion &&
+			le.Uint64(m[metaChecksumAt:]) == h.Sum64(),
 	}
 }
 
-// boltChecker walks a bbolt file with plain reads.
-type boltChecker struct {
+// checker walks a bbolt file with plain reads.
+type checker struct {
 	r        io.ReaderAt
 	pageSize uint64
 	hwm      uint64   // the meta's pgid
@@ -125,36 +125,36 @@ type boltChecker struct {
 	bufs     [][]byte // one page buffer per tree depth, reused for siblings
 }
 
-// boltCheck checks the bbolt file f; see boltCheckFile. Errors about the
-// file's content are *boltDamage.
-func boltCheck(f *os.File) error {
+// check checks the bbolt file f; see checkFile. Errors about the
+// file's content are *damage.
+func check(f *os.File) error {
 	st, err := f.Stat()
 	if err != nil {
 		return err
 	}
 	size := st.Size()
 	if size == 0 {
-		return boltDamaged("it is empty (0 bytes); a new store is a missing file, never an empty one")
+		return damaged("it is empty (0 bytes); a new store is a missing file, never an empty one")
 	}
 	// Meta page 0 says the page size; if it is damaged, meta 1 is found
 	// the way bbolt finds it, by trying every page size.
-	var first [boltPageHeaderSize + boltMetaSize]byte
+	var first [pageHeaderSize + metaSize]byte
 	if _, err := f.ReadAt(first[:], 0); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
-	m0 := boltReadMeta(first[:])
-	var m1 boltMeta
+	m0 := readMeta(first[:])
+	var m1 meta
 	if m0.ok {
 		if _, err := f.ReadAt(first[:], int64(m0.pageSize)); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		m1 = boltReadMeta(first[:])
+		m1 = readMeta(first[:])
 	} else {
-		for ps := int64(boltMinPageSize); ps <= boltMaxPageSize && ps < size; ps *= 2 {
+		for ps := int64(minPageSize); ps <= maxPageSize && ps < size; ps *= 2 {
 			if _, err := f.ReadAt(first[:], ps); err != nil && !errors.Is(err, io.EOF) {
 				return err
 			}
-			if m1 = boltReadMeta(first[:]); m1.ok {
+			if m1 = readMeta(first[:]); m1.ok {
 				break
 			}
 		}
@@ -166,19 +166,19 @@ func boltCheck(f *os.File) error {
 		m = m1
 	}
 	if !m.ok {
-		return boltDamaged("neither meta page is valid (not a store file, or its header is overwritten)")
+		return damaged("neither meta page is valid (not a store file, or its header is overwritten)")
 	}
 	ps := uint64(m.pageSize)
-	if ps < boltMinPageSize || ps > boltMaxPageSize || ps&(ps-1) != 0 {
-		return boltDamaged("its meta page gives an impossible page size %d", ps)
+	if ps < minPageSize || ps > maxPageSize || ps&(ps-1) != 0 {
+		return damaged("its meta page gives an impossible page size %d", ps)
 	}
 	if m.pgid < 3 || m.pgid > uint64(size)/ps {
-		return boltDamaged("it is %d bytes but holds %d pages of %d bytes (%d bytes): it was cut short",
+		return damaged("it is %d bytes but holds %d pages of %d bytes (%d bytes): it was cut short",
 			size, m.pgid, ps, m.pgid*ps)
 	}
-	c := &boltChecker{r: f, pageSize: ps, hwm: m.pgid, seen: make([]bool, m.pgid)}
+	c := &checker{r: f, pageSize: ps, hwm: m.pgid, seen: make([]bool, m.pgid)}
 	c.seen[0], c.seen[1] = true, true
-	if m.freelist != boltNoFreelist {
+	if m.freelist != noFreelist {
 		if err := c.checkFreelist(m.freelist); err != nil {
 			return err
 		}
@@ -187,16 +187,16 @@ func boltCheck(f *os.File) error {
 	return err
 }
 
-// boltMaxDepth bounds the tree's depth (a B+tree of 2^64 keys with two per
+// maxDepth bounds the tree's depth (a B+tree of 2^64 keys with two per
 // page is 64 deep); deeper means a reference loop.
-const boltMaxDepth = 64
+const maxDepth = 64
 
 // page reads page id and its overflow pages into the buffer of depth,
 // after checking that they are allocated, not reached before, and that the
 // header names the page.
-func (c *boltChecker) page(id uint64, depth int) ([]byte, error) {
+func (c *checker) page(id uint64, depth int) ([]byte, error) {
 	if id < 2 || id >= c.hwm {
-		return nil, boltDamaged("a reference to page %d, outside the %d allocated pages", id, c.hwm)
+		return nil, damaged("a reference to page %d, outside the %d allocated pages", id, c.hwm)
 	}
 	for len(c.bufs) <= depth {
 		c.bufs = append(c.bufs, make([]byte, c.pageSize))
@@ -206,15 +206,15 @@ func (c *boltChecker) page(id uint64, depth int) ([]byte, error) {
 		return nil, err
 	}
 	if got := binary.LittleEndian.Uint64(p[0:]); got != id {
-		return nil, boltDamaged("page %d says it is page %d", id, got)
+		return nil, damaged("page %d says it is page %d", id, got)
 	}
 	overflow := uint64(binary.LittleEndian.Uint32(p[12:]))
 	if id+overflow >= c.hwm {
-		return nil, boltDamaged("page %d runs %d pages past the %d allocated pages", id, overflow, c.hwm)
+		return nil, damaged("page %d runs %d pages past the %d allocated pages", id, overflow, c.hwm)
 	}
 	for i := id; i <= id+overflow; i++ {
 		if c.seen[i] {
-			return nil, boltDamaged("page %d is referenced twice", i)
+			return nil, damaged("page %d is referenced twice", i)
 		}
 		c.seen[i] = true
 	}
@@ -232,24 +232,24 @@ func (c *boltChecker) page(id uint64, depth int) ([]byte, error) {
 }
 
 // checkFreelist checks a freelist page written by a bbolt that syncs it.
-func (c *boltChecker) checkFreelist(id uint64) error {
+func (c *checker) checkFreelist(id uint64) error {
 	p, err := c.page(id, 0)
 	if err != nil {
 		return err
 	}
-	if flags := binary.LittleEndian.Uint16(p[8:]); flags != boltFreelistPage {
-		return boltDamaged("page %d should be the free-page list but has type %#x", id, flags)
+	if flags := binary.LittleEndian.Uint16(p[8:]); flags != freelistPage {
+		return damaged("page %d should be the free-page list but has type %#x", id, flags)
 	}
-	n, at := uint64(binary.LittleEndian.Uint16(p[10:])), uint64(boltPageHeaderSize)
+	n, at := uint64(binary.LittleEndian.Uint16(p[10:])), uint64(pageHeaderSize)
 	if n == 0xFFFF { // the real count is the first element
 		n, at = binary.LittleEndian.Uint64(p[at:]), at+8
 	}
 	if n > (uint64(len(p))-at)/8 {
-		return boltDamaged("the free-page list on page %d overruns its page", id)
+		return damaged("the free-page list on page %d overruns its page", id)
 	}
 	for i := range n {
 		if free := binary.LittleEndian.Uint64(p[at+8*i:]); free < 2 || free >= c.hwm {
-			return boltDamaged("the free-page list names page %d, outside the %d allocated pages", free, c.hwm)
+			return damaged("the free-page list names page %d, outside the %d allocated pages", free, c.hwm)
 		}
 	}
 	return nil
@@ -258,9 +258,9 @@ func (c *boltChecker) checkFreelist(id uint64) error {
 // tree checks the B+tree rooted at page id: every key k with min <= k < max
 // (nil for no bound), as bbolt's own check requires. It returns the
 // subtree's largest key.
-func (c *boltChecker) tree(id uint64, min, max []byte, depth int) ([]byte, error) {
-	if depth > boltMaxDepth {
-		return nil, boltDamaged("page %d is %d levels deep: the tree has a loop", id, depth)
+func (c *checker) tree(id uint64, min, max []byte, depth int) ([]byte, error) {
+	if depth > maxDepth {
+		return nil, damaged("page %d is %d levels deep: the tree has a loop", id, depth)
 	}
 	p, err := c.page(id, depth)
 	if err != nil {
@@ -271,47 +271,47 @@ func (c *boltChecker) tree(id uint64, min, max []byte, depth int) ([]byte, error
 
 // node checks the page p (a page read from the file, or an inline bucket's
 // page, for which id is its bucket's page) and the subtrees below it.
-func (c *boltChecker) node(p []byte, id uint64, min, max []byte, depth int) ([]byte, error) {
+func (c *checker) node(p []byte, id uint64, min, max []byte, depth int) ([]byte, error) {
 	le := binary.LittleEndian
 	flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
-	if flags != boltBranchPage && flags != boltLeafPage {
-		return nil, boltDamaged("page %d has type %#x where a branch or leaf page belongs", id, flags)
+	if flags != branchPage && flags != leafPage {
+		return nil, damaged("page %d has type %#x where a branch or leaf page belongs", id, flags)
 	}
-	if boltPageHeaderSize+count*boltElementSize > len(p) {
-		return nil, boltDamaged("page %d claims %d elements, more than fit in it", id, count)
+	if pageHeaderSize+count*elementSize > len(p) {
+		return nil, damaged("page %d claims %d elements, more than fit in it", id, count)
 	}
-	if flags == boltBranchPage && count == 0 {
-		return nil, boltDamaged("branch page %d is empty", id)
+	if flags == branchPage && count == 0 {
+		return nil, damaged("branch page %d is empty", id)
 	}
 	var last []byte
 	running := min
 	for i := range count {
-		at := boltPageHeaderSize + i*boltElementSize
-		e := p[at : at+boltElementSize]
+		at := pageHeaderSize + i*elementSize
+		e := p[at : at+elementSize]
 		var pos, ksize, vsize uint64
-		if flags == boltBranchPage {
+		if flags == branchPage {
 			pos, ksize = uint64(le.Uint32(e[0:])), uint64(le.Uint32(e[4:]))
 		} else {
 			pos, ksize, vsize = uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
 		}
 		start := uint64(at) + pos
 		if start+ksize+vsize > uint64(len(p)) {
-			return nil, boltDamaged("element %d of page %d points outside the page", i, id)
+			return nil, damaged("element %d of page %d points outside the page", i, id)
 		}
 		key := p[start : start+ksize]
 		if i == 0 && running != nil && bytes.Compare(running, key) > 0 ||
 			i > 0 && bytes.Compare(running, key) >= 0 ||
 			max != nil && bytes.Compare(key, max) >= 0 {
-			return nil, boltDamaged("the keys of page %d are out of order", id)
+			return nil, damaged("the keys of page %d are out of order", id)
 		}
-		if flags == boltBranchPage {
+		if flags == branchPage {
 			next := max
 			if i+1 < count {
-				n := p[boltPageHeaderSize+(i+1)*boltElementSize:]
+				n := p[pageHeaderSize+(i+1)*elementSize:]
 				npos, nksize := uint64(le.Uint32(n[0:])), uint64(le.Uint32(n[4:]))
-				nstart := uint64(boltPageHeaderSize+(i+1)*boltElementSize) + npos
+				nstart := uint64(pageHeaderSize+(i+1)*elementSize) + npos
 				if nstart+nksize > uint64(len(p)) {
-					return nil, boltDamaged("element %d of page %d points outside the page", i+1, id)
+					return nil, damaged("element %d of page %d points outside the page", i+1, id)
 				}
 				next = p[nstart : nstart+nksize]
 			}
@@ -323,12 +323,12 @@ func (c *boltChecker) node(p []byte, id uint64, min, max []byte, depth int) ([]b
 			continue
 		}
 		running, last = key, key
-		if le.Uint32(e[0:])&boltBucketLeaf == 0 {
+		if le.Uint32(e[0:])&bucketLeaf == 0 {
 			continue
 		}
 		v := p[start+ksize : start+ksize+vsize]
-		if len(v) < boltBucketHeader {
-			return nil, boltDamaged("bucket %q on page %d has a short header", key, id)
+		if len(v) < bucketHeader {
+			return nil, damaged("bucket %q on page %d has a short header", key, id)
 		}
 		if root := le.Uint64(v[0:]); root != 0 {
 			if _, err := c.tree(root, nil, nil, depth+1); err != nil {
@@ -336,9 +336,9 @@ func (c *boltChecker) node(p []byte, id uint64, min, max []byte, depth int) ([]b
 			}
 			continue
 		}
-		inline := v[boltBucketHeader:]
-		if len(inline) < boltPageHeaderSize || le.Uint16(inline[8:]) != boltLeafPage {
-			return nil, boltDamaged("inline bucket %q on page %d is malformed", key, id)
+		inline := v[bucketHeader:]
+		if len(inline) < pageHeaderSize || le.Uint16(inline[8:]) != leafPage {
+			return nil, damaged("inline bucket %q on page %d is malformed", key, id)
 		}
 		if _, err := c.node(inline, id, nil, nil, depth+1); err != nil {
 			return nil, err
@@ -348,12 +348,12 @@ func (c *boltChecker) node(p []byte, id uint64, min, max []byte, depth int) ([]b
 	return bytes.Clone(last), nil
 }
 
-// boltGuard runs fn, which reads or writes the mapped file, and turns a
+// guard runs fn, which reads or writes the mapped file, and turns a
 // panic or a memory fault on damaged pages into an error wrapping
 // ErrDamaged, so one bad record fails one request instead of the process.
 // bbolt only faults in the goroutine that touches the page: the fault
 // becomes a panic here because of SetPanicOnFault.
-func boltGuard(fn func() error) (err error) {
+func guard(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {

@@ -1,4 +1,8 @@
-package store
+// Package mongo is the MongoDB backend of changecast's store: many
+// processes over one replica set, each following its change stream. Its
+// Store implements store.Backend. The driver's own mongo package is
+// imported here as mongodrv.
+package mongo
 
 import (
 	"context"
@@ -11,35 +15,40 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
+	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+
+	"changecast/store"
 )
 
-// Collection names of the MongoDB backend.
+// Collection names of the MongoDB backend. They are storage names, fixed
+// by the data already written, not topic kinds, so they stay literals
+// ("orders" happens to equal store.KindOrder; "messages" differs from
+// store.KindRoom).
 const (
-	mongoOrders   = "orders"
-	mongoMessages = "messages"
+	ordersCollection   = "orders"
+	messagesCollection = "messages"
 )
 
-// DefaultMongoCatchUps is how many catch-up change streams a Mongo store runs
-// at once when MongoOptions.CatchUps is zero. Each one holds a pooled
+// DefaultCatchUps is how many catch-up change streams a Store runs
+// at once when Options.CatchUps is zero. Each one holds a pooled
 // connection while it waits in getMore; 16 leaves most of the driver's default
 // pool of 100 to ordinary reads and writes.
-const DefaultMongoCatchUps = 16
+const DefaultCatchUps = 16
 
-// mongoUpdateAttempts bounds how often UpdateOrderStatus re-reads an order
+// updateAttempts bounds how often UpdateOrderStatus re-reads an order
 // that another writer changed between its read and its check-and-set.
-const mongoUpdateAttempts = 8
+const updateAttempts = 8
 
-// mongoCloseTimeout bounds the clean-up calls made while closing (killCursors,
+// closeTimeout bounds the clean-up calls made while closing (killCursors,
 // endSessions), which must not hang on an unreachable server.
-const mongoCloseTimeout = 5 * time.Second
+const closeTimeout = 5 * time.Second
 
-// MongoOptions configures OpenMongo. The zero value is usable.
-type MongoOptions struct {
+// Options configures Open. The zero value is usable.
+type Options struct {
 	// CatchUps caps the number of catch-up change streams open at once;
-	// zero means DefaultMongoCatchUps. CatchUp waits for a free slot.
+	// zero means DefaultCatchUps. CatchUp waits for a free slot.
 	CatchUps int
 	// Logger receives the feed's restarts; nil discards them.
 	Logger *slog.Logger
@@ -50,21 +59,21 @@ type MongoOptions struct {
 	clientOptions func(role string, o *options.ClientOptions) error
 }
 
-// Mongo is the MongoDB backend of the store: orders and messages in two
+// Store is the MongoDB backend of the store: orders and messages in two
 // collections of one database, and their change log read from MongoDB change
-// streams. It needs a replica set or a sharded cluster. A Mongo is safe for
+// streams. It needs a replica set or a sharded cluster. A Store is safe for
 // concurrent use.
 //
 // Positions are the hex strings of the change events' resume tokens
 // (_id._data); within one deployment they compare bytewise like the log, so
 // every process following the same database hands out the same ids.
-type Mongo struct {
-	client   *mongo.Client // reads, writes, Head, Snapshot and catch-ups
-	feed     *mongo.Client // only Follow's long-lived change stream
-	db       *mongo.Database
-	feedDB   *mongo.Database
-	orders   *mongo.Collection
-	messages *mongo.Collection
+type Store struct {
+	client   *mongodrv.Client // reads, writes, Head, Snapshot and catch-ups
+	feed     *mongodrv.Client // only Follow's long-lived change stream
+	db       *mongodrv.Database
+	feedDB   *mongodrv.Database
+	orders   *mongodrv.Collection
+	messages *mongodrv.Collection
 	catchUps chan struct{} // semaphore: one token per running catch-up
 	log      *slog.Logger
 
@@ -75,50 +84,53 @@ type Mongo struct {
 	wg     sync.WaitGroup // calls in flight
 }
 
-// mongoOrderDoc is an order as stored: the order's fields and its ObjectID.
-type mongoOrderDoc struct {
-	ID    bson.ObjectID `bson:"_id"`
-	Order `bson:",inline"`
+// Store keeps the contract of every backend.
+var _ store.Backend = (*Store)(nil)
+
+// orderDoc is an order as stored: the order's fields and its ObjectID.
+type orderDoc struct {
+	ID          bson.ObjectID `bson:"_id"`
+	store.Order `bson:",inline"`
 }
 
-func (d mongoOrderDoc) order() Order {
+func (d orderDoc) order() store.Order {
 	o := d.Order
 	o.ID = d.ID.Hex()
 	if o.Items == nil {
-		o.Items = []Item{}
+		o.Items = []store.Item{}
 	}
 	return o
 }
 
-// mongoMessageDoc is a message as stored.
-type mongoMessageDoc struct {
-	ID      bson.ObjectID `bson:"_id"`
-	Message `bson:",inline"`
+// messageDoc is a message as stored.
+type messageDoc struct {
+	ID            bson.ObjectID `bson:"_id"`
+	store.Message `bson:",inline"`
 }
 
-func (d mongoMessageDoc) message() Message {
+func (d messageDoc) message() store.Message {
 	m := d.Message
 	m.ID = d.ID.Hex()
 	return m
 }
 
-// OpenMongo connects to the MongoDB deployment at uri, uses database
+// Open connects to the MongoDB deployment at uri, uses database
 // (created on first write), checks the server answers and creates the
 // indexes: messages by room and _id, orders by customer. It returns an error
 // if the server cannot be reached before ctx ends or the indexes cannot be
 // built. Close the store to disconnect.
-func OpenMongo(ctx context.Context, uri, database string, opts MongoOptions) (*Mongo, error) {
+func Open(ctx context.Context, uri, database string, opts Options) (*Store, error) {
 	if database == "" {
-		return nil, fmt.Errorf("open mongo: database name is empty: %w", ErrInvalid)
+		return nil, fmt.Errorf("open mongo: database name is empty: %w", store.ErrInvalid)
 	}
-	connect := func(role string) (*mongo.Client, error) {
+	connect := func(role string) (*mongodrv.Client, error) {
 		o := options.Client().ApplyURI(uri).SetAppName("changecast")
 		if opts.clientOptions != nil {
 			if err := opts.clientOptions(role, o); err != nil {
 				return nil, err
 			}
 		}
-		return mongo.Connect(o)
+		return mongodrv.Connect(o)
 	}
 	client, err := connect("data")
 	if err != nil {
@@ -133,13 +145,13 @@ func OpenMongo(ctx context.Context, uri, database string, opts MongoOptions) (*M
 	}
 	n := opts.CatchUps
 	if n <= 0 {
-		n = DefaultMongoCatchUps
+		n = DefaultCatchUps
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Mongo{
+	m := &Store{
 		client:   client,
 		feed:     feed,
 		db:       client.Database(database),
@@ -147,13 +159,13 @@ func OpenMongo(ctx context.Context, uri, database string, opts MongoOptions) (*M
 		catchUps: make(chan struct{}, n),
 		log:      log,
 	}
-	m.orders = m.db.Collection(mongoOrders)
-	m.messages = m.db.Collection(mongoMessages)
+	m.orders = m.db.Collection(ordersCollection)
+	m.messages = m.db.Collection(messagesCollection)
 	m.done, m.cancel = context.WithCancel(context.Background())
 
 	if err := m.open(ctx); err != nil {
 		m.cancel()
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoCloseTimeout)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 		defer cancel()
 		_ = feed.Disconnect(dctx)
 		_ = client.Disconnect(dctx)
@@ -162,16 +174,16 @@ func OpenMongo(ctx context.Context, uri, database string, opts MongoOptions) (*M
 	return m, nil
 }
 
-func (m *Mongo) open(ctx context.Context) error {
+func (m *Store) open(ctx context.Context) error {
 	if err := m.client.Ping(ctx, readpref.Primary()); err != nil {
 		return fmt.Errorf("open mongo: ping: %w", err)
 	}
-	if _, err := m.messages.Indexes().CreateMany(ctx, []mongo.IndexModel{
+	if _, err := m.messages.Indexes().CreateMany(ctx, []mongodrv.IndexModel{
 		{Keys: bson.D{{Key: "room", Value: 1}, {Key: "_id", Value: 1}}},
 	}); err != nil {
 		return fmt.Errorf("open mongo: index messages by room: %w", err)
 	}
-	if _, err := m.orders.Indexes().CreateMany(ctx, []mongo.IndexModel{
+	if _, err := m.orders.Indexes().CreateMany(ctx, []mongodrv.IndexModel{
 		{Keys: bson.D{{Key: "customer", Value: 1}}},
 	}); err != nil {
 		return fmt.Errorf("open mongo: index orders by customer: %w", err)
@@ -182,28 +194,28 @@ func (m *Mongo) open(ctx context.Context) error {
 // Close stops every running Follow and CatchUp (they return an error
 // wrapping ErrClosed), waits for the calls in flight and disconnects. Calls
 // made after Close, a second Close too, return errors wrapping ErrClosed.
-func (m *Mongo) Close() error {
+func (m *Store) Close() error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return fmt.Errorf("close store: %w", ErrClosed)
+		return fmt.Errorf("close store: %w", store.ErrClosed)
 	}
 	m.closed = true
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), mongoCloseTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	return errors.Join(m.feed.Disconnect(ctx), m.client.Disconnect(ctx))
 }
 
 // begin registers a call in flight and returns ctx cancelled also by Close.
 // The returned func must be called when the call returns.
-func (m *Mongo) begin(ctx context.Context) (context.Context, func(), error) {
+func (m *Store) begin(ctx context.Context) (context.Context, func(), error) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, nil, ErrClosed
+		return nil, nil, store.ErrClosed
 	}
 	m.wg.Add(1)
 	m.mu.Unlock()
@@ -218,15 +230,15 @@ func (m *Mongo) begin(ctx context.Context) (context.Context, func(), error) {
 
 // fail wraps err from operation what, reporting ErrClosed if the store was
 // closed meanwhile.
-func (m *Mongo) fail(what string, err error) error {
+func (m *Store) fail(what string, err error) error {
 	if m.done.Err() != nil {
-		return fmt.Errorf("%s: %w", what, ErrClosed)
+		return fmt.Errorf("%s: %w", what, store.ErrClosed)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
 // Ping checks that the primary answers.
-func (m *Mongo) Ping(ctx context.Context) error {
+func (m *Store) Ping(ctx context.Context) error {
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
@@ -238,68 +250,68 @@ func (m *Mongo) Ping(ctx context.Context) error {
 	return nil
 }
 
-// mongoNow is the time stored on writes, cut to BSON's milliseconds so that
+// nowMillis is the time stored on writes, cut to BSON's milliseconds so that
 // what a write returns equals what a read gives back.
-func mongoNow() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+func nowMillis() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
 // CreateOrder stores a new order with status placed and version 1 and
 // returns it. Bad fields give an error wrapping ErrInvalid.
-func (m *Mongo) CreateOrder(ctx context.Context, customer string, items []Item) (Order, error) {
-	if err := ValidateOrder(customer, items); err != nil {
-		return Order{}, fmt.Errorf("create order: %w", err)
+func (m *Store) CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error) {
+	if err := store.ValidateOrder(customer, items); err != nil {
+		return store.Order{}, fmt.Errorf("create order: %w", err)
 	}
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
-		return Order{}, fmt.Errorf("create order: %w", err)
+		return store.Order{}, fmt.Errorf("create order: %w", err)
 	}
 	defer end()
-	now := mongoNow()
-	doc := mongoOrderDoc{ID: bson.NewObjectID(), Order: Order{
+	now := nowMillis()
+	doc := orderDoc{ID: bson.NewObjectID(), Order: store.Order{
 		Customer:  customer,
 		Items:     slices.Clone(items),
-		Status:    StatusPlaced,
+		Status:    store.StatusPlaced,
 		Version:   1,
 		CreatedAt: now,
 		UpdatedAt: now,
 	}}
 	if _, err := m.orders.InsertOne(ctx, doc); err != nil {
-		return Order{}, m.fail("create order", err)
+		return store.Order{}, m.fail("create order", err)
 	}
 	return doc.order(), nil
 }
 
 // GetOrder returns the order with id, or an error wrapping ErrNotFound
 // (also for a malformed id).
-func (m *Mongo) GetOrder(ctx context.Context, id string) (Order, error) {
-	oid, ok := mongoOrderID(id)
+func (m *Store) GetOrder(ctx context.Context, id string) (store.Order, error) {
+	oid, ok := orderID(id)
 	if !ok {
-		return Order{}, fmt.Errorf("get order %q: %w", id, ErrNotFound)
+		return store.Order{}, fmt.Errorf("get order %q: %w", id, store.ErrNotFound)
 	}
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
-		return Order{}, fmt.Errorf("get order %s: %w", id, err)
+		return store.Order{}, fmt.Errorf("get order %s: %w", id, err)
 	}
 	defer end()
 	doc, err := m.findOrder(ctx, oid)
 	if err != nil {
-		return Order{}, m.fail("get order "+id, err)
+		return store.Order{}, m.fail("get order "+id, err)
 	}
 	return doc.order(), nil
 }
 
-func mongoOrderID(id string) (bson.ObjectID, bool) {
-	if !ValidOrderID(id) {
+func orderID(id string) (bson.ObjectID, bool) {
+	if !store.ValidOrderID(id) {
 		return bson.ObjectID{}, false
 	}
 	oid, err := bson.ObjectIDFromHex(id)
 	return oid, err == nil
 }
 
-func (m *Mongo) findOrder(ctx context.Context, oid bson.ObjectID) (mongoOrderDoc, error) {
-	var doc mongoOrderDoc
+func (m *Store) findOrder(ctx context.Context, oid bson.ObjectID) (orderDoc, error) {
+	var doc orderDoc
 	err := m.orders.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&doc)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return doc, ErrNotFound
+	if errors.Is(err, mongodrv.ErrNoDocuments) {
+		return doc, store.ErrNotFound
 	}
 	return doc, err
 }
@@ -316,62 +328,62 @@ func (m *Mongo) findOrder(ctx context.Context, oid bson.ObjectID) (mongoOrderDoc
 // than $set so that the change event carries the order exactly as written
 // (a "replace" event holds its full document), whichever process reads it
 // and however late.
-func (m *Mongo) UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (Order, error) {
-	oid, ok := mongoOrderID(id)
+func (m *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (store.Order, error) {
+	oid, ok := orderID(id)
 	if !ok {
-		return Order{}, fmt.Errorf("update order %q: %w", id, ErrNotFound)
+		return store.Order{}, fmt.Errorf("update order %q: %w", id, store.ErrNotFound)
 	}
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
-		return Order{}, fmt.Errorf("update order %s: %w", id, err)
+		return store.Order{}, fmt.Errorf("update order %s: %w", id, err)
 	}
 	defer end()
-	for range mongoUpdateAttempts {
+	for range updateAttempts {
 		cur, err := m.findOrder(ctx, oid)
 		if err != nil {
-			return Order{}, m.fail("update order "+id, err)
+			return store.Order{}, m.fail("update order "+id, err)
 		}
 		if ifVersion != 0 && cur.Version != ifVersion {
-			return Order{}, fmt.Errorf("update order %s: version is %d, not %d: %w", id, cur.Version, ifVersion, ErrVersionMismatch)
+			return store.Order{}, fmt.Errorf("update order %s: version is %d, not %d: %w", id, cur.Version, ifVersion, store.ErrVersionMismatch)
 		}
-		if err := CheckTransition(cur.Status, status); err != nil {
-			return Order{}, fmt.Errorf("update order %s: %w", id, err)
+		if err := store.CheckTransition(cur.Status, status); err != nil {
+			return store.Order{}, fmt.Errorf("update order %s: %w", id, err)
 		}
 		next := cur
 		next.Items = slices.Clone(cur.Items)
 		next.Status = status
 		next.Version = cur.Version + 1
-		next.UpdatedAt = mongoNow()
+		next.UpdatedAt = nowMillis()
 		res, err := m.orders.ReplaceOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "version", Value: cur.Version}}, next)
 		if err != nil {
-			return Order{}, m.fail("update order "+id, err)
+			return store.Order{}, m.fail("update order "+id, err)
 		}
 		if res.MatchedCount == 1 {
 			return next.order(), nil
 		}
 		// Changed or deleted since the read: read again.
 	}
-	return Order{}, fmt.Errorf("update order %s: changed by others %d times in a row: %w", id, mongoUpdateAttempts, ErrConflict)
+	return store.Order{}, fmt.Errorf("update order %s: changed by others %d times in a row: %w", id, updateAttempts, store.ErrConflict)
 }
 
 // PostMessage stores a new message in room and returns it. Bad fields give
 // an error wrapping ErrInvalid. Ids are ObjectIDs made here: within one
 // process they order like the messages were posted; across processes,
 // messages posted in the same second order by process.
-func (m *Mongo) PostMessage(ctx context.Context, room, author, text string) (Message, error) {
-	if err := ValidateMessage(room, author, text); err != nil {
-		return Message{}, fmt.Errorf("post message: %w", err)
+func (m *Store) PostMessage(ctx context.Context, room, author, text string) (store.Message, error) {
+	if err := store.ValidateMessage(room, author, text); err != nil {
+		return store.Message{}, fmt.Errorf("post message: %w", err)
 	}
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
-		return Message{}, fmt.Errorf("post message: %w", err)
+		return store.Message{}, fmt.Errorf("post message: %w", err)
 	}
 	defer end()
-	doc := mongoMessageDoc{ID: bson.NewObjectID(), Message: Message{
-		Room: room, Author: author, Text: text, CreatedAt: mongoNow(),
+	doc := messageDoc{ID: bson.NewObjectID(), Message: store.Message{
+		Room: room, Author: author, Text: text, CreatedAt: nowMillis(),
 	}}
 	if _, err := m.messages.InsertOne(ctx, doc); err != nil {
-		return Message{}, m.fail("post message", err)
+		return store.Message{}, m.fail("post message", err)
 	}
 	return doc.message(), nil
 }
@@ -380,18 +392,18 @@ func (m *Mongo) PostMessage(ctx context.Context, room, author, text string) (Mes
 // message with id before ("" for the newest), oldest first. It returns an
 // error wrapping ErrInvalid for a bad room, a limit outside 1..MaxListLimit
 // or a malformed before.
-func (m *Mongo) ListMessages(ctx context.Context, room, before string, limit int) ([]Message, error) {
-	if !ValidRoom(room) {
-		return nil, fmt.Errorf("list messages: room %q: %w", room, ErrInvalid)
+func (m *Store) ListMessages(ctx context.Context, room, before string, limit int) ([]store.Message, error) {
+	if !store.ValidRoom(room) {
+		return nil, fmt.Errorf("list messages: room %q: %w", room, store.ErrInvalid)
 	}
-	if limit < 1 || limit > MaxListLimit {
-		return nil, fmt.Errorf("list messages: limit must be 1 to %d: %w", MaxListLimit, ErrInvalid)
+	if limit < 1 || limit > store.MaxListLimit {
+		return nil, fmt.Errorf("list messages: limit must be 1 to %d: %w", store.MaxListLimit, store.ErrInvalid)
 	}
 	filter := bson.D{{Key: "room", Value: room}}
 	if before != "" {
-		oid, ok := mongoOrderID(before)
+		oid, ok := orderID(before)
 		if !ok {
-			return nil, fmt.Errorf("list messages: before %q: %w", before, ErrInvalid)
+			return nil, fmt.Errorf("list messages: before %q: %w", before, store.ErrInvalid)
 		}
 		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$lt", Value: oid}}})
 	}
@@ -409,18 +421,18 @@ func (m *Mongo) ListMessages(ctx context.Context, room, before string, limit int
 
 // lastMessages returns the last limit messages matching filter, oldest
 // first, never nil. It reads in ctx's session, if any.
-func (m *Mongo) lastMessages(ctx context.Context, filter bson.D, limit int) ([]Message, error) {
+func (m *Store) lastMessages(ctx context.Context, filter bson.D, limit int) ([]store.Message, error) {
 	cur, err := m.messages.Find(ctx, filter, options.Find().
 		SetSort(bson.D{{Key: "_id", Value: -1}}).
 		SetLimit(int64(limit)))
 	if err != nil {
 		return nil, err
 	}
-	var docs []mongoMessageDoc
+	var docs []messageDoc
 	if err := cur.All(ctx, &docs); err != nil {
 		return nil, err
 	}
-	msgs := make([]Message, len(docs))
+	msgs := make([]store.Message, len(docs))
 	for i, d := range docs {
 		msgs[len(docs)-1-i] = d.message()
 	}

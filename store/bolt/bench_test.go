@@ -1,4 +1,4 @@
-package store
+package bolt
 
 import (
 	"context"
@@ -6,15 +6,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"changecast/store"
 )
 
-// BenchmarkBoltAppend measures durable writes (one fsync per group commit)
+// BenchmarkAppend measures durable writes (one fsync per group commit)
 // with 1, 8 and 64 concurrent writers, reporting writes per second and how
 // many writes shared each commit.
-func BenchmarkBoltAppend(b *testing.B) {
+func BenchmarkAppend(b *testing.B) {
 	for _, writers := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			s := boltTestOpen(b, "", BoltOptions{}, nil)
+			s := testOpen(b, "", Options{}, nil)
 			ctx := context.Background()
 			commits := s.commits.Load()
 			var (
@@ -45,17 +47,17 @@ func BenchmarkBoltAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkBoltCatchUp measures catching up 1,000 changes of one topic
+// BenchmarkCatchUp measures catching up 1,000 changes of one topic
 // from a log where they are 1 in 50 changes (50,000 in all).
-func BenchmarkBoltCatchUp(b *testing.B) {
+func BenchmarkCatchUp(b *testing.B) {
 	const (
 		wanted = 1000
 		rooms  = 50
 		total  = wanted * rooms
 	)
-	s := boltTestOpen(b, "", BoltOptions{}, nil)
+	s := testOpen(b, "", Options{}, nil)
 	ctx := context.Background()
-	start := boltMustHead(b, s)
+	start := mustHead(b, s)
 	var (
 		next   atomic.Int64
 		failed atomic.Value
@@ -75,12 +77,12 @@ func BenchmarkBoltCatchUp(b *testing.B) {
 	if err := failed.Load(); err != nil {
 		b.Fatal(err)
 	}
-	head := boltMustHead(b, s)
-	topics := []string{RoomTopic("room7")}
+	head := mustHead(b, s)
+	topics := []string{store.RoomTopic("room7")}
 	b.Run(fmt.Sprintf("events=%d/of=%d", wanted, total), func(b *testing.B) {
 		for b.Loop() {
 			n := 0
-			if err := s.CatchUp(ctx, topics, start, head, func(Change) error { n++; return nil }); err != nil {
+			if err := s.CatchUp(ctx, topics, start, head, func(store.Change) error { n++; return nil }); err != nil {
 				b.Fatal(err)
 			}
 			if n != wanted {

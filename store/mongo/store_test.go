@@ -1,4 +1,4 @@
-package store
+package mongo
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/drivertest"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/xoptions"
+
+	"changecast/store"
 )
 
 // These tests script the server with the driver's mock deployment: every
@@ -23,34 +25,34 @@ import (
 // store asks for and how it reads the answers; the conformance suite runs
 // the same behaviour against a real server when MONGODB_URI is set.
 
-const mongoTestDB = "cc"
+const testDB = "cc"
 
-// mongoCommand is one command the client sent.
-type mongoCommand struct {
+// command is one command the client sent.
+type command struct {
 	Name string
 	DB   string
 	Body bson.Raw
 }
 
-// mongoRecorder keeps the commands a client started.
-type mongoRecorder struct {
+// recorder keeps the commands a client started.
+type recorder struct {
 	mu   sync.Mutex
-	cmds []mongoCommand
+	cmds []command
 }
 
-func (r *mongoRecorder) monitor() *event.CommandMonitor {
+func (r *recorder) monitor() *event.CommandMonitor {
 	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		r.cmds = append(r.cmds, mongoCommand{Name: e.CommandName, DB: e.DatabaseName, Body: slices.Clone(e.Command)})
+		r.cmds = append(r.cmds, command{Name: e.CommandName, DB: e.DatabaseName, Body: slices.Clone(e.Command)})
 	}}
 }
 
 // named returns the commands named name, in the order sent.
-func (r *mongoRecorder) named(name string) []mongoCommand {
+func (r *recorder) named(name string) []command {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []mongoCommand
+	var out []command
 	for _, c := range r.cmds {
 		if c.Name == name {
 			out = append(out, c)
@@ -59,7 +61,7 @@ func (r *mongoRecorder) named(name string) []mongoCommand {
 	return out
 }
 
-func (r *mongoRecorder) names() []string {
+func (r *recorder) names() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
@@ -69,23 +71,23 @@ func (r *mongoRecorder) names() []string {
 	return out
 }
 
-// mongoMock is a store whose data and feed clients talk to two mock
+// mock is a store whose data and feed clients talk to two mock
 // deployments.
-type mongoMock struct {
-	store              *Mongo
+type mock struct {
+	store              *Store
 	data, feed         *drivertest.MockDeployment
-	dataCmds, feedCmds *mongoRecorder
+	dataCmds, feedCmds *recorder
 }
 
-// mongoOpenMock opens a Mongo over mock deployments; the data mock first
-// answers OpenMongo's ping and two createIndexes.
-func mongoOpenMock(tb testing.TB, opts MongoOptions) *mongoMock {
+// openMock opens a Store over mock deployments; the data mock first
+// answers Open's ping and two createIndexes.
+func openMock(tb testing.TB, opts Options) *mock {
 	tb.Helper()
-	mm := &mongoMock{
+	mm := &mock{
 		data:     drivertest.NewMockDeployment(),
 		feed:     drivertest.NewMockDeployment(),
-		dataCmds: &mongoRecorder{},
-		feedCmds: &mongoRecorder{},
+		dataCmds: &recorder{},
+		feedCmds: &recorder{},
 	}
 	mm.data.AddResponses(
 		bson.D{{Key: "ok", Value: 1.0}},
@@ -100,18 +102,18 @@ func mongoOpenMock(tb testing.TB, opts MongoOptions) *mongoMock {
 		o.SetMonitor(rec.monitor())
 		return xoptions.SetInternalClientOptions(o, "deployment", md)
 	}
-	s, err := OpenMongo(context.Background(), "mongodb://127.0.0.1:27017", mongoTestDB, opts)
+	s, err := Open(context.Background(), "mongodb://127.0.0.1:27017", testDB, opts)
 	if err != nil {
-		tb.Fatalf("OpenMongo over the mock: %v", err)
+		tb.Fatalf("Open over the mock: %v", err)
 	}
 	mm.store = s
 	tb.Cleanup(func() { _ = s.Close() })
 	return mm
 }
 
-// mongoTok makes a resume token's _data at cluster time (sec, inc). Event
+// makeToken makes a resume token's _data at cluster time (sec, inc). Event
 // tokens are longer than high-water marks, as on a real server.
-func mongoTok(sec, inc uint32, isEvent bool) string {
+func makeToken(sec, inc uint32, isEvent bool) string {
 	tail := "2B0229296E04"
 	if isEvent {
 		tail = "2B042C0100296E5A10040F5B9E4A2C7D4B1E8F3A6C5D2E1B0A9846645F69640064"
@@ -119,34 +121,34 @@ func mongoTok(sec, inc uint32, isEvent bool) string {
 	return fmt.Sprintf("82%08X%08X%s", sec, inc, tail)
 }
 
-const mongoTestSec = 0x66000000
+const testSec = 0x66000000
 
-func mongoEv(inc uint32) string  { return mongoTok(mongoTestSec, inc, true) }
-func mongoHWM(inc uint32) string { return mongoTok(mongoTestSec, inc, false) }
+func eventTok(inc uint32) string { return makeToken(testSec, inc, true) }
+func hwmTok(inc uint32) string   { return makeToken(testSec, inc, false) }
 
-func mongoTokDoc(pos string) bson.D { return bson.D{{Key: "_data", Value: pos}} }
+func tokDoc(pos string) bson.D { return bson.D{{Key: "_data", Value: pos}} }
 
-// mongoEventDoc is a change event in the server's field order.
-func mongoEventDoc(pos, op, coll string, key bson.ObjectID, full any, extra ...bson.E) bson.D {
+// eventDoc is a change event in the server's field order.
+func eventDoc(pos, op, coll string, key bson.ObjectID, full any, extra ...bson.E) bson.D {
 	var inc uint32
 	fmt.Sscanf(pos[10:18], "%08X", &inc)
 	d := bson.D{
-		{Key: "_id", Value: mongoTokDoc(pos)},
+		{Key: "_id", Value: tokDoc(pos)},
 		{Key: "operationType", Value: op},
-		{Key: "clusterTime", Value: bson.Timestamp{T: mongoTestSec, I: inc}},
-		{Key: "wallTime", Value: bson.NewDateTimeFromTime(time.Unix(mongoTestSec, 0))},
+		{Key: "clusterTime", Value: bson.Timestamp{T: testSec, I: inc}},
+		{Key: "wallTime", Value: bson.NewDateTimeFromTime(time.Unix(testSec, 0))},
 	}
 	if full != nil {
 		d = append(d, bson.E{Key: "fullDocument", Value: full})
 	}
 	d = append(d,
-		bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: mongoTestDB}, {Key: "coll", Value: coll}}},
+		bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: testDB}, {Key: "coll", Value: coll}}},
 		bson.E{Key: "documentKey", Value: bson.D{{Key: "_id", Value: key}}})
 	return append(d, extra...)
 }
 
-func mongoOrderBSON(id bson.ObjectID, status string, version int64) bson.D {
-	t := bson.NewDateTimeFromTime(time.Unix(mongoTestSec, 0))
+func orderBSON(id bson.ObjectID, status string, version int64) bson.D {
+	t := bson.NewDateTimeFromTime(time.Unix(testSec, 0))
 	return bson.D{
 		{Key: "_id", Value: id},
 		{Key: "customer", Value: "ann"},
@@ -158,17 +160,17 @@ func mongoOrderBSON(id bson.ObjectID, status string, version int64) bson.D {
 	}
 }
 
-func mongoMessageBSON(id bson.ObjectID, room, text string) bson.D {
+func messageBSON(id bson.ObjectID, room, text string) bson.D {
 	return bson.D{
 		{Key: "_id", Value: id},
 		{Key: "room", Value: room},
 		{Key: "author", Value: "bob"},
 		{Key: "text", Value: text},
-		{Key: "createdAt", Value: bson.NewDateTimeFromTime(time.Unix(mongoTestSec, 0))},
+		{Key: "createdAt", Value: bson.NewDateTimeFromTime(time.Unix(testSec, 0))},
 	}
 }
 
-func mongoDocs(docs []bson.D) bson.A {
+func docsArray(docs []bson.D) bson.A {
 	a := bson.A{}
 	for _, d := range docs {
 		a = append(a, d)
@@ -176,42 +178,42 @@ func mongoDocs(docs []bson.D) bson.A {
 	return a
 }
 
-// mongoCursorReply is an aggregate (first) or getMore (next) reply of a
+// cursorReply is an aggregate (first) or getMore (next) reply of a
 // change stream cursor.
-func mongoCursorReply(first bool, id int64, pbrt string, docs ...bson.D) bson.D {
+func cursorReply(first bool, id int64, pbrt string, docs ...bson.D) bson.D {
 	batch := "nextBatch"
 	if first {
 		batch = "firstBatch"
 	}
 	return bson.D{
 		{Key: "cursor", Value: bson.D{
-			{Key: batch, Value: mongoDocs(docs)},
-			{Key: "postBatchResumeToken", Value: mongoTokDoc(pbrt)},
+			{Key: batch, Value: docsArray(docs)},
+			{Key: "postBatchResumeToken", Value: tokDoc(pbrt)},
 			{Key: "id", Value: id},
-			{Key: "ns", Value: mongoTestDB + ".$cmd.aggregate"},
+			{Key: "ns", Value: testDB + ".$cmd.aggregate"},
 		}},
 		{Key: "ok", Value: 1.0},
-		{Key: "operationTime", Value: bson.Timestamp{T: mongoTestSec, I: 1}},
+		{Key: "operationTime", Value: bson.Timestamp{T: testSec, I: 1}},
 	}
 }
 
-// mongoFindReply is a find reply with a closed cursor.
-func mongoFindReply(coll string, docs ...bson.D) bson.D {
+// findReply is a find reply with a closed cursor.
+func findReply(coll string, docs ...bson.D) bson.D {
 	return bson.D{
 		{Key: "cursor", Value: bson.D{
-			{Key: "firstBatch", Value: mongoDocs(docs)},
+			{Key: "firstBatch", Value: docsArray(docs)},
 			{Key: "id", Value: int64(0)},
-			{Key: "ns", Value: mongoTestDB + "." + coll},
+			{Key: "ns", Value: testDB + "." + coll},
 		}},
 		{Key: "ok", Value: 1.0},
 	}
 }
 
-func mongoKillReply(id int64) bson.D {
+func killReply(id int64) bson.D {
 	return bson.D{{Key: "cursorsKilled", Value: bson.A{id}}, {Key: "ok", Value: 1.0}}
 }
 
-func mongoErrReply(code int32, name string, labels ...string) bson.D {
+func errReply(code int32, name string, labels ...string) bson.D {
 	d := bson.D{
 		{Key: "ok", Value: 0.0},
 		{Key: "errmsg", Value: name + " (scripted)"},
@@ -228,8 +230,8 @@ func mongoErrReply(code int32, name string, labels ...string) bson.D {
 	return d
 }
 
-// mongoChangeStreamStage returns the $changeStream stage of an aggregate.
-func mongoChangeStreamStage(tb testing.TB, c mongoCommand) bson.Raw {
+// changeStreamStage returns the $changeStream stage of an aggregate.
+func changeStreamStage(tb testing.TB, c command) bson.Raw {
 	tb.Helper()
 	stage, ok := c.Body.Lookup("pipeline", "0", "$changeStream").DocumentOK()
 	if !ok {
@@ -238,29 +240,29 @@ func mongoChangeStreamStage(tb testing.TB, c mongoCommand) bson.Raw {
 	return bson.Raw(stage)
 }
 
-func mongoString(r bson.Raw, path ...string) string {
+func lookupString(r bson.Raw, path ...string) string {
 	s, _ := r.Lookup(path...).StringValueOK()
 	return s
 }
 
-var errMongoTestStop = errors.New("test: stop following")
+var errTestStop = errors.New("test: stop following")
 
-// mongoFollowUntil runs Follow and collects its batches until stop says so.
-func mongoFollowUntil(tb testing.TB, s *Mongo, after string, stop func([]Batch) bool) ([]Batch, error) {
+// followUntil runs Follow and collects its batches until stop says so.
+func followUntil(tb testing.TB, s *Store, after string, stop func([]store.Batch) bool) ([]store.Batch, error) {
 	tb.Helper()
-	var got []Batch
-	err := s.Follow(context.Background(), after, func(b Batch) error {
+	var got []store.Batch
+	err := s.Follow(context.Background(), after, func(b store.Batch) error {
 		got = append(got, b)
 		if stop(got) {
-			return errMongoTestStop
+			return errTestStop
 		}
 		return nil
 	})
 	return got, err
 }
 
-func TestMongoOpenCreatesIndexes(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
+func TestOpenCreatesIndexes(t *testing.T) {
+	mm := openMock(t, Options{})
 	if got, want := mm.dataCmds.names(), []string{"ping", "createIndexes", "createIndexes"}; !slices.Equal(got, want) {
 		t.Fatalf("commands at open: got %v, want %v", got, want)
 	}
@@ -268,11 +270,11 @@ func TestMongoOpenCreatesIndexes(t *testing.T) {
 	tests := []struct {
 		coll, key string
 	}{
-		{mongoMessages, `{"room": {"$numberInt":"1"},"_id": {"$numberInt":"1"}}`},
-		{mongoOrders, `{"customer": {"$numberInt":"1"}}`},
+		{messagesCollection, `{"room": {"$numberInt":"1"},"_id": {"$numberInt":"1"}}`},
+		{ordersCollection, `{"customer": {"$numberInt":"1"}}`},
 	}
 	for i, tt := range tests {
-		if got := mongoString(idx[i].Body, "createIndexes"); got != tt.coll {
+		if got := lookupString(idx[i].Body, "createIndexes"); got != tt.coll {
 			t.Errorf("createIndexes %d on %q, want %q", i, got, tt.coll)
 		}
 		key, _ := idx[i].Body.Lookup("indexes", "0", "key").DocumentOK()
@@ -282,36 +284,36 @@ func TestMongoOpenCreatesIndexes(t *testing.T) {
 	}
 }
 
-func TestMongoFollowDecodesEvents(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
+func TestFollowDecodesEvents(t *testing.T) {
+	mm := openMock(t, Options{})
 	order, msg := bson.NewObjectID(), bson.NewObjectID()
-	after := mongoHWM(1)
+	after := hwmTok(1)
 	mm.feed.AddResponses(
-		mongoCursorReply(true, 42, after),
+		cursorReply(true, 42, after),
 		// The post-batch token is a high-water mark past the last event:
 		// positions must still be the events' own tokens.
-		mongoCursorReply(false, 42, mongoHWM(9),
-			mongoEventDoc(mongoEv(2), "insert", mongoOrders, order, mongoOrderBSON(order, StatusPlaced, 1)),
-			mongoEventDoc(mongoEv(3), "replace", mongoOrders, order, mongoOrderBSON(order, StatusPreparing, 2)),
-			mongoEventDoc(mongoEv(4), "insert", mongoMessages, msg, mongoMessageBSON(msg, "lobby", "hi")),
+		cursorReply(false, 42, hwmTok(9),
+			eventDoc(eventTok(2), "insert", ordersCollection, order, orderBSON(order, store.StatusPlaced, 1)),
+			eventDoc(eventTok(3), "replace", ordersCollection, order, orderBSON(order, store.StatusPreparing, 2)),
+			eventDoc(eventTok(4), "insert", messagesCollection, msg, messageBSON(msg, "lobby", "hi")),
 		),
-		mongoCursorReply(false, 42, mongoEv(12),
-			mongoEventDoc(mongoEv(10), "update", mongoOrders, order, mongoOrderBSON(order, StatusCancelled, 3),
+		cursorReply(false, 42, eventTok(12),
+			eventDoc(eventTok(10), "update", ordersCollection, order, orderBSON(order, store.StatusCancelled, 3),
 				bson.E{Key: "updateDescription", Value: bson.D{
-					{Key: "updatedFields", Value: bson.D{{Key: "status", Value: StatusCancelled}, {Key: "version", Value: int64(3)}}},
+					{Key: "updatedFields", Value: bson.D{{Key: "status", Value: store.StatusCancelled}, {Key: "version", Value: int64(3)}}},
 					{Key: "removedFields", Value: bson.A{}},
 					{Key: "truncatedArrays", Value: bson.A{}},
 				}}),
-			mongoEventDoc(mongoEv(11), "delete", mongoOrders, order, nil),
+			eventDoc(eventTok(11), "delete", ordersCollection, order, nil),
 			// A message delete names no room: skipped, but it still
 			// moves the checkpoint.
-			mongoEventDoc(mongoEv(12), "delete", mongoMessages, msg, nil),
+			eventDoc(eventTok(12), "delete", messagesCollection, msg, nil),
 		),
-		mongoCursorReply(false, 42, mongoHWM(20)),
-		mongoKillReply(42),
+		cursorReply(false, 42, hwmTok(20)),
+		killReply(42),
 	)
-	got, err := mongoFollowUntil(t, mm.store, after, func(bs []Batch) bool { return len(bs) == 4 })
-	if !errors.Is(err, errMongoTestStop) {
+	got, err := followUntil(t, mm.store, after, func(bs []store.Batch) bool { return len(bs) == 4 })
+	if !errors.Is(err, errTestStop) {
 		t.Fatalf("Follow returned %v, want the callback's error", err)
 	}
 
@@ -330,29 +332,29 @@ func TestMongoFollowDecodesEvents(t *testing.T) {
 		rows = append(rows, r)
 		checkpoints = append(checkpoints, b.Checkpoint)
 	}
-	ot, rt := OrderTopic(order.Hex()), RoomTopic("lobby")
+	ot, rt := store.OrderTopic(order.Hex()), store.RoomTopic("lobby")
 	want := [][]row{
 		nil,
-		{{mongoEv(2), ot, OpInsert, StatusPlaced}, {mongoEv(3), ot, OpReplace, StatusPreparing}, {mongoEv(4), rt, OpInsert, ""}},
-		{{mongoEv(10), ot, OpUpdate, StatusCancelled}, {mongoEv(11), ot, OpDelete, ""}},
+		{{eventTok(2), ot, store.OpInsert, store.StatusPlaced}, {eventTok(3), ot, store.OpReplace, store.StatusPreparing}, {eventTok(4), rt, store.OpInsert, ""}},
+		{{eventTok(10), ot, store.OpUpdate, store.StatusCancelled}, {eventTok(11), ot, store.OpDelete, ""}},
 		nil,
 	}
 	if fmt.Sprint(rows) != fmt.Sprint(want) {
 		t.Errorf("changes:\n got %v\nwant %v", rows, want)
 	}
-	if want := []string{after, mongoEv(4), mongoEv(12), mongoHWM(20)}; !slices.Equal(checkpoints, want) {
+	if want := []string{after, eventTok(4), eventTok(12), hwmTok(20)}; !slices.Equal(checkpoints, want) {
 		t.Errorf("checkpoints: got %v, want %v", checkpoints, want)
 	}
 	if c := got[1].Changes[2].Message; c == nil || c.ID != msg.Hex() || c.Text != "hi" || c.Author != "bob" {
 		t.Errorf("message change: got %+v, want id %s text hi by bob", c, msg.Hex())
 	}
-	if o := got[1].Changes[0].Order; o == nil || o.ID != order.Hex() || o.Version != 1 || len(o.Items) != 1 || o.Items[0] != (Item{"pizza", 2}) {
+	if o := got[1].Changes[0].Order; o == nil || o.ID != order.Hex() || o.Version != 1 || len(o.Items) != 1 || o.Items[0] != (store.Item{SKU: "pizza", Qty: 2}) {
 		t.Errorf("inserted order: got %+v", o)
 	}
 	if o := got[2].Changes[1].Order; o == nil || o.ID != order.Hex() || o.Status != "" {
 		t.Errorf("deleted order: got %+v, want only the id %s", o, order.Hex())
 	}
-	if tm := got[1].Changes[0].Time; !tm.Equal(time.Unix(mongoTestSec, 0)) {
+	if tm := got[1].Changes[0].Time; !tm.Equal(time.Unix(testSec, 0)) {
 		t.Errorf("change time: got %v, want the event's wallTime", tm)
 	}
 
@@ -362,17 +364,17 @@ func TestMongoFollowDecodesEvents(t *testing.T) {
 		t.Fatalf("aggregates on the feed client: got %d, want 1", len(aggs))
 	}
 	agg := aggs[0]
-	if agg.DB != mongoTestDB {
-		t.Errorf("aggregate on database %q, want %q", agg.DB, mongoTestDB)
+	if agg.DB != testDB {
+		t.Errorf("aggregate on database %q, want %q", agg.DB, testDB)
 	}
 	if v, ok := agg.Body.Lookup("aggregate").AsInt64OK(); !ok || v != 1 {
 		t.Errorf("aggregate: got %v, want 1 (a database-level stream)", agg.Body.Lookup("aggregate"))
 	}
-	cs := mongoChangeStreamStage(t, agg)
-	if got := mongoString(cs, "resumeAfter", "_data"); got != after {
+	cs := changeStreamStage(t, agg)
+	if got := lookupString(cs, "resumeAfter", "_data"); got != after {
 		t.Errorf("resumeAfter: got %q, want %q", got, after)
 	}
-	if got := mongoString(cs, "fullDocument"); got != "updateLookup" {
+	if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
 		t.Errorf("fullDocument: got %q, want updateLookup", got)
 	}
 	match := agg.Body.Lookup("pipeline", "1", "$match").String()
@@ -390,24 +392,24 @@ func TestMongoFollowDecodesEvents(t *testing.T) {
 	}
 }
 
-func TestMongoStreamErrors(t *testing.T) {
-	after := mongoEv(5)
+func TestStreamErrors(t *testing.T) {
+	after := eventTok(5)
 	tests := []struct {
 		name  string
 		reply bson.D
 		want  error
 	}{
-		{"history lost", mongoErrReply(286, "ChangeStreamHistoryLost"), ErrHistoryLost},
-		{"token not found", mongoErrReply(280, "ChangeStreamFatalError"), ErrHistoryLost},
-		{"invalid token", mongoErrReply(260, "InvalidResumeToken"), ErrInvalidPosition},
-		{"undecodable token", mongoErrReply(9, "FailedToParse"), ErrInvalidPosition},
+		{"history lost", errReply(286, "ChangeStreamHistoryLost"), store.ErrHistoryLost},
+		{"token not found", errReply(280, "ChangeStreamFatalError"), store.ErrHistoryLost},
+		{"invalid token", errReply(260, "InvalidResumeToken"), store.ErrInvalidPosition},
+		{"undecodable token", errReply(9, "FailedToParse"), store.ErrInvalidPosition},
 	}
 	for _, tt := range tests {
 		t.Run("Follow "+tt.name, func(t *testing.T) {
-			mm := mongoOpenMock(t, MongoOptions{})
+			mm := openMock(t, Options{})
 			mm.feed.AddResponses(tt.reply)
 			called := false
-			err := mm.store.Follow(context.Background(), after, func(Batch) error { called = true; return nil })
+			err := mm.store.Follow(context.Background(), after, func(store.Batch) error { called = true; return nil })
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Follow: got %v, want %v", err, tt.want)
 			}
@@ -419,9 +421,9 @@ func TestMongoStreamErrors(t *testing.T) {
 			}
 		})
 		t.Run("CatchUp "+tt.name, func(t *testing.T) {
-			mm := mongoOpenMock(t, MongoOptions{})
+			mm := openMock(t, Options{})
 			mm.data.AddResponses(tt.reply)
-			err := mm.store.CatchUp(context.Background(), []string{RoomTopic("lobby")}, after, mongoEv(9), func(Change) error { return nil })
+			err := mm.store.CatchUp(context.Background(), []string{store.RoomTopic("lobby")}, after, eventTok(9), func(store.Change) error { return nil })
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("CatchUp: got %v, want %v", err, tt.want)
 			}
@@ -429,40 +431,40 @@ func TestMongoStreamErrors(t *testing.T) {
 	}
 
 	t.Run("history lost while following", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		mm.feed.AddResponses(
-			mongoCursorReply(true, 42, after),
-			mongoErrReply(286, "ChangeStreamHistoryLost"),
-			mongoKillReply(42),
+			cursorReply(true, 42, after),
+			errReply(286, "ChangeStreamHistoryLost"),
+			killReply(42),
 		)
-		_, err := mongoFollowUntil(t, mm.store, after, func([]Batch) bool { return false })
-		if !errors.Is(err, ErrHistoryLost) {
+		_, err := followUntil(t, mm.store, after, func([]store.Batch) bool { return false })
+		if !errors.Is(err, store.ErrHistoryLost) {
 			t.Fatalf("Follow: got %v, want ErrHistoryLost", err)
 		}
 	})
 }
 
-func TestMongoFollowInvalidate(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
+func TestFollowInvalidate(t *testing.T) {
+	mm := openMock(t, Options{})
 	order := bson.NewObjectID()
-	after := mongoEv(1)
-	inval := mongoEv(3)
+	after := eventTok(1)
+	inval := eventTok(3)
 	mm.feed.AddResponses(
-		mongoCursorReply(true, 42, after),
+		cursorReply(true, 42, after),
 		// The server closes the cursor (id 0) with the invalidate event.
-		mongoCursorReply(false, 0, inval,
-			mongoEventDoc(mongoEv(2), "insert", mongoOrders, order, mongoOrderBSON(order, StatusPlaced, 1)),
+		cursorReply(false, 0, inval,
+			eventDoc(eventTok(2), "insert", ordersCollection, order, orderBSON(order, store.StatusPlaced, 1)),
 			bson.D{
-				{Key: "_id", Value: mongoTokDoc(inval)},
+				{Key: "_id", Value: tokDoc(inval)},
 				{Key: "operationType", Value: "invalidate"},
-				{Key: "clusterTime", Value: bson.Timestamp{T: mongoTestSec, I: 3}},
+				{Key: "clusterTime", Value: bson.Timestamp{T: testSec, I: 3}},
 			}),
-		mongoCursorReply(true, 43, mongoEv(4),
-			mongoEventDoc(mongoEv(4), "insert", mongoOrders, order, mongoOrderBSON(order, StatusPlaced, 1))),
-		mongoKillReply(43),
+		cursorReply(true, 43, eventTok(4),
+			eventDoc(eventTok(4), "insert", ordersCollection, order, orderBSON(order, store.StatusPlaced, 1))),
+		killReply(43),
 	)
-	got, err := mongoFollowUntil(t, mm.store, after, func(bs []Batch) bool { return len(bs) == 3 })
-	if !errors.Is(err, errMongoTestStop) {
+	got, err := followUntil(t, mm.store, after, func(bs []store.Batch) bool { return len(bs) == 3 })
+	if !errors.Is(err, errTestStop) {
 		t.Fatalf("Follow returned %v, want the callback's error", err)
 	}
 	var pos []string
@@ -471,7 +473,7 @@ func TestMongoFollowInvalidate(t *testing.T) {
 			pos = append(pos, c.Pos)
 		}
 	}
-	if want := []string{mongoEv(2), mongoEv(4)}; !slices.Equal(pos, want) {
+	if want := []string{eventTok(2), eventTok(4)}; !slices.Equal(pos, want) {
 		t.Errorf("positions across the invalidate: got %v, want %v", pos, want)
 	}
 	for _, b := range got {
@@ -483,35 +485,35 @@ func TestMongoFollowInvalidate(t *testing.T) {
 	if len(aggs) != 2 {
 		t.Fatalf("aggregates: got %d, want 2", len(aggs))
 	}
-	cs := mongoChangeStreamStage(t, aggs[1])
-	if got := mongoString(cs, "startAfter", "_data"); got != inval {
+	cs := changeStreamStage(t, aggs[1])
+	if got := lookupString(cs, "startAfter", "_data"); got != inval {
 		t.Errorf("second aggregate startAfter: got %q, want the invalidate token %q", got, inval)
 	}
 	if _, err := cs.LookupErr("resumeAfter"); err == nil {
 		t.Errorf("second aggregate also has resumeAfter: %v", cs)
 	}
-	if got := mongoString(cs, "fullDocument"); got != "updateLookup" {
+	if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
 		t.Errorf("second aggregate fullDocument: got %q, want updateLookup", got)
 	}
 }
 
-func TestMongoFollowResumableError(t *testing.T) {
+func TestFollowResumableError(t *testing.T) {
 	order := bson.NewObjectID()
-	after := mongoEv(1)
+	after := eventTok(1)
 	t.Run("the driver resumes after the last event", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		mm.feed.AddResponses(
-			mongoCursorReply(true, 42, after),
-			mongoCursorReply(false, 42, mongoEv(2),
-				mongoEventDoc(mongoEv(2), "insert", mongoOrders, order, mongoOrderBSON(order, StatusPlaced, 1))),
-			mongoErrReply(6, "HostUnreachable", "ResumableChangeStreamError"),
-			mongoKillReply(42),
-			mongoCursorReply(true, 43, mongoEv(3),
-				mongoEventDoc(mongoEv(3), "replace", mongoOrders, order, mongoOrderBSON(order, StatusPreparing, 2))),
-			mongoKillReply(43),
+			cursorReply(true, 42, after),
+			cursorReply(false, 42, eventTok(2),
+				eventDoc(eventTok(2), "insert", ordersCollection, order, orderBSON(order, store.StatusPlaced, 1))),
+			errReply(6, "HostUnreachable", "ResumableChangeStreamError"),
+			killReply(42),
+			cursorReply(true, 43, eventTok(3),
+				eventDoc(eventTok(3), "replace", ordersCollection, order, orderBSON(order, store.StatusPreparing, 2))),
+			killReply(43),
 		)
-		got, err := mongoFollowUntil(t, mm.store, after, func(bs []Batch) bool { return len(bs) == 3 })
-		if !errors.Is(err, errMongoTestStop) {
+		got, err := followUntil(t, mm.store, after, func(bs []store.Batch) bool { return len(bs) == 3 })
+		if !errors.Is(err, errTestStop) {
 			t.Fatalf("Follow returned %v, want the callback's error", err)
 		}
 		var pos []string
@@ -520,18 +522,18 @@ func TestMongoFollowResumableError(t *testing.T) {
 				pos = append(pos, c.Pos)
 			}
 		}
-		if want := []string{mongoEv(2), mongoEv(3)}; !slices.Equal(pos, want) {
+		if want := []string{eventTok(2), eventTok(3)}; !slices.Equal(pos, want) {
 			t.Errorf("positions: got %v, want %v", pos, want)
 		}
 		aggs := mm.feedCmds.named("aggregate")
 		if len(aggs) != 2 {
 			t.Fatalf("aggregates: got %d, want 2 (open, resume)", len(aggs))
 		}
-		cs := mongoChangeStreamStage(t, aggs[1])
-		if got := mongoString(cs, "resumeAfter", "_data"); got != mongoEv(2) {
-			t.Errorf("resume aggregate resumeAfter: got %q, want the last event's token %q", got, mongoEv(2))
+		cs := changeStreamStage(t, aggs[1])
+		if got := lookupString(cs, "resumeAfter", "_data"); got != eventTok(2) {
+			t.Errorf("resume aggregate resumeAfter: got %q, want the last event's token %q", got, eventTok(2))
 		}
-		if got := mongoString(cs, "fullDocument"); got != "updateLookup" {
+		if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
 			t.Errorf("resume aggregate fullDocument: got %q, want updateLookup", got)
 		}
 		if got := aggs[1].Body.Lookup("pipeline", "1", "$match").String(); !strings.Contains(got, `"ns.coll"`) {
@@ -539,19 +541,19 @@ func TestMongoFollowResumableError(t *testing.T) {
 		}
 	})
 	t.Run("a failed resume is returned", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		mm.feed.AddResponses(
-			mongoCursorReply(true, 42, after),
-			mongoErrReply(6, "HostUnreachable", "ResumableChangeStreamError"),
-			mongoKillReply(42),
-			mongoErrReply(6, "HostUnreachable", "ResumableChangeStreamError", "RetryableError"),
-			mongoErrReply(6, "HostUnreachable", "ResumableChangeStreamError", "RetryableError"),
+			cursorReply(true, 42, after),
+			errReply(6, "HostUnreachable", "ResumableChangeStreamError"),
+			killReply(42),
+			errReply(6, "HostUnreachable", "ResumableChangeStreamError", "RetryableError"),
+			errReply(6, "HostUnreachable", "ResumableChangeStreamError", "RetryableError"),
 		)
-		_, err := mongoFollowUntil(t, mm.store, after, func([]Batch) bool { return false })
-		if err == nil || errors.Is(err, ErrHistoryLost) || errors.Is(err, ErrInvalidPosition) || errors.Is(err, errMongoTestStop) {
+		_, err := followUntil(t, mm.store, after, func([]store.Batch) bool { return false })
+		if err == nil || errors.Is(err, store.ErrHistoryLost) || errors.Is(err, store.ErrInvalidPosition) || errors.Is(err, errTestStop) {
 			t.Fatalf("Follow: got %v, want the driver's error (retry from the checkpoint)", err)
 		}
-		if !mongoServerCode(err, 6) {
+		if !serverCode(err, 6) {
 			t.Errorf("Follow: got %v, want it to wrap the server's HostUnreachable", err)
 		}
 		if got := len(mm.feedCmds.named("aggregate")); got < 2 || got > 3 {
@@ -560,20 +562,20 @@ func TestMongoFollowResumableError(t *testing.T) {
 	})
 }
 
-func TestMongoCloseStopsFollow(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
-	after := mongoEv(1)
-	mm.feed.AddResponses(mongoCursorReply(true, 42, after))
+func TestCloseStopsFollow(t *testing.T) {
+	mm := openMock(t, Options{})
+	after := eventTok(1)
+	mm.feed.AddResponses(cursorReply(true, 42, after))
 	for range 50 {
-		mm.feed.AddResponses(mongoCursorReply(false, 42, after))
+		mm.feed.AddResponses(cursorReply(false, 42, after))
 	}
 	closed := make(chan error, 1)
-	err := mm.store.Follow(context.Background(), after, func(Batch) error {
+	err := mm.store.Follow(context.Background(), after, func(store.Batch) error {
 		go func() { closed <- mm.store.Close() }()
 		<-mm.store.done.Done() // Close has begun
 		return nil
 	})
-	if !errors.Is(err, ErrClosed) {
+	if !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Follow after Close: got %v, want ErrClosed", err)
 	}
 	select {
@@ -584,45 +586,45 @@ func TestMongoCloseStopsFollow(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return")
 	}
-	if _, err := mm.store.Head(context.Background()); !errors.Is(err, ErrClosed) {
+	if _, err := mm.store.Head(context.Background()); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("Head after Close: got %v, want ErrClosed", err)
 	}
-	if err := mm.store.Close(); !errors.Is(err, ErrClosed) {
+	if err := mm.store.Close(); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("second Close: got %v, want ErrClosed", err)
 	}
 }
 
-func TestMongoCatchUp(t *testing.T) {
+func TestCatchUp(t *testing.T) {
 	order, other, msg := bson.NewObjectID(), bson.NewObjectID(), bson.NewObjectID()
-	after, until := mongoEv(2), mongoEv(8)
-	topics := []string{OrderTopic(order.Hex()), RoomTopic("lobby")}
+	after, until := eventTok(2), eventTok(8)
+	topics := []string{store.OrderTopic(order.Hex()), store.RoomTopic("lobby")}
 
 	t.Run("changes up to until", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		mm.data.AddResponses(
-			mongoCursorReply(true, 50, mongoEv(3),
+			cursorReply(true, 50, eventTok(3),
 				// Were the server to return the resume token's own
 				// event, it must not be delivered again.
-				mongoEventDoc(after, "replace", mongoOrders, order, mongoOrderBSON(order, StatusPlaced, 1)),
-				mongoEventDoc(mongoEv(3), "replace", mongoOrders, order, mongoOrderBSON(order, StatusPreparing, 2))),
-			mongoCursorReply(false, 50, mongoHWM(6)), // quiet, not yet at until
-			mongoCursorReply(false, 50, mongoEv(9),
-				mongoEventDoc(mongoEv(6), "insert", mongoMessages, msg, mongoMessageBSON(msg, "lobby", "hello")),
+				eventDoc(after, "replace", ordersCollection, order, orderBSON(order, store.StatusPlaced, 1)),
+				eventDoc(eventTok(3), "replace", ordersCollection, order, orderBSON(order, store.StatusPreparing, 2))),
+			cursorReply(false, 50, hwmTok(6)), // quiet, not yet at until
+			cursorReply(false, 50, eventTok(9),
+				eventDoc(eventTok(6), "insert", messagesCollection, msg, messageBSON(msg, "lobby", "hello")),
 				// until's own event, on a topic not asked for: ends the catch-up unseen
-				mongoEventDoc(until, "insert", mongoOrders, other, mongoOrderBSON(other, StatusPlaced, 1)),
-				mongoEventDoc(mongoEv(9), "replace", mongoOrders, order, mongoOrderBSON(order, StatusCancelled, 3)),
+				eventDoc(until, "insert", ordersCollection, other, orderBSON(other, store.StatusPlaced, 1)),
+				eventDoc(eventTok(9), "replace", ordersCollection, order, orderBSON(order, store.StatusCancelled, 3)),
 			),
-			mongoKillReply(50),
+			killReply(50),
 		)
 		var got []string
-		err := mm.store.CatchUp(context.Background(), topics, after, until, func(c Change) error {
+		err := mm.store.CatchUp(context.Background(), topics, after, until, func(c store.Change) error {
 			got = append(got, c.Pos+" "+c.Topic)
 			return nil
 		})
 		if err != nil {
 			t.Fatalf("CatchUp: %v", err)
 		}
-		want := []string{mongoEv(3) + " " + topics[0], mongoEv(6) + " " + topics[1]}
+		want := []string{eventTok(3) + " " + topics[0], eventTok(6) + " " + topics[1]}
 		if !slices.Equal(got, want) {
 			t.Errorf("changes: got %v, want %v", got, want)
 		}
@@ -630,8 +632,8 @@ func TestMongoCatchUp(t *testing.T) {
 		if len(aggs) != 1 {
 			t.Fatalf("aggregates: got %d, want 1", len(aggs))
 		}
-		cs := mongoChangeStreamStage(t, aggs[0])
-		if got := mongoString(cs, "resumeAfter", "_data"); got != after {
+		cs := changeStreamStage(t, aggs[0])
+		if got := lookupString(cs, "resumeAfter", "_data"); got != after {
 			t.Errorf("resumeAfter: got %q, want %q", got, after)
 		}
 		match := aggs[0].Body.Lookup("pipeline", "1", "$match").String()
@@ -644,8 +646,8 @@ func TestMongoCatchUp(t *testing.T) {
 		if len(gm) != 2 {
 			t.Fatalf("getMores: got %d, want 2", len(gm))
 		}
-		if v, _ := gm[0].Body.Lookup("maxTimeMS").AsInt64OK(); v != mongoCatchUpAwait.Milliseconds() {
-			t.Errorf("getMore maxTimeMS: got %d, want %d", v, mongoCatchUpAwait.Milliseconds())
+		if v, _ := gm[0].Body.Lookup("maxTimeMS").AsInt64OK(); v != catchUpAwait.Milliseconds() {
+			t.Errorf("getMore maxTimeMS: got %d, want %d", v, catchUpAwait.Milliseconds())
 		}
 		if got := len(mm.dataCmds.named("killCursors")); got != 1 {
 			t.Errorf("killCursors: got %d, want 1", got)
@@ -653,14 +655,14 @@ func TestMongoCatchUp(t *testing.T) {
 	})
 
 	t.Run("a quiet topic finishes at the post-batch token", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		mm.data.AddResponses(
-			mongoCursorReply(true, 51, after),
-			mongoCursorReply(false, 51, mongoHWM(9)),
-			mongoKillReply(51),
+			cursorReply(true, 51, after),
+			cursorReply(false, 51, hwmTok(9)),
+			killReply(51),
 		)
 		called := false
-		err := mm.store.CatchUp(context.Background(), topics, after, until, func(Change) error { called = true; return nil })
+		err := mm.store.CatchUp(context.Background(), topics, after, until, func(store.Change) error { called = true; return nil })
 		if err != nil {
 			t.Fatalf("CatchUp: %v", err)
 		}
@@ -670,9 +672,9 @@ func TestMongoCatchUp(t *testing.T) {
 	})
 
 	t.Run("nothing to do", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		for _, tt := range []struct{ after, until string }{{until, after}, {after, after}} {
-			if err := mm.store.CatchUp(context.Background(), topics, tt.after, tt.until, func(Change) error { return nil }); err != nil {
+			if err := mm.store.CatchUp(context.Background(), topics, tt.after, tt.until, func(store.Change) error { return nil }); err != nil {
 				t.Errorf("CatchUp(%s, %s): %v", tt.after, tt.until, err)
 			}
 		}
@@ -682,17 +684,17 @@ func TestMongoCatchUp(t *testing.T) {
 	})
 
 	t.Run("bad input", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		for _, tt := range []struct {
 			topics       []string
 			after, until string
 			want         error
 		}{
-			{topics, "garbage", until, ErrInvalidPosition},
-			{topics, after, "", ErrInvalidPosition},
-			{[]string{"orders/nope"}, after, until, ErrInvalid},
+			{topics, "garbage", until, store.ErrInvalidPosition},
+			{topics, after, "", store.ErrInvalidPosition},
+			{[]string{"orders/nope"}, after, until, store.ErrInvalid},
 		} {
-			err := mm.store.CatchUp(context.Background(), tt.topics, tt.after, tt.until, func(Change) error { return nil })
+			err := mm.store.CatchUp(context.Background(), tt.topics, tt.after, tt.until, func(store.Change) error { return nil })
 			if !errors.Is(err, tt.want) {
 				t.Errorf("CatchUp(%v, %q, %q): got %v, want %v", tt.topics, tt.after, tt.until, err, tt.want)
 			}
@@ -700,11 +702,11 @@ func TestMongoCatchUp(t *testing.T) {
 	})
 
 	t.Run("the cap on concurrent catch-ups", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{CatchUps: 1})
+		mm := openMock(t, Options{CatchUps: 1})
 		mm.store.catchUps <- struct{}{} // one catch-up running
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		err := mm.store.CatchUp(ctx, topics, after, until, func(Change) error { return nil })
+		err := mm.store.CatchUp(ctx, topics, after, until, func(store.Change) error { return nil })
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("CatchUp over the cap: got %v, want it to wait until ctx ends", err)
 		}
@@ -715,18 +717,18 @@ func TestMongoCatchUp(t *testing.T) {
 	})
 }
 
-func TestMongoSnapshot(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
+func TestSnapshot(t *testing.T) {
+	mm := openMock(t, Options{})
 	order, missing := bson.NewObjectID(), bson.NewObjectID()
 	m1, m2 := bson.NewObjectID(), bson.NewObjectID()
-	head := mongoTok(mongoTestSec, 7, false)
+	head := makeToken(testSec, 7, false)
 	mm.data.AddResponses(
-		mongoCursorReply(true, 60, head),
-		mongoKillReply(60),
-		mongoFindReply(mongoOrders, mongoOrderBSON(order, StatusPreparing, 2)),
-		mongoFindReply(mongoMessages, mongoMessageBSON(m2, "lobby", "second"), mongoMessageBSON(m1, "lobby", "first")),
+		cursorReply(true, 60, head),
+		killReply(60),
+		findReply(ordersCollection, orderBSON(order, store.StatusPreparing, 2)),
+		findReply(messagesCollection, messageBSON(m2, "lobby", "second"), messageBSON(m1, "lobby", "first")),
 	)
-	topics := []string{OrderTopic(order.Hex()), RoomTopic("lobby"), OrderTopic(missing.Hex())}
+	topics := []string{store.OrderTopic(order.Hex()), store.RoomTopic("lobby"), store.OrderTopic(missing.Hex())}
 	snaps, pos, err := mm.store.Snapshot(context.Background(), topics)
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
@@ -763,7 +765,7 @@ func TestMongoSnapshot(t *testing.T) {
 	if v, ok := aggs[0].Body.Lookup("cursor", "batchSize").AsInt64OK(); !ok || v != 0 {
 		t.Errorf("position stream cursor.batchSize: got %v, want 0 (so its token is a high-water mark)", aggs[0].Body.Lookup("cursor"))
 	}
-	cs := mongoChangeStreamStage(t, aggs[0])
+	cs := changeStreamStage(t, aggs[0])
 	for _, k := range []string{"resumeAfter", "startAfter", "startAtOperationTime"} {
 		if _, err := cs.LookupErr(k); err == nil {
 			t.Errorf("position stream has %s; want it to start now", k)
@@ -777,79 +779,79 @@ func TestMongoSnapshot(t *testing.T) {
 	for _, f := range finds {
 		rc := f.Body.Lookup("readConcern")
 		if lvl, _ := rc.Document().Lookup("level").StringValueOK(); lvl != "snapshot" {
-			t.Errorf("find %s readConcern level: got %v, want snapshot", mongoString(f.Body, "find"), rc)
+			t.Errorf("find %s readConcern level: got %v, want snapshot", lookupString(f.Body, "find"), rc)
 		}
 		ts, inc, ok := rc.Document().Lookup("atClusterTime").TimestampOK()
-		if !ok || ts != mongoTestSec || inc != 6 {
-			t.Errorf("find %s atClusterTime: got %v, want Timestamp(%d, 6)", mongoString(f.Body, "find"), rc, uint32(mongoTestSec))
+		if !ok || ts != testSec || inc != 6 {
+			t.Errorf("find %s atClusterTime: got %v, want Timestamp(%d, 6)", lookupString(f.Body, "find"), rc, uint32(testSec))
 		}
 	}
-	if got := mongoString(finds[1].Body, "filter", "room"); got != "lobby" {
+	if got := lookupString(finds[1].Body, "filter", "room"); got != "lobby" {
 		t.Errorf("messages find filter room: got %q, want lobby", got)
 	}
-	if v, _ := finds[1].Body.Lookup("limit").AsInt64OK(); v != SnapshotMessages {
-		t.Errorf("messages find limit: got %d, want %d", v, SnapshotMessages)
+	if v, _ := finds[1].Body.Lookup("limit").AsInt64OK(); v != store.SnapshotMessages {
+		t.Errorf("messages find limit: got %d, want %d", v, store.SnapshotMessages)
 	}
 }
 
-func TestMongoSnapshotRetriesTooOld(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
+func TestSnapshotRetriesTooOld(t *testing.T) {
+	mm := openMock(t, Options{})
 	order := bson.NewObjectID()
 	mm.data.AddResponses(
-		mongoCursorReply(true, 60, mongoHWM(7)),
-		mongoKillReply(60),
-		mongoErrReply(239, "SnapshotTooOld"),
-		mongoCursorReply(true, 61, mongoHWM(9)),
-		mongoKillReply(61),
-		mongoFindReply(mongoOrders, mongoOrderBSON(order, StatusPlaced, 1)),
+		cursorReply(true, 60, hwmTok(7)),
+		killReply(60),
+		errReply(239, "SnapshotTooOld"),
+		cursorReply(true, 61, hwmTok(9)),
+		killReply(61),
+		findReply(ordersCollection, orderBSON(order, store.StatusPlaced, 1)),
 	)
-	_, pos, err := mm.store.Snapshot(context.Background(), []string{OrderTopic(order.Hex())})
+	_, pos, err := mm.store.Snapshot(context.Background(), []string{store.OrderTopic(order.Hex())})
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
-	if pos != mongoHWM(9) {
-		t.Errorf("position: got %q, want the second stream's %q", pos, mongoHWM(9))
+	if pos != hwmTok(9) {
+		t.Errorf("position: got %q, want the second stream's %q", pos, hwmTok(9))
 	}
 	if got := len(mm.dataCmds.named("aggregate")); got != 2 {
 		t.Errorf("aggregates: got %d, want 2 (a new position for the new read)", got)
 	}
 }
 
-func TestMongoHead(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
-	mm.data.AddResponses(mongoCursorReply(true, 70, mongoHWM(4)), mongoKillReply(70))
+func TestHead(t *testing.T) {
+	mm := openMock(t, Options{})
+	mm.data.AddResponses(cursorReply(true, 70, hwmTok(4)), killReply(70))
 	pos, err := mm.store.Head(context.Background())
 	if err != nil {
 		t.Fatalf("Head: %v", err)
 	}
-	if pos != mongoHWM(4) {
-		t.Errorf("Head: got %q, want %q", pos, mongoHWM(4))
+	if pos != hwmTok(4) {
+		t.Errorf("Head: got %q, want %q", pos, hwmTok(4))
 	}
 	if err := mm.store.CheckPosition(pos); err != nil {
 		t.Errorf("CheckPosition(Head()): %v", err)
 	}
 }
 
-func TestMongoCheckPosition(t *testing.T) {
-	s := &Mongo{}
+func TestCheckPosition(t *testing.T) {
+	s := &Store{}
 	tests := []struct {
 		pos  string
 		want error
 	}{
-		{mongoEv(1), nil},
-		{mongoHWM(1), nil},
+		{eventTok(1), nil},
+		{hwmTok(1), nil},
 		{"8266000000000000012B0229296E04", nil},
-		{"", ErrInvalidPosition},
-		{"82", ErrInvalidPosition},
+		{"", store.ErrInvalidPosition},
+		{"82", store.ErrInvalidPosition},
 		{"826600000000000001", nil}, // a bare timestamp
-		{"82660000000000000", ErrInvalidPosition},
-		{strings.ToLower(mongoEv(1)), ErrInvalidPosition},
-		{"0A" + mongoEv(1)[2:], ErrInvalidPosition},
-		{mongoEv(1) + "0", ErrInvalidPosition},
-		{mongoEv(1) + "ZZ", ErrInvalidPosition},
+		{"82660000000000000", store.ErrInvalidPosition},
+		{strings.ToLower(eventTok(1)), store.ErrInvalidPosition},
+		{"0A" + eventTok(1)[2:], store.ErrInvalidPosition},
+		{eventTok(1) + "0", store.ErrInvalidPosition},
+		{eventTok(1) + "ZZ", store.ErrInvalidPosition},
 		{"82" + strings.Repeat("AB", 255), nil},
-		{"82" + strings.Repeat("AB", 256), ErrInvalidPosition},
-		{"00000001", ErrInvalidPosition}, // an embedded-store position
+		{"82" + strings.Repeat("AB", 256), store.ErrInvalidPosition},
+		{"00000001", store.ErrInvalidPosition}, // an embedded-store position
 	}
 	for _, tt := range tests {
 		if err := s.CheckPosition(tt.pos); !errors.Is(err, tt.want) {
@@ -858,35 +860,35 @@ func TestMongoCheckPosition(t *testing.T) {
 	}
 }
 
-func TestMongoPositionTime(t *testing.T) {
-	ts, err := mongoPositionTime(mongoTok(0x66AABBCC, 0x0102, true))
+func TestPositionTime(t *testing.T) {
+	ts, err := positionTime(makeToken(0x66AABBCC, 0x0102, true))
 	if err != nil || ts.T != 0x66AABBCC || ts.I != 0x0102 {
-		t.Errorf("mongoPositionTime: got %v, %v, want Timestamp(0x66AABBCC, 0x102)", ts, err)
+		t.Errorf("positionTime: got %v, %v, want Timestamp(0x66AABBCC, 0x102)", ts, err)
 	}
 	tests := []struct{ in, want bson.Timestamp }{
 		{bson.Timestamp{T: 10, I: 5}, bson.Timestamp{T: 10, I: 4}},
 		{bson.Timestamp{T: 10, I: 0}, bson.Timestamp{T: 9, I: ^uint32(0)}},
 	}
 	for _, tt := range tests {
-		if got := mongoTimestampBefore(tt.in); got != tt.want {
-			t.Errorf("mongoTimestampBefore(%v): got %v, want %v", tt.in, got, tt.want)
+		if got := timestampBefore(tt.in); got != tt.want {
+			t.Errorf("timestampBefore(%v): got %v, want %v", tt.in, got, tt.want)
 		}
 	}
 }
 
-func TestMongoDecodeSkips(t *testing.T) {
+func TestDecodeSkips(t *testing.T) {
 	id := bson.NewObjectID()
 	tests := []struct {
 		name string
 		ev   bson.D
 	}{
-		{"update whose document is gone", mongoEventDoc(mongoEv(1), "update", mongoOrders, id, nil)},
-		{"message delete", mongoEventDoc(mongoEv(1), "delete", mongoMessages, id, nil)},
-		{"drop", mongoEventDoc(mongoEv(1), "drop", mongoOrders, id, nil)},
-		{"message in a bad room", mongoEventDoc(mongoEv(1), "insert", mongoMessages, id, mongoMessageBSON(id, "Bad Room", "x"))},
+		{"update whose document is gone", eventDoc(eventTok(1), "update", ordersCollection, id, nil)},
+		{"message delete", eventDoc(eventTok(1), "delete", messagesCollection, id, nil)},
+		{"drop", eventDoc(eventTok(1), "drop", ordersCollection, id, nil)},
+		{"message in a bad room", eventDoc(eventTok(1), "insert", messagesCollection, id, messageBSON(id, "Bad Room", "x"))},
 		{"order with a string _id", bson.D{
-			{Key: "_id", Value: mongoTokDoc(mongoEv(1))}, {Key: "operationType", Value: "delete"},
-			{Key: "ns", Value: bson.D{{Key: "coll", Value: mongoOrders}}},
+			{Key: "_id", Value: tokDoc(eventTok(1))}, {Key: "operationType", Value: "delete"},
+			{Key: "ns", Value: bson.D{{Key: "coll", Value: ordersCollection}}},
 			{Key: "documentKey", Value: bson.D{{Key: "_id", Value: "abc"}}},
 		}},
 	}
@@ -895,35 +897,35 @@ func TestMongoDecodeSkips(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pos, _, _, ok, err := mongoDecode(raw)
-		if err != nil || ok || pos != mongoEv(1) {
+		pos, _, _, ok, err := decode(raw)
+		if err != nil || ok || pos != eventTok(1) {
 			t.Errorf("%s: got pos %q ok %v err %v, want skipped at its position", tt.name, pos, ok, err)
 		}
 	}
 	raw, _ := bson.Marshal(bson.D{{Key: "operationType", Value: "insert"}})
-	if _, _, _, _, err := mongoDecode(raw); err == nil {
+	if _, _, _, _, err := decode(raw); err == nil {
 		t.Error("an event without a resume token decoded without error")
 	}
 }
 
-func TestMongoUpdateOrderStatus(t *testing.T) {
+func TestUpdateOrderStatus(t *testing.T) {
 	id := bson.NewObjectID()
 	updated := bson.D{{Key: "n", Value: int32(1)}, {Key: "nModified", Value: int32(1)}, {Key: "ok", Value: 1.0}}
 	raced := bson.D{{Key: "n", Value: int32(0)}, {Key: "nModified", Value: int32(0)}, {Key: "ok", Value: 1.0}}
 
 	t.Run("check-and-set retries a race", func(t *testing.T) {
-		mm := mongoOpenMock(t, MongoOptions{})
+		mm := openMock(t, Options{})
 		mm.data.AddResponses(
-			mongoFindReply(mongoOrders, mongoOrderBSON(id, StatusPlaced, 1)),
+			findReply(ordersCollection, orderBSON(id, store.StatusPlaced, 1)),
 			raced,
-			mongoFindReply(mongoOrders, mongoOrderBSON(id, StatusPreparing, 2)),
+			findReply(ordersCollection, orderBSON(id, store.StatusPreparing, 2)),
 			updated,
 		)
-		o, err := mm.store.UpdateOrderStatus(context.Background(), id.Hex(), StatusCancelled, 0)
+		o, err := mm.store.UpdateOrderStatus(context.Background(), id.Hex(), store.StatusCancelled, 0)
 		if err != nil {
 			t.Fatalf("UpdateOrderStatus: %v", err)
 		}
-		if o.Status != StatusCancelled || o.Version != 3 || o.ID != id.Hex() {
+		if o.Status != store.StatusCancelled || o.Version != 3 || o.ID != id.Hex() {
 			t.Errorf("got %+v, want cancelled version 3", o)
 		}
 		ups := mm.dataCmds.named("update")
@@ -949,7 +951,7 @@ func TestMongoUpdateOrderStatus(t *testing.T) {
 			if v, _ := repl.Lookup("version").AsInt64OK(); v != wantV+1 {
 				t.Errorf("update %d: got version %v, want %d", i, repl.Lookup("version"), wantV+1)
 			}
-			if s, _ := repl.Lookup("status").StringValueOK(); s != StatusCancelled {
+			if s, _ := repl.Lookup("status").StringValueOK(); s != store.StatusCancelled {
 				t.Errorf("update %d: got status %q, want cancelled", i, s)
 			}
 		}
@@ -963,16 +965,16 @@ func TestMongoUpdateOrderStatus(t *testing.T) {
 		ifVersion int64
 		want      error
 	}{
-		{"version mismatch", mongoFindReply(mongoOrders, mongoOrderBSON(id, StatusPlaced, 2)), id.Hex(), StatusPreparing, 1, ErrVersionMismatch},
-		{"version checked before transition", mongoFindReply(mongoOrders, mongoOrderBSON(id, StatusDelivered, 4)), id.Hex(), StatusPlaced, 3, ErrVersionMismatch},
-		{"not allowed", mongoFindReply(mongoOrders, mongoOrderBSON(id, StatusDelivered, 4)), id.Hex(), StatusPlaced, 0, ErrConflict},
-		{"unknown status", mongoFindReply(mongoOrders, mongoOrderBSON(id, StatusPlaced, 1)), id.Hex(), "eaten", 0, ErrInvalid},
-		{"not found", mongoFindReply(mongoOrders), id.Hex(), StatusPreparing, 0, ErrNotFound},
-		{"malformed id", nil, "xyz", StatusPreparing, 0, ErrNotFound},
+		{"version mismatch", findReply(ordersCollection, orderBSON(id, store.StatusPlaced, 2)), id.Hex(), store.StatusPreparing, 1, store.ErrVersionMismatch},
+		{"version checked before transition", findReply(ordersCollection, orderBSON(id, store.StatusDelivered, 4)), id.Hex(), store.StatusPlaced, 3, store.ErrVersionMismatch},
+		{"not allowed", findReply(ordersCollection, orderBSON(id, store.StatusDelivered, 4)), id.Hex(), store.StatusPlaced, 0, store.ErrConflict},
+		{"unknown status", findReply(ordersCollection, orderBSON(id, store.StatusPlaced, 1)), id.Hex(), "eaten", 0, store.ErrInvalid},
+		{"not found", findReply(ordersCollection), id.Hex(), store.StatusPreparing, 0, store.ErrNotFound},
+		{"malformed id", nil, "xyz", store.StatusPreparing, 0, store.ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mm := mongoOpenMock(t, MongoOptions{})
+			mm := openMock(t, Options{})
 			if tt.reply != nil {
 				mm.data.AddResponses(tt.reply)
 			}
@@ -987,27 +989,27 @@ func TestMongoUpdateOrderStatus(t *testing.T) {
 	}
 }
 
-func TestMongoWritesAndReads(t *testing.T) {
-	mm := mongoOpenMock(t, MongoOptions{})
+func TestWritesAndReads(t *testing.T) {
+	mm := openMock(t, Options{})
 	inserted := bson.D{{Key: "n", Value: int32(1)}, {Key: "ok", Value: 1.0}}
 	m1, m2 := bson.NewObjectID(), bson.NewObjectID()
 	mm.data.AddResponses(
 		inserted,
 		inserted,
-		mongoFindReply(mongoMessages, mongoMessageBSON(m2, "lobby", "b"), mongoMessageBSON(m1, "lobby", "a")),
+		findReply(messagesCollection, messageBSON(m2, "lobby", "b"), messageBSON(m1, "lobby", "a")),
 	)
-	o, err := mm.store.CreateOrder(context.Background(), "ann", []Item{{"pizza", 2}})
+	o, err := mm.store.CreateOrder(context.Background(), "ann", []store.Item{{SKU: "pizza", Qty: 2}})
 	if err != nil {
 		t.Fatalf("CreateOrder: %v", err)
 	}
-	if !ValidOrderID(o.ID) || o.Status != StatusPlaced || o.Version != 1 || !o.CreatedAt.Equal(o.UpdatedAt) {
+	if !store.ValidOrderID(o.ID) || o.Status != store.StatusPlaced || o.Version != 1 || !o.CreatedAt.Equal(o.UpdatedAt) {
 		t.Errorf("CreateOrder: got %+v", o)
 	}
 	if o.CreatedAt.Nanosecond()%int(time.Millisecond) != 0 {
 		t.Errorf("CreatedAt %v has sub-millisecond digits BSON cannot keep", o.CreatedAt)
 	}
 	msg, err := mm.store.PostMessage(context.Background(), "lobby", "bob", "hi")
-	if err != nil || !ValidOrderID(msg.ID) {
+	if err != nil || !store.ValidOrderID(msg.ID) {
 		t.Fatalf("PostMessage: got %+v, %v", msg, err)
 	}
 	ins := mm.dataCmds.named("insert")
@@ -1038,18 +1040,18 @@ func TestMongoWritesAndReads(t *testing.T) {
 		limit        int
 	}{
 		{"lobby", "", 0},
-		{"lobby", "", MaxListLimit + 1},
+		{"lobby", "", store.MaxListLimit + 1},
 		{"lobby", "nothex", 10},
 		{"Bad Room", "", 10},
 	} {
-		if _, err := mm.store.ListMessages(context.Background(), tt.room, tt.before, tt.limit); !errors.Is(err, ErrInvalid) {
+		if _, err := mm.store.ListMessages(context.Background(), tt.room, tt.before, tt.limit); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("ListMessages(%q, %q, %d): got %v, want ErrInvalid", tt.room, tt.before, tt.limit, err)
 		}
 	}
-	if _, err := mm.store.CreateOrder(context.Background(), "", nil); !errors.Is(err, ErrInvalid) {
+	if _, err := mm.store.CreateOrder(context.Background(), "", nil); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("CreateOrder with no customer: got %v, want ErrInvalid", err)
 	}
-	if _, err := mm.store.GetOrder(context.Background(), "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := mm.store.GetOrder(context.Background(), "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetOrder(nope): got %v, want ErrNotFound", err)
 	}
 	if got := len(mm.dataCmds.named("find")); got != 1 {

@@ -1,4 +1,4 @@
-package store
+package bolt
 
 import (
 	"bytes"
@@ -11,7 +11,9 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/bbolt"
+
+	"changecast/store"
 )
 
 // The embedded change log. Every committed write appends one entry, keyed by
@@ -24,38 +26,38 @@ import (
 // resuming from before it loses history.
 
 const (
-	// boltDeploymentLen is the length of a deployment id.
-	boltDeploymentLen = 8
-	// boltPosLen is the length of a position: deployment, dash, 16 hex.
-	boltPosLen = boltDeploymentLen + 1 + 16
-	// boltReadChunk is how many changes Follow and CatchUp read in one read
+	// deploymentLen is the length of a deployment id.
+	deploymentLen = 8
+	// posLen is the length of a position: deployment, dash, 16 hex.
+	posLen = deploymentLen + 1 + 16
+	// readChunk is how many changes Follow and CatchUp read in one read
 	// transaction: it bounds their memory and how long a transaction stays
 	// open (bbolt cannot reuse pages freed after an open reader began).
-	boltReadChunk = 512
-	// boltPruneChunk is how many log entries one pruning transaction
+	readChunk = 512
+	// pruneChunkSize is how many log entries one pruning transaction
 	// deletes, so the pruner never holds the write lock for long.
-	boltPruneChunk = 5000
+	pruneChunkSize = 5000
 )
 
-// boltRecord is a log entry as stored.
-type boltRecord struct {
-	Topic   string    `json:"topic"`
-	Op      string    `json:"op"`
-	Order   *Order    `json:"order,omitempty"`
-	Message *Message  `json:"message,omitempty"`
-	Time    time.Time `json:"time"`
+// record is a log entry as stored.
+type record struct {
+	Topic   string         `json:"topic"`
+	Op      string         `json:"op"`
+	Order   *store.Order   `json:"order,omitempty"`
+	Message *store.Message `json:"message,omitempty"`
+	Time    time.Time      `json:"time"`
 }
 
 // append logs a change with sequence number seq (from alloc) and indexes it
 // under its topic.
-func (t *boltTxn) append(seq uint64, rec *boltRecord) {
+func (t *txn) append(seq uint64, rec *record) {
 	rec.Time = t.now
-	t.putJSON(boltLogBucket, boltSeqKey(seq), rec)
-	t.put(boltTopicBucket, boltTopicKey(rec.Topic, seq), []byte{})
+	t.putJSON(logBucket, seqKey(seq), rec)
+	t.put(topicBucket, topicKey(rec.Topic, seq), []byte{})
 }
 
-// boltTopicKey is a topic index key: topic, 0x00, seq big-endian.
-func boltTopicKey(topic string, seq uint64) []byte {
+// topicKey is a topic index key: topic, 0x00, seq big-endian.
+func topicKey(topic string, seq uint64) []byte {
 	k := make([]byte, 0, len(topic)+9)
 	k = append(k, topic...)
 	k = append(k, 0)
@@ -63,26 +65,26 @@ func boltTopicKey(topic string, seq uint64) []byte {
 }
 
 // pos returns the position of sequence number seq.
-func (b *Bolt) pos(seq uint64) string {
-	var s [boltPosLen]byte
+func (b *Store) pos(seq uint64) string {
+	var s [posLen]byte
 	copy(s[:], b.deployment)
-	s[boltDeploymentLen] = '-'
-	hex.Encode(s[boltDeploymentLen+1:], binary.BigEndian.AppendUint64(nil, seq))
+	s[deploymentLen] = '-'
+	hex.Encode(s[deploymentLen+1:], binary.BigEndian.AppendUint64(nil, seq))
 	return string(s[:])
 }
 
 // parsePos returns the sequence number of pos, or an error wrapping
 // ErrInvalidPosition if pos is malformed or from another deployment.
-func (b *Bolt) parsePos(pos string) (uint64, error) {
-	if len(pos) != boltPosLen || pos[boltDeploymentLen] != '-' || !boltIsHex(pos[boltDeploymentLen+1:]) || !boltIsHex(pos[:boltDeploymentLen]) {
-		return 0, fmt.Errorf("position %.40q is malformed: %w", pos, ErrInvalidPosition)
+func (b *Store) parsePos(pos string) (uint64, error) {
+	if len(pos) != posLen || pos[deploymentLen] != '-' || !isHex(pos[deploymentLen+1:]) || !isHex(pos[:deploymentLen]) {
+		return 0, fmt.Errorf("position %.40q is malformed: %w", pos, store.ErrInvalidPosition)
 	}
-	if pos[:boltDeploymentLen] != b.deployment {
-		return 0, fmt.Errorf("position %s is from another deployment: %w", pos, ErrInvalidPosition)
+	if pos[:deploymentLen] != b.deployment {
+		return 0, fmt.Errorf("position %s is from another deployment: %w", pos, store.ErrInvalidPosition)
 	}
 	var seq [8]byte
-	if _, err := hex.Decode(seq[:], []byte(pos[boltDeploymentLen+1:])); err != nil {
-		return 0, fmt.Errorf("position %s: %v: %w", pos, err, ErrInvalidPosition)
+	if _, err := hex.Decode(seq[:], []byte(pos[deploymentLen+1:])); err != nil {
+		return 0, fmt.Errorf("position %s: %v: %w", pos, err, store.ErrInvalidPosition)
 	}
 	return binary.BigEndian.Uint64(seq[:]), nil
 }
@@ -90,10 +92,10 @@ func (b *Bolt) parsePos(pos string) (uint64, error) {
 // Head returns the position of the newest change in the log (the log's
 // start position if it is empty). It returns an error wrapping ErrClosed
 // after Close.
-func (b *Bolt) Head(ctx context.Context) (string, error) {
+func (b *Store) Head(ctx context.Context) (string, error) {
 	var seq uint64
-	err := b.view(ctx, func(tx *bolt.Tx) error {
-		seq = boltUint(tx.Bucket(boltMetaBucket).Get(boltKeySeq))
+	err := b.view(ctx, func(tx *bbolt.Tx) error {
+		seq = decodeUint(tx.Bucket(metaBucket).Get(keySeq))
 		return nil
 	})
 	if err != nil {
@@ -106,7 +108,7 @@ func (b *Bolt) Head(ctx context.Context) (string, error) {
 // a position this store could have made: malformed, from another
 // deployment, or ahead of the newest change. It does not check whether the
 // history after pos is still retained. It is safe for concurrent use.
-func (b *Bolt) CheckPosition(pos string) error {
+func (b *Store) CheckPosition(pos string) error {
 	seq, err := b.parsePos(pos)
 	if err != nil {
 		return err
@@ -115,7 +117,7 @@ func (b *Bolt) CheckPosition(pos string) error {
 		return nil
 	}
 	// The in-memory head trails a commit by a moment; ask the database.
-	err = b.view(context.Background(), func(tx *bolt.Tx) error {
+	err = b.view(context.Background(), func(tx *bbolt.Tx) error {
 		return b.checkAhead(tx, seq)
 	})
 	if err != nil {
@@ -126,18 +128,18 @@ func (b *Bolt) CheckPosition(pos string) error {
 
 // checkAhead returns an error wrapping ErrInvalidPosition if seq is ahead
 // of the log's head in tx.
-func (b *Bolt) checkAhead(tx *bolt.Tx, seq uint64) error {
-	if head := boltUint(tx.Bucket(boltMetaBucket).Get(boltKeySeq)); seq > head {
-		return fmt.Errorf("position %s is ahead of the log head %s: %w", b.pos(seq), b.pos(head), ErrInvalidPosition)
+func (b *Store) checkAhead(tx *bbolt.Tx, seq uint64) error {
+	if head := decodeUint(tx.Bucket(metaBucket).Get(keySeq)); seq > head {
+		return fmt.Errorf("position %s is ahead of the log head %s: %w", b.pos(seq), b.pos(head), store.ErrInvalidPosition)
 	}
 	return nil
 }
 
 // checkRetained returns an error wrapping ErrHistoryLost if a change after
 // seq has been pruned.
-func (b *Bolt) checkRetained(tx *bolt.Tx, seq uint64) error {
-	if pruned := boltUint(tx.Bucket(boltMetaBucket).Get(boltKeyPruned)); seq < pruned {
-		return fmt.Errorf("changes after %s pruned up to %s: %w", b.pos(seq), b.pos(pruned), ErrHistoryLost)
+func (b *Store) checkRetained(tx *bbolt.Tx, seq uint64) error {
+	if pruned := decodeUint(tx.Bucket(metaBucket).Get(keyPruned)); seq < pruned {
+		return fmt.Errorf("changes after %s pruned up to %s: %w", b.pos(seq), b.pos(pruned), store.ErrHistoryLost)
 	}
 	return nil
 }
@@ -150,12 +152,12 @@ func (b *Bolt) checkRetained(tx *bolt.Tx, seq uint64) error {
 // ErrInvalidPosition for a bad after, and ErrHistoryLost if changes after
 // after are pruned before Follow reads them. fn is called without any
 // transaction open. Follow is safe for concurrent use.
-func (b *Bolt) Follow(ctx context.Context, after string, fn func(Batch) error) error {
+func (b *Store) Follow(ctx context.Context, after string, fn func(store.Batch) error) error {
 	seq, err := b.parsePos(after)
 	if err != nil {
 		return fmt.Errorf("follow: %w", err)
 	}
-	err = b.view(ctx, func(tx *bolt.Tx) error {
+	err = b.view(ctx, func(tx *bbolt.Tx) error {
 		if err := b.checkAhead(tx, seq); err != nil {
 			return err
 		}
@@ -164,7 +166,7 @@ func (b *Bolt) Follow(ctx context.Context, after string, fn func(Batch) error) e
 	if err != nil {
 		return fmt.Errorf("follow: %w", err)
 	}
-	if err := fn(Batch{Checkpoint: after}); err != nil {
+	if err := fn(store.Batch{Checkpoint: after}); err != nil {
 		return err
 	}
 	for {
@@ -173,7 +175,7 @@ func (b *Bolt) Follow(ctx context.Context, after string, fn func(Batch) error) e
 		}
 		// Take the waiter before reading, so a commit after the read wakes us.
 		wake := b.waiter()
-		changes, last, err := b.readLog(ctx, seq, boltReadChunk)
+		changes, last, err := b.readLog(ctx, seq, readChunk)
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return ctx.Err()
@@ -182,7 +184,7 @@ func (b *Bolt) Follow(ctx context.Context, after string, fn func(Batch) error) e
 		}
 		if len(changes) > 0 {
 			seq = last
-			if err := fn(Batch{Changes: changes, Checkpoint: b.pos(last)}); err != nil {
+			if err := fn(store.Batch{Changes: changes, Checkpoint: b.pos(last)}); err != nil {
 				return err
 			}
 			continue
@@ -191,7 +193,7 @@ func (b *Bolt) Follow(ctx context.Context, after string, fn func(Batch) error) e
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-b.closing:
-			return fmt.Errorf("follow: %w", ErrClosed)
+			return fmt.Errorf("follow: %w", store.ErrClosed)
 		case <-wake:
 		}
 	}
@@ -199,16 +201,16 @@ func (b *Bolt) Follow(ctx context.Context, after string, fn func(Batch) error) e
 
 // readLog returns up to limit changes after seq, in order, and the seq of
 // the last one, ending the changes at a commit boundary when it can.
-func (b *Bolt) readLog(ctx context.Context, seq uint64, limit int) ([]Change, uint64, error) {
-	var changes []Change
+func (b *Store) readLog(ctx context.Context, seq uint64, limit int) ([]store.Change, uint64, error) {
+	var changes []store.Change
 	last := seq
-	err := b.view(ctx, func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bbolt.Tx) error {
 		if err := b.checkRetained(tx, seq); err != nil {
 			return err
 		}
-		c := tx.Bucket(boltLogBucket).Cursor()
-		for k, v := c.Seek(boltSeqKey(seq + 1)); k != nil && len(changes) < limit; k, v = c.Next() {
-			s := boltUint(k)
+		c := tx.Bucket(logBucket).Cursor()
+		for k, v := c.Seek(seqKey(seq + 1)); k != nil && len(changes) < limit; k, v = c.Next() {
+			s := decodeUint(k)
 			ch, err := b.decodeChange(s, v)
 			if err != nil {
 				return err
@@ -225,12 +227,12 @@ func (b *Bolt) readLog(ctx context.Context, seq uint64, limit int) ([]Change, ui
 }
 
 // decodeChange turns log entry seq into a Change.
-func (b *Bolt) decodeChange(seq uint64, v []byte) (Change, error) {
-	var r boltRecord
+func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
+	var r record
 	if err := json.Unmarshal(v, &r); err != nil {
-		return Change{}, fmt.Errorf("decode change %d: %w", seq, err)
+		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
 	}
-	return Change{Pos: b.pos(seq), Topic: r.Topic, Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
+	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
 }
 
 // CatchUp calls fn, in log order, with each change on one of topics whose
@@ -240,7 +242,7 @@ func (b *Bolt) decodeChange(seq uint64, v []byte) (Change, error) {
 // if a change after after has been pruned, ErrInvalid for a malformed topic,
 // ctx.Err() if ctx ends, and fn's error if fn fails. It is safe for
 // concurrent use.
-func (b *Bolt) CatchUp(ctx context.Context, topics []string, after, until string, fn func(Change) error) error {
+func (b *Store) CatchUp(ctx context.Context, topics []string, after, until string, fn func(store.Change) error) error {
 	from, err := b.parsePos(after)
 	if err != nil {
 		return fmt.Errorf("catch up: %w", err)
@@ -250,12 +252,12 @@ func (b *Bolt) CatchUp(ctx context.Context, topics []string, after, until string
 		return fmt.Errorf("catch up: until: %w", err)
 	}
 	for _, topic := range topics {
-		if _, _, ok := ParseTopic(topic); !ok {
-			return fmt.Errorf("catch up: topic %.80q: %w", topic, ErrInvalid)
+		if _, _, ok := store.ParseTopic(topic); !ok {
+			return fmt.Errorf("catch up: topic %.80q: %w", topic, store.ErrInvalid)
 		}
 	}
 	topics = slices.Compact(slices.Sorted(slices.Values(topics)))
-	err = b.view(ctx, func(tx *bolt.Tx) error {
+	err = b.view(ctx, func(tx *bbolt.Tx) error {
 		if err := b.checkAhead(tx, from); err != nil {
 			return err
 		}
@@ -268,7 +270,7 @@ func (b *Bolt) CatchUp(ctx context.Context, topics []string, after, until string
 		return fmt.Errorf("catch up: %w", err)
 	}
 	for from < to && len(topics) > 0 {
-		changes, last, done, err := b.readTopics(ctx, topics, from, to, boltReadChunk)
+		changes, last, done, err := b.readTopics(ctx, topics, from, to, readChunk)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -291,33 +293,33 @@ func (b *Bolt) CatchUp(ctx context.Context, topics []string, after, until string
 // readTopics returns, in log order, up to limit changes on topics with
 // after < seq <= until, the seq of the last one, and whether there are no
 // more. It merges the topics' index ranges by seq.
-func (b *Bolt) readTopics(ctx context.Context, topics []string, after, until uint64, limit int) (changes []Change, last uint64, done bool, err error) {
-	err = b.view(ctx, func(tx *bolt.Tx) error {
+func (b *Store) readTopics(ctx context.Context, topics []string, after, until uint64, limit int) (changes []store.Change, last uint64, done bool, err error) {
+	err = b.view(ctx, func(tx *bbolt.Tx) error {
 		if err := b.checkRetained(tx, after); err != nil {
 			return err
 		}
 		type head struct {
-			c      *bolt.Cursor
+			c      *bbolt.Cursor
 			prefix []byte
 			seq    uint64 // current seq; 0 = exhausted
 		}
 		next := func(h *head, k []byte) {
 			h.seq = 0
 			if k != nil && bytes.HasPrefix(k, h.prefix) && len(k) == len(h.prefix)+8 {
-				if s := boltUint(k[len(h.prefix):]); s <= until {
+				if s := decodeUint(k[len(h.prefix):]); s <= until {
 					h.seq = s
 				}
 			}
 		}
-		index := tx.Bucket(boltTopicBucket)
+		index := tx.Bucket(topicBucket)
 		heads := make([]*head, len(topics))
 		for i, topic := range topics {
-			h := &head{c: index.Cursor(), prefix: boltTopicKey(topic, 0)[:len(topic)+1]}
-			k, _ := h.c.Seek(boltTopicKey(topic, after+1))
+			h := &head{c: index.Cursor(), prefix: topicKey(topic, 0)[:len(topic)+1]}
+			k, _ := h.c.Seek(topicKey(topic, after+1))
 			next(h, k)
 			heads[i] = h
 		}
-		log := tx.Bucket(boltLogBucket)
+		log := tx.Bucket(logBucket)
 		for len(changes) < limit {
 			var min *head
 			for _, h := range heads {
@@ -329,7 +331,7 @@ func (b *Bolt) readTopics(ctx context.Context, topics []string, after, until uin
 				done = true
 				return nil
 			}
-			v := log.Get(boltSeqKey(min.seq))
+			v := log.Get(seqKey(min.seq))
 			if v == nil {
 				return fmt.Errorf("index names change %d, which the log lacks", min.seq)
 			}
@@ -348,7 +350,7 @@ func (b *Bolt) readTopics(ctx context.Context, topics []string, after, until uin
 }
 
 // runPruner prunes the log every PruneInterval until ctx ends.
-func (b *Bolt) runPruner(ctx context.Context) {
+func (b *Store) runPruner(ctx context.Context) {
 	defer b.wg.Done()
 	t := time.NewTicker(b.opts.PruneInterval)
 	defer t.Stop()
@@ -370,32 +372,32 @@ func (b *Bolt) runPruner(ctx context.Context) {
 
 // prune deletes log entries (and their index entries) that are neither
 // among the newest RetainCount nor younger than RetainAge, oldest first, in
-// chunks of boltPruneChunk per transaction. It returns how many it deleted.
-func (b *Bolt) prune(ctx context.Context) (int, error) {
+// chunks of pruneChunkSize per transaction. It returns how many it deleted.
+func (b *Store) prune(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
 		if b.isClosed() {
-			return total, ErrClosed
+			return total, store.ErrClosed
 		}
 		n, err := b.pruneChunk()
 		total += n
-		if err != nil || n < boltPruneChunk {
+		if err != nil || n < pruneChunkSize {
 			return total, err
 		}
 	}
 }
 
-// pruneChunk deletes up to boltPruneChunk log entries from the start of the
+// pruneChunk deletes up to pruneChunkSize log entries from the start of the
 // log and advances the pruned mark in the same transaction.
-func (b *Bolt) pruneChunk() (int, error) {
+func (b *Store) pruneChunk() (int, error) {
 	cutoff := b.now().Add(-b.opts.RetainAge)
 	n := 0
-	err := b.update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(boltMetaBucket)
-		head := boltUint(meta.Get(boltKeySeq))
+	err := b.update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(metaBucket)
+		head := decodeUint(meta.Get(keySeq))
 		var keepFrom uint64 // entries with seq >= keepFrom are kept by count
 		if head > uint64(b.opts.RetainCount) {
 			keepFrom = head - uint64(b.opts.RetainCount) + 1
@@ -405,9 +407,9 @@ func (b *Bolt) pruneChunk() (int, error) {
 			topic string
 		}
 		var victims []victim
-		c := tx.Bucket(boltLogBucket).Cursor()
-		for k, v := c.First(); k != nil && len(victims) < boltPruneChunk; k, v = c.Next() {
-			seq := boltUint(k)
+		c := tx.Bucket(logBucket).Cursor()
+		for k, v := c.First(); k != nil && len(victims) < pruneChunkSize; k, v = c.Next() {
+			seq := decodeUint(k)
 			var r struct {
 				Topic string    `json:"topic"`
 				Time  time.Time `json:"time"`
@@ -421,25 +423,25 @@ func (b *Bolt) pruneChunk() (int, error) {
 			victims = append(victims, victim{seq, r.Topic})
 		}
 		if len(victims) == 0 {
-			return boltErrNoChange
+			return errNoChange
 		}
-		log, index := tx.Bucket(boltLogBucket), tx.Bucket(boltTopicBucket)
+		log, index := tx.Bucket(logBucket), tx.Bucket(topicBucket)
 		for _, v := range victims {
-			if err := log.Delete(boltSeqKey(v.seq)); err != nil {
+			if err := log.Delete(seqKey(v.seq)); err != nil {
 				return err
 			}
-			if err := index.Delete(boltTopicKey(v.topic, v.seq)); err != nil {
+			if err := index.Delete(topicKey(v.topic, v.seq)); err != nil {
 				return err
 			}
 		}
 		n = len(victims)
 		last := victims[len(victims)-1].seq
-		if last > boltUint(meta.Get(boltKeyPruned)) {
-			return meta.Put(boltKeyPruned, boltSeqKey(last))
+		if last > decodeUint(meta.Get(keyPruned)) {
+			return meta.Put(keyPruned, seqKey(last))
 		}
 		return nil
 	})
-	if errors.Is(err, boltErrNoChange) {
+	if errors.Is(err, errNoChange) {
 		return 0, nil
 	}
 	if err != nil {
@@ -451,17 +453,17 @@ func (b *Bolt) pruneChunk() (int, error) {
 // Oldest returns the commit time of the oldest change the log holds and
 // true, or false for an empty log: how far back a client can resume. It
 // returns an error wrapping ErrClosed after Close.
-func (b *Bolt) Oldest(ctx context.Context) (time.Time, bool, error) {
+func (b *Store) Oldest(ctx context.Context) (time.Time, bool, error) {
 	var (
 		t  time.Time
 		ok bool
 	)
-	err := b.view(ctx, func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(boltLogBucket).Cursor().First()
+	err := b.view(ctx, func(tx *bbolt.Tx) error {
+		k, v := tx.Bucket(logBucket).Cursor().First()
 		if k == nil {
 			return nil
 		}
-		c, err := b.decodeChange(boltUint(k), v)
+		c, err := b.decodeChange(decodeUint(k), v)
 		t, ok = c.Time, err == nil
 		return err
 	})

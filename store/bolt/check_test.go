@@ -1,4 +1,4 @@
-package store
+package bolt
 
 import (
 	"context"
@@ -13,16 +13,18 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/bbolt"
+
+	"changecast/store"
 )
 
-// boltDamagedDir returns a data directory holding a closed store with
+// damagedDir returns a data directory holding a closed store with
 // enough orders and messages for a tree several levels deep, and the path
 // of its file.
-func boltDamagedDir(tb testing.TB) (dir, path string) {
+func damagedDir(tb testing.TB) (dir, path string) {
 	tb.Helper()
 	dir = tb.TempDir()
-	b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+	b, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -32,7 +34,7 @@ func boltDamagedDir(tb testing.TB) (dir, path string) {
 			tb.Fatal(err)
 		}
 		if i%3 == 0 {
-			if _, err := b.CreateOrder(ctx, "bob", []Item{{SKU: "sku-1", Qty: 1}}); err != nil {
+			if _, err := b.CreateOrder(ctx, "bob", []store.Item{{SKU: "sku-1", Qty: 1}}); err != nil {
 				tb.Fatal(err)
 			}
 		}
@@ -40,12 +42,12 @@ func boltDamagedDir(tb testing.TB) (dir, path string) {
 	if err := b.Close(); err != nil {
 		tb.Fatal(err)
 	}
-	return dir, filepath.Join(dir, boltFileName)
+	return dir, filepath.Join(dir, fileName)
 }
 
-// boltFlip flips n random bytes of the file at path outside its two meta
+// flip flips n random bytes of the file at path outside its two meta
 // pages, with the given seed.
-func boltFlip(tb testing.TB, path string, n int, seed uint64) {
+func flip(tb testing.TB, path string, n int, seed uint64) {
 	tb.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -61,10 +63,10 @@ func boltFlip(tb testing.TB, path string, n int, seed uint64) {
 	}
 }
 
-// TestBoltOpenDamaged: a cut-short, empty or overwritten store file is
+// TestOpenDamaged: a cut-short, empty or overwritten store file is
 // refused at open with an error naming the file and saying what to do;
 // it never crashes the process.
-func TestBoltOpenDamaged(t *testing.T) {
+func TestOpenDamaged(t *testing.T) {
 	page := int64(os.Getpagesize())
 	tests := []struct {
 		name   string
@@ -72,7 +74,7 @@ func TestBoltOpenDamaged(t *testing.T) {
 		want   string
 	}{
 		{"last page in use cut off", func(t *testing.T, path string) {
-			os.Truncate(path, (boltHighWater(t, path)-1)*page)
+			os.Truncate(path, (highWater(t, path)-1)*page)
 		}, "cut short"},
 		{"cut in half", func(t *testing.T, path string) {
 			st, _ := os.Stat(path)
@@ -91,12 +93,12 @@ func TestBoltOpenDamaged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, path := boltDamagedDir(t)
+			dir, path := damagedDir(t)
 			tt.damage(t, path)
-			b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+			b, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
 			if err == nil {
 				b.Close()
-				t.Fatal("OpenBolt of a damaged file succeeded")
+				t.Fatal("Open of a damaged file succeeded")
 			}
 			if !errors.Is(err, ErrDamaged) {
 				t.Errorf("got %v, want an error wrapping ErrDamaged", err)
@@ -110,15 +112,15 @@ func TestBoltOpenDamaged(t *testing.T) {
 	}
 }
 
-// TestBoltOpenDamagedRandom flips 200 random bytes outside the meta pages,
+// TestOpenDamagedRandom flips 200 random bytes outside the meta pages,
 // for many seeds: the store either refuses the file at open or opens it
 // and answers every read with data or an error. Reaching the end of the
 // test means the process never crashed.
-func TestBoltOpenDamagedRandom(t *testing.T) {
+func TestOpenDamagedRandom(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
-	dir, path := boltDamagedDir(t)
+	dir, path := damagedDir(t)
 	clean, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -130,8 +132,8 @@ func TestBoltOpenDamagedRandom(t *testing.T) {
 		if err := os.WriteFile(path, clean, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		boltFlip(t, path, 200, seed)
-		b, err := OpenBolt(dir, BoltOptions{Logger: slog.New(slog.DiscardHandler)})
+		flip(t, path, 200, seed)
+		b, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			if !errors.Is(err, ErrDamaged) {
 				t.Errorf("seed %d: got %v, want an error wrapping ErrDamaged", seed, err)
@@ -142,9 +144,9 @@ func TestBoltOpenDamagedRandom(t *testing.T) {
 		// Opened: damage in values (which bbolt does not checksum) shows
 		// as errors on the reads that meet it.
 		for i := range 7 {
-			b.ListMessages(ctx, fmt.Sprintf("room-%d", i), "", MaxListLimit)
+			b.ListMessages(ctx, fmt.Sprintf("room-%d", i), "", store.MaxListLimit)
 		}
-		b.CatchUp(ctx, []string{RoomTopic("room-1")}, b.pos(0), boltMustHead(t, b), func(Change) error { return nil })
+		b.CatchUp(ctx, []string{store.RoomTopic("room-1")}, b.pos(0), mustHead(t, b), func(store.Change) error { return nil })
 		b.PostMessage(ctx, "room-1", "alice", "after")
 		if err := b.Close(); err != nil {
 			t.Logf("seed %d: close: %v", seed, err)
@@ -153,20 +155,20 @@ func TestBoltOpenDamagedRandom(t *testing.T) {
 	t.Logf("%d of %d damaged files refused at open", refused, seeds)
 }
 
-// TestBoltDamagedAtRunTime: pages damaged under an open store fail the
+// TestDamagedAtRunTime: pages damaged under an open store fail the
 // reads that meet them, with an error, and the process stays up.
-func TestBoltDamagedAtRunTime(t *testing.T) {
-	dir, path := boltDamagedDir(t)
-	b := boltTestOpen(t, dir, BoltOptions{}, nil)
+func TestDamagedAtRunTime(t *testing.T) {
+	dir, path := damagedDir(t)
+	b := testOpen(t, dir, Options{}, nil)
 	ctx := context.Background()
-	if _, err := b.ListMessages(ctx, "room-1", "", MaxListLimit); err != nil {
+	if _, err := b.ListMessages(ctx, "room-1", "", store.MaxListLimit); err != nil {
 		t.Fatal(err)
 	}
 	// Cut the file under the mapping: reading its pages is now a SIGBUS.
 	if err := os.Truncate(path, 3*int64(os.Getpagesize())); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.ListMessages(ctx, "room-1", "", MaxListLimit)
+	_, err := b.ListMessages(ctx, "room-1", "", store.MaxListLimit)
 	if !errors.Is(err, ErrDamaged) {
 		t.Errorf("ListMessages on a cut file: got %v, want an error wrapping ErrDamaged", err)
 	}
@@ -179,57 +181,57 @@ func TestBoltDamagedAtRunTime(t *testing.T) {
 	}
 }
 
-// boltHighWater returns the number of pages the store file at path uses
+// highWater returns the number of pages the store file at path uses
 // (bbolt's high-water page id); the file beyond them is unused room to grow.
-func boltHighWater(tb testing.TB, path string) int64 {
+func highWater(tb testing.TB, path string) int64 {
 	tb.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer f.Close()
-	var buf [boltPageHeaderSize + boltMetaSize]byte
+	var buf [pageHeaderSize + metaSize]byte
 	if _, err := f.ReadAt(buf[:], 0); err != nil {
 		tb.Fatal(err)
 	}
-	return int64(boltReadMeta(buf[:]).pgid)
+	return int64(readMeta(buf[:]).pgid)
 }
 
-// TestBoltOpenCutSlack: a file cut short by a page of its unused room to
+// TestOpenCutSlack: a file cut short by a page of its unused room to
 // grow has lost nothing: it opens with every change.
-func TestBoltOpenCutSlack(t *testing.T) {
-	dir, path := boltDamagedDir(t)
+func TestOpenCutSlack(t *testing.T) {
+	dir, path := damagedDir(t)
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	page := int64(os.Getpagesize())
-	if st.Size()-page < boltHighWater(t, path)*page {
+	if st.Size()-page < highWater(t, path)*page {
 		t.Fatalf("no unused page at the end of %d bytes", st.Size())
 	}
 	if err := os.Truncate(path, st.Size()-page); err != nil {
 		t.Fatal(err)
 	}
-	b := boltTestOpen(t, dir, BoltOptions{}, nil)
-	if n := len(boltLog(t, b)); n != 800 {
+	b := testOpen(t, dir, Options{}, nil)
+	if n := len(wholeLog(t, b)); n != 800 {
 		t.Errorf("log has %d changes, want 800", n)
 	}
-	boltMustPost(t, b, "lobby", "after")
+	mustPost(t, b, "lobby", "after")
 }
 
-// TestBoltOpenMissingFile: a missing file is a fresh store.
-func TestBoltOpenMissingFile(t *testing.T) {
+// TestOpenMissingFile: a missing file is a fresh store.
+func TestOpenMissingFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "new")
-	b := boltTestOpen(t, dir, BoltOptions{}, nil)
-	if head := boltMustHead(t, b); !strings.HasSuffix(head, "-0000000000000000") {
+	b := testOpen(t, dir, Options{}, nil)
+	if head := mustHead(t, b); !strings.HasSuffix(head, "-0000000000000000") {
 		t.Errorf("head of a fresh store: got %s", head)
 	}
 }
 
-// boltLimitFileSize sets this process's RLIMIT_FSIZE soft limit (writes
+// limitFileSize sets this process's RLIMIT_FSIZE soft limit (writes
 // past it fail with EFBIG) and returns a function restoring the old one.
 // It affects the whole process, so tests using it must not run in parallel.
-func boltLimitFileSize(tb testing.TB, limit uint64) (restore func()) {
+func limitFileSize(tb testing.TB, limit uint64) (restore func()) {
 	tb.Helper()
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
@@ -253,26 +255,26 @@ func boltLimitFileSize(tb testing.TB, limit uint64) (restore func()) {
 	return restore
 }
 
-// TestBoltPingReportsFailingWrites: while writes fail (here the file may
+// TestPingReportsFailingWrites: while writes fail (here the file may
 // not grow, as on a full disk) Ping fails; once writes can succeed again,
 // Ping's own probe write makes it healthy without any other write.
-func TestBoltPingReportsFailingWrites(t *testing.T) {
-	clock := newBoltClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+func TestPingReportsFailingWrites(t *testing.T) {
+	clock := newFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	dir := t.TempDir()
-	b := boltTestOpen(t, dir, BoltOptions{}, clock.Now)
+	b := testOpen(t, dir, Options{}, clock.Now)
 	ctx := context.Background()
-	boltMustPost(t, b, "lobby", "before")
+	mustPost(t, b, "lobby", "before")
 	if err := b.Ping(ctx); err != nil {
 		t.Fatalf("Ping of a healthy store: %v", err)
 	}
-	st, err := os.Stat(filepath.Join(dir, boltFileName))
+	st, err := os.Stat(filepath.Join(dir, fileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	restore := boltLimitFileSize(t, uint64(st.Size()))
+	restore := limitFileSize(t, uint64(st.Size()))
 	var failed error
 	for i := 0; failed == nil && i < 1000; i++ {
-		_, failed = b.PostMessage(ctx, "lobby", "alice", strings.Repeat("y", MaxTextLen))
+		_, failed = b.PostMessage(ctx, "lobby", "alice", strings.Repeat("y", store.MaxTextLen))
 	}
 	if failed == nil {
 		t.Fatal("no write failed with the file size limited")
@@ -282,39 +284,39 @@ func TestBoltPingReportsFailingWrites(t *testing.T) {
 		t.Fatal("Ping after a failed write: got nil, want an error")
 	}
 	restore()
-	clock.Advance(boltProbeInterval)
+	clock.Advance(probeInterval)
 	if err := b.Ping(ctx); err != nil {
 		t.Fatalf("Ping once writes can succeed: %v", err)
 	}
-	boltMustPost(t, b, "lobby", "after")
+	mustPost(t, b, "lobby", "after")
 }
 
-// BenchmarkBoltCheckFile measures the start-up check, and bbolt's own
+// BenchmarkCheckFile measures the start-up check, and bbolt's own
 // open (which, with NoFreelistSync, walks the tree too), on a store file
 // of BOLT_CHECK_MB megabytes (default 64) of messages.
-func BenchmarkBoltCheckFile(b *testing.B) {
+func BenchmarkCheckFile(b *testing.B) {
 	mb := 64
 	if s := os.Getenv("BOLT_CHECK_MB"); s != "" {
 		fmt.Sscan(s, &mb)
 	}
-	path := filepath.Join(b.TempDir(), boltFileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	path := filepath.Join(b.TempDir(), fileName)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
 	if err != nil {
 		b.Fatal(err)
 	}
 	text := []byte(strings.Repeat("m", 200))
 	var seq uint64
 	for st, _ := os.Stat(path); st.Size() < int64(mb)<<20; st, _ = os.Stat(path) {
-		err := db.Update(func(tx *bolt.Tx) error {
-			rooms, _ := tx.CreateBucketIfNotExists(boltMessageBucket)
-			log, _ := tx.CreateBucketIfNotExists(boltLogBucket)
+		err := db.Update(func(tx *bbolt.Tx) error {
+			rooms, _ := tx.CreateBucketIfNotExists(messageBucket)
+			log, _ := tx.CreateBucketIfNotExists(logBucket)
 			for range 10000 {
 				seq++
 				id := fmt.Sprintf("%08x%016x", 0x65000000, seq)
-				if err := rooms.Put(boltMessageKey(fmt.Sprintf("room-%d", seq%100), id), text); err != nil {
+				if err := rooms.Put(messageKey(fmt.Sprintf("room-%d", seq%100), id), text); err != nil {
 					return err
 				}
-				if err := log.Put(boltSeqKey(seq), text); err != nil {
+				if err := log.Put(seqKey(seq), text); err != nil {
 					return err
 				}
 			}
@@ -329,14 +331,14 @@ func BenchmarkBoltCheckFile(b *testing.B) {
 	b.Logf("file %d MB, %d records", st.Size()>>20, 2*seq)
 	b.Run("check", func(b *testing.B) {
 		for b.Loop() {
-			if err := boltCheckFile(path); err != nil {
+			if err := checkFile(path); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("bbolt.Open", func(b *testing.B) {
 		for b.Loop() {
-			db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+			db, err := bbolt.Open(path, 0o600, &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
 			if err != nil {
 				b.Fatal(err)
 			}

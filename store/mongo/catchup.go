@@ -1,0 +1,140 @@
+package mongo
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"changecast/store"
+)
+
+// catchUpAwait paces the empty getMores of a catch-up stream waiting
+// for its post-batch token to reach the end of the catch-up. It is the
+// server's await time, not a deadline: delivery is never delayed by it.
+const catchUpAwait = 200 * time.Millisecond
+
+// CatchUp calls fn, in log order, with each change on one of topics whose
+// position p has after < p <= until. It returns an error wrapping ErrInvalid
+// for a malformed topic, ErrInvalidPosition for a malformed or rejected
+// position and ErrHistoryLost when after is older than the oplog.
+//
+// It opens a short-lived change stream resuming after after, filtered on
+// fields that never change: an order's _id and a message's room. Since
+// MongoDB 6.0 a resume fails when the filter drops the resume token's own
+// event (SERVER-71565), so the filter also keeps the events whose token is
+// after or until; the first is swallowed by the server's resume, the second
+// ends the catch-up at once. It stops at the first event past until, or
+// when the stream's post-batch token reaches until. At most
+// Options.CatchUps catch-ups run at once; others wait for a slot.
+func (m *Store) CatchUp(ctx context.Context, topics []string, after, until string, fn func(store.Change) error) error {
+	if err := m.CheckPosition(after); err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	if err := m.CheckPosition(until); err != nil {
+		return fmt.Errorf("catch up: until: %w", err)
+	}
+	wanted, pipeline, err := catchUpPipeline(topics, after, until)
+	if err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	if after >= until || len(wanted) == 0 {
+		return nil
+	}
+	ctx, end, err := m.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	defer end()
+	select {
+	case m.catchUps <- struct{}{}:
+		defer func() { <-m.catchUps }()
+	case <-ctx.Done():
+		return m.streamErr(ctx, "catch up", after, ctx.Err())
+	}
+
+	opts := options.ChangeStream().
+		SetFullDocument(options.UpdateLookup).
+		SetResumeAfter(tokenDoc(after)).
+		SetMaxAwaitTime(catchUpAwait)
+	cs, err := m.db.Watch(ctx, pipeline, opts)
+	if err != nil {
+		return m.streamErr(ctx, "catch up", after, err)
+	}
+	defer closeStream(ctx, cs)
+	for {
+		if !cs.TryNext(ctx) {
+			if err := cs.Err(); err != nil {
+				return m.streamErr(ctx, "catch up", after, err)
+			}
+			if cs.ID() == 0 {
+				return fmt.Errorf("catch up: the change stream ended before %.40s: %w", until, store.ErrHistoryLost)
+			}
+			if tokenData(cs.ResumeToken()) >= until {
+				return nil
+			}
+			continue
+		}
+		pos, _, ch, ok, err := decode(cs.Current)
+		if err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		if pos <= after {
+			continue
+		}
+		if pos > until {
+			return nil
+		}
+		if ok && wanted[ch.Topic] {
+			if err := fn(ch); err != nil {
+				return err
+			}
+		}
+		if pos == until {
+			return nil
+		}
+	}
+}
+
+// catchUpPipeline returns the set of topics (each once) and the change
+// stream pipeline CatchUp reads: the changes on those topics, and the
+// events at after and until themselves so that the stream reaches them.
+// A malformed topic is an error wrapping store.ErrInvalid.
+func catchUpPipeline(topics []string, after, until string) (map[string]bool, bson.A, error) {
+	wanted := make(map[string]bool, len(topics))
+	var orderIDs bson.A
+	var rooms bson.A
+	for _, t := range topics {
+		kind, key, ok := store.ParseTopic(t)
+		if !ok {
+			return nil, nil, fmt.Errorf("topic %q: %w", t, store.ErrInvalid)
+		}
+		if wanted[t] {
+			continue
+		}
+		wanted[t] = true
+		if kind == store.KindOrder {
+			oid, _ := bson.ObjectIDFromHex(key)
+			orderIDs = append(orderIDs, oid)
+		} else {
+			rooms = append(rooms, key)
+		}
+	}
+	or := bson.A{bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}}
+	if len(orderIDs) > 0 {
+		or = append(or, bson.D{
+			{Key: "ns.coll", Value: ordersCollection},
+			{Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: orderIDs}}},
+		})
+	}
+	if len(rooms) > 0 {
+		or = append(or, bson.D{
+			{Key: "ns.coll", Value: messagesCollection},
+			{Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}},
+		})
+	}
+	pipeline := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}}
+	return wanted, pipeline, nil
+}
