@@ -19,7 +19,9 @@ func isInvalid(err error) bool { return errors.Is(err, ErrInvalidPosition) }
 
 // parsedEvent is an event as a spec-following parser dispatches it.
 type parsedEvent struct {
-	ID, Name, Data string
+	ID   string
+	Name EventName
+	Data string
 }
 
 // parser follows the WHATWG event-stream parsing algorithm.
@@ -40,7 +42,7 @@ func (p *parser) line(l string) (parsedEvent, bool) {
 		}
 		d := p.data.String()
 		d = strings.TrimSuffix(d, "\n")
-		ev := parsedEvent{ID: p.lastID, Name: p.name, Data: d}
+		ev := parsedEvent{ID: p.lastID, Name: EventName(p.name), Data: d}
 		if ev.Name == "" {
 			ev.Name = "message"
 		}

@@ -21,10 +21,12 @@ type Event struct {
 	// ID is the change's position in the log; positions of one deployment
 	// order bytewise like the log.
 	ID string
-	// Topic is "orders/<id>" or "rooms/<room>".
+	// Topic is the topic the change belongs to; the stream does not
+	// interpret it.
 	Topic string
-	// Name is the SSE event name: "order", "message" or "snapshot".
-	Name string
+	// Name is the SSE event name, as the Source names the change (or
+	// EventSnapshot).
+	Name EventName
 	// Data is the JSON payload, one line, carrying "topic".
 	Data []byte
 	// Time is when the change was committed (zero for snapshots).
