@@ -58,7 +58,7 @@ type Source interface {
 	// whose position p has after < p <= until. It returns an error wrapping
 	// ErrHistoryLost or ErrInvalidPosition when after cannot be resumed.
 	CatchUp(ctx context.Context, topics []string, after, until string, fn func(Event) error) error
-	// Snapshot returns one "snapshot" event per topic, in the order given,
+	// Snapshot returns one EventSnapshot event per topic, in the order given,
 	// and the position they reflect: each holds every change up to that
 	// position and none after it.
 	Snapshot(ctx context.Context, topics []string) ([]Event, string, error)
