@@ -40,8 +40,10 @@ type Store interface {
 // Streamer serves Server-Sent Events streams; *stream.Multiplexer
 // implements it. It must be safe for concurrent use.
 type Streamer interface {
-	// Serve writes a whole SSE response for opts.Topics and returns when
-	// the stream ends.
+	// Serve writes a whole SSE response for opts.Topics. It returns when
+	// the stream ends or, if it took the connection over from net/http
+	// (HTTP/1.x), as soon as the stream is live, whichever comes first;
+	// in every case opts.Done is called once, when the stream has ended.
 	Serve(w http.ResponseWriter, r *http.Request, opts stream.StreamOptions) error
 	// Ready reports whether the upstream change feed is running.
 	Ready() bool

@@ -1,9 +1,15 @@
 package stream
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 )
 
 // benchData is a typical chat message payload.
@@ -123,4 +129,81 @@ func BenchmarkAppendEvent(b *testing.B) {
 		buf, _ = AppendEvent(buf[:0], "5f3a9c01-00000000000004d2", "order", data)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+// discardWriter is a ResponseWriter that flushes and keeps nothing, as an
+// HTTP/2 stream's would; it cannot be taken over.
+type discardWriter struct{ header http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.header }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) Flush()                      {}
+
+// benchDeliver measures one stream's whole delivery path: bursts of
+// events applied to the multiplexer, taken from the subscriber's queue
+// and written to the client by the stream's goroutine. open starts the
+// stream and returns a function that ends it.
+func benchDeliver(b *testing.B, open func(m *Multiplexer) (stop func())) {
+	const burst = 16
+	m := startMux(b, newFakeSource(), Config{QueueSize: 1 << 20})
+	stop := open(m)
+	defer stop()
+	waitFor(b, "the snapshot", func() bool { return m.delivered.Load() == 1 })
+	if head := m.lastPos(); head != fakePos(0) {
+		b.Fatalf("the feed is at %s; want the empty log's position", head)
+	}
+	batches := make([]Batch, (b.N+burst-1)/burst)
+	seq := 0
+	for i := range batches {
+		evs := make([]Event, 0, burst)
+		for range min(burst, b.N-i*burst) {
+			seq++
+			evs = append(evs, Event{ID: fakePos(seq), Topic: "rooms/r0", Name: "message", Data: benchData})
+		}
+		batches[i] = Batch{Events: evs, Checkpoint: evs[len(evs)-1].ID}
+	}
+	want := uint64(1 + b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, bt := range batches {
+		m.apply(bt)
+	}
+	for m.delivered.Load() < want {
+		time.Sleep(10 * time.Microsecond)
+	}
+	b.StopTimer()
+	if d := m.droppedSlow.Load(); d > 0 {
+		b.Fatalf("the stream was dropped as slow")
+	}
+}
+
+// BenchmarkDeliver measures the delivery path of one stream on a
+// connection taken over (HTTP/1.1) and through a ResponseWriter.
+func BenchmarkDeliver(b *testing.B) {
+	b.Run("taken-over", func(b *testing.B) {
+		benchDeliver(b, func(m *Multiplexer) func() {
+			srv := testServer(b, m)
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(conn, "GET /?topic=rooms%%2Fr0 HTTP/1.1\r\nHost: x\r\n\r\n")
+			done := make(chan struct{})
+			go func() { defer close(done); io.Copy(io.Discard, conn) }()
+			return func() { conn.Close(); <-done }
+		})
+	})
+	b.Run("response-writer", func(b *testing.B) {
+		benchDeliver(b, func(m *Multiplexer) func() {
+			ctx, cancel := context.WithCancel(context.Background())
+			r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				m.Serve(&discardWriter{header: http.Header{}}, r, StreamOptions{Topics: []string{"rooms/r0"}})
+			}()
+			return func() { cancel(); <-done }
+		})
+	})
 }

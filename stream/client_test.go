@@ -19,7 +19,9 @@ func isInvalid(err error) bool { return errors.Is(err, ErrInvalidPosition) }
 
 // parsedEvent is an event as a spec-following parser dispatches it.
 type parsedEvent struct {
-	ID, Name, Data string
+	ID   string
+	Name EventName
+	Data string
 }
 
 // parser follows the WHATWG event-stream parsing algorithm (package
@@ -36,7 +38,7 @@ type parser struct {
 func newParser(emit func(parsedEvent)) *parser {
 	p := new(parser)
 	p.dec.OnEvent = func(ev *sseparse.Event) bool {
-		e := parsedEvent{ID: string(ev.ID), Name: string(ev.Name), Data: string(ev.Data)}
+		e := parsedEvent{ID: string(ev.ID), Name: EventName(ev.Name), Data: string(ev.Data)}
 		if e.Name == "" {
 			e.Name = "message"
 		}

@@ -20,5 +20,14 @@
 // The SSE encoder (AppendEvent, Encode, AppendComment, AppendRetry)
 // follows the WHATWG HTML event-stream format and can be used on its own.
 //
-// The package imports neither a database driver nor a web framework.
+// Files: multiplexer.go (the feed and its lifecycle), buffer.go (each
+// topic's recent events), subscriber.go (queues and fan-out), session.go
+// (one stream from headers to end), resume.go (snapshot, catch-up,
+// reset), writer.go (what a stream batches per write), reasons.go (the
+// typed names the stream sends and reports). The HTTP/1.x transport under
+// it, a connection taken over from net/http, is internal/httpconn.
+//
+// The package imports neither a database driver nor a web framework, and
+// gives topics no meaning: Config.Classify lets the caller count
+// subscribers by its own kinds.
 package stream

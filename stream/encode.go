@@ -61,7 +61,7 @@ func AppendEvent(dst []byte, id, name string, data []byte) ([]byte, error) {
 // not sent) to w in one Write. It returns an error wrapping ErrBadField
 // for an id or name that cannot be sent, or w's error.
 func Encode(w io.Writer, ev Event) error {
-	b, err := AppendEvent(make([]byte, 0, len(ev.ID)+len(ev.Name)+len(ev.Data)+32), ev.ID, ev.Name, ev.Data)
+	b, err := AppendEvent(make([]byte, 0, len(ev.ID)+len(ev.Name)+len(ev.Data)+32), ev.ID, string(ev.Name), ev.Data)
 	if err != nil {
 		return err
 	}

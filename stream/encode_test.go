@@ -111,7 +111,7 @@ func FuzzAppendEvent(f *testing.F) {
 		if len(evs) != 1 || p.retry != "1500" {
 			t.Fatalf("%q parses to %d events and retry %q, want 1 and 1500", stream, len(evs), p.retry)
 		}
-		wantName := name
+		wantName := EventName(name)
 		if wantName == "" {
 			wantName = "message"
 		}

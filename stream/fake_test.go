@@ -202,7 +202,7 @@ func (f *fakeSource) Snapshot(_ context.Context, topics []string) ([]Event, stri
 			}
 		}
 		data, _ := json.Marshal(map[string]any{"topic": t, "count": n})
-		out = append(out, Event{ID: pos, Topic: t, Name: "snapshot", Data: data})
+		out = append(out, Event{ID: pos, Topic: t, Name: EventSnapshot, Data: data})
 	}
 	return out, pos, nil
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,9 +102,15 @@ type Config struct {
 	// keep Retry: they do not come all together, and a dropped client
 	// should catch up soon. A Max below Min counts as Min.
 	ShutdownRetryMin, ShutdownRetryMax time.Duration
+	// Classify, if set, names the class a stream's subscriber is counted
+	// under in Stats.SubscribersByClass, from its topics (distinct, at
+	// least one). It is called once per stream, and must be safe for
+	// concurrent use. Without it every subscriber is in class "".
+	Classify func(topics []string) string
 	// Logger receives the multiplexer's logs; nil discards them.
 	Logger *slog.Logger
-	// OnStreamEnd, if set, is called once per stream when Serve returns.
+	// OnStreamEnd, if set, is called once per stream when the stream
+	// ends (which may be after Serve returned; see Serve).
 	OnStreamEnd func(StreamEnd)
 	// OnCatchUp, if set, is called with the duration of each catch-up
 	// from the Source.
@@ -120,11 +124,8 @@ type StreamEnd struct {
 	Topics    []string
 	Duration  time.Duration
 	Events    int
-	// Reason is "client-gone", "shutdown", "slow" (queue full), "reset"
-	// (the feed lost its history), "expired", "write-failed",
-	// "source-failed" (Serve returned the Source's error) or "panic" (a
-	// bug, logged with its stack).
-	Reason string
+	// Reason says why the stream ended.
+	Reason EndReason
 }
 
 // frame is one event encoded once, shared by every subscriber.
@@ -133,76 +134,6 @@ type frame struct {
 	topic string
 	wire  []byte
 	time  time.Time
-}
-
-// ring keeps a topic's most recent frames. It holds every frame of its
-// topic with a position after since.
-type ring struct {
-	topic  string
-	frames []*frame // oldest first, at most cap
-	since  string
-	elem   *list.Element
-}
-
-// subscriber is one stream's registration. Its queue is a slice that
-// holds only what is pending, so an idle subscriber costs little; wake
-// tells the stream's goroutine that frames came or that the subscriber
-// was dropped.
-type subscriber struct {
-	topics []string
-	kind   string
-	wake   chan struct{} // capacity 1
-
-	mu   sync.Mutex
-	q    []*frame // pending frames, oldest first
-	done bool     // dropped: no frame follows those in q
-
-	// reason and closed are set under the multiplexer's lock, before done.
-	reason string
-	closed bool
-}
-
-// push queues f; it returns false, queueing nothing, when max frames are
-// pending. Called under the multiplexer's lock.
-func (s *subscriber) push(f *frame, max int) bool {
-	s.mu.Lock()
-	n := len(s.q)
-	if n >= max {
-		s.mu.Unlock()
-		return false
-	}
-	s.q = append(s.q, f)
-	s.mu.Unlock()
-	if n == 0 {
-		s.signal()
-	}
-	return true
-}
-
-func (s *subscriber) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// shrink lets go of the queue's array if nothing is pending.
-func (s *subscriber) shrink() {
-	s.mu.Lock()
-	if len(s.q) == 0 {
-		s.q = nil
-	}
-	s.mu.Unlock()
-}
-
-// take returns the pending frames, leaving spare (emptied) as the queue,
-// and whether the subscriber was dropped after them.
-func (s *subscriber) take(spare []*frame) ([]*frame, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.q
-	s.q = spare[:0]
-	return q, s.done
 }
 
 // Multiplexer fans one upstream feed out to many streams. Its methods are
@@ -224,6 +155,7 @@ type Multiplexer struct {
 	lru      *list.List // of *ring, least recently written at the front
 	bufBytes int        // bytes of the frames all rings hold
 	subs     map[string]map[*subscriber]struct{}
+	classes  map[string]int64           // subscribers by Config.Classify's class
 	streams  map[*streamWriter]struct{} // responses being served
 	// advanced, when not nil, is closed the next time last moves.
 	advanced chan struct{}
@@ -237,9 +169,9 @@ type Multiplexer struct {
 	closeOnce sync.Once
 	catchups  chan struct{}
 
-	openStreams, orderSubs, roomSubs, multiSubs, catchUpsRunning atomic.Int64
-	delivered, droppedSlow, catchUpsTotal                        atomic.Uint64
-	lastEventNanos                                               atomic.Int64
+	openStreams, catchUpsRunning          atomic.Int64
+	delivered, droppedSlow, catchUpsTotal atomic.Uint64
+	lastEventNanos                        atomic.Int64
 }
 
 // New returns a Multiplexer over src. It starts nothing: call Start.
@@ -288,6 +220,7 @@ func New(src Source, cfg Config) *Multiplexer {
 		rings:    make(map[string]*ring),
 		lru:      list.New(),
 		subs:     make(map[string]map[*subscriber]struct{}),
+		classes:  make(map[string]int64),
 		streams:  make(map[*streamWriter]struct{}),
 		catchups: make(chan struct{}, cfg.CatchUps),
 	}
@@ -417,7 +350,7 @@ func (m *Multiplexer) restartAt(head string) {
 	m.bufBytes = 0
 	for _, set := range m.subs {
 		for s := range set {
-			m.dropLocked(s, "reset")
+			m.dropLocked(s, EndReset)
 		}
 	}
 }
@@ -433,7 +366,7 @@ func (m *Multiplexer) apply(b Batch) {
 			m.log.Error("event without position or topic; skipped", "topic", ev.Topic, "pos", ev.ID)
 			continue
 		}
-		wire, err := AppendEvent(make([]byte, 0, len(ev.Data)+len(ev.ID)+len(ev.Name)+32), ev.ID, ev.Name, ev.Data)
+		wire, err := AppendEvent(make([]byte, 0, len(ev.Data)+len(ev.ID)+len(ev.Name)+32), ev.ID, string(ev.Name), ev.Data)
 		if err != nil {
 			m.log.Error("event cannot be encoded; skipped", "topic", ev.Topic, "err", err)
 			continue
@@ -455,7 +388,7 @@ func (m *Multiplexer) apply(b Batch) {
 		m.bufferLocked(f)
 		for s := range m.subs[f.topic] {
 			if !s.push(f, m.cfg.QueueSize) {
-				m.dropLocked(s, "slow")
+				m.dropLocked(s, EndSlow)
 				m.droppedSlow.Add(1)
 			}
 		}
@@ -473,251 +406,4 @@ func (m *Multiplexer) advancedLocked() {
 		close(m.advanced)
 		m.advanced = nil
 	}
-}
-
-var errFeedBehind = errors.New("the feed did not reach the position in time")
-
-// awaitFeed waits until the feed's position is at or after pos, for at
-// most aheadWait. It returns errFeedBehind when that time passes first,
-// or ctx's error.
-func (m *Multiplexer) awaitFeed(ctx context.Context, pos string) error {
-	timer := time.NewTimer(aheadWait)
-	defer timer.Stop()
-	for {
-		m.mu.Lock()
-		if m.last >= pos {
-			m.mu.Unlock()
-			return nil
-		}
-		if m.advanced == nil {
-			m.advanced = make(chan struct{})
-		}
-		moved := m.advanced
-		m.mu.Unlock()
-		select {
-		case <-moved:
-		case <-timer.C:
-			return errFeedBehind
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// bufferLocked appends f to its topic's ring, making and evicting rings
-// as needed.
-func (m *Multiplexer) bufferLocked(f *frame) {
-	r := m.rings[f.topic]
-	if r == nil {
-		r = &ring{topic: f.topic, since: m.floor, frames: make([]*frame, 0, 4)}
-		r.elem = m.lru.PushBack(r)
-		m.rings[f.topic] = r
-		for len(m.rings) > m.cfg.MaxTopics {
-			m.evictLocked(m.lru.Front().Value.(*ring))
-		}
-	} else {
-		m.lru.MoveToBack(r.elem)
-	}
-	if len(r.frames) == m.cfg.TopicBuffer {
-		m.popLocked(r)
-	}
-	r.frames = append(r.frames, f)
-	m.bufBytes += len(f.wire)
-	for m.bufBytes > m.cfg.BufferBytes && m.lru.Len() > 0 {
-		old := m.lru.Front().Value.(*ring)
-		if len(old.frames) <= 1 {
-			m.evictLocked(old)
-		} else {
-			m.popLocked(old)
-		}
-	}
-}
-
-// popLocked forgets r's oldest frame: r is then complete after it.
-func (m *Multiplexer) popLocked(r *ring) {
-	old := r.frames[0]
-	r.since = old.id
-	r.frames[0] = nil
-	r.frames = r.frames[1:]
-	m.bufBytes -= len(old.wire)
-}
-
-// evictLocked forgets r entirely; topics without a ring are then complete
-// only after its newest frame.
-func (m *Multiplexer) evictLocked(r *ring) {
-	m.lru.Remove(r.elem)
-	delete(m.rings, r.topic)
-	if n := len(r.frames); n > 0 && r.frames[n-1].id > m.floor {
-		m.floor = r.frames[n-1].id
-	} else if r.since > m.floor {
-		m.floor = r.since
-	}
-	for _, f := range r.frames {
-		m.bufBytes -= len(f.wire)
-	}
-}
-
-// dropLocked unregisters s and marks its queue done (once), recording why.
-func (m *Multiplexer) dropLocked(s *subscriber, reason string) {
-	if s.closed {
-		return
-	}
-	s.closed, s.reason = true, reason
-	for _, t := range s.topics {
-		if set := m.subs[t]; set != nil {
-			delete(set, s)
-			if len(set) == 0 {
-				delete(m.subs, t)
-			}
-		}
-	}
-	s.mu.Lock()
-	s.done = true
-	s.mu.Unlock()
-	s.signal()
-}
-
-// subscribe registers a subscriber on topics and returns it with the
-// feed's position at registration: every event after that position will
-// reach its queue. It returns nil if the multiplexer is closed.
-func (m *Multiplexer) subscribe(topics []string) (*subscriber, string) {
-	s := &subscriber{topics: topics, wake: make(chan struct{}, 1), kind: kindOf(topics)}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, ""
-	}
-	for _, t := range topics {
-		set := m.subs[t]
-		if set == nil {
-			set = make(map[*subscriber]struct{})
-			m.subs[t] = set
-		}
-		set[s] = struct{}{}
-	}
-	m.subCounter(s.kind).Add(1)
-	return s, m.last
-}
-
-// unsubscribe removes s if it is still registered.
-func (m *Multiplexer) unsubscribe(s *subscriber) {
-	m.mu.Lock()
-	m.dropLocked(s, "")
-	m.mu.Unlock()
-	m.subCounter(s.kind).Add(-1)
-}
-
-// replay returns the buffered frames of topics with after < id <= until
-// in log order, and false if memory does not hold all of them.
-func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	// Each ring is in log order: its frames in range are one run.
-	runs := make([][]*frame, 0, len(topics))
-	n := 0
-	for _, t := range topics {
-		r := m.rings[t]
-		if r == nil {
-			if after < m.floor {
-				return nil, false
-			}
-			continue
-		}
-		if after < r.since {
-			return nil, false
-		}
-		run := r.frames[firstAfter(r.frames, after):firstAfter(r.frames, until)]
-		runs = append(runs, run)
-		n += len(run)
-	}
-	out := make([]*frame, 0, n)
-	for _, run := range runs {
-		out = append(out, run...)
-	}
-	if len(runs) > 1 {
-		slices.SortFunc(out, func(a, b *frame) int { return strings.Compare(a.id, b.id) })
-	}
-	return out, true
-}
-
-// firstAfter returns the index of the first of frames, which are in log
-// order, whose position is after pos.
-func firstAfter(frames []*frame, pos string) int {
-	i, found := slices.BinarySearchFunc(frames, pos, func(f *frame, pos string) int { return strings.Compare(f.id, pos) })
-	if found {
-		i++
-	}
-	return i
-}
-
-func kindOf(topics []string) string {
-	switch {
-	case len(topics) > 1:
-		return "multi"
-	case len(topics) == 1 && len(topics[0]) > 6 && topics[0][:6] == "rooms/":
-		return "rooms"
-	}
-	return "orders"
-}
-
-func (m *Multiplexer) subCounter(kind string) *atomic.Int64 {
-	switch kind {
-	case "multi":
-		return &m.multiSubs
-	case "rooms":
-		return &m.roomSubs
-	}
-	return &m.orderSubs
-}
-
-// Stats is a point-in-time view of a Multiplexer, for metrics.
-type Stats struct {
-	// OpenStreams counts responses being served.
-	OpenStreams int64
-	// OrderSubscribers, RoomSubscribers and MultiSubscribers count
-	// subscribers by kind of topic: one order (any single topic that is
-	// not a room), one room, several topics.
-	OrderSubscribers, RoomSubscribers, MultiSubscribers int64
-	// Delivered counts events (snapshots and resets included) written to
-	// clients, counted per flush.
-	Delivered uint64
-	// DroppedSlow counts subscribers disconnected because their queue was full.
-	DroppedSlow uint64
-	// CatchUpsRunning counts catch-ups reading the Source now.
-	CatchUpsRunning int64
-	// CatchUps counts catch-ups from the Source since start.
-	CatchUps uint64
-	// LastEventTime is the commit time of the newest event off the feed
-	// (zero before the first).
-	LastEventTime time.Time
-	// Topics counts topics with an in-memory buffer.
-	Topics int
-	// BufferedBytes is the size of the encoded events they hold.
-	BufferedBytes int
-	// Ready reports whether the feed is running.
-	Ready bool
-}
-
-// Stats returns the Multiplexer's counters.
-func (m *Multiplexer) Stats() Stats {
-	m.mu.Lock()
-	topics, ready, held := len(m.rings), m.ready, m.bufBytes
-	m.mu.Unlock()
-	st := Stats{
-		OpenStreams:      m.openStreams.Load(),
-		OrderSubscribers: m.orderSubs.Load(),
-		RoomSubscribers:  m.roomSubs.Load(),
-		MultiSubscribers: m.multiSubs.Load(),
-		Delivered:        m.delivered.Load(),
-		DroppedSlow:      m.droppedSlow.Load(),
-		CatchUpsRunning:  m.catchUpsRunning.Load(),
-		CatchUps:         m.catchUpsTotal.Load(),
-		Topics:           topics,
-		BufferedBytes:    held,
-		Ready:            ready,
-	}
-	if n := m.lastEventNanos.Load(); n != 0 {
-		st.LastEventTime = time.Unix(0, n)
-	}
-	return st
 }

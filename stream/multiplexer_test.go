@@ -88,7 +88,7 @@ func TestSnapshotThenLiveUnderConcurrentWrites(t *testing.T) {
 		snap := c.next(t)
 		var s struct{ Count int }
 		json.Unmarshal([]byte(snap.Data), &s)
-		if snap.Name != "snapshot" {
+		if snap.Name != EventSnapshot {
 			t.Fatalf("first event %q, want snapshot", snap)
 		}
 		live := c.nextN(t, 30)
@@ -197,7 +197,7 @@ func TestResumeAheadOfFeed(t *testing.T) {
 	src.add("rooms/a", "six")
 	ev7 := src.add("rooms/a", "seven")
 	c := dial(t, topicsURL(srv.URL, "rooms/a"), ev7.ID)
-	waitFor(t, "the subscriber", func() bool { return m.Stats().RoomSubscribers == 1 })
+	waitFor(t, "the subscriber", func() bool { return m.Stats().Subscribers == 1 })
 	if got := m.lastPos(); got != fakePos(5) {
 		t.Fatalf("feed at %s, want %s while held", got, fakePos(5))
 	}
@@ -217,23 +217,29 @@ func TestResetThenSnapshot(t *testing.T) {
 	srv := testServer(t, m)
 	src.prune(8)
 	src.forgotten[fakePos(9)] = true
-	for _, tc := range []struct{ id, reason string }{
-		{"garbage", "invalid-id"},
-		{fakePos(9), "invalid-id"}, // well-formed, but the log cannot resume it
-		{fakePos(99), "invalid-id"},
-		{"00000000000000zz", "invalid-id"},
-		{fakePos(3), "history-lost"},
+	for _, tc := range []struct {
+		id     string
+		reason ResetReason
+	}{
+		{"garbage", ResetInvalidID},
+		{fakePos(9), ResetInvalidID}, // well-formed, but the log cannot resume it
+		{fakePos(99), ResetInvalidID},
+		{"00000000000000zz", ResetInvalidID},
+		{fakePos(3), ResetHistoryLost},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
 			c := dial(t, topicsURL(srv.URL, "rooms/a", "rooms/b"), tc.id)
 			evs := c.nextN(t, 4)
 			for i, topic := range []string{"rooms/a", "rooms/b"} {
-				var r struct{ Topic, Reason string }
+				var r struct {
+					Topic  string
+					Reason ResetReason
+				}
 				json.Unmarshal([]byte(evs[i].Data), &r)
-				if evs[i].Name != "reset" || r.Reason != tc.reason || r.Topic != topic {
+				if evs[i].Name != EventReset || r.Reason != tc.reason || r.Topic != topic {
 					t.Fatalf("event %d = %q; want reset of %s with reason %s", i, evs[i], topic, tc.reason)
 				}
-				if evs[2+i].Name != "snapshot" {
+				if evs[2+i].Name != EventSnapshot {
 					t.Fatalf("event %d = %q; want snapshot", 2+i, evs[2+i])
 				}
 			}
@@ -256,7 +262,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	fast := dial(t, u, "")
 	snap := fast.next(t)
 	slow := rawStream(t, srv, "topic=rooms%2Fa")
-	waitFor(t, "two subscribers", func() bool { return m.Stats().RoomSubscribers == 2 })
+	waitFor(t, "two subscribers", func() bool { return m.Stats().Subscribers == 2 })
 
 	// Events go one at a time in lockstep with the fast client, so only a
 	// client that stops reading can fall behind: a few dozen events fill
@@ -295,7 +301,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	body := string(raw)
 	body = body[strings.Index(body, "\r\n\r\n")+4:]
 	evs := parseAll(dechunk(body))
-	if len(evs) < 2 || evs[0].Name != "snapshot" || len(evs) >= len(got) {
+	if len(evs) < 2 || evs[0].Name != EventSnapshot || len(evs) >= len(got) {
 		t.Fatalf("slow client got %d events before being dropped; want a snapshot and some, not all %d", len(evs), len(got))
 	}
 	checkSequence(t, src, []string{"rooms/a"}, evs[0].ID, evs[1:])
@@ -346,8 +352,8 @@ func TestCloseEndsManyStreams(t *testing.T) {
 	waitFor(t, "100 open streams", func() bool { return m.Stats().OpenStreams == 100 })
 	m.Close()
 	// Close waits for every Serve to return.
-	if st := m.Stats(); st.OpenStreams != 0 || st.RoomSubscribers != 0 {
-		t.Fatalf("after Close: %d streams open, %d subscribers; want 0", st.OpenStreams, st.RoomSubscribers)
+	if st := m.Stats(); st.OpenStreams != 0 || st.Subscribers != 0 {
+		t.Fatalf("after Close: %d streams open, %d subscribers; want 0", st.OpenStreams, st.Subscribers)
 	}
 	for _, c := range conns {
 		c.ended(t)
@@ -369,7 +375,7 @@ func TestCloseCutsStuckWrite(t *testing.T) {
 	}
 	srv := smallBufferServer(t, m)
 	rawStream(t, srv, "topic=rooms%2Fa")
-	waitFor(t, "the subscriber", func() bool { return m.Stats().RoomSubscribers == 1 })
+	waitFor(t, "the subscriber", func() bool { return m.Stats().Subscribers == 1 })
 	// Far more than the socket buffers hold: Serve blocks in a write.
 	payload := strings.Repeat("p", 16<<10)
 	for i := range 200 {
@@ -458,10 +464,10 @@ func TestFeedLosesHistory(t *testing.T) {
 		evs := r.nextN(t, 2*len(topics))
 		for j, topic := range topics {
 			// A reset carries no id: the client keeps its last one.
-			if ev := evs[j]; ev.Name != "reset" || ev.ID != "" || !strings.Contains(ev.Data, `"reason":"history-lost"`) || !strings.Contains(ev.Data, topic) {
+			if ev := evs[j]; ev.Name != EventReset || ev.ID != "" || !strings.Contains(ev.Data, `"reason":"`+string(ResetHistoryLost)+`"`) || !strings.Contains(ev.Data, topic) {
 				t.Fatalf("%v: event %d = %q; want reset history-lost for %s", topics, j, ev, topic)
 			}
-			if ev := evs[len(topics)+j]; ev.Name != "snapshot" || !strings.Contains(ev.Data, topic) {
+			if ev := evs[len(topics)+j]; ev.Name != EventSnapshot || !strings.Contains(ev.Data, topic) {
 				t.Fatalf("%v: event %d = %q; want snapshot of %s", topics, len(topics)+j, ev, topic)
 			}
 		}
@@ -523,7 +529,7 @@ func TestApplySkipsRepeats(t *testing.T) {
 		t.Fatalf("buffered %d frames (complete %v), want 2", len(frames), ok)
 	}
 	st := m.Stats()
-	if want := at.Add(8 * time.Second); !st.LastEventTime.Equal(want) || st.Topics != 1 || st.RoomSubscribers != 1 {
+	if want := at.Add(8 * time.Second); !st.LastEventTime.Equal(want) || st.Topics != 1 || st.Subscribers != 1 {
 		t.Fatalf("stats %+v; want last event at %v, 1 topic, 1 room subscriber", st, want)
 	}
 }

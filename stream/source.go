@@ -21,10 +21,12 @@ type Event struct {
 	// ID is the change's position in the log; positions of one deployment
 	// order bytewise like the log.
 	ID string
-	// Topic is "orders/<id>" or "rooms/<room>".
+	// Topic is the topic the change belongs to; the stream does not
+	// interpret it.
 	Topic string
-	// Name is the SSE event name: "order", "message" or "snapshot".
-	Name string
+	// Name is the SSE event name, as the Source names the change (or
+	// EventSnapshot).
+	Name EventName
 	// Data is the JSON payload, one line, carrying "topic".
 	Data []byte
 	// Time is when the change was committed (zero for snapshots).
@@ -56,7 +58,7 @@ type Source interface {
 	// whose position p has after < p <= until. It returns an error wrapping
 	// ErrHistoryLost or ErrInvalidPosition when after cannot be resumed.
 	CatchUp(ctx context.Context, topics []string, after, until string, fn func(Event) error) error
-	// Snapshot returns one "snapshot" event per topic, in the order given,
+	// Snapshot returns one EventSnapshot event per topic, in the order given,
 	// and the position they reflect: each holds every change up to that
 	// position and none after it.
 	Snapshot(ctx context.Context, topics []string) ([]Event, string, error)

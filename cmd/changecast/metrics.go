@@ -20,6 +20,25 @@ import (
 // statser is what the metrics read of the multiplexer.
 type statser interface{ Stats() stream.Stats }
 
+// The kinds of subscriber counted by changecast_subscribers.
+const (
+	subsOrders = "orders" // one order (any single topic that is not a room)
+	subsRooms  = "rooms"  // one room
+	subsMulti  = "multi"  // several topics
+)
+
+// subscriberKind is the multiplexer's Config.Classify: the kind a
+// stream's subscriber is counted under, from its topics.
+func subscriberKind(topics []string) string {
+	if len(topics) > 1 {
+		return subsMulti
+	}
+	if room, ok := strings.CutPrefix(topics[0], store.RoomTopicPrefix); ok && room != "" {
+		return subsRooms
+	}
+	return subsOrders
+}
+
 // oldester is a backend that can tell how far back its log reaches.
 type oldester interface {
 	Oldest(ctx context.Context) (time.Time, bool, error)
@@ -185,9 +204,9 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
 	}
 	gauge(descOpen, float64(st.OpenStreams))
-	gauge(descSubs, float64(st.OrderSubscribers), "orders")
-	gauge(descSubs, float64(st.RoomSubscribers), "rooms")
-	gauge(descSubs, float64(st.MultiSubscribers), "multi")
+	for _, kind := range []string{subsOrders, subsRooms, subsMulti} {
+		gauge(descSubs, float64(st.SubscribersByClass[kind]), kind)
+	}
 	counter(descDelivered, float64(st.Delivered))
 	counter(descDropped, float64(st.DroppedSlow))
 	gauge(descCatchUpRun, float64(st.CatchUpsRunning))

@@ -107,10 +107,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	met := newMetrics()
 	mux := stream.New(feed.New(b), stream.Config{
 		Heartbeat: cfg.Heartbeat,
+		Classify:  subscriberKind,
 		Logger:    logger,
 		OnCatchUp: func(d time.Duration) { met.catchUps.Observe(d.Seconds()) },
 		OnStreamEnd: func(se stream.StreamEnd) {
-			met.streamSecs.WithLabelValues(se.Reason).Observe(se.Duration.Seconds())
+			met.streamSecs.WithLabelValues(string(se.Reason)).Observe(se.Duration.Seconds())
 			logger.Info("stream ended", "request_id", se.RequestID, "topics", se.Topics,
 				"duration", se.Duration.Round(time.Millisecond).String(), "events", se.Events, "reason", se.Reason)
 		},

@@ -14,19 +14,16 @@ import (
 	"changecast/stream"
 )
 
-// EventName is the SSE event name of a payload: what a client's
-// addEventListener listens for.
-type EventName string
-
-// Event names of the SSE events, as the API names them.
+// Event names of the domain's SSE events, as the API names them (the
+// stream's own, such as reset and expired, are declared in stream).
 const (
 	// EventOrder carries an orderPayload: one change of an order.
-	EventOrder EventName = "order"
+	EventOrder stream.EventName = "order"
 	// EventMessage carries a messagePayload: one message posted to a room.
-	EventMessage EventName = "message"
+	EventMessage stream.EventName = "message"
 	// EventSnapshot carries an orderSnapshot or a roomSnapshot: the state
 	// of one topic when its stream started or was reset.
-	EventSnapshot EventName = "snapshot"
+	EventSnapshot = stream.EventSnapshot
 )
 
 // source turns a backend's change log into the multiplexer's events: it
@@ -68,10 +65,10 @@ func event(c store.Change) (stream.Event, error) {
 	var payload any
 	switch {
 	case c.Order != nil:
-		ev.Name = string(EventOrder)
+		ev.Name = EventOrder
 		payload = orderPayload{Topic: c.Topic, Op: c.Op, Order: c.Order}
 	case c.Message != nil:
-		ev.Name = string(EventMessage)
+		ev.Name = EventMessage
 		payload = messagePayload{Topic: c.Topic, Op: c.Op, Message: c.Message}
 	default:
 		return stream.Event{}, fmt.Errorf("change %s on %s carries no document", c.Pos, c.Topic)
@@ -150,7 +147,7 @@ func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, 
 		if err != nil {
 			return nil, "", fmt.Errorf("encode snapshot of %s: %w", sn.Topic, err)
 		}
-		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: string(EventSnapshot), Data: data})
+		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: EventSnapshot, Data: data})
 	}
 	return out, pos, nil
 }

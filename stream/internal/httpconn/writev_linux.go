@@ -1,4 +1,4 @@
-package stream
+package httpconn
 
 import (
 	"net"
@@ -11,7 +11,7 @@ import (
 const maxIovecs = 1024
 
 var iovecPool = sync.Pool{New: func() any {
-	s := make([]syscall.Iovec, 0, maxPieces+3)
+	s := make([]syscall.Iovec, 0, maxWriteBufs)
 	return &s
 }}
 
@@ -76,7 +76,7 @@ func (g *gatherWriter) writev(fd uintptr) bool {
 				break
 			}
 		}
-		if cap(iov) <= maxPieces+3 {
+		if cap(iov) <= maxWriteBufs {
 			*g.iov = iov
 		} else {
 			// iov outgrew the pooled array, which still holds the

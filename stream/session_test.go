@@ -125,11 +125,13 @@ func TestHeartbeatAndExpiry(t *testing.T) {
 }
 
 // TestServeEndsWhenClientGoes: Serve returns when the request's context
-// ends.
+// ends, and the stream's subscriber is counted, under the class
+// Config.Classify gives its topics, only until then.
 func TestServeEndsWhenClientGoes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource()
-		m := started(t, src, Config{})
+		classify := func(topics []string) string { return "class of " + strings.Join(topics, ",") }
+		m := started(t, src, Config{Classify: classify})
 		defer m.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
@@ -139,7 +141,7 @@ func TestServeEndsWhenClientGoes(t *testing.T) {
 			m.Serve(newRecorder(), r, StreamOptions{Topics: []string{"orders/1"}})
 		}()
 		synctest.Wait()
-		if got := m.Stats(); got.OpenStreams != 1 || got.OrderSubscribers != 1 {
+		if got := m.Stats(); got.OpenStreams != 1 || got.Subscribers != 1 || len(got.SubscribersByClass) != 1 || got.SubscribersByClass["class of orders/1"] != 1 {
 			t.Fatalf("stats with one stream open: %+v", got)
 		}
 		cancel()
@@ -149,7 +151,7 @@ func TestServeEndsWhenClientGoes(t *testing.T) {
 		default:
 			t.Fatal("Serve still running after the client went")
 		}
-		if got := m.Stats(); got.OpenStreams != 0 || got.OrderSubscribers != 0 {
+		if got := m.Stats(); got.OpenStreams != 0 || got.Subscribers != 0 || len(got.SubscribersByClass) != 0 {
 			t.Fatalf("stats after the stream ended: %+v", got)
 		}
 	})
@@ -218,7 +220,7 @@ func TestServeWithoutFlusher(t *testing.T) {
 			t.Fatalf("Serve = %v, want nil", err)
 		}
 		evs := parseAll(w.text())
-		if len(evs) != 2 || evs[0].Name != "snapshot" || evs[1].ID != ev.ID {
+		if len(evs) != 2 || evs[0].Name != EventSnapshot || evs[1].ID != ev.ID {
 			t.Fatalf("got %q; want a snapshot and event %s", evs, ev.ID)
 		}
 	})
@@ -431,12 +433,12 @@ func TestExpiredPerTopic(t *testing.T) {
 		_, evs := parseStream(w.text())
 		var got []string
 		for _, ev := range evs {
-			if ev.Name == "expired" {
+			if ev.Name == EventExpired {
 				got = append(got, ev.Data)
 			}
 		}
 		want := []string{`{"topic":"rooms/a","reason":"token expired"}`, `{"topic":"orders/b","reason":"token expired"}`}
-		if !slices.Equal(got, want) || evs[len(evs)-1].Name != "expired" {
+		if !slices.Equal(got, want) || evs[len(evs)-1].Name != EventExpired {
 			t.Fatalf("expired events %q (stream %q); want %q last", got, w.text(), want)
 		}
 	})

@@ -1,0 +1,112 @@
+package stream
+
+import (
+	"container/list"
+	"slices"
+	"strings"
+)
+
+// ring keeps a topic's most recent frames. It holds every frame of its
+// topic with a position after since.
+type ring struct {
+	topic  string
+	frames []*frame // oldest first, at most cap
+	since  string
+	elem   *list.Element
+}
+
+// bufferLocked appends f to its topic's ring, making and evicting rings
+// as needed.
+func (m *Multiplexer) bufferLocked(f *frame) {
+	r := m.rings[f.topic]
+	if r == nil {
+		r = &ring{topic: f.topic, since: m.floor, frames: make([]*frame, 0, 4)}
+		r.elem = m.lru.PushBack(r)
+		m.rings[f.topic] = r
+		for len(m.rings) > m.cfg.MaxTopics {
+			m.evictLocked(m.lru.Front().Value.(*ring))
+		}
+	} else {
+		m.lru.MoveToBack(r.elem)
+	}
+	if len(r.frames) == m.cfg.TopicBuffer {
+		m.popLocked(r)
+	}
+	r.frames = append(r.frames, f)
+	m.bufBytes += len(f.wire)
+	for m.bufBytes > m.cfg.BufferBytes && m.lru.Len() > 0 {
+		old := m.lru.Front().Value.(*ring)
+		if len(old.frames) <= 1 {
+			m.evictLocked(old)
+		} else {
+			m.popLocked(old)
+		}
+	}
+}
+
+// popLocked forgets r's oldest frame: r is then complete after it.
+func (m *Multiplexer) popLocked(r *ring) {
+	old := r.frames[0]
+	r.since = old.id
+	r.frames[0] = nil
+	r.frames = r.frames[1:]
+	m.bufBytes -= len(old.wire)
+}
+
+// evictLocked forgets r entirely; topics without a ring are then complete
+// only after its newest frame.
+func (m *Multiplexer) evictLocked(r *ring) {
+	m.lru.Remove(r.elem)
+	delete(m.rings, r.topic)
+	if n := len(r.frames); n > 0 && r.frames[n-1].id > m.floor {
+		m.floor = r.frames[n-1].id
+	} else if r.since > m.floor {
+		m.floor = r.since
+	}
+	for _, f := range r.frames {
+		m.bufBytes -= len(f.wire)
+	}
+}
+
+// replay returns the buffered frames of topics with after < id <= until
+// in log order, and false if memory does not hold all of them.
+func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Each ring is in log order: its frames in range are one run.
+	runs := make([][]*frame, 0, len(topics))
+	n := 0
+	for _, t := range topics {
+		r := m.rings[t]
+		if r == nil {
+			if after < m.floor {
+				return nil, false
+			}
+			continue
+		}
+		if after < r.since {
+			return nil, false
+		}
+		run := r.frames[firstAfter(r.frames, after):firstAfter(r.frames, until)]
+		runs = append(runs, run)
+		n += len(run)
+	}
+	out := make([]*frame, 0, n)
+	for _, run := range runs {
+		out = append(out, run...)
+	}
+	if len(runs) > 1 {
+		slices.SortFunc(out, func(a, b *frame) int { return strings.Compare(a.id, b.id) })
+	}
+	return out, true
+}
+
+// firstAfter returns the index of the first of frames, which are in log
+// order, whose position is after pos.
+func firstAfter(frames []*frame, pos string) int {
+	i, found := slices.BinarySearchFunc(frames, pos, func(f *frame, pos string) int { return strings.Compare(f.id, pos) })
+	if found {
+		i++
+	}
+	return i
+}

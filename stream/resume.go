@@ -1,0 +1,189 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+var (
+	// errWrite ends a catch-up whose write to the client failed.
+	errWrite = errors.New("write to client failed")
+	// errFeedBehind means the feed did not reach a client's position in
+	// time.
+	errFeedBehind = errors.New("the feed did not reach the position in time")
+)
+
+// begin sends what comes before live events and returns the position the
+// client then holds: every queued event at or before it is skipped.
+// head is the feed's position when the subscriber was registered; every
+// event after it reaches the subscriber's queue.
+func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOptions, head string) (string, error) {
+	p := opts.LastEventID
+	if p != "" {
+		if err := m.src.CheckPosition(p); err != nil {
+			m.reset(sw, opts.Topics, ResetInvalidID)
+			p = ""
+		}
+	}
+	if p > head {
+		// The client is ahead of this process's feed: it came from a
+		// process further along, or its id was never made here (another
+		// cluster, or made by hand) although it looks right. Every event
+		// after head reaches the queue, where those up to p are skipped,
+		// once the feed gets to p; if it does not soon, p is not ours.
+		if err := m.awaitFeed(ctx, p); err != nil {
+			if ctx.Err() != nil {
+				return "", err
+			}
+			m.reset(sw, opts.Topics, ResetInvalidID)
+			p = ""
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if p == "" {
+			pos, err := m.snapshot(ctx, sw, opts.Topics)
+			if err != nil {
+				return "", err
+			}
+			p = pos
+		}
+		// A snapshot may be older than head (the database answered from
+		// an earlier point than the feed has reached): fill the gap too.
+		err := m.catchUp(ctx, sw, opts.Topics, p, head)
+		var reason ResetReason
+		switch {
+		case err == nil:
+			return max(p, head), nil
+		case errors.Is(err, ErrHistoryLost):
+			reason = ResetHistoryLost
+		case errors.Is(err, ErrInvalidPosition):
+			reason = ResetInvalidID
+		}
+		if reason == "" || attempt > 0 {
+			return "", err
+		}
+		m.reset(sw, opts.Topics, reason)
+		p = ""
+	}
+}
+
+// awaitFeed waits until the feed's position is at or after pos, for at
+// most aheadWait. It returns errFeedBehind when that time passes first,
+// or ctx's error.
+func (m *Multiplexer) awaitFeed(ctx context.Context, pos string) error {
+	timer := time.NewTimer(aheadWait)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		if m.last >= pos {
+			m.mu.Unlock()
+			return nil
+		}
+		if m.advanced == nil {
+			m.advanced = make(chan struct{})
+		}
+		moved := m.advanced
+		m.mu.Unlock()
+		select {
+		case <-moved:
+		case <-timer.C:
+			return errFeedBehind
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// snapshot sends one snapshot event per topic, each with the snapshot's
+// position as its id, and returns that position.
+func (m *Multiplexer) snapshot(ctx context.Context, sw *streamWriter, topics []string) (string, error) {
+	evs, pos, err := m.src.Snapshot(ctx, topics)
+	if err != nil {
+		return "", err
+	}
+	if pos == "" {
+		return "", errors.New("snapshot without a position")
+	}
+	for _, ev := range evs {
+		if err := sw.encode(pos, EventSnapshot, ev.Data); err != nil {
+			return "", err
+		}
+	}
+	return pos, nil
+}
+
+// catchUp sends the events of topics with after < position <= head, from
+// memory when it holds them all, else from the Source.
+func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []string, after, head string) error {
+	if after >= head {
+		return nil
+	}
+	if frames, ok := m.replay(topics, after, head); ok {
+		for _, f := range frames {
+			sw.addEvent(f.wire)
+			if sw.full() {
+				if err := m.send(sw); err != nil {
+					return errWrite
+				}
+			}
+		}
+		return nil
+	}
+	select {
+	case m.catchups <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-m.catchups }()
+	m.catchUpsRunning.Add(1)
+	m.catchUpsTotal.Add(1)
+	start := time.Now()
+	defer func() {
+		m.catchUpsRunning.Add(-1)
+		if m.cfg.OnCatchUp != nil {
+			m.cfg.OnCatchUp(time.Since(start))
+		}
+	}()
+	var werr error
+	err := m.src.CatchUp(ctx, topics, after, head, func(ev Event) error {
+		if ev.ID <= after || ev.ID > head {
+			return nil
+		}
+		if err := sw.encode(ev.ID, ev.Name, ev.Data); err != nil {
+			// The feed skips such an event too: no client ever gets it.
+			m.log.Error("event cannot be encoded; skipped", "topic", ev.Topic, "err", err)
+			return nil
+		}
+		after = ev.ID
+		if sw.full() {
+			if err := m.send(sw); err != nil {
+				werr = errWrite
+				return werr
+			}
+		}
+		return nil
+	})
+	if werr != nil {
+		return werr
+	}
+	return err
+}
+
+// reset sends one `reset` event per topic.
+func (m *Multiplexer) reset(sw *streamWriter, topics []string, reason ResetReason) {
+	for _, t := range topics {
+		_ = sw.encode("", EventReset, noticeData(t, string(reason)))
+	}
+}
+
+// noticeData is the data of a `reset` or `expired` event of one topic:
+// like every event's, it carries the topic.
+func noticeData(topic, reason string) []byte {
+	data, _ := json.Marshal(struct {
+		Topic  string `json:"topic"`
+		Reason string `json:"reason"`
+	}{topic, reason})
+	return data
+}

@@ -1,0 +1,397 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"changecast/stream/internal/httpconn"
+)
+
+// StreamOptions say what one stream carries.
+type StreamOptions struct {
+	// Topics are the topics to carry, already validated and authorized.
+	Topics []string
+	// LastEventID is the position to resume after; empty for a fresh
+	// connection (which gets a snapshot first).
+	LastEventID string
+	// Expires, if not zero, is when the client's token expires: the stream
+	// then sends `event: expired` and ends.
+	Expires time.Time
+	// Done, if set, is called once when the stream has ended (whatever
+	// Serve returned), before the client sees the end of the response.
+	// Serve may return before the stream ends: Done, not Serve's return,
+	// marks the end.
+	Done func()
+}
+
+// session is one stream from its headers to its end.
+type session struct {
+	m         *Multiplexer
+	sw        *streamWriter
+	opts      StreamOptions
+	requestID string
+	start     time.Time
+	serving   bool // registered with addStream
+	// detach says the response no longer needs net/http's goroutine (the
+	// connection was taken over): the stream runs on its own once live.
+	detach bool
+	sub    *subscriber
+	head   string // the feed's position when sub was registered
+	// ctx ends with the client, or with Close; every Source call of the
+	// stream runs under it.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stopAfter func() bool
+	expired   *time.Timer
+	reason    EndReason
+}
+
+// Serve writes the SSE response for opts.Topics to w: headers and a
+// `retry:` line at once; then a snapshot (fresh connection), or the events
+// after opts.LastEventID (from memory or the Source), or a `reset` per
+// topic and a snapshot when that id cannot be resumed; then live events
+// and `: ping` heartbeats. Repeated topics count once.
+//
+// The stream ends when the client goes, the Multiplexer closes, the
+// subscriber falls too far behind, or the token expires; the response
+// then ends cleanly so the client reconnects (after Close, with a last
+// `retry:` drawn from the shutdown window).
+//
+// Serve returns when the stream ends or, if it took the connection over
+// from net/http (HTTP/1.x, when w allows it), as soon as the stream is
+// live, whichever comes first; in every case opts.Done is called once,
+// when the stream has ended. (Taken over, the stream runs on its own
+// goroutine, which Close waits for.)
+//
+// Before writing anything Serve returns ErrNoTopics or ErrNotStarted;
+// after the headers are written it returns an error only when the Source
+// fails in a way that is not the client's (the caller should log it and
+// write nothing more). Serve is safe for concurrent use; it must be the
+// only writer of w, and w and r must not be used once it returns.
+func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamOptions) error {
+	topics := uniq(opts.Topics)
+	if len(topics) == 0 {
+		if opts.Done != nil {
+			opts.Done()
+		}
+		return ErrNoTopics
+	}
+	opts.Topics = topics
+	s := &session{m: m, opts: opts, start: time.Now(), reason: EndClientGone, sw: newStreamWriter()}
+	var err error
+	s.serving, err = m.addStream(s.sw)
+	if err != nil {
+		if opts.Done != nil {
+			opts.Done()
+		}
+		return err
+	}
+	s.respond(w, r)
+	detached := false
+	defer func() {
+		if !detached {
+			s.end()
+		}
+	}()
+	if !s.open() {
+		return nil
+	}
+	after, ok, err := s.resume()
+	if !ok {
+		return err
+	}
+	s.sw.release()
+	if !s.detach {
+		s.live(after)
+		return nil
+	}
+	detached = true
+	go s.run(after)
+	return nil
+}
+
+// respond sets the headers and chooses, once, how the response is
+// written: on the connection taken over (HTTP/1.x, and only a stream the
+// Multiplexer serves: one of a closed Multiplexer gets just its headers),
+// else through w. The stream counts as open from here until end.
+func (s *session) respond(w http.ResponseWriter, r *http.Request) {
+	m := s.m
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	h.Del("Transfer-Encoding")
+	s.requestID = h.Get("X-Request-Id")
+	if s.serving {
+		// The connection outlives the request's context: the stream
+		// learns that the client went from the connection itself.
+		ctx, cancel := context.WithCancel(m.ctx)
+		if c, err := httpconn.TakeOver(w, r, cancel); err == nil {
+			s.sw.rw, s.detach = c, true
+			s.ctx, s.cancel, s.stopAfter = ctx, cancel, func() bool { return true }
+			m.openStreams.Add(1)
+			return
+		}
+		cancel()
+	}
+	s.sw.rw = httpconn.Respond(w)
+	s.ctx, s.cancel = context.WithCancel(r.Context())
+	s.stopAfter = context.AfterFunc(m.ctx, s.cancel)
+	m.openStreams.Add(1)
+}
+
+// open sends the `retry:` line and registers the subscriber. It returns
+// false, with the reason set, if the stream ends already.
+func (s *session) open() bool {
+	m := s.m
+	s.sw.add(AppendRetry(nil, m.cfg.Retry))
+	if err := m.send(s.sw); err != nil {
+		s.reason = s.writeFailed()
+		return false
+	}
+	if !s.serving {
+		s.reason = EndShutdown
+		return false
+	}
+	s.sub, s.head = m.subscribe(s.opts.Topics)
+	if s.sub == nil {
+		s.reason = EndShutdown
+		return false
+	}
+	if !s.opts.Expires.IsZero() {
+		s.expired = time.NewTimer(time.Until(s.opts.Expires))
+	}
+	return true
+}
+
+// resume sends what comes before live events (see begin) and returns the
+// position the client then holds, and whether the stream goes live. When
+// it does not, the reason is set, and err is the Source's error if that
+// ended the stream.
+func (s *session) resume() (after string, ok bool, err error) {
+	m := s.m
+	after, err = m.begin(s.ctx, s.sw, s.opts, s.head)
+	if err != nil {
+		switch {
+		case s.ctx.Err() != nil:
+			s.reason = s.ended()
+			return "", false, nil
+		case errors.Is(err, errWrite):
+			s.reason = s.writeFailed()
+			return "", false, nil
+		}
+		s.reason = EndSourceFailed
+		m.log.Warn("stream could not catch up", "topics", s.opts.Topics, "err", err)
+		return "", false, err
+	}
+	if err := m.send(s.sw); err != nil {
+		s.reason = s.writeFailed()
+		return "", false, nil
+	}
+	return after, true, nil
+}
+
+// run is live on the stream's own goroutine, then ends the stream.
+func (s *session) run(after string) {
+	defer s.end()
+	defer func() {
+		// As net/http would for a handler: log, end the stream, keep
+		// serving the others.
+		if p := recover(); p != nil {
+			s.reason = EndPanic
+			s.m.log.Error("stream panicked", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	s.live(after)
+}
+
+// writeFailed names why the stream ends now that a write failed: Close
+// makes writes fail on purpose.
+func (s *session) writeFailed() EndReason {
+	if errors.Is(s.sw.err, errAborted) {
+		return EndShutdown
+	}
+	return EndWriteFailed
+}
+
+// ended names why the stream ends now that its context is done.
+func (s *session) ended() EndReason {
+	if s.m.ctx.Err() != nil {
+		return EndShutdown
+	}
+	return EndClientGone
+}
+
+// end releases what the stream holds, in the order its observers expect:
+// the subscriber and the counters, then the hooks, then the response.
+func (s *session) end() {
+	m := s.m
+	if s.expired != nil {
+		s.expired.Stop()
+	}
+	if s.sub != nil {
+		m.unsubscribe(s.sub)
+	}
+	m.openStreams.Add(-1)
+	if m.cfg.OnStreamEnd != nil {
+		m.cfg.OnStreamEnd(StreamEnd{RequestID: s.requestID, Topics: s.opts.Topics, Duration: time.Since(s.start), Events: s.sw.events, Reason: s.reason})
+	}
+	if s.opts.Done != nil {
+		s.opts.Done()
+	}
+	s.sw.finish(s.lastWords())
+	s.stopAfter()
+	s.cancel()
+	if s.serving {
+		m.removeStream(s.sw)
+	}
+}
+
+// lastWords returns what the stream sends just before it ends: when
+// Close ends it, a `retry:` drawn uniformly from the shutdown window, so
+// that the clients of a stopping process come back spread over the
+// window, not all at once; after any other ending, nothing.
+func (s *session) lastWords() []byte {
+	if s.reason != EndShutdown {
+		return nil
+	}
+	lo, hi := s.m.cfg.ShutdownRetryMin, s.m.cfg.ShutdownRetryMax
+	return AppendRetry(nil, lo+rand.N(hi-lo+1))
+}
+
+// live writes the subscriber's events and heartbeats until the stream
+// ends, starting after position after.
+func (s *session) live(after string) {
+	m, sw, sub := s.m, s.sw, s.sub
+	var expired <-chan time.Time
+	if s.expired != nil {
+		expired = s.expired.C
+	}
+	heartbeat := time.NewTicker(m.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	// spare is the queue's other slice: taking the pending frames swaps
+	// the two, so a delivery allocates nothing. Both, and the slice the
+	// writes use, are let go of when a whole heartbeat passes without an
+	// event, so an idle stream holds no burst's worth of pointers.
+	var spare []*frame
+	woken := false
+	for {
+		select {
+		case <-s.ctx.Done():
+			s.reason = s.ended()
+			return
+		case <-expired:
+			s.reason = EndExpired
+			for _, t := range s.opts.Topics {
+				sw.add(expiredFrame(t))
+			}
+			m.send(sw)
+			return
+		case <-heartbeat.C:
+			if !woken {
+				// Nothing is buffered here: every pass ends with a send.
+				spare = nil
+				sub.shrink()
+				sw.out = nil
+			}
+			woken = false
+			sw.add(pingFrame)
+		case <-sub.wake:
+			woken = true
+			frames, done := sub.take(spare)
+			for _, f := range frames {
+				after = write(sw, f, after)
+				if sw.full() {
+					if err := m.send(sw); err != nil {
+						s.reason = s.writeFailed()
+						return
+					}
+				}
+			}
+			clear(frames)
+			spare = frames[:0]
+			if done {
+				s.reason = m.reasonOf(sub)
+				m.send(sw)
+				return
+			}
+		}
+		if err := m.send(sw); err != nil {
+			s.reason = s.writeFailed()
+			return
+		}
+	}
+}
+
+// pingFrame is the heartbeat.
+var pingFrame = AppendComment(nil, "ping")
+
+// expiredFrame is the `expired` event of one topic.
+func expiredFrame(topic string) []byte {
+	b, _ := AppendEvent(nil, "", string(EventExpired), noticeData(topic, expiredReason))
+	return b
+}
+
+// write adds f to the response unless the client has it already (its
+// position is not after the last one sent), and returns the new last.
+func write(sw *streamWriter, f *frame, after string) string {
+	if f.id <= after {
+		return after
+	}
+	sw.addEvent(f.wire)
+	return f.id
+}
+
+// uniq returns topics without repeats, in their first order.
+func uniq(topics []string) []string {
+	for i := range topics {
+		if slices.Contains(topics[:i], topics[i]) {
+			out := slices.Clone(topics[:i])
+			for _, t := range topics[i:] {
+				if !slices.Contains(out, t) {
+					out = append(out, t)
+				}
+			}
+			return out
+		}
+	}
+	return topics
+}
+
+// addStream registers sw as being served. It returns false if the
+// multiplexer is closed, and ErrNotStarted before Start succeeded.
+func (m *Multiplexer) addStream(sw *streamWriter) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.closed:
+		return false, nil
+	case !m.started:
+		return false, ErrNotStarted
+	}
+	m.streams[sw] = struct{}{}
+	m.serving.Add(1)
+	return true, nil
+}
+
+func (m *Multiplexer) removeStream(sw *streamWriter) {
+	m.mu.Lock()
+	delete(m.streams, sw)
+	m.mu.Unlock()
+	m.serving.Done()
+}
+
+func (m *Multiplexer) reasonOf(s *subscriber) EndReason {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.reason == "" {
+		return EndShutdown
+	}
+	return s.reason
+}
