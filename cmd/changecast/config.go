@@ -28,7 +28,7 @@ type config struct {
 	Limits          handlers.Limits
 	PprofAddr       string
 	// Connection limits: MaxConnections 0 means derived from the limit
-	// on open files (defaultMaxConnections).
+	// on open files (connlimit.DefaultMax).
 	MaxConnections int
 	BodyTimeout    time.Duration
 	IdleTimeout    time.Duration
@@ -153,7 +153,7 @@ var envVars = []envVar{
 		return nil
 	}},
 	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
-	// Connection limits (connlimit.go, bodies.go).
+	// Connection limits (package connlimit, handlers.GuardBodies).
 	{"MAX_CONNECTIONS", "", "a whole number of connections from 1 up, or unset to derive it from the open-file limit", func(c *config, v string) error {
 		if v == "" {
 			c.MaxConnections = 0

@@ -132,3 +132,30 @@ func TestPprofAddr(t *testing.T) {
 		t.Fatalf("pprof heap: status %d", resp.StatusCode)
 	}
 }
+
+// TestConnectionLimitConfig: MAX_CONNECTIONS, BODY_TIMEOUT and
+// IDLE_TIMEOUT parse, default and refuse bad values.
+func TestConnectionLimitConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	c, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnections != 0 || c.BodyTimeout != 30*time.Second || c.IdleTimeout != 60*time.Second {
+		t.Errorf("defaults: MaxConnections %d, BodyTimeout %s, IdleTimeout %s; want 0 (derived), 30s, 60s", c.MaxConnections, c.BodyTimeout, c.IdleTimeout)
+	}
+	c, err = loadConfig(env(map[string]string{"MAX_CONNECTIONS": "500", "BODY_TIMEOUT": "5s", "IDLE_TIMEOUT": "2m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnections != 500 || c.BodyTimeout != 5*time.Second || c.IdleTimeout != 2*time.Minute {
+		t.Errorf("parsed: %d %s %s", c.MaxConnections, c.BodyTimeout, c.IdleTimeout)
+	}
+	for _, kv := range [][2]string{{"MAX_CONNECTIONS", "0"}, {"MAX_CONNECTIONS", "-5"}, {"MAX_CONNECTIONS", "lots"},
+		{"BODY_TIMEOUT", "0s"}, {"BODY_TIMEOUT", "1h"}, {"IDLE_TIMEOUT", "500ms"}} {
+		_, err := loadConfig(env(map[string]string{kv[0]: kv[1]}))
+		if err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: error %v, want one naming the variable", kv[0], kv[1], err)
+		}
+	}
+}

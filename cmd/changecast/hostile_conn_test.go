@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"changecast/cmd/internal/connlimit"
 	"changecast/handlers"
 )
 
@@ -93,7 +94,7 @@ func TestHostileConnections(t *testing.T) {
 			name: "connections past MAX_CONNECTIONS are refused; health checks still answer",
 			env:  map[string]string{"MAX_CONNECTIONS": "50"},
 			run: func(t *testing.T, s hostileServer) {
-				const held, extra = 50 + healthReserve, 10
+				const held, extra = 50 + connlimit.HealthReserve, 10
 				conns := make([]net.Conn, 0, held+extra)
 				defer func() {
 					for _, c := range conns {
@@ -151,7 +152,7 @@ func TestHostileConnections(t *testing.T) {
 					}
 				}()
 				// HEARTBEAT_INTERVAL is 1 s: four pings are past every
-				// timeout above (1 s, 1 s, reserveProbation 2 s).
+				// timeout above (1 s, 1 s, connlimit.ReserveProbation 2 s).
 				timer := time.NewTimer(hostileWait)
 				defer timer.Stop()
 				for pings := 0; pings < 4; {

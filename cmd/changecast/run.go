@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"changecast/cmd/internal/connlimit"
 	"changecast/handlers"
 	"changecast/static"
 	"changecast/store"
@@ -46,56 +47,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // first (so open SSE responses end and Shutdown need not wait for them),
 // then the HTTP server within SHUTDOWN_TIMEOUT, then the store.
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("changecast", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dev := fs.Bool("dev", false, "development mode: no auth, listen on 127.0.0.1 only")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
+	dev, done, err := parseServeFlags(args, stdout, stderr)
+	if err != nil || done {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (commands: token, tail, bench)", fs.Arg(0))
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "changecast", version)
-		return nil
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	if !*dev && cfg.JWTSecret == "" {
+	if !dev && cfg.JWTSecret == "" {
 		return errors.New("JWT_SECRET is required (at least 32 bytes); or run with -dev for local use without auth")
 	}
+	logger := newLogger(dev, stdout)
 
-	var logger *slog.Logger
-	if *dev {
-		logger = slog.New(slog.NewTextHandler(stdout, nil))
-		logger.Warn("DEV MODE: authentication is OFF; listening on 127.0.0.1 only; never use -dev in production")
-	} else {
-		logger = slog.New(slog.NewJSONHandler(stdout, nil))
-	}
-
-	host := ""
-	if *dev {
-		host = "127.0.0.1"
-	}
-	fileLimit, err := raiseFileLimit()
+	maxConns, fileLimit := connectionBound(cfg, logger)
+	ln, err := listen(cfg, dev, maxConns)
 	if err != nil {
-		logger.Warn("could not raise the open-file limit", "err", err, "limit", fileLimit)
+		return err
 	}
-	maxConns := cfg.MaxConnections
-	if maxConns == 0 {
-		maxConns = defaultMaxConnections(fileLimit)
-	} else if fileLimit > 0 && uint64(maxConns) > fileLimit-min(fileLimit, fdHeadroom) {
-		logger.Warn("MAX_CONNECTIONS leaves too few file descriptors for the store and health checks",
-			"max_connections", maxConns, "open_file_limit", fileLimit, "headroom", fdHeadroom)
-	}
-	tcpLn, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
-	if err != nil {
-		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
-	}
-	ln := newLimitListener(tcpLn, maxConns, healthReserve, reserveProbation)
 	defer ln.Close()
 
 	b, err := openBackend(ctx, cfg, logger)
@@ -105,7 +74,103 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer b.Close()
 
 	met := newMetrics()
-	mux := stream.New(feed.New(b), stream.Config{
+	mux := newMultiplexer(cfg, b, met, logger)
+	met.watch(mux, b)
+	met.watchConns(ln)
+	if err := startFeed(ctx, mux); err != nil {
+		if errors.Is(err, errStoppedStarting) {
+			logger.Info("stopped while starting")
+			return nil
+		}
+		return err
+	}
+	defer mux.Close()
+
+	srv, err := newHTTPServer(cfg, dev, b, mux, met, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("connection limits", "max_connections", maxConns, "health_reserve", connlimit.HealthReserve,
+		"open_file_limit", fileLimit, "body_timeout", cfg.BodyTimeout.String(), "idle_timeout", cfg.IdleTimeout.String())
+
+	if cfg.PprofAddr != "" {
+		stop, err := servePprof(cfg.PprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return serveUntilDone(ctx, cfg, dev, srv, ln, mux, b, logger)
+}
+
+// parseServeFlags parses the server's flags. done is true when the
+// command has nothing more to do (-version printed).
+func parseServeFlags(args []string, stdout, stderr io.Writer) (dev, done bool, err error) {
+	fs := flag.NewFlagSet("changecast", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	devFlag := fs.Bool("dev", false, "development mode: no auth, listen on 127.0.0.1 only")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return false, false, err
+	}
+	if fs.NArg() > 0 {
+		return false, false, fmt.Errorf("unexpected argument %q (commands: token, tail, bench)", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "changecast", version)
+		return false, true, nil
+	}
+	return *devFlag, false, nil
+}
+
+// newLogger logs as text in dev mode (with a warning that auth is off),
+// as JSON otherwise.
+func newLogger(dev bool, stdout io.Writer) *slog.Logger {
+	if !dev {
+		return slog.New(slog.NewJSONHandler(stdout, nil))
+	}
+	logger := slog.New(slog.NewTextHandler(stdout, nil))
+	logger.Warn("DEV MODE: authentication is OFF; listening on 127.0.0.1 only; never use -dev in production")
+	return logger
+}
+
+// connectionBound raises the open-file limit and returns MAX_CONNECTIONS
+// (derived from that limit when unset) and the limit (0 if unknown). It
+// warns when the limit cannot be raised, or when MAX_CONNECTIONS leaves
+// too few descriptors for everything else.
+func connectionBound(cfg config, logger *slog.Logger) (maxConns int, fileLimit uint64) {
+	fileLimit, err := connlimit.RaiseFileLimit()
+	if err != nil {
+		logger.Warn("could not raise the open-file limit", "err", err, "limit", fileLimit)
+	}
+	maxConns = cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = connlimit.DefaultMax(fileLimit)
+	} else if fileLimit > 0 && uint64(maxConns) > fileLimit-min(fileLimit, connlimit.FDHeadroom) {
+		logger.Warn("MAX_CONNECTIONS leaves too few file descriptors for the store and health checks",
+			"max_connections", maxConns, "open_file_limit", fileLimit, "headroom", connlimit.FDHeadroom)
+	}
+	return maxConns, fileLimit
+}
+
+// listen binds PORT (on 127.0.0.1 only in dev mode) and bounds the
+// connections it holds to maxConns plus the health reserve.
+func listen(cfg config, dev bool, maxConns int) (*connlimit.Listener, error) {
+	host := ""
+	if dev {
+		host = "127.0.0.1"
+	}
+	tcpLn, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("listen on port %d: %w", cfg.Port, err)
+	}
+	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation), nil
+}
+
+// newMultiplexer builds the multiplexer over the store's change feed,
+// reporting catch-ups and ended streams to met and the log.
+func newMultiplexer(cfg config, b store.Backend, met *metrics, logger *slog.Logger) *stream.Multiplexer {
+	return stream.New(feed.New(b), stream.Config{
 		Heartbeat: cfg.Heartbeat,
 		Classify:  subscriberKind,
 		Logger:    logger,
@@ -117,30 +182,40 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 		ShutdownRetryMin: cfg.ShutdownRetry[0], ShutdownRetryMax: cfg.ShutdownRetry[1],
 	})
-	met.watch(mux, b)
-	met.watchConns(ln)
-	// A signal while the feed starts (a database slow to answer) stops it.
+}
+
+// errStoppedStarting is startFeed's error when ctx ended while the feed
+// started: not a failure, the server just stops.
+var errStoppedStarting = errors.New("stopped while starting")
+
+// startFeed starts mux's change feed. A signal while it starts (a
+// database slow to answer) stops it, and startFeed then returns
+// errStoppedStarting.
+func startFeed(ctx context.Context, mux *stream.Multiplexer) error {
 	stopStarting := context.AfterFunc(ctx, mux.Close)
-	err = mux.Start()
+	err := mux.Start()
 	stopStarting()
 	if err != nil {
 		if ctx.Err() != nil {
-			logger.Info("stopped while starting")
-			return nil
+			return errStoppedStarting
 		}
 		return fmt.Errorf("start change feed: %w", err)
 	}
-	defer mux.Close()
+	return nil
+}
 
+// newHTTPServer builds the HTTP server: the API's routes behind the
+// connection reserve and the body guard, with the timeouts of cfg.
+func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexer, met *metrics, logger *slog.Logger) (*http.Server, error) {
 	var secret []byte
-	if !*dev {
+	if !dev {
 		secret = []byte(cfg.JWTSecret)
 	}
 	e, err := handlers.New(handlers.Config{
 		Store:       b,
 		Streams:     mux,
 		Logger:      logger,
-		Dev:         *dev,
+		Dev:         dev,
 		Secret:      secret,
 		Static:      static.FS,
 		CORSOrigins: cfg.CORSOrigins,
@@ -150,36 +225,32 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MetricsToken: cfg.MetricsToken,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	e.Use(met.middleware)
-	if !*dev && cfg.MetricsToken == "" {
+	if !dev && cfg.MetricsToken == "" {
 		logger.Info("/metrics is off (404): set METRICS_TOKEN and scrape with Authorization: Bearer <METRICS_TOKEN> to turn it on")
 	}
-	srv := &http.Server{
-		Handler:           serveReserve(guardBodies(e, cfg.BodyTimeout)),
+	return &http.Server{
+		Handler:           connlimit.ServeReserve(handlers.GuardBodies(e, cfg.BodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
-		ConnContext:       markReserve,
+		ConnContext:       connlimit.MarkReserve,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: it would cut SSE streams. Stream writes push their
 		// own deadlines forward. No ReadTimeout either: it would end a
 		// stream when it expires (its connection is read to learn when
-		// the client goes); guardBodies bounds bodies instead.
-	}
-	logger.Info("connection limits", "max_connections", maxConns, "health_reserve", healthReserve,
-		"open_file_limit", fileLimit, "body_timeout", cfg.BodyTimeout.String(), "idle_timeout", cfg.IdleTimeout.String())
+		// the client goes); GuardBodies bounds bodies instead.
+	}, nil
+}
 
-	if cfg.PprofAddr != "" {
-		stop, err := servePprof(cfg.PprofAddr, logger)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
+// serveUntilDone logs the address, serves srv on ln until ctx ends (or
+// Serve fails), then shuts down in order: mux first (so open streams end), then srv within
+// SHUTDOWN_TIMEOUT (closing what is still open past it), then the store.
+func serveUntilDone(ctx context.Context, cfg config, dev bool, srv *http.Server, ln net.Listener, mux *stream.Multiplexer, b store.Backend, logger *slog.Logger) error {
 	addr := ln.Addr().(*net.TCPAddr)
 	shown := "127.0.0.1"
-	if !*dev {
+	if !dev {
 		shown = "0.0.0.0"
 	}
 	logger.Info(fmt.Sprintf("listening on http://%s:%d", shown, addr.Port), "port", addr.Port, "version", version, "store", storeName(cfg))

@@ -1,4 +1,4 @@
-package main
+package handlers
 
 import (
 	"bufio"
@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// serveGuarded serves h behind guardBodies(timeout) on a real listener
+// serveGuarded serves h behind GuardBodies(timeout) on a real listener
 // and returns its address.
 func serveGuarded(t *testing.T, h http.HandlerFunc, timeout time.Duration) string {
 	t.Helper()
@@ -19,7 +19,7 @@ func serveGuarded(t *testing.T, h http.HandlerFunc, timeout time.Duration) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: guardBodies(h, timeout), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: GuardBodies(h, timeout), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
@@ -123,4 +123,25 @@ func errString(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// dialT dials addr and closes the connection when the test ends.
+func dialT(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// isClosed reports whether err from a read means the peer closed the
+// connection (not a timeout, not data).
+func isClosed(err error) bool {
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		return false
+	}
+	return true
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package connlimit
 
 import (
 	"syscall"
@@ -10,7 +10,7 @@ import (
 // TestRaiseFileLimit: the soft limit in use is reported, and is the hard
 // limit after the call.
 func TestRaiseFileLimit(t *testing.T) {
-	got, err := raiseFileLimit()
+	got, err := RaiseFileLimit()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,6 +19,6 @@ func TestRaiseFileLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got != uint64(lim.Cur) || lim.Cur != lim.Max {
-		t.Errorf("raiseFileLimit() = %d; limit now %d (hard %d), want both equal", got, lim.Cur, lim.Max)
+		t.Errorf("RaiseFileLimit() = %d; limit now %d (hard %d), want both equal", got, lim.Cur, lim.Max)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package connlimit
 
 import (
 	"context"
@@ -11,25 +11,25 @@ import (
 	"time"
 )
 
-// healthReserve is how many connections past MAX_CONNECTIONS are still
+// HealthReserve is how many connections past MAX_CONNECTIONS are still
 // accepted, for health checks only: enough for a platform's probes and
 // an operator's curl at the same moment, too few to matter as a resource.
-const healthReserve = 8
+const HealthReserve = 8
 
-// reserveProbation is how long a connection in the health reserve has to
+// ReserveProbation is how long a connection in the health reserve has to
 // send its whole request before it is closed: a health check sends its
 // request at once, and idle clients must not keep the reserve full.
-const reserveProbation = 2 * time.Second
+const ReserveProbation = 2 * time.Second
 
-// limitListener is a net.Listener that keeps at most max connections
-// open for ordinary traffic, and up to reserve more for health checks
-// (see serveReserve). A connection past both is accepted and closed at
-// once, and counted, so that a flood of connections costs the server
-// nothing but the accept and never runs it out of file descriptors
+// Listener is a net.Listener that keeps at most max connections open
+// for ordinary traffic, and up to reserve more for health checks (see
+// ServeReserve). A connection past both is accepted and closed at once,
+// and counted, so that a flood of connections costs the server nothing
+// but the accept and never runs it out of file descriptors
 // (x/net/netutil.LimitListener would stop accepting instead, leaving
-// clients hanging in the kernel's backlog). It is safe for concurrent
-// use.
-type limitListener struct {
+// clients hanging in the kernel's backlog). All its methods are safe for
+// concurrent use.
+type Listener struct {
 	net.Listener
 	max, reserve int64
 	probation    time.Duration
@@ -39,16 +39,19 @@ type limitListener struct {
 	refused  atomic.Uint64 // connections closed at once
 }
 
-// newLimitListener returns ln limited to max ordinary connections plus
+// NewListener returns ln limited to max ordinary connections plus
 // reserve connections that must send their request within probation.
-func newLimitListener(ln net.Listener, max, reserve int, probation time.Duration) *limitListener {
-	return &limitListener{Listener: ln, max: int64(max), reserve: int64(reserve), probation: probation}
+// The Listener owns ln: closing it closes ln.
+func NewListener(ln net.Listener, max, reserve int, probation time.Duration) *Listener {
+	return &Listener{Listener: ln, max: int64(max), reserve: int64(reserve), probation: probation}
 }
 
 // Accept returns the next connection within the bounds. A connection past
 // them is closed and counted, and Accept waits for the next one. Closing
-// a returned connection frees its place.
-func (l *limitListener) Accept() (net.Conn, error) {
+// a returned connection frees its place (once, however often it is
+// closed). Accept returns the underlying listener's error unchanged,
+// net.ErrClosed once the Listener is closed.
+func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -70,11 +73,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 // Open returns how many accepted connections are open, reserve included.
-func (l *limitListener) Open() int64 { return l.open.Load() + l.reserved.Load() }
+// It may be called at any time, from any goroutine.
+func (l *Listener) Open() int64 { return l.open.Load() + l.reserved.Load() }
 
 // Refused returns how many connections were closed at once for being
-// past the bounds.
-func (l *limitListener) Refused() uint64 { return l.refused.Load() }
+// past the bounds. It may be called at any time, from any goroutine.
+func (l *Listener) Refused() uint64 { return l.refused.Load() }
 
 // limitedConn is an accepted connection that gives its place back once,
 // when it is first closed.
@@ -136,9 +140,11 @@ func (c *reserveConn) SetDeadline(t time.Time) error {
 // reserveKey marks the context of a request on a reserve connection.
 type reserveKey struct{}
 
-// markReserve is the http.Server's ConnContext: it marks the requests of
-// a reserve connection, for serveReserve.
-func markReserve(ctx context.Context, c net.Conn) context.Context {
+// MarkReserve is meant as an http.Server's ConnContext: it marks the
+// requests of a connection in a Listener's reserve, for ServeReserve, and
+// returns ctx unchanged for any other connection. It is safe for
+// concurrent use and cannot fail.
+func MarkReserve(ctx context.Context, c net.Conn) context.Context {
 	if _, ok := c.(*reserveConn); ok {
 		return context.WithValue(ctx, reserveKey{}, true)
 	}
@@ -148,11 +154,13 @@ func markReserve(ctx context.Context, c net.Conn) context.Context {
 // reservePaths are the only paths answered on a reserve connection.
 var reservePaths = map[string]bool{"/healthz": true, "/readyz": true}
 
-// serveReserve answers requests on reserve connections (those past
-// MAX_CONNECTIONS): health checks are served, anything else gets a 503,
-// and the connection closes after the one answer. Requests on ordinary
-// connections go to next untouched.
-func serveReserve(next http.Handler) http.Handler {
+// ServeReserve answers requests on reserve connections (those past
+// MAX_CONNECTIONS, marked by MarkReserve): health checks (/healthz,
+// /readyz) are served by next, anything else gets a 503 with a JSON
+// error and Retry-After, and the connection closes after the one answer.
+// Requests on ordinary connections go to next untouched. The handler is
+// as safe for concurrent use as next is.
+func ServeReserve(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Value(reserveKey{}) == nil {
 			next.ServeHTTP(w, r)

@@ -1,4 +1,4 @@
-package main
+package handlers
 
 import (
 	"io"
@@ -7,14 +7,19 @@ import (
 	"time"
 )
 
-// guardBodies keeps request bodies from holding connections: a body must
+// GuardBodies keeps request bodies from holding connections: a body must
 // arrive within timeout (a read deadline on the connection, which
-// net/http clears once the body has been read to its end), and an error answer (4xx or 5xx) to
-// a request whose body has not been read to its end closes the
-// connection, without net/http first waiting to read and drop up to
-// 256 KiB of the rest. Requests without a body (streams among them) pass
-// untouched, so no deadline ever reaches a stream's connection.
-func guardBodies(next http.Handler, timeout time.Duration) http.Handler {
+// net/http clears once the body has been read to its end; a read past it
+// fails with an error wrapping os.ErrDeadlineExceeded, which decodeJSON
+// answers with 408), and an error answer (4xx or 5xx) to a request whose
+// body has not been read to its end closes the connection, without
+// net/http first waiting to read and drop up to 256 KiB of the rest.
+// Requests without a body (streams among them) pass untouched, so no
+// deadline ever reaches a stream's connection. It wraps next, the
+// outermost handler of an http.Server (it needs the connection's
+// deadlines through http.ResponseController), and is as safe for
+// concurrent use as next is.
+func GuardBodies(next http.Handler, timeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody {
 			next.ServeHTTP(w, r)
@@ -30,7 +35,7 @@ func guardBodies(next http.Handler, timeout time.Duration) http.Handler {
 }
 
 // watchedBody is a request body that knows whether it was read to its
-// end. (At the end net/http itself lifts the read deadline guardBodies
+// end. (At the end net/http itself lifts the read deadline GuardBodies
 // set, to watch for the client going away.)
 type watchedBody struct {
 	io.ReadCloser
