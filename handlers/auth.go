@@ -185,7 +185,7 @@ func tokenFrom(c echo.Context) (string, error) {
 	if h := r.Header.Get(echo.HeaderAuthorization); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-			return "", errors.New("Authorization must be Bearer <token>")
+			return "", errors.New("the Authorization header must be Bearer <token>")
 		}
 		return strings.TrimSpace(tok), nil
 	}

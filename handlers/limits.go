@@ -154,13 +154,6 @@ func (sc *streamCounter) release(sub string) {
 	sc.n[sub]--
 }
 
-// count returns how many streams sub has open.
-func (sc *streamCounter) count(sub string) int {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	return sc.n[sub]
-}
-
 // sweepEvery is how often, at most, the write limiter drops the limiters
 // of subjects that have been idle long enough to be back at a full
 // burst: such a limiter behaves like a new one, so dropping it changes

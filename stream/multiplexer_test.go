@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,7 +146,7 @@ func TestResume(t *testing.T) {
 					src.add("orders/1", fmt.Sprint("order ", i))
 				}
 			}
-			waitFor(t, "feed to catch up", func() bool { h, _ := src.Head(nil); return m.Stats().Ready && m.lastPos() == h })
+			waitFor(t, "feed to catch up", func() bool { h, _ := src.Head(context.Background()); return m.Stats().Ready && m.lastPos() == h })
 			before := src.catchUpCount()
 			var c *sseConn
 			if tc.byQuery {
@@ -381,7 +382,7 @@ func TestCloseCutsStuckWrite(t *testing.T) {
 	for i := range 200 {
 		src.add("rooms/a", fmt.Sprint(i, payload))
 	}
-	waitFor(t, "the feed", func() bool { h, _ := src.Head(nil); return m.lastPos() == h })
+	waitFor(t, "the feed", func() bool { h, _ := src.Head(context.Background()); return m.lastPos() == h })
 	start := time.Now()
 	m.Close()
 	// Waiting out the blocked write would take most of writeTimeout; a

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -253,7 +252,5 @@ func freePort(tb testing.TB) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
-
-var errTimeout = errors.New("timeout")
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -51,14 +51,13 @@ func TestDecoder(t *testing.T) {
 // chunk per event of about 300 bytes, a heartbeat now and then), read
 // 4 KiB at a time as a goroutine reader does.
 func BenchmarkFeed(b *testing.B) {
-	var body, raw []byte
+	var raw []byte
 	for i := range 1000 {
 		ev := fmt.Appendf(nil, "id: 0011-%08d\nevent: message\ndata: {\"topic\":\"rooms/bench-1\",\"op\":\"insert\",\"message\":{\"id\":\"6543aa%06d\",\"room\":\"bench-1\",\"author\":\"bench\",\"text\":\"bench 1732520000123456789 %d r0a1b2c3d%s\",\"createdAt\":\"2025-11-25T08:00:00Z\"}}\n\n",
 			i, i, i, strings.Repeat("x", 100))
 		if i%50 == 0 {
 			ev = append(ev, ": ping\n\n"...)
 		}
-		body = append(body, ev...)
 		raw = fmt.Appendf(raw, "%x\r\n%s\r\n", len(ev), ev)
 	}
 	bb := &bencher{}
