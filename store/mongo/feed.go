@@ -44,6 +44,19 @@ const (
 	codeChangeStreamHistLost = 286
 )
 
+// feedAwait is the maxAwaitTimeMS of the live feed's getMores: how long
+// an empty getMore waits on the server before it answers with no event
+// and the post-batch token. It never delays an event (a getMore answers
+// as soon as it has one); it sets how often a quiet feed moves its
+// checkpoint, and so how far one process's quiet positions can be ahead
+// of another's feed. That must stay well inside the 5 s a stream waits
+// for the feed to reach a client's position, and 1 s does (the server's
+// default, set here so that it is a decision, not an accident). It costs
+// one getMore a second per process, nothing next to an Atlas M0's ~100
+// operations a second; a longer wait would save little and delay quiet
+// checkpoints.
+const feedAwait = time.Second
+
 // maxPosition is the longest position accepted, in bytes.
 const maxPosition = 512
 
@@ -202,6 +215,12 @@ func (m *Store) streamErr(ctx context.Context, what, pos string, err error) erro
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// feedOptions are the live feed's change stream options, without the
+// position to start from.
+func feedOptions() *options.ChangeStreamOptionsBuilder {
+	return options.ChangeStream().SetFullDocument(options.UpdateLookup).SetMaxAwaitTime(feedAwait)
+}
+
 // closeStream closes a change stream (killCursors) even when ctx has ended.
 func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
@@ -261,7 +280,7 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 	}
 	defer end()
 
-	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetResumeAfter(tokenDoc(after))
+	opts := feedOptions().SetResumeAfter(tokenDoc(after))
 	cs, err := m.feedDB.Watch(ctx, feedPipeline(), opts)
 	if err != nil {
 		return m.streamErr(ctx, "follow", after, err)
@@ -273,18 +292,51 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 
 	checkpoint := after
 	var changes []store.Change
+	// invalidated is the invalidate token the stream was last started
+	// after, until the stream moves past it: while it is set, a resume
+	// must use startAfter, which the driver does not do.
+	invalidated := ""
+	// lookupFrom is the checkpoint at which the stream was reopened
+	// without updateLookup past a change event over 16 MB, until it moves
+	// past it.
+	lookupFrom := ""
 	for {
 		if !cs.TryNext(ctx) {
 			if err := cs.Err(); err != nil {
-				return m.streamErr(ctx, "follow", checkpoint, err)
+				var opts *options.ChangeStreamOptionsBuilder
+				switch {
+				case invalidated != "" && serverCode(err, codeInvalidResumeToken):
+					// The driver resumed with resumeAfter the
+					// invalidate token, which the server refuses.
+					m.log.Warn("change stream resume after invalidate refused; starting after it again", "pos", invalidated, "err", err)
+					opts = feedOptions().SetStartAfter(tokenDoc(invalidated))
+				case lookupFrom == "" && serverCode(err, codeBSONObjectTooLarge):
+					// A change event over 16 MB, an updateLookup of
+					// a large document: the server cannot send it, and
+					// resuming from the checkpoint would meet it again.
+					// Read the next batch without updateLookup (update
+					// events then carry no document and are skipped),
+					// then go back to it.
+					m.log.Warn("change event over 16 MB after the checkpoint; reading the next batch without documents for updates", "after", checkpoint, "err", err)
+					lookupFrom = checkpoint
+					opts = options.ChangeStream().SetMaxAwaitTime(feedAwait).SetResumeAfter(tokenDoc(checkpoint))
+				default:
+					return m.streamErr(ctx, "follow", checkpoint, err)
+				}
+				closeStream(ctx, cs)
+				if cs, err = m.feedDB.Watch(ctx, feedPipeline(), opts); err != nil {
+					return m.streamErr(ctx, "follow", checkpoint, err)
+				}
+				continue
 			}
 			if cs.ID() == 0 {
 				return fmt.Errorf("follow: the server closed the change stream after %.40s", checkpoint)
 			}
 			// An empty getMore: the post-batch token is where the
 			// stream has read to.
-			if tok := tokenData(cs.ResumeToken()); tok > checkpoint {
-				checkpoint = tok
+			// Never the invalidate token itself: resumeAfter refuses it.
+			if tok := tokenData(cs.ResumeToken()); tok > max(checkpoint, invalidated) {
+				checkpoint, invalidated = tok, ""
 				if err := fn(store.Batch{Checkpoint: checkpoint}); err != nil {
 					return err
 				}
@@ -307,7 +359,13 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			// (resumeAfter refuses it); startAfter accepts it.
 			m.log.Warn("change stream invalidated; starting after it", "pos", pos)
 			closeStream(ctx, cs)
-			opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetStartAfter(tokenDoc(pos))
+			// dropDatabase, the only invalidate of a database's
+			// stream, also dropped the indexes: make them again.
+			if err := m.createIndexes(ctx); err != nil {
+				m.log.Error("indexes not recreated after invalidate", "err", err)
+			}
+			invalidated = pos
+			opts := feedOptions().SetStartAfter(tokenDoc(pos))
 			if cs, err = m.feedDB.Watch(ctx, feedPipeline(), opts); err != nil {
 				return m.streamErr(ctx, "follow after invalidate", checkpoint, err)
 			}
@@ -315,6 +373,9 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		}
 		if pos > checkpoint {
 			checkpoint = pos
+		}
+		if pos > invalidated {
+			invalidated = ""
 		}
 		if ok {
 			changes = append(changes, ch)
@@ -327,5 +388,13 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			return err
 		}
 		changes = nil
+		if lookupFrom != "" && checkpoint > lookupFrom {
+			// Past the event over 16 MB: documents for updates again.
+			lookupFrom = ""
+			closeStream(ctx, cs)
+			if cs, err = m.feedDB.Watch(ctx, feedPipeline(), feedOptions().SetResumeAfter(tokenDoc(checkpoint))); err != nil {
+				return m.streamErr(ctx, "follow", checkpoint, err)
+			}
+		}
 	}
 }

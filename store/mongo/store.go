@@ -178,6 +178,12 @@ func (m *Store) open(ctx context.Context) error {
 	if err := m.client.Ping(ctx, readpref.Primary()); err != nil {
 		return fmt.Errorf("open mongo: ping: %w", err)
 	}
+	return m.createIndexes(ctx)
+}
+
+// createIndexes creates the indexes the store reads by, if missing:
+// messages by room and _id, orders by customer.
+func (m *Store) createIndexes(ctx context.Context) error {
 	if _, err := m.messages.Indexes().CreateMany(ctx, []mongodrv.IndexModel{
 		{Keys: bson.D{{Key: "room", Value: 1}, {Key: "_id", Value: 1}}},
 	}); err != nil {
