@@ -330,3 +330,23 @@ func TestCatchUpAcrossTokenVersions(t *testing.T) {
 		t.Fatalf("CatchUp: got %v (changes %v), want ErrInvalidPosition", err, got)
 	}
 }
+
+// The same on the live feed: after a failover onto a server of another
+// token version in the middle of a transaction, the rest of it comes in
+// the other version at the checkpoint's cluster time. Follow must fail
+// with ErrInvalidPosition (the feed restarts and resets its clients)
+// rather than hand out ids that sort before its checkpoint.
+func TestFollowAcrossTokenVersions(t *testing.T) {
+	mm := openMock(t, Options{})
+	msg := bson.NewObjectID()
+	after := eventTok(3)
+	mm.feed.AddResponses(
+		cursorReply(true, 42, tokenV1(3),
+			eventDoc(tokenV1(3)[:18]+"2B022C0200296E5A10040F5B9E4A2C7D4B1E8F3A6C5D2E1B0A9846645F69640064", "insert", messagesCollection, msg, messageBSON(msg, "lobby", "rest of the transaction"))),
+		killReply(42),
+	)
+	got, err := followUntil(t, mm.store, after, func([]store.Batch) bool { return false })
+	if !errors.Is(err, store.ErrInvalidPosition) {
+		t.Fatalf("Follow: got %v after batches %v, want ErrInvalidPosition", err, got)
+	}
+}

@@ -265,7 +265,11 @@ func (m *Store) head(ctx context.Context) (string, error) {
 // event's own resume token; when a getMore brings nothing new, fn gets an
 // empty batch whose checkpoint is the stream's post-batch token, so that
 // quiet periods move the checkpoint too. On invalidate (the database was
-// dropped or renamed) the stream starts again after the invalidate event.
+// dropped or renamed) the stream starts again after the invalidate event,
+// with startAfter also when the driver's resume tries resumeAfter, and the
+// indexes are created again. A change event over 16 MB is read past
+// without updateLookup, so that its update is skipped (see
+// codeBSONObjectTooLarge).
 // When after is older than the oplog it returns an error wrapping
 // ErrHistoryLost, when the server rejects it one wrapping ErrInvalidPosition.
 // Resumable errors are retried once by the driver; if that fails Follow
@@ -370,6 +374,12 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 				return m.streamErr(ctx, "follow after invalidate", checkpoint, err)
 			}
 			continue
+		}
+		// An event of the checkpoint's cluster time in another token
+		// version (a failover onto another server version in the middle
+		// of a transaction) has no order against it: start over.
+		if _, err := comparePositions(pos, checkpoint); err != nil {
+			return fmt.Errorf("follow: %w", err)
 		}
 		if pos > checkpoint {
 			checkpoint = pos
