@@ -267,8 +267,17 @@ func TestBrowserDemo(t *testing.T) {
 				p.waitUntil(t, browserWait, fmt.Sprintf("%q shows", m.Text), p.messageCount(m.Text)+" >= 1")
 			}
 		}
-		// Let anything doubled arrive before counting.
-		time.Sleep(300 * time.Millisecond)
+		// A marker written after everything above: each page has one
+		// stream for all its topics, delivered in log order, so once the
+		// marker shows no earlier event (nor a doubled one) is still on
+		// its way, and the counts below are final.
+		var marker store.Message
+		browserREST(t, http.MethodPost, srv.URL+"/api/rooms/lobby/messages",
+			`{"author":"erin","text":"marker: everything before me has arrived"}`, "", http.StatusCreated, &marker)
+		for _, p := range pages {
+			p.waitUntil(t, browserWait, "the marker shows", p.messageCount(marker.Text)+" >= 1")
+		}
+		written = append(written, marker)
 
 		for v := int64(1); v <= 4; v++ {
 			if n := first.evalInt(t, first.orderEvents(id, v)); n != 1 {
