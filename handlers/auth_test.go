@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,6 +253,80 @@ func TestAuthorization(t *testing.T) {
 	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"cancelled"}`, token: staff}), http.StatusOK)
 }
 
+// staffMovesAfterRead is a Store whose GetOrder of the armed order, once
+// it has read it, lets staff move that order to preparing: a customer's
+// cancel then holds a read that is stale before it writes, the race its
+// check-and-set must close.
+type staffMovesAfterRead struct {
+	Store
+	mu    sync.Mutex
+	armed string // the order to move at its next read; "" for none
+	err   error  // the staff move's error
+}
+
+// arm makes the next GetOrder of id move it to preparing after reading it.
+func (s *staffMovesAfterRead) arm(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed = id
+}
+
+func (s *staffMovesAfterRead) GetOrder(ctx context.Context, id string) (store.Order, error) {
+	o, err := s.Store.GetOrder(ctx, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && id == s.armed {
+		s.armed = ""
+		_, s.err = s.Store.UpdateOrderStatus(ctx, id, store.StatusPreparing, o.Version)
+	}
+	return o, err
+}
+
+// TestCustomerCancelRacesStaffMove: a customer may only cancel a placed
+// order (docs/api.md). When staff move the order to preparing between the
+// cancel's read (placed) and its write, the cancel is refused, 403 (or
+// 412 when it named the version it read in If-Match), and the order stays
+// preparing.
+func TestCustomerCancelRacesStaffMove(t *testing.T) {
+	race := &staffMovesAfterRead{}
+	e := newEnv(t, func(c *Config) { race.Store = c.Store; c.Store = race })
+	alice := token(t, "alice", RoleCustomer)
+	for _, tt := range []struct {
+		name    string
+		ifMatch string
+		want    int
+	}{
+		{"no If-Match", "", http.StatusForbidden},
+		{"If-Match of the version read", `"1"`, http.StatusPreconditionFailed},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := e.createOrder(t, "alice")
+			race.arm(o.ID)
+			h := map[string]string{}
+			if tt.ifMatch != "" {
+				h["If-Match"] = tt.ifMatch
+			}
+			r := e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"cancelled"}`, token: alice, header: h})
+			race.mu.Lock()
+			armed, err := race.armed, race.err
+			race.mu.Unlock()
+			if armed != "" || err != nil {
+				t.Fatalf("the staff move did not happen during the cancel (still armed %q, err %v)", armed, err)
+			}
+			if r.status != tt.want {
+				t.Errorf("cancel of an order staff moved to preparing after it was read: got %d %s, want %d", r.status, r.body, tt.want)
+			}
+			got, err := race.Store.GetOrder(t.Context(), o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != store.StatusPreparing || got.Version != 2 {
+				t.Errorf("order after the refused cancel: status %s version %d, want preparing version 2", got.Status, got.Version)
+			}
+		})
+	}
+}
+
 // TestStreamsCarryOnlyOwnEvents: alice's per-order and multi-topic
 // streams carry her order's events and nothing of bob's, while both
 // orders change at once.
@@ -311,12 +387,17 @@ func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
 }
 
 // TestTokenExpiryEndsStream: at the token's exp an open stream sends
-// `expired` and ends.
+// `expired` and ends, and the token is then refused. The server checks
+// tokens with a clock the test holds at the time of issue, so however
+// slowly the stream opens on a loaded machine the token is still valid
+// when it is checked; the stream's end comes at the real exp, one to two
+// seconds on (exp has whole-second precision).
 func TestTokenExpiryEndsStream(t *testing.T) {
-	e := newEnv(t)
-	// exp has whole-second precision: this token expires one to two
-	// seconds from now.
-	tok, err := IssueToken(testSecret, "alice", RoleCustomer, []string{"lobby"}, 2*time.Second, time.Now())
+	issued := time.Now()
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&issued)
+	e := newEnv(t, func(c *Config) { c.Now = func() time.Time { return *clock.Load() } })
+	tok, err := IssueToken(testSecret, "alice", RoleCustomer, []string{"lobby"}, 2*time.Second, issued)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +406,9 @@ func TestTokenExpiryEndsStream(t *testing.T) {
 	if len(evs) == 0 || evs[len(evs)-1].Event != "expired" {
 		t.Fatalf("got events %+v, want the stream to end with expired", evs)
 	}
-	// The same token is now refused.
+	// Past exp, the same token is refused.
+	after := issued.Add(3 * time.Second)
+	clock.Store(&after)
 	r := e.do(t, req{method: "GET", path: "/api/rooms/lobby/messages", token: tok})
 	if r.status != http.StatusUnauthorized || !strings.Contains(r.errText(), "expired") {
 		t.Errorf("got %d %s, want 401 token expired", r.status, r.body)

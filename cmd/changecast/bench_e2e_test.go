@@ -58,12 +58,15 @@ func benchTestFanout(t *testing.T, reader string) {
 	if r.Mode != "fanout" || r.Conns != 20 || r.Streams != 20 {
 		t.Errorf("mode %q, conns %d, open at the end %d; want fanout, 20, 20", r.Mode, r.Conns, r.Streams)
 	}
-	// 2.5 s at 50/s; the pacer may lose a tick or two to a busy machine.
-	if r.Writes < 100 || r.Writes > 126 || r.Expected != r.Writes*10 {
-		t.Errorf("got %d writes, %d expected deliveries; want about 125 writes, each to the 10 streams of its room", r.Writes, r.Expected)
+	// Exactly once, counted: every write reaches the 10 streams of its
+	// room (benchCheckClean: each delivered once, in order). How many
+	// writes a busy machine manages is not asserted; the pacer must only
+	// never exceed its rate (2.5 s at 50/s, plus the first tick).
+	if r.Writes < 1 || r.Writes > 126 || r.WriteErrors != 0 || r.Expected != r.Writes*10 {
+		t.Errorf("got %d writes (%d failed), %d expected deliveries; want 1 to 126 writes, none failed, each to the 10 streams of its room", r.Writes, r.WriteErrors, r.Expected)
 	}
-	if r.MeasuredWrites < 80 || r.MeasuredWrites > r.Writes || r.MeasuredDelivers != r.MeasuredWrites*10 {
-		t.Errorf("got %d measured writes of %d, %d measured deliveries; want about 100, each delivered 10 times", r.MeasuredWrites, r.Writes, r.MeasuredDelivers)
+	if r.MeasuredWrites < 1 || r.MeasuredWrites > r.Writes || r.MeasuredDelivers != r.MeasuredWrites*10 {
+		t.Errorf("got %d measured writes of %d, %d measured deliveries; want some, each delivered 10 times", r.MeasuredWrites, r.Writes, r.MeasuredDelivers)
 	}
 	if !(0 < r.P50ms && r.P50ms <= r.P90ms && r.P90ms <= r.P99ms && r.P99ms <= r.MaxMs) {
 		t.Errorf("got p50 %v, p90 %v, p99 %v, max %v ms; want 0 < p50 <= p90 <= p99 <= max", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
