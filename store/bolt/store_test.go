@@ -404,19 +404,20 @@ func TestChangesMatchWrites(t *testing.T) {
 	if len(log) != len(want) {
 		t.Fatalf("log has %d changes, want %d: %+v", len(log), len(want), log)
 	}
-	prev := start
+	// A position is "<deployment>-<seq>" (see log.go): the empty log is
+	// seq 0, and the writes that committed are seq 1, 2, 3.
+	dep, seq0, ok := strings.Cut(start, "-")
+	if !ok || len(dep) != 8 || seq0 != strings.Repeat("0", 16) {
+		t.Fatalf("Head of an empty store = %q, want 8 hex, a dash and 16 zeros", start)
+	}
 	for i := range want {
-		want[i].Pos = log[i].Pos
+		want[i].Pos = fmt.Sprintf("%s-%016x", dep, i+1)
 		if !reflect.DeepEqual(log[i], want[i]) {
 			t.Errorf("change %d: got %+v, want %+v", i, log[i], want[i])
 		}
-		if log[i].Pos <= prev {
-			t.Errorf("change %d position %s, want above %s", i, log[i].Pos, prev)
-		}
-		prev = log[i].Pos
 	}
-	if h := mustHead(t, b); h != prev {
-		t.Errorf("Head = %s, want the last change %s", h, prev)
+	if h, last := mustHead(t, b), want[len(want)-1].Pos; h != last {
+		t.Errorf("Head = %s, want the last change %s", h, last)
 	}
 }
 
@@ -532,37 +533,6 @@ func TestCancelledWriteNotApplied(t *testing.T) {
 	if msgs, _ := b.ListMessages(context.Background(), "lobby", "", 10); len(msgs) != 0 {
 		t.Fatalf("got messages %v, want none", msgs)
 	}
-}
-
-func TestGroupCommitGroups(t *testing.T) {
-	b := testOpen(t, "", Options{}, nil)
-	const writers, each = 32, 20
-	commits := b.commits.Load()
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				if _, err := b.PostMessage(context.Background(), fmt.Sprint("room", w), "bob", fmt.Sprint(i)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	n := b.commits.Load() - commits
-	if n >= writers*each {
-		t.Fatalf("%d writes took %d commits, want fewer", writers*each, n)
-	}
-	if got := len(wholeLog(t, b)); got != writers*each {
-		t.Fatalf("log has %d changes, want %d", got, writers*each)
-	}
-	t.Logf("%d writes in %d commits", writers*each, n)
 }
 
 func TestPositions(t *testing.T) {
@@ -1054,8 +1024,32 @@ func TestSnapshot(t *testing.T) {
 	var (
 		wg    sync.WaitGroup
 		stop  = make(chan struct{})
+		first = make(chan struct{}) // the writers start after the first snapshot
 		takes = make(chan taken, 1000)
 	)
+	var sg sync.WaitGroup
+	sg.Go(func() {
+		var once sync.Once
+		defer once.Do(func() { close(first) })
+		for {
+			snaps, pos, err := b.Snapshot(ctx, topics)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			takes <- taken{snaps, pos}
+			once.Do(func() { close(first) })
+			select {
+			case <-stop:
+				return
+			default:
+				if len(takes) == cap(takes)-1 {
+					return
+				}
+			}
+		}
+	})
+	<-first
 	for w := range 4 {
 		wg.Go(func() {
 			for i := range 40 {
@@ -1070,32 +1064,20 @@ func TestSnapshot(t *testing.T) {
 			}
 		})
 	}
-	var sg sync.WaitGroup
-	sg.Go(func() {
-		for {
-			snaps, pos, err := b.Snapshot(ctx, topics)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			takes <- taken{snaps, pos}
-			select {
-			case <-stop:
-				return
-			default:
-				if len(takes) == cap(takes)-1 {
-					return
-				}
-			}
-		}
-	})
 	wg.Wait()
 	close(stop)
 	sg.Wait()
+	// One more after every write, so the check covers the final state.
+	final, finalPos, err := b.Snapshot(ctx, topics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	takes <- taken{final, finalPos}
 	close(takes)
 
-	checked := 0
+	checked, seenAt := 0, map[string]bool{}
 	for tk := range takes {
+		seenAt[tk.pos] = true
 		// Replaying the log up to the snapshot's position must give its contents.
 		changes, err := catchUp(t, b, topics, start, tk.pos)
 		if err != nil {
@@ -1103,9 +1085,11 @@ func TestSnapshot(t *testing.T) {
 		}
 		var order *store.Order
 		var msgs []store.Message
+		orderChanges := 0
 		for _, c := range changes {
 			if c.Order != nil {
 				order = c.Order
+				orderChanges++
 			} else {
 				msgs = append(msgs, *c.Message)
 			}
@@ -1113,6 +1097,10 @@ func TestSnapshot(t *testing.T) {
 		msgs = msgs[max(0, len(msgs)-store.SnapshotMessages):]
 		if !reflect.DeepEqual(tk.snaps[0].Order, order) {
 			t.Fatalf("snapshot at %s: order %+v, log says %+v", tk.pos, tk.snaps[0].Order, order)
+		}
+		// Version 1 at creation, one more per update, each update logged.
+		if tk.snaps[0].Order == nil || tk.snaps[0].Order.Version != int64(orderChanges) {
+			t.Fatalf("snapshot at %s: order %+v, but the log up to there holds %d of its changes", tk.pos, tk.snaps[0].Order, orderChanges)
 		}
 		if len(msgs) == 0 {
 			msgs = []store.Message{}
@@ -1122,7 +1110,18 @@ func TestSnapshot(t *testing.T) {
 		}
 		checked++
 	}
-	t.Logf("checked %d snapshots", checked)
+	// The first snapshot came before any post and the last after all
+	// of them: at least those two states were checked.
+	if len(seenAt) < 2 || !seenAt[mustHead(t, b)] {
+		t.Errorf("checked %d snapshots at %d positions, want the final head %s among at least 2", checked, len(seenAt), mustHead(t, b))
+	}
+	if o := final[0].Order; o == nil || o.Status != store.StatusDelivered || o.Version != 4 {
+		t.Errorf("final snapshot: order %+v, want delivered at version 4", o)
+	}
+	if n := len(final[1].Messages); n != store.SnapshotMessages {
+		t.Errorf("final snapshot: %d messages, want the last %d of 160", n, store.SnapshotMessages)
+	}
+	t.Logf("checked %d snapshots at %d positions", checked, len(seenAt))
 }
 
 func TestClose(t *testing.T) {

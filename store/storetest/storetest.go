@@ -43,6 +43,7 @@ func Run(t *testing.T, h Harness) {
 		{"follow sees writes in order", confFollowOrder},
 		{"resume from any position", confResume},
 		{"snapshot then follow", confSnapshotFollow},
+		{"snapshot matches the log under concurrent writes", confSnapshotMatchesLog},
 		{"garbage position", confGarbagePosition},
 		{"history lost", confHistoryLost},
 		{"restart", confRestart},
