@@ -59,12 +59,11 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 		return fmt.Errorf("catch up: %w", err)
 	}
 	defer end()
-	select {
-	case m.catchUps <- struct{}{}:
-		defer func() { <-m.catchUps }()
-	case <-ctx.Done():
-		return m.catchUpErr(ctx, after, ctx.Err())
+	release, err := m.slot(ctx)
+	if err != nil {
+		return m.catchUpErr(ctx, after, err)
 	}
+	defer release()
 
 	opts := options.ChangeStream().
 		SetFullDocument(options.UpdateLookup).
@@ -83,7 +82,7 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 			if cs.ID() == 0 {
 				return fmt.Errorf("catch up: the change stream ended before %.40s: %w", until, store.ErrHistoryLost)
 			}
-			if tokenData(cs.ResumeToken()) >= until {
+			if tok := tokenData(cs.ResumeToken()); tok >= until || scannedTo(tok, after, until) {
 				return nil
 			}
 			continue
@@ -148,6 +147,41 @@ func catchUpPipeline(topics []string, after, until string) (map[string]bool, bso
 			{Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}},
 		})
 	}
-	pipeline := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}}
+	// The server pushes a $match into its oplog scan only where it can
+	// rewrite it to oplog fields: an $or only if every branch can be, and
+	// _id (the resume token) cannot. So the $or alone makes the server
+	// build every event of the database since after and filter it then.
+	// ns.coll can be rewritten, and an $and is pushed down clause by
+	// clause, so the scan skips the other collections' entries. Both
+	// collections stay in it whatever the topics: the events at after and
+	// until may be in either, and a filter that drops the resume token's
+	// own event fails the resume (SERVER-71565).
+	pipeline := bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{
+		bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{ordersCollection, messagesCollection}}}}},
+		bson.D{{Key: "$or", Value: or}},
+	}}}}}}
 	return wanted, pipeline, nil
+}
+
+// scannedTo reports whether a catch-up stream resumed after after, whose
+// post-batch token is tok, has passed every event up to until, a
+// high-water mark, although tok sorts before until. A fresh stream's
+// high-water mark (which Head returns before the feed runs) is at the
+// primary's last applied time + 1, while a running stream's is at the last
+// time it scanned: on a quiet database the catch-up would wait for the
+// next oplog write (an idle primary writes a no-op about every 10 s). A
+// high-water mark at T sorts after every event before T, so a running
+// stream that has scanned through T-1 has passed them all. tok must differ
+// from after: the first reply's token may be after itself, scanned no
+// further.
+func scannedTo(tok, after, until string) bool {
+	if tok == "" || tok == after || !isHighWaterMark(tok) || !isHighWaterMark(until) {
+		return false
+	}
+	read, ok := hwmRead(until)
+	if !ok {
+		return false
+	}
+	ts, err := positionTime(tok)
+	return err == nil && !ts.Before(read)
 }

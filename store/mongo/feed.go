@@ -228,19 +228,31 @@ func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
 	_ = cs.Close(ctx)
 }
 
-// Head returns the position of now: the post-batch resume token of a change
-// stream opened just for this, before any event. Following from it gives
-// every change committed after it.
+// Head returns the position of now. While a Follow runs it is the feed's
+// latest checkpoint, so it is never ahead of the feed and opens no stream.
+// Otherwise it is the post-batch resume token of a change stream opened
+// just for this, before any event, in the pool of short-lived streams.
+// Following from it gives every change committed after it.
 func (m *Store) Head(ctx context.Context) (string, error) {
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
 		return "", fmt.Errorf("head: %w", err)
 	}
 	defer end()
+	if at, ok := m.feedPosition(); ok {
+		return at.pos, nil
+	}
 	return m.head(ctx)
 }
 
+// head opens a change stream to read the position of now, in a slot of
+// the pool of short-lived streams.
 func (m *Store) head(ctx context.Context) (string, error) {
+	release, err := m.slot(ctx)
+	if err != nil {
+		return "", m.streamErr(ctx, "head", "", err)
+	}
+	defer release()
 	// batchSize 0: the first batch is empty, so the token cached is the
 	// server's high-water mark for now, never an event's.
 	cs, err := m.db.Watch(ctx, feedPipeline(), options.ChangeStream().SetBatchSize(0))
@@ -290,6 +302,8 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		return m.streamErr(ctx, "follow", after, err)
 	}
 	defer func() { closeStream(ctx, cs) }()
+	gen := m.startFeed(after)
+	defer m.stopFeed(gen)
 	if err := fn(store.Batch{Checkpoint: after}); err != nil {
 		return err
 	}
@@ -344,6 +358,11 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 				if err := fn(store.Batch{Checkpoint: checkpoint}); err != nil {
 					return err
 				}
+				// A high-water mark: its state is the one just before
+				// its cluster time.
+				if read, ok := hwmRead(checkpoint); ok {
+					m.reached(gen, checkpoint, read)
+				}
 			}
 			continue
 		}
@@ -394,10 +413,16 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			continue
 		}
 		// The end of the server's batch: hand it over.
+		lastInTxn := inTransaction(cs.Current)
 		if err := fn(store.Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
 			return err
 		}
 		changes = nil
+		// An event's token: its state is the one at its cluster time,
+		// unless later events of its transaction share that time.
+		if ts, err := positionTime(checkpoint); err == nil && checkpoint == pos && !lastInTxn {
+			m.reached(gen, checkpoint, ts)
+		}
 		if lookupFrom != "" && checkpoint > lookupFrom {
 			// Past the event over 16 MB: documents for updates again.
 			lookupFrom = ""

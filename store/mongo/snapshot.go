@@ -21,11 +21,15 @@ const snapshotAttempts = 3
 // the changes the snapshot lacks. It returns an error wrapping ErrInvalid
 // for a malformed topic.
 //
-// The position is taken first, as Head takes it: the post-batch token of a
-// fresh change stream, a high-water mark at cluster time T that sorts
-// before every event at T or later. The state is then read in a snapshot
-// session at cluster time T-1 (readConcern snapshot with atClusterTime,
-// MongoDB 5.0 or later), which holds exactly the commits before T.
+// While a Follow runs, the position is the feed's latest checkpoint and the
+// state is read at the cluster time that holds exactly the changes up to
+// it (see feedPoint): no change stream is opened, and the position is
+// never ahead of the feed. Otherwise the position is taken as Head takes
+// it, from a fresh change stream in the pool of short-lived streams: a
+// high-water mark at cluster time T that sorts before every event at T or
+// later, and the state is read at T-1. Either way the read is in a
+// snapshot session at a past cluster time (readConcern snapshot with
+// atClusterTime, MongoDB 5.0 or later).
 func (m *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot, string, error) {
 	for _, t := range topics {
 		if _, _, ok := store.ParseTopic(t); !ok {
@@ -38,13 +42,23 @@ func (m *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot
 	}
 	defer end()
 	for attempt := 1; ; attempt++ {
-		pos, err := m.head(ctx)
-		if err != nil {
-			return nil, "", err
+		at, ok := m.feedPosition()
+		if !ok || attempt > 1 {
+			// No feed, or its point is too old for the server's
+			// snapshot history (the feed is stuck): a fresh position.
+			pos, err := m.head(ctx)
+			if err != nil {
+				return nil, "", err
+			}
+			read, ok := hwmRead(pos)
+			if !ok {
+				return nil, "", fmt.Errorf("snapshot: %w", store.ErrInvalidPosition)
+			}
+			at = feedPoint{pos: pos, read: read}
 		}
-		snaps, err := m.readSnapshot(ctx, topics, pos)
+		snaps, err := m.readSnapshot(ctx, topics, at.read)
 		if err == nil {
-			return snaps, pos, nil
+			return snaps, at.pos, nil
 		}
 		if attempt == snapshotAttempts || !serverCode(err, codeSnapshotTooOld, codeSnapshotUnavailable) {
 			return nil, "", m.fail("snapshot", err)
@@ -52,15 +66,11 @@ func (m *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot
 	}
 }
 
-// readSnapshot reads topics as of just before position pos.
-func (m *Store) readSnapshot(ctx context.Context, topics []string, pos string) ([]store.Snapshot, error) {
-	ts, err := positionTime(pos)
-	if err != nil {
-		return nil, err
-	}
+// readSnapshot reads topics as of cluster time read.
+func (m *Store) readSnapshot(ctx context.Context, topics []string, read bson.Timestamp) ([]store.Snapshot, error) {
 	sess, err := m.client.StartSession(options.Session().
 		SetSnapshot(true).
-		SetSnapshotTime(timestampBefore(ts)))
+		SetSnapshotTime(read))
 	if err != nil {
 		return nil, err
 	}

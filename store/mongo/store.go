@@ -31,10 +31,16 @@ const (
 	messagesCollection = "messages"
 )
 
-// DefaultCatchUps is how many catch-up change streams a Store runs
-// at once when Options.CatchUps is zero. Each one holds a pooled
-// connection while it waits in getMore; 16 leaves most of the driver's default
-// pool of 100 to ordinary reads and writes.
+// DefaultCatchUps is the size of a Store's pool of short-lived change
+// streams when Options.CatchUps is zero: catch-ups, and the streams Head
+// and Snapshot open only while no Follow is running, share it. Each one
+// holds a pooled connection while it waits in getMore; 16 leaves most of
+// the driver's default pool of 100 to ordinary reads and writes.
+//
+// So the change streams a Store holds open at once number at most one per
+// running Follow (changecast runs one) plus this pool, whatever the number
+// of clients: a Snapshot or Head made while a Follow runs opens none, and a
+// catch-up beyond the pool waits for a free slot (or for its context).
 const DefaultCatchUps = 16
 
 // updateAttempts bounds how often UpdateOrderStatus re-reads an order
@@ -47,8 +53,9 @@ const closeTimeout = 5 * time.Second
 
 // Options configures Open. The zero value is usable.
 type Options struct {
-	// CatchUps caps the number of catch-up change streams open at once;
-	// zero means DefaultCatchUps. CatchUp waits for a free slot.
+	// CatchUps is the size of the pool of short-lived change streams
+	// (catch-ups, and Head and Snapshot while no Follow runs); zero means
+	// DefaultCatchUps. Beyond it, calls wait in line for a free slot.
 	CatchUps int
 	// Logger receives the feed's restarts; nil discards them.
 	Logger *slog.Logger
@@ -74,8 +81,13 @@ type Store struct {
 	feedDB   *mongodrv.Database
 	orders   *mongodrv.Collection
 	messages *mongodrv.Collection
-	catchUps chan struct{} // semaphore: one token per running catch-up
+	catchUps chan struct{} // semaphore: one token per short-lived stream open
 	log      *slog.Logger
+
+	feedMu    sync.Mutex
+	feedGen   uint64    // counts Follow calls; the latest one is the feed
+	feedAlive bool      // the latest Follow's stream is open
+	feedAt    feedPoint // where the latest Follow has got to, if known
 
 	done   context.Context // cancelled by Close
 	cancel context.CancelFunc
