@@ -64,8 +64,8 @@ func TestOrderLifecycle(t *testing.T) {
 	before := e.head(t)
 	r = e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"cancelled"}`})
 	mustStatus(t, r, http.StatusConflict)
-	if !strings.Contains(r.errText(), "transition") {
-		t.Errorf("got error %q, want one naming the transition", r.errText())
+	if got, want := r.errText(), "cannot move an order from delivered to cancelled"; got != want {
+		t.Errorf("got error %q, want %q", got, want)
 	}
 	if e.head(t) != before {
 		t.Error("a refused transition moved the log")
@@ -222,8 +222,8 @@ func TestErrors(t *testing.T) {
 		{"patch malformed id", req{method: "PATCH", path: "/api/orders/ZZ", body: `{"status":"preparing"}`}, 404, msgOrderNotFound},
 		{"patch no status", req{method: "PATCH", path: orderPath, body: `{}`}, 400, "status is required"},
 		{"patch unknown status", req{method: "PATCH", path: orderPath, body: `{"status":"eaten"}`}, 400, "unknown status"},
-		{"patch skip", req{method: "PATCH", path: orderPath, body: `{"status":"delivered"}`}, 409, "transition"},
-		{"patch same", req{method: "PATCH", path: orderPath, body: `{"status":"placed"}`}, 409, "transition"},
+		{"patch skip", req{method: "PATCH", path: orderPath, body: `{"status":"delivered"}`}, 409, "cannot move an order from placed to delivered"},
+		{"patch same", req{method: "PATCH", path: orderPath, body: `{"status":"placed"}`}, 409, "already placed"},
 		{"patch unknown field", req{method: "PATCH", path: orderPath, body: `{"status":"preparing","version":2}`}, 400, "unknown field"},
 		{"patch bad If-Match", req{method: "PATCH", path: orderPath, body: `{"status":"preparing"}`, header: map[string]string{"If-Match": "v1"}}, 400, "If-Match"},
 		{"patch stale If-Match", req{method: "PATCH", path: orderPath, body: `{"status":"preparing"}`, header: map[string]string{"If-Match": `"5"`}}, 412, "version mismatch"},
@@ -242,10 +242,11 @@ func TestErrors(t *testing.T) {
 		{"events no topic", req{method: "GET", path: "/api/events"}, 400, "topic"},
 		{"events bad topic", req{method: "GET", path: "/api/events?topic=users/1"}, 400, "topic"},
 		{"events bad room topic", req{method: "GET", path: "/api/events?topic=rooms/A"}, 400, "topic"},
-		{"events unknown order", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/0123456789abcdef01234567"}, 404, msgOrderNotFound},
-		{"unknown route", req{method: "GET", path: "/api/nothing"}, 404, "Not Found"},
-		{"method not allowed", req{method: "DELETE", path: orderPath}, 405, "Method Not Allowed"},
-		{"put not allowed", req{method: "PUT", path: "/api/orders", body: `{}`}, 405, "Method Not Allowed"},
+		{"events unknown order alone", req{method: "GET", path: "/api/events?topic=orders/0123456789abcdef01234567"}, 404, msgOrderNotFound},
+		{"events malformed among good", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/x"}, 400, "topic"},
+		{"unknown route", req{method: "GET", path: "/api/nothing"}, 404, "no such route"},
+		{"method not allowed", req{method: "DELETE", path: orderPath}, 405, "not allowed"},
+		{"put not allowed", req{method: "PUT", path: "/api/orders", body: `{}`}, 405, "not allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -309,7 +310,7 @@ func TestStaticAndMetrics(t *testing.T) {
 		{"/app.js", "console.log(1)", 200},
 		{"/metrics", "up 1\n", 200},
 		{"/missing.css", "", 404},
-		{"/api/missing", `{"error":"Not Found"}` + "\n", 404},
+		{"/api/missing", `{"error":"no such route"}` + "\n", 404},
 	}
 	for _, tt := range tests {
 		r := e.do(t, req{method: "GET", path: tt.path})
@@ -349,5 +350,89 @@ func TestInvalidUTF8BodyRejected(t *testing.T) {
 	}
 	if after := e.head(t); after != before {
 		t.Fatalf("a rejected write moved the log from %s to %s", before, after)
+	}
+}
+
+// TestErrorMessages: the exact answer to each kind of client mistake: a
+// sentence for people, never a Go error chain, with < and > as they are;
+// a refused status change lists the statuses the caller may move the
+// order to (docs/api.md).
+func TestErrorMessages(t *testing.T) {
+	e := newEnv(t)
+	staff := token(t, "kitchen", RoleStaff, "*")
+	alice := token(t, "alice", RoleCustomer, "lobby")
+	placed := e.createOrder(t, "alice")
+	preparing := e.createOrder(t, "alice")
+	onTheWay := e.createOrder(t, "alice")
+	delivered := e.createOrder(t, "alice")
+	for _, step := range []struct {
+		o     store.Order
+		moves []string
+	}{
+		{preparing, []string{"preparing"}},
+		{onTheWay, []string{"preparing", "out_for_delivery"}},
+		{delivered, []string{"preparing", "out_for_delivery", "delivered"}},
+	} {
+		for _, st := range step.moves {
+			mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + step.o.ID, body: `{"status":"` + st + `"}`, token: staff}), http.StatusOK)
+		}
+	}
+	patch := func(o store.Order, status, tok string) req {
+		return req{method: "PATCH", path: "/api/orders/" + o.ID, body: `{"status":"` + status + `"}`, token: tok}
+	}
+	manyTopics := "/api/events?topic=rooms/lobby"
+	for i := range 33 {
+		manyTopics += fmt.Sprintf("&topic=rooms/r%d", i)
+	}
+
+	tests := []struct {
+		name       string
+		r          req
+		wantStatus int
+		wantBody   string
+	}{
+		{"staff moves back", patch(onTheWay, "placed", staff), 409,
+			`{"error":"cannot move an order from out_for_delivery to placed","allowed":["delivered"]}`},
+		{"staff skips", patch(placed, "delivered", staff), 409,
+			`{"error":"cannot move an order from placed to delivered","allowed":["preparing","cancelled"]}`},
+		{"staff moves a final order", patch(delivered, "cancelled", staff), 409,
+			`{"error":"cannot move an order from delivered to cancelled","allowed":[]}`},
+		{"staff repeats the status", patch(preparing, "preparing", staff), 409,
+			`{"error":"the order is already preparing","allowed":["out_for_delivery","cancelled"]}`},
+		{"customer moves", patch(placed, "preparing", alice), 403,
+			`{"error":"a customer may only cancel an order, not move it to preparing","allowed":["cancelled"]}`},
+		{"customer cancels late", patch(preparing, "cancelled", alice), 403,
+			`{"error":"a customer may only cancel a placed order, and this one is preparing","allowed":[]}`},
+		{"unknown status", patch(placed, "eaten", staff), 400,
+			`{"error":"unknown status \"eaten\": a status is one of placed, preparing, out_for_delivery, delivered, cancelled"}`},
+		{"no items", req{method: "POST", path: "/api/orders", body: `{"customer":"a","items":[]}`, token: staff}, 400,
+			`{"error":"items must not be empty"}`},
+		{"qty 0", req{method: "POST", path: "/api/orders", body: `{"customer":"a","items":[{"sku":"p","qty":0}]}`, token: staff}, 400,
+			`{"error":"items[0].qty must be 1 to 1000"}`},
+		{"no customer", req{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"p","qty":1}]}`, token: staff}, 400,
+			`{"error":"customer is required"}`},
+		{"empty text", req{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":""}`, token: alice}, 400,
+			`{"error":"text must be 1 to 4000 characters"}`},
+		{"bad room", req{method: "GET", path: "/api/rooms/Lobby/messages", token: alice}, 400,
+			`{"error":"a room name is 1 to 64 characters of a-z, 0-9, _ and -, and starts with a-z or 0-9"}`},
+		{"no topic", req{method: "GET", path: "/api/events", token: alice}, 400,
+			`{"error":"at least one topic is required: topic=orders/<id> or topic=rooms/<room>"}`},
+		{"bad topic", req{method: "GET", path: "/api/events?topic=users/1", token: alice}, 400,
+			`{"error":"topic \"users/1\" is not orders/<id> or rooms/<room>"}`},
+		{"too many topics", req{method: "GET", path: manyTopics, token: staff}, 400,
+			`{"error":"a stream carries at most 32 topics"}`},
+		{"unknown route", req{method: "GET", path: "/api/nothing", token: alice}, 404, `{"error":"no such route"}`},
+		{"method not allowed", req{method: "DELETE", path: "/api/orders/" + placed.ID, token: alice}, 405,
+			`{"error":"this method is not allowed on this route"}`},
+		{"stale If-Match", req{method: "PATCH", path: "/api/orders/" + placed.ID, body: `{"status":"preparing"}`, token: staff,
+			header: map[string]string{"If-Match": "7"}}, 412, `{"error":"version mismatch: the order has changed; read it again"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.do(t, tt.r)
+			if r.status != tt.wantStatus || string(r.body) != tt.wantBody+"\n" {
+				t.Errorf("%s %s: got %d %s, want %d %s", tt.r.method, tt.r.path, r.status, r.body, tt.wantStatus, tt.wantBody)
+			}
+		})
 	}
 }

@@ -144,7 +144,7 @@ func (a *authenticator) principal(token string) (Principal, error) {
 		return Principal{}, errors.New("token exp must be a number")
 	}
 	if err := checkSubject(c.Subject); err != nil {
-		return Principal{}, fmt.Errorf("token subject: %w", err)
+		return Principal{}, errors.New("the token's " + err.Error())
 	}
 	if c.Role != RoleCustomer && c.Role != RoleStaff {
 		return Principal{}, errors.New("token role must be customer or staff")

@@ -170,6 +170,7 @@ func TestAuthorization(t *testing.T) {
 	alice := token(t, "alice", RoleCustomer, "lobby")
 	staff := token(t, "kitchen", RoleStaff, "*")
 	roomless := token(t, "carol", RoleCustomer)
+	const unknownID = "0123456789abcdef01234567"
 
 	tests := []struct {
 		name       string
@@ -181,8 +182,16 @@ func TestAuthorization(t *testing.T) {
 		{"get foreign", req{method: "GET", path: "/api/orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
 		{"patch foreign", req{method: "PATCH", path: "/api/orders/" + foreign.ID, body: `{"status":"cancelled"}`, token: alice}, 404, msgOrderNotFound},
 		{"stream foreign", req{method: "GET", path: "/api/orders/" + foreign.ID + "/events", token: alice}, 404, msgOrderNotFound},
-		{"multi foreign", req{method: "GET", path: "/api/events?topic=orders/" + mine.ID + "&topic=orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
-		{"multi foreign among rooms", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
+		// A multi-topic stream with every topic refused: 404 if any is
+		// 404 (foreign and unknown alike), else 403. The rows with an
+		// allowed topic are in TestAuthorizationMultiTopic.
+		{"multi only foreign", req{method: "GET", path: "/api/events?topic=orders/" + foreign.ID, token: alice}, 404, msgOrderNotFound},
+		{"multi foreign and unknown", req{method: "GET", path: "/api/events?topic=orders/" + foreign.ID + "&topic=orders/" + unknownID, token: alice}, 404, "none of these topics"},
+		{"multi ungranted then foreign", req{method: "GET", path: "/api/events?topic=rooms/kitchen&topic=orders/" + foreign.ID, token: alice}, 404, "none of these topics"},
+		{"multi only ungranted", req{method: "GET", path: "/api/events?topic=rooms/kitchen&topic=rooms/bar", token: alice}, 403, "none of these topics"},
+		{"multi one ungranted", req{method: "GET", path: "/api/events?topic=rooms/kitchen", token: alice}, 403, "room kitchen is not granted to this token"},
+		{"multi roomless", req{method: "GET", path: "/api/events?topic=rooms/lobby", token: roomless}, 403, "not granted"},
+		{"multi malformed beside allowed", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/" + mine.ID + "x", token: alice}, 400, "is not orders/<id> or rooms/<room>"},
 		// Ordering for someone else.
 		{"create for bob", req{method: "POST", path: "/api/orders", body: `{"customer":"bob","items":[{"sku":"p","qty":1}]}`, token: alice}, 403, "only for itself"},
 		// Staff moves are not a customer's.
@@ -193,13 +202,12 @@ func TestAuthorization(t *testing.T) {
 		{"post room not granted", req{method: "POST", path: "/api/rooms/kitchen/messages", body: `{"text":"hi"}`, token: alice}, 403, "not granted"},
 		{"list room not granted", req{method: "GET", path: "/api/rooms/kitchen/messages", token: alice}, 403, "not granted"},
 		{"stream room not granted", req{method: "GET", path: "/api/rooms/kitchen/events", token: alice}, 403, "not granted"},
-		{"multi room not granted", req{method: "GET", path: "/api/events?topic=orders/" + mine.ID + "&topic=rooms/kitchen", token: alice}, 403, "not granted"},
 		{"no rooms at all", req{method: "GET", path: "/api/rooms/lobby/messages", token: roomless}, 403, "not granted"},
 		// The author is the subject.
 		{"author is someone else", req{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":"hi","author":"bob"}`, token: alice}, 400, "author"},
 		// Staff may do what the status machine allows, on any order.
 		{"staff reads", req{method: "GET", path: "/api/orders/" + mine.ID, token: staff}, 200, ""},
-		{"staff skips", req{method: "PATCH", path: "/api/orders/" + foreign.ID, body: `{"status":"delivered"}`, token: staff}, 409, "transition"},
+		{"staff skips", req{method: "PATCH", path: "/api/orders/" + foreign.ID, body: `{"status":"delivered"}`, token: staff}, 409, "cannot move an order from placed to delivered"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,22 +337,52 @@ func TestCustomerCancelRacesStaffMove(t *testing.T) {
 
 // TestStreamsCarryOnlyOwnEvents: alice's per-order and multi-topic
 // streams carry her order's events and nothing of bob's, while both
-// orders change at once.
+// orders change at once. The multi-topic stream also names bob's orders
+// and a room alice is not granted: each is refused once at the start
+// (bob's orders as "order not found", like unknown ones), and not one
+// event of theirs follows, neither live while they change nor on a
+// reconnect that replays the same changes from its Last-Event-ID.
 func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, noLimits)
 	const orders = 5
 	var mine, theirs []store.Order
 	for range orders {
 		mine = append(mine, e.createOrder(t, "alice"))
 		theirs = append(theirs, e.createOrder(t, "bob"))
 	}
+	// The marker is alice's too, moved once after every other write: a
+	// stream that has shown its move has shown everything before it.
+	marker := e.createOrder(t, "alice")
 	alice := token(t, "alice", RoleCustomer, "lobby")
 	q := url.Values{"access_token": {alice}}
-	for _, o := range mine {
+	var wantRefused []string
+	for _, o := range append(append([]store.Order{}, mine...), marker) {
 		q.Add("topic", store.OrderTopic(o.ID))
 	}
-	multi := e.openStream(t, "/api/events?"+q.Encode(), nil)
+	for _, o := range theirs {
+		q.Add("topic", store.OrderTopic(o.ID))
+		wantRefused = append(wantRefused, refusedData(store.OrderTopic(o.ID), 404, "order not found"))
+	}
+	q.Add("topic", "rooms/kitchen")
+	wantRefused = append(wantRefused, refusedData("rooms/kitchen", 403, "room kitchen is not granted to this token"))
+	path := "/api/events?" + q.Encode()
+	multi := e.openStream(t, path, nil)
 	single := e.openStream(t, "/api/orders/"+mine[0].ID+"/events", map[string]string{"Authorization": "Bearer " + alice})
+
+	allowed := map[string]bool{store.OrderTopic(marker.ID): true}
+	for _, o := range mine {
+		allowed[store.OrderTopic(o.ID)] = true
+	}
+	// The refusals, then a snapshot of each of alice's orders.
+	expectRefused(t, multi, wantRefused)
+	var snapID string
+	for range allowed {
+		ev := multi.next(t)
+		if p := ev.payload(t); ev.Event != "snapshot" || !allowed[p.Topic] || p.Order == nil || p.Order.Customer != "alice" {
+			t.Fatalf("got %s %s, want a snapshot of alice's order", ev.Event, ev.Data)
+		}
+		snapID = ev.ID
+	}
 
 	staff := token(t, "kitchen", RoleStaff, "*")
 	var wg sync.WaitGroup
@@ -355,35 +393,51 @@ func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
 			}
 		})
 	}
-	// Bob's own creations while the streams run.
+	// Bob's own creations, and staff talk in the room alice may not
+	// read, while the streams run.
 	bob := token(t, "bob", RoleCustomer)
 	wg.Go(func() {
 		for range 5 {
 			e.expect(t, req{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"x","qty":1}]}`, token: bob}, http.StatusCreated)
 		}
 	})
+	wg.Go(func() {
+		for range 5 {
+			e.expect(t, req{method: "POST", path: "/api/rooms/kitchen/messages", body: `{"text":"staff only"}`, token: staff}, http.StatusCreated)
+		}
+	})
 	wg.Wait()
+	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + marker.ID, body: `{"status":"preparing"}`, token: staff}), http.StatusOK)
 
-	allowed := map[string]bool{}
-	for _, o := range mine {
-		allowed[store.OrderTopic(o.ID)] = true
-	}
-	check := func(name string, s *sseStream, want int) {
+	// check reads s up to the marker's move (or, with no marker, up to
+	// want deliveries) and fails on any event that is not alice's.
+	check := func(name string, s *sseStream, want int, marked bool) {
 		t.Helper()
 		delivered := 0
-		for delivered < want {
+		for {
 			ev := s.next(t)
 			p := ev.payload(t)
-			if !allowed[p.Topic] || (p.Order != nil && p.Order.Customer != "alice") {
+			if !allowed[p.Topic] || (p.Order != nil && p.Order.Customer != "alice") || p.Message != nil || ev.Event == "refused" {
 				t.Fatalf("%s: got %s event %s, which is not alice's", name, ev.Event, ev.Data)
 			}
 			if p.Order != nil && p.Order.Status == store.StatusDelivered {
 				delivered++
 			}
+			if (marked && p.Topic == store.OrderTopic(marker.ID)) || (!marked && delivered == want) {
+				break
+			}
+		}
+		if delivered != want {
+			t.Errorf("%s: got %d deliveries before the marker, want %d", name, delivered, want)
 		}
 	}
-	check("multi-topic", multi, orders)
-	check("per-order", single, 1)
+	check("multi-topic", multi, orders, true)
+	check("per-order", single, 1, false)
+
+	// The same changes again, replayed after the snapshot's position.
+	resumed := e.openStream(t, path, map[string]string{"Last-Event-ID": snapID})
+	expectRefused(t, resumed, wantRefused)
+	check("resumed multi-topic", resumed, orders, true)
 }
 
 // TestTokenExpiryEndsStream: at the token's exp an open stream sends

@@ -1,10 +1,13 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -14,24 +17,56 @@ import (
 // msgInternal is all a client learns of a 5xx.
 const msgInternal = "internal error"
 
-// errorBody is the JSON shape of every error answer.
+// errorBody is the JSON shape of every error answer: a sentence for
+// the client, and detail where it helps.
 type errorBody struct {
 	Error string `json:"error"`
+	// Allowed lists the statuses the caller may move the order to from
+	// its current status (a refused status change); empty when none.
+	Allowed []string `json:"allowed,omitzero"`
+	// Refused lists each topic of an /api/events request that every
+	// topic of was refused.
+	Refused []refusal `json:"refused,omitzero"`
 }
 
-// storeErrors maps the store's errors to statuses. An empty message means
-// the error's own text is shown: the store's validation and transition
-// errors name the field or the transition and carry nothing internal.
+// apiError is an error answer with detail beyond its message.
+type apiError struct {
+	status int
+	body   errorBody
+}
+
+func (e *apiError) Error() string { return e.body.Error }
+
+// storeErrors maps the store's errors to statuses and sentences. The
+// handlers check what the store validates before they call it, so a
+// store's own text (a wrapped chain) is never shown.
 var storeErrors = []struct {
 	err    error
 	status int
 	msg    string
 }{
 	{store.ErrNotFound, http.StatusNotFound, msgOrderNotFound},
-	{store.ErrVersionMismatch, http.StatusPreconditionFailed, "version mismatch"},
-	{store.ErrConflict, http.StatusConflict, ""},
-	{store.ErrInvalid, http.StatusBadRequest, ""},
-	{store.ErrClosed, http.StatusServiceUnavailable, "service unavailable"},
+	{store.ErrVersionMismatch, http.StatusPreconditionFailed, msgVersionMismatch},
+	{store.ErrConflict, http.StatusConflict, "this status change is not allowed"},
+	{store.ErrInvalid, http.StatusBadRequest, "the request has an invalid value"},
+	{store.ErrClosed, http.StatusServiceUnavailable, "the service is shutting down; try again"},
+}
+
+// msgVersionMismatch answers an If-Match (or a customer's read) that no
+// longer names the order's version.
+const msgVersionMismatch = "version mismatch: the order has changed; read it again"
+
+// invalidText returns the sentence of a store validation error (see
+// store.ValidateOrder): its text without the sentinel's suffix.
+func invalidText(err error) string {
+	return strings.TrimSuffix(err.Error(), ": "+store.ErrInvalid.Error())
+}
+
+// routeErrors are the sentences for Echo's own answers, which say only
+// the status text.
+var routeErrors = map[int]string{
+	http.StatusNotFound:         "no such route",
+	http.StatusMethodNotAllowed: "this method is not allowed on this route",
 }
 
 // msgOrderNotFound answers both an unknown order and another customer's
@@ -47,33 +82,38 @@ func errorf(status int, format string, args ...any) *echo.HTTPError {
 // errOrderNotFound is the answer for an unknown or foreign order.
 var errOrderNotFound = echo.NewHTTPError(http.StatusNotFound, msgOrderNotFound)
 
-// classify returns the status and client message for err, and whether err
-// is unexpected (to be logged).
-func classify(err error) (status int, msg string, unexpected bool) {
+// classify returns the status and client answer for err, and whether err
+// is unexpected (to be logged). A 5xx says only msgInternal unless its
+// message was written for the client.
+func classify(err error) (status int, body errorBody, unexpected bool) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status, ae.body, false
+	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
-		msg, ok := he.Message.(string)
-		if !ok || msg == "" {
-			msg = http.StatusText(he.Code)
-		}
 		if he.Code >= 500 && he.Internal != nil {
-			return he.Code, msgInternal, true
+			return he.Code, errorBody{Error: msgInternal}, true
 		}
-		return he.Code, msg, false
+		msg, ok := he.Message.(string)
+		if !ok || msg == "" || msg == http.StatusText(he.Code) {
+			msg = routeErrors[he.Code]
+			if msg == "" {
+				msg = strings.ToLower(http.StatusText(he.Code))
+			}
+		}
+		return he.Code, errorBody{Error: msg}, false
 	}
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit), false
+		return http.StatusRequestEntityTooLarge, errorBody{Error: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}, false
 	}
 	for _, m := range storeErrors {
 		if errors.Is(err, m.err) {
-			if m.msg == "" {
-				return m.status, err.Error(), false
-			}
-			return m.status, m.msg, false
+			return m.status, errorBody{Error: m.msg}, false
 		}
 	}
-	return http.StatusInternalServerError, msgInternal, true
+	return http.StatusInternalServerError, errorBody{Error: msgInternal}, true
 }
 
 // handleError is the Echo HTTPErrorHandler: it answers err as JSON with
@@ -89,11 +129,11 @@ func (s *server) handleError(err error, c echo.Context) {
 		}
 		return
 	}
-	status, msg, unexpected := classify(err)
+	status, body, unexpected := classify(err)
 	if unexpected && req.Context().Err() != nil {
 		// The client has gone; nobody reads the answer, and the failure
 		// is the cancellation, not the service.
-		status, msg, unexpected = http.StatusServiceUnavailable, "request cancelled", false
+		status, body, unexpected = http.StatusServiceUnavailable, errorBody{Error: "request cancelled"}, false
 	}
 	if unexpected {
 		s.log.Error("request failed",
@@ -101,7 +141,20 @@ func (s *server) handleError(err error, c echo.Context) {
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 	}
 	// HEAD too: it gets GET's headers, and net/http drops the body.
-	if err := c.JSON(status, errorBody{Error: msg}); err != nil {
+	if err := writeJSON(c, status, body); err != nil {
 		s.log.Debug("writing error answer", "err", err)
 	}
+}
+
+// writeJSON answers v as JSON with status. Unlike Echo's encoder it
+// leaves <, > and & as they are: messages name forms like orders/<id>,
+// and the answer is JSON (with nosniff), never HTML.
+func writeJSON(c echo.Context, status int, v any) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return c.Blob(status, echo.MIMEApplicationJSON, b.Bytes())
 }

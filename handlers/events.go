@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -35,7 +36,7 @@ func (s *server) orderEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.serveStream(c, p, []string{store.OrderTopic(o.ID)})
+	return s.serveStream(c, p, []string{store.OrderTopic(o.ID)}, nil)
 }
 
 // roomEvents handles GET /api/rooms/:room/events: the stream of one room
@@ -46,19 +47,22 @@ func (s *server) roomEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.serveStream(c, p, []string{store.RoomTopic(room)})
+	return s.serveStream(c, p, []string{store.RoomTopic(room)}, nil)
 }
 
 // events handles GET /api/events?topic=...&topic=...: one stream for
 // several topics, each orders/<id> or rooms/<room>. Repeated topics count
 // once. No topic, a malformed one, or more than Limits.TopicsPerRequest is
-// a 400; then each topic is authorized in the order given: an unknown or
-// foreign order is a 404 (naming no topic), a room not granted a 403.
+// a 400. Then each topic is authorized: an unknown or foreign order (the
+// same answer, 404) or a room not granted (403) is refused. The stream
+// carries the other topics and starts, on every connection, with one
+// `refused` event per refused topic. When every topic is refused the
+// answer is that error: 404 if any topic is 404, else 403.
 func (s *server) events(c echo.Context) error {
 	p := principal(c)
 	raw := c.QueryParams()["topic"]
 	if len(raw) == 0 {
-		return errorf(http.StatusBadRequest, "at least one topic parameter is required")
+		return errorf(http.StatusBadRequest, "at least one topic is required: topic=orders/<id> or topic=rooms/<room>")
 	}
 	seen := make(map[string]bool, len(raw))
 	topics := make([]string, 0, len(raw))
@@ -72,28 +76,77 @@ func (s *server) events(c echo.Context) error {
 		}
 	}
 	if len(topics) > s.limits.TopicsPerRequest {
-		return errorf(http.StatusBadRequest, "at most %d topics per stream", s.limits.TopicsPerRequest)
+		return errorf(http.StatusBadRequest, "a stream carries at most %d topics", s.limits.TopicsPerRequest)
 	}
+	allowed := make([]string, 0, len(topics))
+	var refused []refusal
 	for _, t := range topics {
 		kind, key, _ := store.ParseTopic(t)
 		switch kind {
 		case store.KindOrder:
 			if _, err := s.loadOrder(c, p, key); err != nil {
-				return err
+				if err != errOrderNotFound && !errors.Is(err, store.ErrNotFound) {
+					return err // the store failed: not the topic's fault
+				}
+				refused = append(refused, refusal{Topic: t, Status: http.StatusNotFound, Error: msgOrderNotFound})
+				continue
 			}
 		case store.KindRoom:
 			if !p.CanRoom(key) {
-				return errorf(http.StatusForbidden, "room %s is not granted to this token", key)
+				refused = append(refused, refusal{Topic: t, Status: http.StatusForbidden, Error: msgRoomNotGranted(key)})
+				continue
 			}
 		}
+		allowed = append(allowed, t)
 	}
-	return s.serveStream(c, p, topics)
+	if len(allowed) == 0 {
+		return allRefused(refused)
+	}
+	notices := make([]stream.Event, 0, len(refused))
+	for _, r := range refused {
+		data, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		notices = append(notices, stream.Event{Topic: r.Topic, Name: eventRefused, Data: data})
+	}
+	return s.serveStream(c, p, allowed, notices)
+}
+
+// eventRefused names the event that says a topic of /api/events is left out.
+const eventRefused stream.EventName = "refused"
+
+// refusal is why a topic of /api/events is left out: the data of a
+// `refused` event, and an entry of an all-refused answer's "refused".
+type refusal struct {
+	Topic  string `json:"topic"`
+	Status int    `json:"status"`
+	Error  string `json:"error"`
+}
+
+// allRefused is the answer when every topic of /api/events is refused:
+// 404 if any topic is 404 (so a customer learns no more than from the
+// single-topic routes), else 403; the message is the topic's own when
+// there is one topic, and every refusal is listed.
+func allRefused(refused []refusal) error {
+	status := http.StatusForbidden
+	for _, r := range refused {
+		if r.Status == http.StatusNotFound {
+			status = http.StatusNotFound
+		}
+	}
+	msg := "none of these topics may be streamed"
+	if len(refused) == 1 {
+		msg = refused[0].Error
+	}
+	return &apiError{status: status, body: errorBody{Error: msg, Refused: refused}}
 }
 
 // serveStream hands the response to the multiplexer for topics, which the
 // caller has validated and authorized, within the principal's bound on
 // open streams.
-func (s *server) serveStream(c echo.Context, p Principal, topics []string) error {
+// Notices are sent first on every connection.
+func (s *server) serveStream(c echo.Context, p Principal, topics []string, notices []stream.Event) error {
 	release, err := s.openStream(c, p)
 	if err != nil {
 		return err
@@ -112,6 +165,7 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string) error
 	opts := stream.StreamOptions{
 		Topics:      topics,
 		LastEventID: lastEventID(c),
+		Notices:     notices,
 		Expires:     p.Expires,
 		// The stream may outlive this call: it gives its slot back
 		// when it ends.

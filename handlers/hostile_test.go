@@ -16,7 +16,7 @@ func TestTokenRefusals(t *testing.T) {
 		{"exp a string", "token exp must be a number"},
 		{"crit header", "token has a crit header; no extension is supported"},
 		{"over 8 KiB", "token is longer than 8192 bytes"},
-		{"C1 in subject", "token subject: subject has a control character"},
+		{"C1 in subject", "the token's subject has a control character"},
 	} {
 		r := e.do(t, req{method: "GET", path: "/api/rooms/lobby/messages", token: bad[tt.name]})
 		if r.status != http.StatusUnauthorized || r.errText() != tt.want {

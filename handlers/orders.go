@@ -54,6 +54,9 @@ func (s *server) createOrder(c echo.Context) error {
 		}
 		customer = p.Subject
 	}
+	if err := store.ValidateOrder(customer, req.Items); err != nil {
+		return errorf(http.StatusBadRequest, "%s", invalidText(err))
+	}
 	o, err := s.store.CreateOrder(c.Request().Context(), customer, req.Items)
 	if err != nil {
 		return err
@@ -94,7 +97,8 @@ func (s *server) patchOrder(c echo.Context) error {
 		return errorf(http.StatusBadRequest, "status is required")
 	}
 	if !store.ValidStatus(req.Status) {
-		return errorf(http.StatusBadRequest, "unknown status %q", req.Status)
+		return errorf(http.StatusBadRequest, "unknown status %s: a status is one of %s",
+			strconv.QuoteToASCII(clip(req.Status, 100)), strings.Join(statuses, ", "))
 	}
 	id := c.Param("id")
 	ctx := c.Request().Context()
@@ -103,6 +107,9 @@ func (s *server) patchOrder(c echo.Context) error {
 			return errOrderNotFound
 		}
 		o, err := s.store.UpdateOrderStatus(ctx, id, req.Status, ifVersion)
+		if errors.Is(err, store.ErrConflict) {
+			return s.conflict(c, id, req.Status, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -122,10 +129,10 @@ func (s *server) patchOrder(c echo.Context) error {
 			return store.ErrVersionMismatch
 		}
 		if req.Status != store.StatusCancelled {
-			return errorf(http.StatusForbidden, "a customer may only cancel an order")
+			return customerRefused(o, "a customer may only cancel an order, not move it to "+req.Status)
 		}
 		if o.Status != store.StatusPlaced {
-			return errorf(http.StatusForbidden, "a customer may only cancel a placed order")
+			return customerRefused(o, "a customer may only cancel a placed order, and this one is "+o.Status)
 		}
 		updated, err := s.store.UpdateOrderStatus(ctx, id, req.Status, o.Version)
 		if errors.Is(err, store.ErrVersionMismatch) && ifVersion == 0 && attempt < maxCancelAttempts {
@@ -137,6 +144,50 @@ func (s *server) patchOrder(c echo.Context) error {
 		setETag(c, updated)
 		return c.JSON(http.StatusOK, updated)
 	}
+}
+
+// statuses are the order statuses, in the order an order moves through
+// them.
+var statuses = []string{store.StatusPlaced, store.StatusPreparing, store.StatusOutForDelivery,
+	store.StatusDelivered, store.StatusCancelled}
+
+// allowedFrom returns the statuses an order may move to from status
+// from: empty, not nil, when there is none.
+func allowedFrom(from string) []string {
+	allowed := []string{}
+	for _, to := range statuses {
+		if store.CanTransition(from, to) {
+			allowed = append(allowed, to)
+		}
+	}
+	return allowed
+}
+
+// conflict answers a staff move the store refused as a transition its
+// status machine does not allow (err wraps store.ErrConflict): 409 saying
+// from which status, with the statuses the order may move to. It reads
+// the order again to learn its status; if that now allows the move (the
+// order moved in between), or cannot be read, the answer is a plain 409.
+func (s *server) conflict(c echo.Context, id, to string, err error) error {
+	o, gerr := s.store.GetOrder(c.Request().Context(), id)
+	if gerr != nil || store.CanTransition(o.Status, to) {
+		return err
+	}
+	msg := "cannot move an order from " + o.Status + " to " + to
+	if o.Status == to {
+		msg = "the order is already " + to
+	}
+	return &apiError{status: http.StatusConflict, body: errorBody{Error: msg, Allowed: allowedFrom(o.Status)}}
+}
+
+// customerRefused is the 403 for a move a customer may not make on o,
+// listing the moves it may make (cancelled, while o is placed).
+func customerRefused(o store.Order, msg string) error {
+	allowed := []string{}
+	if o.Status == store.StatusPlaced {
+		allowed = append(allowed, store.StatusCancelled)
+	}
+	return &apiError{status: http.StatusForbidden, body: errorBody{Error: msg, Allowed: allowed}}
 }
 
 // loadOrder returns the order id if p may see it. An unknown, malformed

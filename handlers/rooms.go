@@ -50,6 +50,9 @@ func (s *server) postMessage(c echo.Context) error {
 	case !p.Dev && req.Author != "" && req.Author != p.Subject:
 		return errorf(http.StatusBadRequest, "author must be the token's subject (or left out)")
 	}
+	if err := store.ValidateMessage(room, author, req.Text); err != nil {
+		return errorf(http.StatusBadRequest, "%s", invalidText(err))
+	}
 	m, err := s.store.PostMessage(c.Request().Context(), room, author, req.Text)
 	if err != nil {
 		return err
@@ -94,10 +97,18 @@ func (s *server) listMessages(c echo.Context) error {
 func roomParam(c echo.Context, p Principal) (string, error) {
 	room := c.Param("room")
 	if !store.ValidRoom(room) {
-		return "", errorf(http.StatusBadRequest, "room must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+		return "", errorf(http.StatusBadRequest, "%s", msgBadRoom)
 	}
 	if !p.CanRoom(room) {
-		return "", errorf(http.StatusForbidden, "room %s is not granted to this token", room)
+		return "", errorf(http.StatusForbidden, "%s", msgRoomNotGranted(room))
 	}
 	return room, nil
 }
+
+// msgRoomNotGranted says that the token does not grant room.
+func msgRoomNotGranted(room string) string {
+	return "room " + room + " is not granted to this token"
+}
+
+// msgBadRoom says what a room name is (the pattern of store.ValidRoom).
+const msgBadRoom = "a room name is 1 to 64 characters of a-z, 0-9, _ and -, and starts with a-z or 0-9"

@@ -1,8 +1,11 @@
 package handlers
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"testing"
 
 	"changecast/store"
@@ -140,5 +143,172 @@ func TestStreamsEndOnClose(t *testing.T) {
 	e.mux.Close()
 	for _, s := range streams {
 		s.ended(t)
+	}
+}
+
+// refusedData is the data of a `refused` event (docs/api.md).
+func refusedData(topic string, status int, msg string) string {
+	return fmt.Sprintf(`{"topic":%q,"status":%d,"error":%q}`, topic, status, msg)
+}
+
+// expectRefused reads the first events of s and fails unless they are
+// exactly the `refused` events want (data as refusedData gives), in
+// order, each without an id.
+func expectRefused(tb testing.TB, s *sseStream, want []string) {
+	tb.Helper()
+	for i, w := range want {
+		ev := s.next(tb)
+		if ev.Event != "refused" || ev.ID != "" || ev.Data != w {
+			tb.Fatalf("event %d: got %+v, want refused with no id and data %s", i, ev, w)
+		}
+	}
+}
+
+// TestAuthorizationMultiTopic is the multi-topic part of the auth table:
+// /api/events answers 200 when a topic is allowed, starts with one
+// `refused` event per refused topic (an unknown and a foreign order alike
+// 404 "order not found", a room not granted 403), in the order given,
+// then carries the allowed topics alone.
+func TestAuthorizationMultiTopic(t *testing.T) {
+	e := newEnv(t)
+	mine := e.createOrder(t, "alice")
+	foreign := e.createOrder(t, "bob")
+	carols := e.createOrder(t, "carol")
+	const unknown = "orders/0123456789abcdef01234567"
+	alice := token(t, "alice", RoleCustomer, "lobby")
+	staff := token(t, "kitchen", RoleStaff, "lobby")
+	roomless := token(t, "carol", RoleCustomer)
+	notFound := func(topic string) string { return refusedData(topic, 404, "order not found") }
+	notGranted := func(room string) string {
+		return refusedData("rooms/"+room, 403, "room "+room+" is not granted to this token")
+	}
+	mineT, foreignT, carolsT := store.OrderTopic(mine.ID), store.OrderTopic(foreign.ID), store.OrderTopic(carols.ID)
+
+	for _, tt := range []struct {
+		name        string
+		token       string
+		topics      []string
+		wantRefused []string
+		wantTopics  []string // the snapshots that follow
+	}{
+		{"own and foreign order", alice, []string{mineT, foreignT}, []string{notFound(foreignT)}, []string{mineT}},
+		{"room and foreign order", alice, []string{"rooms/lobby", foreignT}, []string{notFound(foreignT)}, []string{"rooms/lobby"}},
+		{"room and unknown order", alice, []string{"rooms/lobby", unknown}, []string{notFound(unknown)}, []string{"rooms/lobby"}},
+		{"own order and room not granted", alice, []string{mineT, "rooms/kitchen"}, []string{notGranted("kitchen")}, []string{mineT}},
+		{"everything at once", alice, []string{foreignT, "rooms/lobby", unknown, "rooms/kitchen", mineT, foreignT},
+			[]string{notFound(foreignT), notFound(unknown), notGranted("kitchen")}, []string{"rooms/lobby", mineT}},
+		{"staff sees every order", staff, []string{foreignT, unknown, "rooms/bar"},
+			[]string{notFound(unknown), notGranted("bar")}, []string{foreignT}},
+		{"no rooms at all", roomless, []string{"rooms/lobby", carolsT}, []string{notGranted("lobby")}, []string{carolsT}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			q := url.Values{"topic": tt.topics}
+			s := e.openStream(t, "/api/events?"+q.Encode(), map[string]string{"Authorization": "Bearer " + tt.token})
+			expectRefused(t, s, tt.wantRefused)
+			got := map[string]bool{}
+			for range tt.wantTopics {
+				ev := s.next(t)
+				if ev.Event != "snapshot" {
+					t.Fatalf("got %+v, want the allowed topics' snapshots after the refusals", ev)
+				}
+				got[ev.payload(t).Topic] = true
+			}
+			for _, topic := range tt.wantTopics {
+				if !got[topic] {
+					t.Errorf("got snapshots of %v, want %v", got, tt.wantTopics)
+				}
+			}
+		})
+	}
+}
+
+// TestRefusedTopicsResume: a reconnect with Last-Event-ID is told the
+// refusals again, first, then gets exactly what the allowed topics
+// missed; a change to a refused topic never shows.
+func TestRefusedTopicsResume(t *testing.T) {
+	e := newEnv(t)
+	foreign := e.createOrder(t, "bob")
+	alice := token(t, "alice", RoleCustomer, "lobby")
+	staff := token(t, "kitchen", RoleStaff, "*")
+	auth := map[string]string{"Authorization": "Bearer " + alice}
+	foreignT := store.OrderTopic(foreign.ID)
+	q := url.Values{"topic": {"rooms/lobby", foreignT, "rooms/kitchen"}}
+	path := "/api/events?" + q.Encode()
+	want := []string{refusedData(foreignT, 404, "order not found"),
+		refusedData("rooms/kitchen", 403, "room kitchen is not granted to this token")}
+
+	s := e.openStream(t, path, auth)
+	expectRefused(t, s, want)
+	snap := s.next(t)
+	if snap.Event != "snapshot" || snap.payload(t).Topic != "rooms/lobby" || snap.ID == "" {
+		t.Fatalf("got %+v, want the lobby's snapshot with an id", snap)
+	}
+	s.Close()
+
+	// Missed while away: a move of the foreign order, a message in the
+	// room not granted, one in the lobby.
+	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + foreign.ID, body: `{"status":"preparing"}`, token: staff}), http.StatusOK)
+	mustStatus(t, e.do(t, req{method: "POST", path: "/api/rooms/kitchen/messages", body: `{"text":"secret"}`, token: staff}), http.StatusCreated)
+	mustStatus(t, e.do(t, req{method: "POST", path: "/api/rooms/lobby/messages", body: `{"text":"m1"}`, token: staff}), http.StatusCreated)
+
+	for _, how := range []struct {
+		name   string
+		path   string
+		header map[string]string
+	}{
+		{"header", path, map[string]string{"Authorization": "Bearer " + alice, "Last-Event-ID": snap.ID}},
+		{"query", path + "&lastEventId=" + url.QueryEscape(snap.ID), auth},
+	} {
+		t.Run(how.name, func(t *testing.T) {
+			s := e.openStream(t, how.path, how.header)
+			expectRefused(t, s, want)
+			ev := s.next(t)
+			if p := ev.payload(t); ev.Event != "message" || p.Topic != "rooms/lobby" || p.Message == nil || p.Message.Text != "m1" {
+				t.Fatalf("resumed: got %+v, want only the lobby's m1", ev)
+			}
+		})
+	}
+}
+
+// TestAllTopicsRefused: when no topic of /api/events may be streamed the
+// answer is the error (404 if any topic is 404, else 403) with every
+// refusal listed; a malformed topic is a 400 whatever the others are.
+func TestAllTopicsRefused(t *testing.T) {
+	e := newEnv(t)
+	foreign := e.createOrder(t, "bob")
+	alice := token(t, "alice", RoleCustomer, "lobby")
+	foreignT := store.OrderTopic(foreign.ID)
+	type ref struct {
+		Topic  string `json:"topic"`
+		Status int    `json:"status"`
+		Error  string `json:"error"`
+	}
+	for _, tt := range []struct {
+		name        string
+		topics      []string
+		wantStatus  int
+		wantErr     string
+		wantRefused []ref
+	}{
+		{"room not granted, then foreign order", []string{"rooms/kitchen", foreignT}, 404, "none of these topics may be streamed",
+			[]ref{{"rooms/kitchen", 403, "room kitchen is not granted to this token"}, {foreignT, 404, "order not found"}}},
+		{"rooms not granted", []string{"rooms/kitchen", "rooms/bar"}, 403, "none of these topics may be streamed",
+			[]ref{{"rooms/kitchen", 403, "room kitchen is not granted to this token"}, {"rooms/bar", 403, "room bar is not granted to this token"}}},
+		{"one foreign order", []string{foreignT}, 404, "order not found", []ref{{foreignT, 404, "order not found"}}},
+		{"malformed beside an allowed room", []string{"rooms/lobby", "orders/" + strings.ToUpper(foreign.ID)}, 400,
+			`topic "orders/` + strings.ToUpper(foreign.ID) + `" is not orders/<id> or rooms/<room>`, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			q := url.Values{"topic": tt.topics}
+			r := e.do(t, req{method: "GET", path: "/api/events?" + q.Encode(), token: alice})
+			var body struct {
+				Error   string `json:"error"`
+				Refused []ref  `json:"refused"`
+			}
+			r.decode(t, &body)
+			if r.status != tt.wantStatus || body.Error != tt.wantErr || !slices.Equal(body.Refused, tt.wantRefused) {
+				t.Errorf("got %d %s, want %d %q refused %+v", r.status, r.body, tt.wantStatus, tt.wantErr, tt.wantRefused)
+			}
+		})
 	}
 }

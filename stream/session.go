@@ -22,6 +22,12 @@ type StreamOptions struct {
 	// Expires, if not zero, is when the client's token expires: the stream
 	// then sends `event: expired` and ends.
 	Expires time.Time
+	// Notices are events sent on every connection right after the
+	// `retry:` line, before any snapshot, reset or resumed event, in the
+	// order given and without an `id:` line (their ID is ignored), so
+	// they never move the client's position. A notice whose Name cannot
+	// be sent (see AppendEvent) is left out.
+	Notices []Event
 	// Done, if set, is called once when the stream has ended (whatever
 	// Serve returned), before the client sees the end of the response.
 	// Serve may return before the stream ends: Done, not Serve's return,
@@ -51,11 +57,12 @@ type session struct {
 	reason    EndReason
 }
 
-// Serve writes the SSE response for opts.Topics to w: headers and a
-// `retry:` line at once; then a snapshot (fresh connection), or the events
-// after opts.LastEventID (from memory or the Source), or a `reset` per
-// topic and a snapshot when that id cannot be resumed; then live events
-// and `: ping` heartbeats. Repeated topics count once.
+// Serve writes the SSE response for opts.Topics to w: headers, a
+// `retry:` line and opts.Notices at once; then a snapshot (fresh
+// connection), or the events after opts.LastEventID (from memory or the
+// Source), or a `reset` per topic and a snapshot when that id cannot be
+// resumed; then live events and `: ping` heartbeats. Repeated topics
+// count once.
 //
 // The stream ends when the client goes, the Multiplexer closes, the
 // subscriber falls too far behind, or the token expires; the response
@@ -146,11 +153,14 @@ func (s *session) respond(w http.ResponseWriter, r *http.Request) {
 	m.openStreams.Add(1)
 }
 
-// open sends the `retry:` line and registers the subscriber. It returns
+// open sends the `retry:` line and the notices, and registers the subscriber. It returns
 // false, with the reason set, if the stream ends already.
 func (s *session) open() bool {
 	m := s.m
 	s.sw.add(AppendRetry(nil, m.cfg.Retry))
+	for _, n := range s.opts.Notices {
+		_ = s.sw.encode("", n.Name, n.Data) // ErrBadField: left out, as documented
+	}
 	if err := m.send(s.sw); err != nil {
 		s.reason = s.writeFailed()
 		return false
