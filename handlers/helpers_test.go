@@ -82,7 +82,7 @@ func newEnv(tb testing.TB, change ...func(*Config)) *env {
 		mux.Close()
 		tb.Fatalf("New: %v", err)
 	}
-	srv := httptest.NewServer(e)
+	srv := httptest.NewServer(checkSpec(tb, cfg, e))
 	tb.Cleanup(srv.Close)
 	tb.Cleanup(mux.Close)
 	waitReady(tb, mux)
