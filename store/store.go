@@ -83,13 +83,45 @@ type Item struct {
 // Order is a food-delivery order. ID is 24 hex characters; Version starts at 1
 // and grows by one per change.
 type Order struct {
-	ID        string    `json:"id" bson:"-"`
-	Customer  string    `json:"customer" bson:"customer"`
-	Items     []Item    `json:"items" bson:"items"`
-	Status    string    `json:"status" bson:"status"`
-	Version   int64     `json:"version" bson:"version"`
-	CreatedAt time.Time `json:"createdAt" bson:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt" bson:"updatedAt"`
+	ID       string `json:"id" bson:"-"`
+	Customer string `json:"customer" bson:"customer"`
+	Items    []Item `json:"items" bson:"items"`
+	Status   string `json:"status" bson:"status"`
+	Version  int64  `json:"version" bson:"version"`
+	// History is every status the order has had, oldest first, each with
+	// when it was reached: {placed, CreatedAt} first, then one entry per
+	// status change at that change's UpdatedAt. It is written in the same
+	// write as the change, so the change's event carries it. It cannot grow
+	// without bound: the status machine has no cycle, so an order passes
+	// through each status at most once and its longest path (placed →
+	// preparing → out_for_delivery → delivered) has four entries. An order
+	// stored before histories were kept reads with an empty history (never
+	// nil from a backend, so its JSON is "history":[]) and gains entries
+	// only for its later changes.
+	History   []StatusChange `json:"history" bson:"history"`
+	CreatedAt time.Time      `json:"createdAt" bson:"createdAt"`
+	UpdatedAt time.Time      `json:"updatedAt" bson:"updatedAt"`
+}
+
+// StatusChange is one step of an order's history: the status the order
+// moved to and when (the order's UpdatedAt as of that change).
+type StatusChange struct {
+	Status string    `json:"status" bson:"status"`
+	At     time.Time `json:"at" bson:"at"`
+}
+
+// NewHistory returns the history of a new order created at createdAt: one
+// placed entry.
+func NewHistory(createdAt time.Time) []StatusChange {
+	return []StatusChange{{Status: StatusPlaced, At: createdAt}}
+}
+
+// AppendHistory returns h with a step to status at time at appended,
+// in a new slice: h itself, which may be shared, is not modified.
+func AppendHistory(h []StatusChange, status string, at time.Time) []StatusChange {
+	out := make([]StatusChange, len(h), len(h)+1)
+	copy(out, h)
+	return append(out, StatusChange{Status: status, At: at})
 }
 
 // Message is a chat message in a room. ID is 24 hex characters; within a

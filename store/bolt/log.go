@@ -232,6 +232,9 @@ func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
 	if err := json.Unmarshal(v, &r); err != nil {
 		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
 	}
+	if r.Order != nil {
+		fillHistory(r.Order) // a change logged before histories were kept
+	}
 	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
 }
 

@@ -11,8 +11,8 @@ import (
 	"changecast/store"
 )
 
-// CreateOrder stores a new order for customer with status placed and
-// version 1, and logs an insert change. It returns an error wrapping
+// CreateOrder stores a new order for customer with status placed, version 1
+// and a history of one placed entry at CreatedAt, and logs an insert change. It returns an error wrapping
 // ErrInvalid if a field is bad.
 func (b *Store) CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error) {
 	if err := store.ValidateOrder(customer, items); err != nil {
@@ -28,6 +28,7 @@ func (b *Store) CreateOrder(ctx context.Context, customer string, items []store.
 			Items:     items,
 			Status:    store.StatusPlaced,
 			Version:   1,
+			History:   store.NewHistory(t.now),
 			CreatedAt: t.now,
 			UpdatedAt: t.now,
 		}
@@ -69,11 +70,23 @@ func getOrder(tx *bbolt.Tx, id string) (store.Order, error) {
 	if err := json.Unmarshal(v, &o); err != nil {
 		return store.Order{}, fmt.Errorf("decode order: %w", err)
 	}
+	fillHistory(&o)
 	return o, nil
 }
 
+// fillHistory gives an order stored before histories were kept (no
+// "history" in its JSON) an empty history rather than nil, so that it
+// reads, and encodes, as "history":[].
+func fillHistory(o *store.Order) {
+	if o.History == nil {
+		o.History = []store.StatusChange{}
+	}
+}
+
 // UpdateOrderStatus moves order id to status, increments its version, sets
-// UpdatedAt and logs an update change. ifVersion 0 accepts any current
+// UpdatedAt, appends {status, UpdatedAt} to its history and logs an update
+// change: the order and the change (which holds the whole order) are written
+// in one transaction, so the change carries the history as of itself. ifVersion 0 accepts any current
 // version. Errors wrap, checked in this order: ErrNotFound (unknown or
 // malformed id), ErrVersionMismatch (ifVersion is not the current version),
 // ErrInvalid (unknown status or negative ifVersion), ErrConflict (transition
@@ -100,6 +113,7 @@ func (b *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVers
 		o.Status = status
 		o.Version++
 		o.UpdatedAt = t.now
+		o.History = store.AppendHistory(o.History, status, t.now)
 		t.putJSON(orderBucket, []byte(o.ID), &o)
 		t.append(t.alloc(), &record{Topic: store.OrderTopic(o.ID), Op: store.OpUpdate, Order: &o})
 		return nil

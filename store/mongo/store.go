@@ -111,6 +111,10 @@ func (d orderDoc) order() store.Order {
 	if o.Items == nil {
 		o.Items = []store.Item{}
 	}
+	if o.History == nil {
+		// Stored before histories were kept: empty, not null, in JSON.
+		o.History = []store.StatusChange{}
+	}
 	return o
 }
 
@@ -272,8 +276,8 @@ func (m *Store) Ping(ctx context.Context) error {
 // what a write returns equals what a read gives back.
 func nowMillis() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
-// CreateOrder stores a new order with status placed and version 1 and
-// returns it. Bad fields give an error wrapping ErrInvalid.
+// CreateOrder stores a new order with status placed, version 1 and a
+// history of one placed entry at CreatedAt, and returns it. Bad fields give an error wrapping ErrInvalid.
 func (m *Store) CreateOrder(ctx context.Context, customer string, items []store.Item) (store.Order, error) {
 	if err := store.ValidateOrder(customer, items); err != nil {
 		return store.Order{}, fmt.Errorf("create order: %w", err)
@@ -289,6 +293,7 @@ func (m *Store) CreateOrder(ctx context.Context, customer string, items []store.
 		Items:     slices.Clone(items),
 		Status:    store.StatusPlaced,
 		Version:   1,
+		History:   store.NewHistory(now),
 		CreatedAt: now,
 		UpdatedAt: now,
 	}}
@@ -345,7 +350,9 @@ func (m *Store) findOrder(ctx context.Context, oid bson.ObjectID) (orderDoc, err
 // got there first it is read again. The whole document is replaced rather
 // than $set so that the change event carries the order exactly as written
 // (a "replace" event holds its full document), whichever process reads it
-// and however late.
+// and however late: the replacement holds the order's history with this
+// change appended, so the event's fullDocument carries the history as of
+// the change straight from the oplog.
 func (m *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVersion int64) (store.Order, error) {
 	oid, ok := orderID(id)
 	if !ok {
@@ -372,6 +379,7 @@ func (m *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVers
 		next.Status = status
 		next.Version = cur.Version + 1
 		next.UpdatedAt = nowMillis()
+		next.History = store.AppendHistory(cur.History, status, next.UpdatedAt)
 		res, err := m.orders.ReplaceOne(ctx, bson.D{{Key: "_id", Value: oid}, {Key: "version", Value: cur.Version}}, next)
 		if err != nil {
 			return store.Order{}, m.fail("update order "+id, err)

@@ -40,6 +40,7 @@ func Run(t *testing.T, h Harness) {
 	}{
 		{"write and read back", confWriteRead},
 		{"errors", confErrors},
+		{"order history", confOrderHistory},
 		{"follow sees writes in order", confFollowOrder},
 		{"resume from any position", confResume},
 		{"snapshot then follow", confSnapshotFollow},
@@ -90,7 +91,8 @@ func confSameOrder(tb testing.TB, what string, got, want store.Order) {
 	tb.Helper()
 	if got.ID != want.ID || got.Customer != want.Customer || got.Status != want.Status ||
 		got.Version != want.Version || !slices.Equal(got.Items, want.Items) ||
-		!got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) {
+		!got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) ||
+		!slices.EqualFunc(got.History, want.History, func(g, w store.StatusChange) bool { return g.Status == w.Status && g.At.Equal(w.At) }) {
 		tb.Errorf("%s: got %+v, want %+v", what, got, want)
 	}
 }
