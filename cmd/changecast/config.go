@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -35,18 +38,21 @@ type config struct {
 	MetricsToken   string
 }
 
-// envVar describes one environment variable: its name, default and the
-// accepted form named in errors.
+// envVar describes one environment variable: its name, default, the
+// accepted form named in errors and what it is (`changecast help` lists
+// them from envVars).
 type envVar struct {
 	name, def, form string
-	set             func(c *config, v string) error
+	// doc says what the variable is, for `changecast help`.
+	doc string
+	set func(c *config, v string) error
 }
 
 // secretVars are never echoed in errors: a URI may carry a password.
 var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true, "METRICS_TOKEN": true}
 
 var envVars = []envVar{
-	{"PORT", "8080", "a port number 0-65535", func(c *config, v string) error {
+	{"PORT", "8080", "a port number 0-65535", "the port to listen on (set by the platform)", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 65535 {
 			return errBadForm
@@ -54,40 +60,40 @@ var envVars = []envVar{
 		c.Port = n
 		return nil
 	}},
-	{"MONGODB_URI", "", "a mongodb:// or mongodb+srv:// URI", func(c *config, v string) error {
+	{"MONGODB_URI", "", "a mongodb:// or mongodb+srv:// URI", "a replica set or Atlas URI; unset: the embedded store in DATA_DIR", func(c *config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mongodb://") && !strings.HasPrefix(v, "mongodb+srv://") {
 			return errBadForm
 		}
 		c.MongoURI = v
 		return nil
 	}},
-	{"MONGODB_DATABASE", "changecast", "a database name (letters, digits, _ or -, at most 63 bytes)", func(c *config, v string) error {
+	{"MONGODB_DATABASE", "changecast", "a database name (letters, digits, _ or -, at most 63 bytes)", "the MongoDB database", func(c *config, v string) error {
 		if v == "" || len(v) > 63 || strings.ContainsAny(v, `/\. "$*<>:|?`) {
 			return errBadForm
 		}
 		c.MongoDatabase = v
 		return nil
 	}},
-	{"DATA_DIR", "./data", "a directory path", func(c *config, v string) error {
+	{"DATA_DIR", "./data", "a directory path", "the embedded store's directory", func(c *config, v string) error {
 		if v == "" {
 			return errBadForm
 		}
 		c.DataDir = v
 		return nil
 	}},
-	{"JWT_SECRET", "", "a secret of at least 32 bytes", func(c *config, v string) error {
+	{"JWT_SECRET", "", "a secret of at least 32 bytes", "the HS256 key tokens are signed with; required without -dev", func(c *config, v string) error {
 		if v != "" && len(v) < 32 {
-			return errBadForm
+			return errTooShort
 		}
 		c.JWTSecret = v
 		return nil
 	}},
-	{"HEARTBEAT_INTERVAL", "15s", "a duration from 1s to 50s, such as 15s", durationIn(time.Second, 50*time.Second, func(c *config, d time.Duration) { c.Heartbeat = d })},
-	{"SHUTDOWN_TIMEOUT", "10s", "a duration from 1s to 25s, such as 10s", durationIn(time.Second, 25*time.Second, func(c *config, d time.Duration) { c.ShutdownTimeout = d })},
+	{"HEARTBEAT_INTERVAL", "15s", "a duration from 1s to 50s, such as 15s", "how often a stream sends a `: ping` comment", durationIn(time.Second, 50*time.Second, func(c *config, d time.Duration) { c.Heartbeat = d })},
+	{"SHUTDOWN_TIMEOUT", "10s", "a duration from 1s to 25s, such as 10s", "how long a shutdown waits for requests to end", durationIn(time.Second, 25*time.Second, func(c *config, d time.Duration) { c.ShutdownTimeout = d })},
 	// The reconnect delay a stream is told, drawn per stream from this
 	// window, when a shutdown ends it: clients of a restarting process
 	// come back spread over it instead of all at once.
-	{"SHUTDOWN_RETRY_WINDOW", "1s-5s", "two durations MIN-MAX from 1ms to 5m, MIN at most MAX, such as 1s-5s", func(c *config, v string) error {
+	{"SHUTDOWN_RETRY_WINDOW", "1s-5s", "two durations MIN-MAX from 1ms to 5m, MIN at most MAX, such as 1s-5s", "on shutdown each stream is told to reconnect after a random delay in this window", func(c *config, v string) error {
 		a, b, ok := strings.Cut(v, "-")
 		lo, err1 := time.ParseDuration(strings.TrimSpace(a))
 		hi, err2 := time.ParseDuration(strings.TrimSpace(b))
@@ -97,7 +103,7 @@ var envVars = []envVar{
 		c.ShutdownRetry = [2]time.Duration{lo, hi}
 		return nil
 	}},
-	{"CORS_ORIGINS", "", "a comma-separated list of origins such as https://app.example.com", func(c *config, v string) error {
+	{"CORS_ORIGINS", "", "a comma-separated list of origins such as https://app.example.com", "origins allowed credentialed cross-origin use", func(c *config, v string) error {
 		c.CORSOrigins = nil
 		for _, o := range strings.Split(v, ",") {
 			o = strings.TrimSpace(o)
@@ -112,7 +118,7 @@ var envVars = []envVar{
 		}
 		return nil
 	}},
-	{"RETAIN_CHANGES", "1000000", "a whole number of changes from 1000 up", func(c *config, v string) error {
+	{"RETAIN_CHANGES", "1000000", "a whole number of changes from 1000 up", "embedded store: changes the log keeps for resuming", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1000 {
 			return errBadForm
@@ -120,9 +126,9 @@ var envVars = []envVar{
 		c.RetainChanges = n
 		return nil
 	}},
-	{"STREAMS_PER_SUBJECT", "16", "a whole number of open streams per user, or -1 for no bound", intIn(-1, 1_000_000, func(c *config, n int) { c.Limits.StreamsPerSubject = n })},
-	{"TOPICS_PER_STREAM", "32", "a whole number of topics from 1 to 1000", intIn(1, 1000, func(c *config, n int) { c.Limits.TopicsPerRequest = n })},
-	{"WRITES_PER_SECOND", "20", "writes per second per user, such as 20 or 0.5, or -1 for no bound", func(c *config, v string) error {
+	{"STREAMS_PER_SUBJECT", "16", "a whole number of open streams per user, or -1 for no bound", "open streams one user may hold", intIn(-1, 1_000_000, func(c *config, n int) { c.Limits.StreamsPerSubject = n })},
+	{"TOPICS_PER_STREAM", "32", "a whole number of topics from 1 to 1000", "topics one /api/events stream may name", intIn(1, 1000, func(c *config, n int) { c.Limits.TopicsPerRequest = n })},
+	{"WRITES_PER_SECOND", "20", "writes per second per user, such as 20 or 0.5, or -1 for no bound", "writes per second one user may make", func(c *config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || (f <= 0 && f != -1) {
 			return errBadForm
@@ -130,8 +136,8 @@ var envVars = []envVar{
 		c.Limits.WritesPerSecond = f
 		return nil
 	}},
-	{"WRITE_BURST", "40", "a whole number of writes from 1 up", intIn(1, 1_000_000, func(c *config, n int) { c.Limits.WriteBurst = n })},
-	{"PPROF_ADDR", "", "a loopback host:port such as 127.0.0.1:6060", func(c *config, v string) error {
+	{"WRITE_BURST", "40", "a whole number of writes from 1 up", "writes one user may make in a burst", intIn(1, 1_000_000, func(c *config, n int) { c.Limits.WriteBurst = n })},
+	{"PPROF_ADDR", "", "a loopback host:port such as 127.0.0.1:6060", "where to serve net/http/pprof; unset: off", func(c *config, v string) error {
 		if v == "" {
 			return nil
 		}
@@ -143,7 +149,7 @@ var envVars = []envVar{
 		c.PprofAddr = v
 		return nil
 	}},
-	{"METRICS_TOKEN", "", "a token of at least 16 printable ASCII characters without spaces", func(c *config, v string) error {
+	{"METRICS_TOKEN", "", "a token of at least 16 printable ASCII characters without spaces", "the bearer token /metrics wants without -dev; unset: /metrics answers 404", func(c *config, v string) error {
 		// Sent in an Authorization header, so printable ASCII; long enough
 		// not to be guessed by a scraper of the public URL.
 		if v != "" && (len(v) < 16 || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0) {
@@ -152,9 +158,9 @@ var envVars = []envVar{
 		c.MetricsToken = v
 		return nil
 	}},
-	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
+	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", "embedded store: how long the log keeps a change", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
 	// Connection limits (package connlimit, handlers.GuardBodies).
-	{"MAX_CONNECTIONS", "", "a whole number of connections from 1 up, or unset to derive it from the open-file limit", func(c *config, v string) error {
+	{"MAX_CONNECTIONS", "", "a whole number of connections from 1 up, or unset to derive it from the open-file limit", "connections served at once; more are closed on arrival", func(c *config, v string) error {
 		if v == "" {
 			c.MaxConnections = 0
 			return nil
@@ -166,11 +172,14 @@ var envVars = []envVar{
 		c.MaxConnections = n
 		return nil
 	}},
-	{"BODY_TIMEOUT", "30s", "a duration from 1s to 5m, such as 30s", durationIn(time.Second, 5*time.Minute, func(c *config, d time.Duration) { c.BodyTimeout = d })},
-	{"IDLE_TIMEOUT", "60s", "a duration from 1s to 10m, such as 60s", durationIn(time.Second, 10*time.Minute, func(c *config, d time.Duration) { c.IdleTimeout = d })},
+	{"BODY_TIMEOUT", "30s", "a duration from 1s to 5m, such as 30s", "how long a request body may take to arrive (408 past it)", durationIn(time.Second, 5*time.Minute, func(c *config, d time.Duration) { c.BodyTimeout = d })},
+	{"IDLE_TIMEOUT", "60s", "a duration from 1s to 10m, such as 60s", "how long an idle keep-alive connection stays open", durationIn(time.Second, 10*time.Minute, func(c *config, d time.Duration) { c.IdleTimeout = d })},
 }
 
-var errBadForm = fmt.Errorf("bad form")
+var errBadForm = errors.New("bad form")
+
+// errTooShort is a secret that is set but too short to use.
+var errTooShort = errors.New("is too short")
 
 func intIn(lo, hi int, set func(*config, int)) func(*config, string) error {
 	return func(c *config, v string) error {
@@ -194,21 +203,50 @@ func durationIn(lo, hi time.Duration, set func(*config, time.Duration)) func(*co
 	}
 }
 
-// loadConfig reads and validates the environment. An error names the
-// variable and the form it accepts.
+// loadConfig reads and validates the environment. It reports every bad
+// variable at once, one per line (errors.Join); each names the variable
+// and the form it accepts.
 func loadConfig(getenv func(string) string) (config, error) {
 	var c config
+	var errs []error
 	for _, ev := range envVars {
 		v := strings.TrimSpace(getenv(ev.name))
 		if v == "" {
 			v = ev.def
 		}
-		if err := ev.set(&c, v); err != nil {
-			if secretVars[ev.name] {
-				return config{}, fmt.Errorf("%s: want %s", ev.name, ev.form)
-			}
-			return config{}, fmt.Errorf("%s=%q: want %s", ev.name, getenv(ev.name), ev.form)
+		err := ev.set(&c, v)
+		switch {
+		case err == nil:
+		case err != errBadForm:
+			errs = append(errs, fmt.Errorf("%s %v: want %s", ev.name, err, ev.form))
+		case secretVars[ev.name]:
+			errs = append(errs, fmt.Errorf("%s: want %s", ev.name, ev.form))
+		default:
+			errs = append(errs, fmt.Errorf("%s=%q: want %s", ev.name, getenv(ev.name), ev.form))
 		}
 	}
+	if c.MongoURI == "" && c.DataDir != "" {
+		if err := checkDataDir(c.DataDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return config{}, errors.Join(errs...)
+	}
 	return c, nil
+}
+
+// checkDataDir reports a DATA_DIR that exists but is not a directory (a
+// missing one is made at start).
+func checkDataDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("DATA_DIR=%q cannot be used: %v", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("DATA_DIR=%q is a file, not a directory: set DATA_DIR to a directory (it is made if missing)", dir)
+	}
+	return nil
 }

@@ -37,7 +37,7 @@ func TestLoadConfig(t *testing.T) {
 		{"HEARTBEAT_INTERVAL", "15", "want a duration"},
 		{"SHUTDOWN_TIMEOUT", "1h", "SHUTDOWN_TIMEOUT"},
 		{"MONGODB_URI", "postgres://user:hunter2@x", "MONGODB_URI: want"},
-		{"JWT_SECRET", "short-secret", "JWT_SECRET: want"},
+		{"JWT_SECRET", "short-secret", "JWT_SECRET is too short: want"},
 		{"CORS_ORIGINS", "*", "CORS_ORIGINS"},
 		{"CORS_ORIGINS", "https://a.example/path", "CORS_ORIGINS"},
 		{"RETAIN_CHANGES", "10", "RETAIN_CHANGES"},

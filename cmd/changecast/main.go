@@ -2,19 +2,18 @@
 //
 // Usage:
 //
-//	changecast [-dev] [-version]      run the server (configured by environment)
+//	changecast [-dev]                 run the server (configured by environment)
 //	changecast token -sub alice ...   print a signed token for curl users
 //	changecast tail URL               follow a stream and print its events
 //	changecast bench [flags]          load a server on this machine (package loadgen)
+//	changecast help [COMMAND]         list the commands, flags and environment
+//	changecast version                print the version and the commit
 //
 // See README.md for the environment variables.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,14 +21,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	code := runMain(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "changecast:", err)
-		os.Exit(1)
-	}
+	os.Exit(code)
 }

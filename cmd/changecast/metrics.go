@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -120,9 +122,83 @@ func newMetrics() *metrics {
 }
 
 // watch registers the gauges and counters read from the multiplexer and
-// the store at scrape time.
-func (m *metrics) watch(mux statser, b store.Backend) {
-	m.reg.MustRegister(&streamCollector{mux: mux, b: b})
+// the store at scrape time. applied returns the position the multiplexer
+// has applied ("" before the feed starts), for the feed lag.
+func (m *metrics) watch(mux statser, b store.Backend, applied func() string) {
+	m.reg.MustRegister(&streamCollector{mux: mux, b: b, applied: applied})
+}
+
+// appliedSource is the multiplexer's Source with a note of the checkpoint
+// of the last batch of the feed the multiplexer applied, for the feed lag.
+// It costs one small allocation per batch.
+type appliedSource struct {
+	stream.Source
+	checkpoint atomic.Pointer[string]
+}
+
+// Follow is the Source's Follow, noting each batch fn applied.
+func (s *appliedSource) Follow(ctx context.Context, after string, fn func(stream.Batch) error) error {
+	return s.Source.Follow(ctx, after, func(b stream.Batch) error {
+		if err := fn(b); err != nil {
+			return err
+		}
+		cp := b.Checkpoint
+		s.checkpoint.Store(&cp)
+		return nil
+	})
+}
+
+// Applied returns the checkpoint of the last batch applied, "" before any.
+func (s *appliedSource) Applied() string {
+	if p := s.checkpoint.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// errProbed ends feedLag's Follow.
+var errProbed = errors.New("probed")
+
+// feedLag returns how far the feed is behind the store: 0 when the
+// position applied is the store's head or nothing was committed after
+// it, else now minus the commit time of the oldest change committed after
+// it (not yet applied). ok is false when it cannot tell (the feed has not
+// started, or the store did not answer within ctx).
+//
+// It reads the store's head and, when that differs from applied (always
+// on MongoDB, whose head is a token for now), follows the log from
+// applied just long enough to see its first batch after the opening one.
+func feedLag(ctx context.Context, b store.Backend, applied string, now time.Time) (lag float64, ok bool) {
+	if applied == "" {
+		return 0, false
+	}
+	head, err := b.Head(ctx)
+	if err != nil {
+		return 0, false
+	}
+	if head == applied {
+		return 0, true
+	}
+	var oldest time.Time
+	opened := false
+	err = b.Follow(ctx, applied, func(bt store.Batch) error {
+		if len(bt.Changes) > 0 {
+			oldest = bt.Changes[0].Time
+			return errProbed
+		}
+		if !opened { // the opening batch, at applied itself
+			opened = true
+			return nil
+		}
+		return errProbed // a quiet batch: nothing after applied
+	})
+	if !errors.Is(err, errProbed) {
+		return 0, false
+	}
+	if oldest.IsZero() {
+		return 0, true
+	}
+	return max(0, now.Sub(oldest).Seconds()), true
 }
 
 // handler serves the registry.
@@ -171,8 +247,9 @@ func (m *metrics) routeLabel(c echo.Context) string {
 
 // streamCollector reads the multiplexer's counters at scrape time.
 type streamCollector struct {
-	mux statser
-	b   store.Backend
+	mux     statser
+	b       store.Backend
+	applied func() string
 }
 
 var (
@@ -182,7 +259,7 @@ var (
 	descDropped    = prometheus.NewDesc("changecast_subscribers_dropped_slow_total", "Subscribers disconnected because their queue was full.", nil, nil)
 	descCatchUpRun = prometheus.NewDesc("changecast_catchups_running", "Catch-ups reading the database log now.", nil, nil)
 	descCatchUps   = prometheus.NewDesc("changecast_catchups_total", "Catch-ups read from the database log.", nil, nil)
-	descLag        = prometheus.NewDesc("changecast_change_feed_lag_seconds", "Now minus the commit time of the newest event off the change feed.", nil, nil)
+	descLag        = prometheus.NewDesc("changecast_change_feed_lag_seconds", "How far the change feed is behind the store: 0 when caught up, else now minus the commit time of the oldest change not yet applied.", nil, nil)
 	descFeedUp     = prometheus.NewDesc("changecast_change_feed_up", "1 if the change feed is running.", nil, nil)
 	descTopics     = prometheus.NewDesc("changecast_buffered_topics", "Topics with recent events held in memory.", nil, nil)
 	descHeld       = prometheus.NewDesc("changecast_buffered_bytes", "Bytes of recent events held in memory for replay.", nil, nil)
@@ -211,8 +288,12 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDropped, float64(st.DroppedSlow))
 	gauge(descCatchUpRun, float64(st.CatchUpsRunning))
 	counter(descCatchUps, float64(st.CatchUps))
-	if !st.LastEventTime.IsZero() {
-		gauge(descLag, time.Since(st.LastEventTime).Seconds())
+	if s.applied != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if lag, ok := feedLag(ctx, s.b, s.applied(), time.Now()); ok {
+			gauge(descLag, lag)
+		}
+		cancel()
 	}
 	up := 0.0
 	if st.Ready {

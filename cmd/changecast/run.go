@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"changecast/cmd/internal/connlimit"
@@ -24,11 +26,9 @@ import (
 	"changecast/stream"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
-// run is the whole program: main only calls it. It reads the environment
-// once through getenv, so tests start the server in-process on port 0.
+// run is the whole program: main only calls it, through runMain. It
+// reads the environment once through getenv, so tests start the server
+// in-process on port 0.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -38,6 +38,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runTail(ctx, args[1:], getenv, stdout, stderr)
 		case "bench":
 			return runBench(ctx, args[1:], getenv, stdout, stderr)
+		case "help":
+			return runHelp(ctx, args[1:], stdout)
+		case "version":
+			if len(args) > 1 {
+				return usagef("", "version takes no arguments, got %q", args[1:])
+			}
+			fmt.Fprintln(stdout, versionLine())
+			return nil
+		case "-h", "-help", "--help":
+			printHelp(ctx, stdout)
+			return flag.ErrHelp
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr)
@@ -47,16 +58,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // first (so open SSE responses end and Shutdown need not wait for them),
 // then the HTTP server within SHUTDOWN_TIMEOUT, then the store.
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	dev, done, err := parseServeFlags(args, stdout, stderr)
+	dev, done, err := parseServeFlags(ctx, args, stdout)
 	if err != nil || done {
 		return err
 	}
 	cfg, err := loadConfig(getenv)
+	if !dev && strings.TrimSpace(getenv("JWT_SECRET")) == "" {
+		err = errors.Join(err, errors.New("JWT_SECRET is required (at least 32 bytes); or run with -dev for local use without auth"))
+	}
 	if err != nil {
 		return err
-	}
-	if !dev && cfg.JWTSecret == "" {
-		return errors.New("JWT_SECRET is required (at least 32 bytes); or run with -dev for local use without auth")
 	}
 	logger := newLogger(dev, stdout)
 
@@ -74,8 +85,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer b.Close()
 
 	met := newMetrics()
-	mux := newMultiplexer(cfg, b, met, logger)
-	met.watch(mux, b)
+	src := &appliedSource{Source: feed.New(b)}
+	mux := newMultiplexer(cfg, src, met, logger)
+	met.watch(mux, b, src.Applied)
 	met.watchConns(ln)
 	if err := startFeed(ctx, mux); err != nil {
 		if errors.Is(err, errStoppedStarting) {
@@ -103,24 +115,44 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return serveUntilDone(ctx, cfg, dev, srv, ln, mux, b, logger)
 }
 
+// serverFlags are the server's command-line flags.
+type serverFlags struct{ dev, version bool }
+
+// serverCommand returns the server's flags.
+func serverCommand() (*command, *serverFlags) {
+	var f serverFlags
+	c := &command{
+		synopsis: "[-dev]",
+		about:    "Run the server, configured by the environment (see 'changecast help').",
+		fs:       flag.NewFlagSet("changecast", flag.ContinueOnError),
+	}
+	c.fs.BoolVar(&f.dev, "dev", false, "development mode: no auth, listen on 127.0.0.1 only")
+	c.fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	return c, &f
+}
+
 // parseServeFlags parses the server's flags. done is true when the
-// command has nothing more to do (-version printed).
-func parseServeFlags(args []string, stdout, stderr io.Writer) (dev, done bool, err error) {
-	fs := flag.NewFlagSet("changecast", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	devFlag := fs.Bool("dev", false, "development mode: no auth, listen on 127.0.0.1 only")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return false, false, err
+// command has nothing more to do (-version printed). -h prints the whole
+// help, as `changecast help` does.
+func parseServeFlags(ctx context.Context, args []string, stdout io.Writer) (dev, done bool, err error) {
+	c, f := serverCommand()
+	c.fs.SetOutput(io.Discard)
+	c.fs.Usage = func() {}
+	if err := c.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(ctx, stdout)
+			return false, true, err
+		}
+		return false, false, &usageError{err: err}
 	}
-	if fs.NArg() > 0 {
-		return false, false, fmt.Errorf("unexpected argument %q (commands: token, tail, bench)", fs.Arg(0))
+	if c.fs.NArg() > 0 {
+		return false, false, usagef("", "unknown command %q (commands: token, tail, bench, help, version)", c.fs.Arg(0))
 	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "changecast", version)
+	if f.version {
+		fmt.Fprintln(stdout, versionLine())
 		return false, true, nil
 	}
-	return *devFlag, false, nil
+	return f.dev, false, nil
 }
 
 // newLogger logs as text in dev mode (with a warning that auth is off),
@@ -161,16 +193,19 @@ func listen(cfg config, dev bool, maxConns int) (*connlimit.Listener, error) {
 		host = "127.0.0.1"
 	}
 	tcpLn, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("port %d is in use: set PORT to another port, or stop what listens on it", cfg.Port)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
 	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation), nil
 }
 
-// newMultiplexer builds the multiplexer over the store's change feed,
+// newMultiplexer builds the multiplexer over src, the store's change feed,
 // reporting catch-ups and ended streams to met and the log.
-func newMultiplexer(cfg config, b store.Backend, met *metrics, logger *slog.Logger) *stream.Multiplexer {
-	return stream.New(feed.New(b), stream.Config{
+func newMultiplexer(cfg config, src stream.Source, met *metrics, logger *slog.Logger) *stream.Multiplexer {
+	return stream.New(src, stream.Config{
 		Heartbeat: cfg.Heartbeat,
 		Classify:  subscriberKind,
 		Logger:    logger,
@@ -253,7 +288,11 @@ func serveUntilDone(ctx context.Context, cfg config, dev bool, srv *http.Server,
 	if !dev {
 		shown = "0.0.0.0"
 	}
-	logger.Info(fmt.Sprintf("listening on http://%s:%d", shown, addr.Port), "port", addr.Port, "version", version, "store", storeName(cfg))
+	logger.Info(fmt.Sprintf("listening on http://%s:%d", shown, addr.Port), "port", addr.Port, "version", versionLine(), "store", storeName(cfg))
+	demo := fmt.Sprintf("http://127.0.0.1:%d/", addr.Port)
+	logger.Info("demo page: "+demo, "url", demo)
+	data := dataLocation(cfg)
+	logger.Info("data: "+data, "data", data)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -279,6 +318,20 @@ func serveUntilDone(ctx context.Context, cfg config, dev bool, srv *http.Server,
 	return nil
 }
 
+// dataLocation says where the data lives: the embedded store's file (an
+// absolute path) or the MongoDB database.
+func dataLocation(cfg config) string {
+	if cfg.MongoURI != "" {
+		return "MongoDB database " + cfg.MongoDatabase
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		dir = cfg.DataDir
+	}
+	return filepath.Join(dir, "changecast.db")
+}
+
+// storeName names the backend in the start-up log line.
 func storeName(cfg config) string {
 	if cfg.MongoURI != "" {
 		return "mongodb"
@@ -328,40 +381,81 @@ func openBackend(ctx context.Context, cfg config, logger *slog.Logger) (store.Ba
 	return b, nil
 }
 
-// runToken prints a token signed with JWT_SECRET.
+// tokenFlags are the token command's flags.
+type tokenFlags struct {
+	sub, role, rooms string
+	ttl              durationFlag
+}
+
+// tokenCommand returns the token command's flags.
+func tokenCommand() (*command, *tokenFlags) {
+	f := tokenFlags{ttl: durationFlag(time.Hour)}
+	c := &command{
+		name:     "token",
+		synopsis: "token -sub NAME [-role customer|staff] [-rooms ROOM,...] [-ttl 1h]",
+		about:    "Print an HS256 token signed with JWT_SECRET (at least 32 bytes), for curl and tail.",
+		fs:       flag.NewFlagSet("changecast token", flag.ContinueOnError),
+	}
+	c.fs.StringVar(&f.sub, "sub", "", "subject: the user name (required)")
+	c.fs.StringVar(&f.role, "role", handlers.RoleCustomer, "role: customer or staff")
+	c.fs.StringVar(&f.rooms, "rooms", "", "comma-separated rooms the token may read and post to; * for all")
+	c.fs.Var(&f.ttl, "ttl", "how long the token is valid, such as 90m or 24h")
+	return c, &f
+}
+
+// durationFlag is a positive duration flag whose error says what is wrong.
+type durationFlag time.Duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+
+func (d *durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("not a duration: want a number with a unit (h, m or s), such as 90m or 24h")
+	case v <= 0:
+		return errors.New("not positive: want a duration such as 90m or 24h")
+	}
+	*d = durationFlag(v)
+	return nil
+}
+
+// runToken prints a token signed with JWT_SECRET. It warns on stderr
+// when the token names no room.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("changecast token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sub := fs.String("sub", "", "subject: the user name (required)")
-	role := fs.String("role", handlers.RoleCustomer, "role: customer or staff")
-	rooms := fs.String("rooms", "", "comma-separated rooms the token may use; * for all")
-	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	if err := fs.Parse(args); err != nil {
+	c, f := tokenCommand()
+	if err := c.parse(args, stdout); err != nil {
 		return err
 	}
-	secret := strings.TrimSpace(getenv("JWT_SECRET"))
-	if len(secret) < 32 {
-		return errors.New("JWT_SECRET must be set (at least 32 bytes) to sign a token")
+	if c.fs.NArg() > 0 {
+		return usagef("token", "unexpected argument %q (flags come as -name value)", c.fs.Arg(0))
 	}
-	if *sub == "" {
-		return errors.New("-sub is required")
+	if f.sub == "" {
+		return usagef("token", "-sub is required: the user the token is for")
 	}
-	if *role != handlers.RoleCustomer && *role != handlers.RoleStaff {
-		return fmt.Errorf("-role %q: want customer or staff", *role)
-	}
-	if *ttl <= 0 {
-		return fmt.Errorf("-ttl %s: want a positive duration", *ttl)
+	if f.role != handlers.RoleCustomer && f.role != handlers.RoleStaff {
+		return usagef("token", "-role %q: want customer or staff", f.role)
 	}
 	var list []string
-	for _, r := range strings.Split(*rooms, ",") {
+	for _, r := range strings.Split(f.rooms, ",") {
 		if r = strings.TrimSpace(r); r != "" {
 			if r != "*" && !store.ValidRoom(r) {
-				return fmt.Errorf("-rooms: %q is not a valid room name", r)
+				return usagef("token", "-rooms: %q is not a valid room name", r)
 			}
 			list = append(list, r)
 		}
 	}
-	tok, err := handlers.IssueToken([]byte(secret), *sub, *role, list, *ttl, time.Now())
+	secret := strings.TrimSpace(getenv("JWT_SECRET"))
+	switch {
+	case secret == "":
+		return errors.New("JWT_SECRET must be set (at least 32 bytes) to sign a token: the server's own")
+	case len(secret) < 32:
+		return errors.New("JWT_SECRET is too short (at least 32 bytes)")
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(stderr, "changecast: warning: no -rooms given: this token can read and post to no room (give -rooms lobby,kitchen or -rooms '*')")
+	}
+	tok, err := handlers.IssueToken([]byte(secret), f.sub, f.role, list, time.Duration(f.ttl), time.Now())
 	if err != nil {
 		return err
 	}

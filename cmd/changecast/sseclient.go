@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"time"
@@ -39,6 +41,9 @@ type followOptions struct {
 	Client *http.Client
 	// OnReconnect, if set, is told of each failed attempt before the wait.
 	OnReconnect func(err error, wait time.Duration)
+	// OnConnect, if set, is told of each accepted connection, with the id
+	// it resumes after ("" for none).
+	OnConnect func(lastID string)
 }
 
 // errStop, returned by a follow callback, ends follow with a nil error.
@@ -75,7 +80,16 @@ func follow(ctx context.Context, o followOptions, fn func(sseEvent) error) error
 	bo.MaxElapsedTime = 0 // never give up; ctx ends it
 	c.ReconnectStrategy = backoff.WithContext(bo, ctx)
 	c.ReconnectNotify = o.OnReconnect
-	c.ResponseValidator = validateStream
+	c.ResponseValidator = func(c *sse.Client, resp *http.Response) error {
+		if err := validateStream(c, resp); err != nil {
+			return err
+		}
+		if o.OnConnect != nil {
+			last, _ := c.LastEventID.Load().([]byte)
+			o.OnConnect(string(last))
+		}
+		return nil
+	}
 
 	var stopErr error
 	handler := func(m *sse.Event) {
@@ -116,14 +130,24 @@ func follow(ctx context.Context, o followOptions, fn func(sseEvent) error) error
 
 // validateStream accepts a 200 text/event-stream answer. A client error
 // (4xx but 408 and 429) is permanent; anything else is retried. It closes
-// the body of any answer it rejects.
+// the body of any answer it rejects; the error carries the body's JSON
+// "error" text when there is one.
 func validateStream(_ *sse.Client, resp *http.Response) error {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode == http.StatusOK && mt == "text/event-stream" {
 		return nil
 	}
+	var body struct {
+		Error string `json:"error"`
+	}
+	if mt == "application/json" {
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
+	}
 	resp.Body.Close()
 	err := fmt.Errorf("stream answered %s (%s)", resp.Status, resp.Header.Get("Content-Type"))
+	if body.Error != "" {
+		err = fmt.Errorf("stream answered %s: %s", resp.Status, body.Error)
+	}
 	if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
 		return backoff.Permanent(err)
 	}
