@@ -1,15 +1,16 @@
-// changecast demo: an order tracker and a chat room fed by one EventSource.
+// changecast demo: an order tracker and a chat room fed by one stream.
 //
-// The page keeps exactly one EventSource per tab, on /api/events with one
-// `topic` parameter per tracked order and one for the chat room. When the set
-// of topics changes it opens a new EventSource that resumes from the last
-// event id seen (`lastEventId`), then closes the old one. The browser
-// reconnects by itself after a network error; after a non-200 answer the
-// EventSource is closed for good, and the page opens a new one with
-// exponential backoff.
+// The stream is a changecast.js feed (the client module this server serves
+// at /changecast.js): one EventSource on /api/events with one `topic` per
+// tracked order and one for the chat room. The feed keeps the last event id
+// across reloads, recreates the EventSource with backoff whenever the
+// browser gives up, and keeps its position when the topics change. A topic
+// the server refuses (a mistyped order id, a room the token does not open)
+// arrives as a `refused` event: that card or the chat says so, and the rest
+// of the page stays live.
 //
 // All user text goes into the DOM through textContent, never innerHTML.
-"use strict";
+import { connect } from "./changecast.js";
 
 (() => {
   const STATUS_FLOW = ["placed", "preparing", "out_for_delivery", "delivered"];
@@ -31,7 +32,16 @@
   ];
   const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
   const ORDER_ID_RE = /^[0-9a-f]{24}$/;
-  const EVENT_NAMES = ["snapshot", "reset", "expired", "order", "message"];
+  const EVENT_NAMES = ["snapshot", "reset", "expired", "refused", "order", "message"];
+  // What the event log says about an event the page did not apply.
+  const NOTE_TEXT = {
+    "duplicate event": "received twice: this should never happen",
+    "not tracked": "not shown: this tab no longer tracks that order",
+    stale: "already on the card (the answer to this tab's own change, or a newer event, came first)",
+    "not shown": "not shown: it is for another room",
+    "already shown": "already in the chat (the answer to Send came first)",
+    "unreadable data": "not shown: its data is not JSON",
+  };
 
   // Limits. MAX_ORDERS keeps the topic list of one connection short;
   // MAX_MESSAGES and MAX_LOG bound the DOM; MAX_SEEN bounds the duplicate check.
@@ -40,14 +50,12 @@
   const HISTORY_LIMIT = 50;
   const MAX_LOG = 300;
   const MAX_SEEN = 5000;
-  // Backoff for recreating a closed EventSource: 0.5 s doubling to 10 s, jittered.
-  const BACKOFF_BASE_MS = 500;
-  const BACKOFF_CAP_MS = 10000;
 
   const KEY_NAME = "changecast.name";
   const KEY_ORDERS = "changecast.orders";
   const KEY_ROOM = "changecast.room";
   const KEY_TOKEN = "changecast.token";
+  const KEY_LAST_ID = "changecast.lastEventId";
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -82,6 +90,8 @@
     messageForm: $("message-form"),
     messageText: $("message-text"),
     send: $("send"),
+    sendReason: $("send-reason"),
+    devBanner: $("dev-banner"),
     messageError: $("message-error"),
     eventLog: $("event-log"),
     announcer: $("announcer"),
@@ -127,147 +137,62 @@
     orderIDs: [], // newest first
     room: ROOM_RE.test(storedRoom) ? storedRoom : "lobby",
     messages: new Map(), // id → message, for state.room
-    lastID: "", // id of the last SSE event received
+    feed: null, // the changecast.js feed
+    roomRefused: null, // {topic, status, error} when the server refused the room
+    sending: false, // a message is being posted
     events: 0,
     seen: new Set(), // "<event> <id> <topic>" of order and message events
   };
 
-  // ---- the one EventSource ----
+  // ---- the one feed (changecast.js: one EventSource, resumes, retries) ----
 
-  const stream = {
-    es: null,
-    topicsKey: "",
-    retryTimer: 0,
-    attempt: 0,
-    // Why the page stopped connecting: "token" (401 or `expired`: until a
-    // token is given), "refused" (403, 404, 400: until the topics change),
-    // or "" (it is not stopped).
-    blocked: "",
-    probe: null, // AbortController of a running diagnosis
-  };
-
+  // state.feed is created in start().
   function topics() {
     return [...state.orderIDs.map((id) => "orders/" + id), "rooms/" + state.room];
   }
 
-  function streamURL(list) {
-    const q = new URLSearchParams();
-    for (const t of list) q.append("topic", t);
-    if (state.lastID) q.set("lastEventId", state.lastID);
-    if (state.token) q.set("access_token", state.token);
-    return "/api/events?" + q.toString();
-  }
-
-  // connect opens a new EventSource for the current topics, resuming from the
-  // last id seen, and only then closes the previous one.
-  function connect() {
-    clearTimeout(stream.retryTimer);
-    stream.retryTimer = 0;
-    if (stream.probe) stream.probe.abort();
-    stream.probe = null;
-    stream.blocked = "";
-    const list = topics();
-    const old = stream.es;
-    const es = new EventSource(streamURL(list));
-    stream.es = es;
-    stream.topicsKey = list.join(" ");
-    for (const name of EVENT_NAMES) {
-      es.addEventListener(name, (e) => {
-        if (stream.es === es) handleEvent(name, e);
-      });
-    }
-    es.addEventListener("open", () => {
-      if (stream.es !== es) return;
-      stream.attempt = 0;
-      setConn("live");
-    });
-    es.addEventListener("error", () => {
-      if (stream.es !== es) return;
-      if (es.readyState === EventSource.CONNECTING) {
-        setConn("reconnecting");
-        return;
-      }
-      // CLOSED: the server answered with something other than a 200 event
-      // stream (a router's 503 during a deploy, a 401...). The browser will
-      // not retry; find out why, then retry with backoff or ask for a token.
-      es.close();
-      stream.es = null;
-      diagnose(list);
-    });
-    if (old) old.close();
-    if (!old || old.readyState !== EventSource.OPEN) setConn("connecting");
-  }
-
-  // syncTopics reconnects when the set of topics changed.
+  // syncTopics moves the feed to the current topics from the same position.
   function syncTopics() {
-    if (stream.blocked === "token") return;
-    const key = topics().join(" ");
-    if (!stream.es || key !== stream.topicsKey) connect();
-  }
-
-  function stop(reason) {
-    clearTimeout(stream.retryTimer);
-    stream.retryTimer = 0;
-    if (stream.probe) stream.probe.abort();
-    stream.probe = null;
-    if (stream.es) stream.es.close();
-    stream.es = null;
-    stream.blocked = reason;
-  }
-
-  // diagnose asks the same URL with fetch to learn the status EventSource
-  // saw, then decides: token needed, forbidden, or retry later.
-  async function diagnose(list) {
-    setConn("offline");
-    const ctrl = new AbortController();
-    stream.probe = ctrl;
-    let status = 0;
-    let message = "";
-    let retryAfterMs = 0;
-    try {
-      const res = await fetch(streamURL(list), { headers: authHeaders(), signal: ctrl.signal, cache: "no-store" });
-      status = res.status;
-      retryAfterMs = 1000 * (Number(res.headers.get("Retry-After")) || 0);
-      if (!res.ok) message = await errorText(res);
-    } catch {
-      status = 0; // network error or aborted
-    } finally {
-      ctrl.abort(); // do not keep the probe's stream open
+    const list = topics();
+    for (const key of [...noticeKeys()]) {
+      // A refusal notice about a topic no longer watched is stale.
+      if (key.startsWith("refused ") && !list.includes(key.slice(8))) clearNotice(key);
     }
-    if (stream.probe !== ctrl) return; // connect() or stop() took over
-    stream.probe = null;
-    if (status === 401) {
-      askForToken(state.token ? "The server did not accept this token." : "This server needs an access token.");
+    if (state.roomRefused && state.roomRefused.topic !== "rooms/" + state.room) {
+      state.roomRefused = null;
+      renderSend();
+    }
+    state.feed.setTopics(list);
+  }
+
+  // onStatus shows the feed's state; see changecast.js for the states.
+  function onStatus(s) {
+    if (s.state === "live") {
+      // Problems with the connection are over.
+      clearNotice("conn");
+      clearNotice("token");
+      setConn("live");
       return;
     }
-    if (status === 403 || status === 400 || status === 404) {
-      stop("refused");
-      setConn("offline");
-      notice(`The server refused the live feed (${status}${message ? ": " + message : ""}). Change the room or stop tracking an order to try again.`, "error");
-      // Show which tracked order is not (or no longer) readable.
-      for (const entry of state.orders.values()) refreshOrder(entry);
+    if (!el.tokenPanel.hidden && !state.token) {
+      setConn("signin");
       return;
     }
-    scheduleRetry(Math.min(retryAfterMs, BACKOFF_CAP_MS));
-  }
-
-  // scheduleRetry recreates the EventSource after an exponential, jittered
-  // delay (at least minMs, as a Retry-After asked).
-  function scheduleRetry(minMs) {
-    clearTimeout(stream.retryTimer);
-    stream.attempt++;
-    const cap = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (stream.attempt - 1));
-    const delay = Math.max(minMs || 0, Math.round(cap / 2 + Math.random() * (cap / 2)));
-    setConn("offline", delay);
-    stream.retryTimer = setTimeout(() => {
-      stream.retryTimer = 0;
-      connect();
-    }, delay);
+    if (s.httpStatus === 401) {
+      askForToken(state.token ? "The server did not accept this token" + (s.reason ? ` (${s.reason}).` : ".")
+        : "This server needs an access token.");
+      return;
+    }
+    if (s.state === "offline") {
+      const what = s.httpStatus ? `The server answered ${s.httpStatus}${s.reason ? ": " + s.reason : ""}.` : "The server cannot be reached.";
+      notice("conn", `${what} The live feed will resume from the last event it saw.`, "warn");
+    }
+    setConn(s.state, s.retryInMs);
   }
 
   function setConn(s, retryMs) {
     el.conn.dataset.state = s;
-    let label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" }[s];
+    let label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline", signin: "Waiting for sign-in", closed: "Closed" }[s] || s;
     if (s === "offline" && retryMs) label = `Offline, retrying in ${Math.max(1, Math.round(retryMs / 1000))} s`;
     el.connLabel.textContent = label;
     el.reconnect.hidden = s !== "offline" || !el.tokenPanel.hidden;
@@ -275,49 +200,74 @@
 
   // ---- events ----
 
-  let lastResetNotice = 0;
-
-  function handleEvent(name, e) {
+  // handleEvent takes one event from the feed: {type, id, topic, data}.
+  function handleEvent({ type: name, id, topic, data }) {
     state.events++;
     el.eventCount.textContent = String(state.events);
     el.eventCountUnit.textContent = state.events === 1 ? "event" : "events";
-    if (e.lastEventId) state.lastID = e.lastEventId;
-    let data;
-    try {
-      data = JSON.parse(e.data);
-    } catch {
-      logEvent(name, e.lastEventId, "", "", "unreadable data", "");
+    if (!data || typeof data !== "object") {
+      logEvent(name, id, "", "", "unreadable data", "");
       return;
     }
-    if (!data || typeof data !== "object") data = {};
-    const topic = typeof data.topic === "string" ? data.topic : "";
     switch (name) {
       case "snapshot":
-        logEvent(name, e.lastEventId, topic, snapshotKey(data), applySnapshot(data), "");
+        logEvent(name, id, topic, snapshotKey(data), applySnapshot(data), "");
         break;
       case "reset":
-        logEvent(name, e.lastEventId, topic, String(data.reason || ""), "", "");
+        logEvent(name, id, topic, String(data.reason || ""), "", "");
         // One notice for the resets of all topics of a connection.
-        if (Date.now() - lastResetNotice > 2000) notice(resetText(data), "warn");
-        lastResetNotice = Date.now();
+        notice("reset", resetText(data), "warn");
         break;
       case "expired":
-        logEvent(name, e.lastEventId, topic, "", "", "");
+        logEvent(name, id, topic, "", "", "");
         askForToken("Your access token has expired. Enter a new one to continue.");
         break;
+      case "refused":
+        logEvent(name, id, topic, String(data.status || ""), "", `${data.status || ""} ${data.error || ""}`.trim());
+        applyRefused(topic, data);
+        break;
       case "order": {
-        const dup = checkDuplicate(name, e.lastEventId, topic);
+        const dup = checkDuplicate(name, id, topic);
         const o = data.order || {};
-        logEvent(name, e.lastEventId, topic, "v" + (o.version ?? "?") + " " + (o.status || data.op || ""), dup || applyOrder(o, data.op), "");
+        logEvent(name, id, topic, "v" + (o.version ?? "?") + " " + (o.status || data.op || ""), dup || applyOrder(o, data.op), "");
         break;
       }
       case "message": {
-        const dup = checkDuplicate(name, e.lastEventId, topic);
+        const dup = checkDuplicate(name, id, topic);
         const m = data.message || {};
-        logEvent(name, e.lastEventId, topic, String(m.id || ""), dup || applyMessage(m), `${m.author || "?"}: ${m.text || ""}`);
+        logEvent(name, id, topic, String(m.id || ""), dup || applyMessage(m), `${m.author || "?"}: ${m.text || ""}`);
         break;
       }
     }
+  }
+
+  // applyRefused shows a topic the server left out of the stream: the order's
+  // card says so, or the chat cannot send; the rest of the feed goes on.
+  function applyRefused(topic, data) {
+    const status = Number(data.status) || 0;
+    const error = typeof data.error === "string" ? data.error : "";
+    if (topic.startsWith("orders/")) {
+      const entry = state.orders.get(topic.slice(7));
+      if (!entry) return;
+      entry.refused = status;
+      if (status === 404) entry.missing = true;
+      renderOrder(entry);
+      notice("refused " + topic, `Order ${entry.id}: ${status === 404 ? "not found" : "not yours to watch"}${error ? ` (${error})` : ""}. Other updates keep coming.`, "error");
+    } else if (topic.startsWith("rooms/")) {
+      state.roomRefused = { topic, status, error };
+      renderSend();
+      notice("refused " + topic, `Room ${topic.slice(6)}: ${status === 403 ? "your token does not open this room" : "refused"}${error ? ` (${error})` : ""}. Other updates keep coming.`, "error");
+    }
+  }
+
+  // renderSend enables chat's Send unless the room is refused, and says why.
+  function renderSend() {
+    const r = state.roomRefused;
+    const why = r ? `You cannot use room ${state.room}: ${r.status === 403 ? "your token does not open it" : r.error || "the server refused it"}.` : "";
+    el.send.disabled = Boolean(r) || state.sending;
+    el.messageText.disabled = Boolean(r);
+    el.sendReason.textContent = why;
+    el.sendReason.hidden = !r;
   }
 
   // checkDuplicate reports an order or message event delivered twice: it
@@ -349,6 +299,7 @@
     if (topic.startsWith("orders/")) {
       const entry = state.orders.get(topic.slice(7));
       if (!entry) return "not tracked";
+      entry.refused = 0;
       if (data.order && typeof data.order === "object") {
         setOrder(entry, data.order, true);
       } else {
@@ -373,12 +324,13 @@
   function applyOrder(o, op) {
     const entry = state.orders.get(o.id);
     if (!entry) return "not tracked";
+    entry.refused = 0;
     if (op === "delete") {
       entry.deleted = true;
       renderOrder(entry);
       return "";
     }
-    if (entry.order && !(o.version > entry.order.version)) return "ignored: v" + entry.order.version + " shown";
+    if (entry.order && !(o.version > entry.order.version)) return "stale";
     setOrder(entry, o, false);
     renderOrder(entry);
     announce(`Order ${shortID(o.id)} is now ${STATUS_LABEL[o.status] || o.status}.`);
@@ -495,10 +447,15 @@
     }
   }
 
+  function newEntry(id) {
+    // refused: the status the stream refused the order's topic with, or 0.
+    return { id, order: null, history: new Map(), missing: false, deleted: false, busy: false, error: "", refused: 0 };
+  }
+
   function trackOrder(id, order) {
     let entry = state.orders.get(id);
     if (!entry) {
-      entry = { id, order: null, history: new Map(), missing: false, deleted: false, busy: false, error: "" };
+      entry = newEntry(id);
       state.orders.set(id, entry);
       state.orderIDs.unshift(id);
       while (state.orderIDs.length > MAX_ORDERS) untrack(state.orderIDs[state.orderIDs.length - 1], false);
@@ -580,6 +537,9 @@
       case "cancel":
         changeStatus(entry, "cancelled");
         break;
+      case "copy":
+        copyOrderID(entry);
+        break;
       case "untrack": {
         const idx = state.orderIDs.indexOf(entry.id);
         untrack(entry.id);
@@ -624,7 +584,7 @@
     save(localStorage, KEY_ROOM, room);
     el.roomLabel.textContent = room;
     renderMessages();
-    const resuming = state.lastID !== "";
+    const resuming = state.feed.lastEventId !== "";
     syncTopics();
     // A resumed stream sends only what comes after the last id, so read the
     // room's history over REST; message ids make the merge exact.
@@ -652,6 +612,7 @@
   async function postMessage(ev) {
     ev.preventDefault();
     el.messageError.textContent = "";
+    if (state.roomRefused) return;
     const text = el.messageText.value;
     if (text.trim() === "") {
       el.messageText.focus();
@@ -668,7 +629,8 @@
       body.author = author;
     }
     const room = state.room;
-    el.send.disabled = true;
+    state.sending = true;
+    renderSend();
     try {
       const m = await api("POST", `/api/rooms/${encodeURIComponent(room)}/messages`, body);
       if (el.messageText.value === text) el.messageText.value = "";
@@ -676,16 +638,18 @@
     } catch (err) {
       el.messageError.textContent = err.message;
     } finally {
-      el.send.disabled = false;
+      state.sending = false;
+      renderSend();
       el.messageText.focus();
     }
   }
 
   // ---- token ----
 
+  // askForToken shows the token form; the feed retries slowly meanwhile
+  // and at once when a token is given.
   function askForToken(reason) {
-    stop("token");
-    setConn("offline");
+    setConn(state.token ? "offline" : "signin");
     el.tokenReason.textContent = reason;
     el.tokenPanel.hidden = false;
     el.reconnect.hidden = true;
@@ -703,7 +667,7 @@
     el.token.value = "";
     el.tokenPanel.hidden = true;
     for (const entry of state.orders.values()) renderOrder(entry);
-    connect();
+    state.feed.setToken(t);
     for (const entry of state.orders.values()) if (!entry.order) refreshOrder(entry);
   }
 
@@ -797,7 +761,7 @@
     // Remember which control had focus, to give it back after the rebuild.
     const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action || "heading" : "";
     const o = entry.order;
-    const status = entry.deleted ? "deleted" : entry.missing ? "missing" : o ? o.status : "loading";
+    const status = entry.deleted ? "deleted" : entry.missing ? "missing" : entry.refused === 403 ? "forbidden" : o ? o.status : "loading";
     li.dataset.status = status;
     li.dataset.version = o ? String(o.version) : "0";
     li.replaceChildren();
@@ -807,7 +771,7 @@
     h.tabIndex = -1;
     h.append("Order ", make("code", "", shortID(entry.id)));
     h.title = entry.id;
-    const badge = make("span", "badge", STATUS_LABEL[status] || { deleted: "Deleted", missing: "Not found", loading: "Loading…" }[status]);
+    const badge = make("span", "badge", STATUS_LABEL[status] || { deleted: "Deleted", missing: "Not found", forbidden: "Not allowed", loading: "Loading…" }[status]);
     badge.dataset.status = status;
     head.append(h, badge);
     li.append(head);
@@ -818,10 +782,23 @@
       meta.append(make("span", "customer", o.customer || ""), make("span", "sep", " · "), make("span", "", items), make("span", "sep", " · "), make("span", "version", "v" + o.version));
       li.append(meta, renderTimeline(entry));
     } else if (entry.missing) {
-      li.append(make("p", "muted", "No order with this id."));
+      li.append(make("p", "muted", "No order with this id: check it for a typo. Chat and other orders stay live."));
+    } else if (status === "forbidden") {
+      li.append(make("p", "muted", "This token may not watch this order."));
     } else if (entry.deleted) {
       li.append(make("p", "muted", "This order was deleted."));
     }
+
+    const share = make("p", "order-share");
+    const link = make("a", "order-link", "Link");
+    link.href = orderLink(entry.id);
+    link.setAttribute("aria-label", `Link to order ${shortID(entry.id)}`);
+    const copy = make("button", "btn btn-ghost btn-small", "Copy id");
+    copy.type = "button";
+    copy.dataset.action = "copy";
+    copy.setAttribute("aria-label", `Copy the id of order ${shortID(entry.id)}`);
+    share.append(make("code", "order-id", entry.id), copy, link);
+    li.append(share);
 
     const actions = make("div", "order-actions");
     if (o && !entry.deleted) {
@@ -962,27 +939,46 @@
       make("span", "log-time", timeFormat.format(new Date())),
       make("span", "log-name", name),
       make("span", "log-topic", topic),
-      make("span", "log-detail", (shown || detail) + (note ? ` (${note})` : "")),
+      make("span", "log-detail", (shown || detail) + (note ? ` — ${NOTE_TEXT[note] || note}` : "")),
+      make("code", "log-id", id ? "id " + id : "no id"),
     );
-    if (id) li.title = "id " + id;
+    li.querySelector(".log-id").title = id ? "The event's id: a stream resumes after it (Last-Event-ID)" : "Not part of the log: it has no id";
     el.eventLog.prepend(li);
     while (el.eventLog.childElementCount > MAX_LOG) el.eventLog.lastElementChild.remove();
   }
 
-  let noticeCount = 0;
-  function notice(text, kind) {
-    const div = make("div", "notice notice-" + (kind || "info"));
+  // notice shows text under key: a notice with the same key is replaced,
+  // never stacked.
+  function notice(key, text, kind) {
+    let div = noticeElement(key);
+    if (!div) {
+      div = make("div");
+      div.dataset.key = key;
+      const b = make("button", "btn btn-ghost btn-small", "Dismiss");
+      b.type = "button";
+      b.addEventListener("click", () => div.remove());
+      div.append(make("p"), b);
+      el.notices.prepend(div);
+    }
+    div.className = "notice notice-" + (kind || "info");
     div.dataset.kind = kind || "info";
     div.setAttribute("role", kind === "error" ? "alert" : "status");
-    const p = make("p", "", text);
-    const b = make("button", "btn btn-ghost btn-small", "Dismiss");
-    b.type = "button";
-    b.setAttribute("aria-label", "Dismiss notice");
-    b.addEventListener("click", () => div.remove());
-    div.append(p, b);
-    div.id = "notice-" + ++noticeCount;
-    el.notices.prepend(div);
-    while (el.notices.childElementCount > 3) el.notices.lastElementChild.remove();
+    div.firstChild.textContent = text;
+    div.lastChild.setAttribute("aria-label", "Dismiss notice: " + text.slice(0, 60));
+    while (el.notices.childElementCount > 5) el.notices.lastElementChild.remove();
+  }
+
+  function noticeElement(key) {
+    for (const n of el.notices.children) if (n.dataset.key === key) return n;
+    return null;
+  }
+
+  function noticeKeys() {
+    return [...el.notices.children].map((n) => n.dataset.key);
+  }
+
+  function clearNotice(key) {
+    noticeElement(key)?.remove();
   }
 
   function announce(text) {
@@ -1012,6 +1008,61 @@
     }
   }
 
+  // ---- sharing an order: /#order=<id> opens the page tracking it ----
+
+  function orderFromHash() {
+    const m = /^#order=([^&]*)/.exec(location.hash);
+    return m ? decodeURIComponent(m[1]).trim().toLowerCase() : "";
+  }
+
+  function trackFromHash() {
+    const id = orderFromHash();
+    if (!id) return;
+    if (!ORDER_ID_RE.test(id)) {
+      notice("hash", `The link names order "${id}", which is not an order id (24 characters 0–9 and a–f).`, "error");
+      return;
+    }
+    clearNotice("hash");
+    if (!state.orders.has(id)) trackOrder(id, null);
+    orderElement(id)?.querySelector("h3")?.focus();
+  }
+
+  function orderLink(id) {
+    return new URL("/#order=" + id, location.href).href;
+  }
+
+  async function copyOrderID(entry) {
+    let ok = false;
+    try {
+      await navigator.clipboard.writeText(entry.id);
+      ok = true;
+    } catch {
+      // No clipboard API here (an http page on another host): select the
+      // id so that the user can copy it.
+      const code = orderElement(entry.id)?.querySelector(".order-id");
+      if (code) {
+        const r = document.createRange();
+        r.selectNodeContents(code);
+        getSelection().removeAllRanges();
+        getSelection().addRange(r);
+      }
+    }
+    const b = orderElement(entry.id)?.querySelector('[data-action="copy"]');
+    if (b) b.textContent = ok ? "Copied" : "Selected: press Ctrl+C";
+    announce(ok ? `Order id ${entry.id} copied.` : "The order id is selected: copy it with Ctrl+C.");
+  }
+
+  // ---- dev mode: a request without any credentials is answered ----
+
+  async function checkDevMode() {
+    try {
+      const res = await fetch(`/api/rooms/${encodeURIComponent(state.room)}/messages?limit=1`, { method: "HEAD", credentials: "omit", cache: "no-store" });
+      el.devBanner.hidden = !res.ok;
+    } catch {
+      // Unknown: leave the banner as it is.
+    }
+  }
+
   // ---- start ----
 
   function start() {
@@ -1021,11 +1072,12 @@
     el.room.value = state.room;
     el.roomLabel.textContent = state.room;
     for (const id of loadOrderIDs()) {
-      state.orders.set(id, { id, order: null, history: new Map(), missing: false, deleted: false, busy: false, error: "" });
+      state.orders.set(id, newEntry(id));
       state.orderIDs.push(id);
     }
     renderOrderList();
     renderMessages();
+    renderSend();
 
     el.name.addEventListener("change", () => {
       if (!el.name.readOnly) save(localStorage, KEY_NAME, myName());
@@ -1041,15 +1093,22 @@
       el.token.value = "";
       el.token.focus();
     });
-    el.reconnect.addEventListener("click", () => {
-      stream.attempt = 0;
-      connect();
-    });
-    window.addEventListener("online", () => {
-      if (!stream.es && !stream.blocked) connect();
-    });
+    el.reconnect.addEventListener("click", () => state.feed.reconnect());
+    window.addEventListener("hashchange", trackFromHash);
 
-    connect();
+    setConn("connecting");
+    state.feed = connect({ topics: topics(), token: state.token, storageKey: KEY_LAST_ID });
+    for (const name of EVENT_NAMES) state.feed.on(name, handleEvent);
+    state.feed.on("status", onStatus);
+    // After a reload the feed resumes from the last id it saw, so it sends
+    // no snapshots: read the current state over REST (newer versions and
+    // message ids make the merge with events exact).
+    if (state.feed.lastEventId) {
+      for (const entry of state.orders.values()) refreshOrder(entry);
+      loadHistory(state.room);
+    }
+    trackFromHash();
+    checkDevMode();
   }
 
   start();

@@ -62,27 +62,7 @@ func TestBrowserDemo(t *testing.T) {
 	srv := startBrowserServer(t, port, dataDir)
 	t.Cleanup(func() { srv.stop(t) })
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chrome),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		// Two tabs run at once: neither may have its timers throttled.
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 800),
-	)
-	t.Cleanup(cancelAlloc)
+	allocCtx := browserAllocator(t, chrome)
 
 	first := newBrowserPage(t, allocCtx, "desktop")
 	second := newBrowserPage(t, first.ctx, "phone", chromedp.WithNewBrowserContext())
@@ -98,11 +78,14 @@ func TestBrowserDemo(t *testing.T) {
 	})
 
 	var tracked store.Order // placed on the desktop page in the first case
+	var cancelledID string  // the second order of the first case
 
 	ok := t.Run("order lifecycle", func(t *testing.T) {
 		first.setViewport(t, 1280, 800, false)
 		first.open(t, srv.URL)
 		first.checkLabels(t)
+		// The server runs with -dev: the page says authentication is off.
+		first.waitUntil(t, browserWait, "the dev-mode banner shows", `!document.getElementById("dev-banner").hidden`)
 		first.clear(t, "#name")
 		first.typeInto(t, "#name", "Alice")
 		first.setValue(t, "#qty-pad-thai", "2")
@@ -116,6 +99,9 @@ func TestBrowserDemo(t *testing.T) {
 
 		for i, status := range []string{store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered} {
 			version := int64(i + 2)
+			// The button is disabled while the previous PATCH is answered.
+			first.waitUntil(t, browserWait, "the advance button is enabled",
+				fmt.Sprintf(`document.querySelector(%s) !== null`, browserJS(card+` button[data-action="advance"]:not(:disabled)`)))
 			first.click(t, card+` button[data-action="advance"]`)
 			start := time.Now()
 			first.waitUntil(t, browserStepBound, "order shows "+status+" after its PATCH", fmt.Sprintf(
@@ -134,6 +120,7 @@ func TestBrowserDemo(t *testing.T) {
 
 		// A second order, cancelled.
 		cancelled := first.placeOrder(t, id)
+		cancelledID = cancelled
 		card2 := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(cancelled))
 		first.waitUntil(t, browserWait, "the second order shows as placed",
 			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "placed"`, browserJS(card2)))
@@ -143,6 +130,13 @@ func TestBrowserDemo(t *testing.T) {
 			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "cancelled"`, browserJS(card2)))
 		first.waitUntil(t, browserStepBound-time.Since(start), "the cancel event arrived over SSE", first.logHasOrder(cancelled, 2))
 
+		// The event log shows each event's id, and plain words for an
+		// event it did not apply.
+		var bad []string
+		first.eval(t, `[...document.querySelectorAll("#event-log li")].filter(l => l.querySelector(".log-id")?.textContent !== (l.dataset.id ? "id " + l.dataset.id : "no id") || /ignored|\(stale\)/.test(l.textContent)).map(l => l.textContent)`, &bad)
+		if len(bad) > 0 {
+			t.Errorf("event log entries without their id or with jargon: %q", bad)
+		}
 		first.checkNoProblems(t, true)
 		first.screenshotIfAsked(t, "orders")
 	})
@@ -184,6 +178,77 @@ func TestBrowserDemo(t *testing.T) {
 			p.checkFits(t)
 		}
 		second.screenshotIfAsked(t, "chat")
+	})
+	if !ok {
+		return
+	}
+
+	ok = t.Run("a mistyped order shows Not found while chat stays live", func(t *testing.T) {
+		unknown := "fedcba9876543210fedcba98"
+		topic := "orders/" + unknown
+		card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(unknown))
+		first.typeInto(t, "#track-id", unknown+"\n")
+		first.waitUntil(t, browserWait, "the card says Not found", fmt.Sprintf(
+			`(() => { const c = document.querySelector(%s); return c?.dataset.status === "missing" && c.querySelector(".badge").textContent === "Not found"; })()`, browserJS(card)))
+		first.waitUntil(t, browserWait, "the stream reports the order refused", fmt.Sprintf(
+			`document.querySelector('#event-log li[data-event="refused"][data-topic=%s]') !== null`, browserJS(topic)))
+		noticeAbout := fmt.Sprintf(`[...document.querySelectorAll("#notices .notice")].filter(n => n.textContent.includes(%s)).length`, browserJS(unknown))
+		first.waitUntil(t, browserWait, "a notice names the order", noticeAbout+" === 1")
+		if n := first.evalInt(t, `document.querySelectorAll('#event-log li[data-event="refused"][data-topic="rooms/lobby"]').length`); n != 0 {
+			t.Errorf("the room was reported refused %d times; only the mistyped order is", n)
+		}
+		first.waitUntil(t, browserWait, "the page stays live", `document.getElementById("conn").dataset.state === "live"`)
+
+		// Chat goes on both ways.
+		fromBob := "Bob still chats beside a mistyped order"
+		second.typeInto(t, "#message-text", fromBob)
+		second.click(t, "#send")
+		first.waitUntil(t, browserWait, "Bob's message reaches the page with the mistyped order", first.messageCount(fromBob)+" === 1")
+		if first.evalString(t, "#send", "disabled ? 'disabled' : 'enabled'") != "enabled" {
+			t.Errorf("Send is disabled beside a mistyped order; only a refused room disables it")
+		}
+		fromAlice := "Alice too"
+		first.typeInto(t, "#message-text", fromAlice+"\n")
+		second.waitUntil(t, browserWait, "Alice's message reaches the second page", second.messageCount(fromAlice)+" === 1")
+		if n := first.evalInt(t, noticeAbout); n != 1 {
+			t.Errorf("%d notices about the mistyped order after reconnects, want 1 (no duplicates stacking up)", n)
+		}
+
+		first.click(t, card+` button[data-action="untrack"]`)
+		first.waitUntil(t, browserWait, "the notice about the order goes with its card", noticeAbout+" === 0")
+		first.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
+		first.checkNoProblems(t, false) // the REST read of the mistyped order is a 404
+	})
+	if !ok {
+		return
+	}
+
+	ok = t.Run("a link /#order=<id> opens the page tracking it", func(t *testing.T) {
+		card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(tracked.ID))
+		link := first.evalString(t, card+" a.order-link", "href")
+		if want := srv.URL + "/#order=" + tracked.ID; link != want {
+			t.Errorf("order link: got %q, want %q", link, want)
+		}
+		if got := first.evalString(t, card+" .order-id", "textContent"); got != tracked.ID {
+			t.Errorf("the card shows the id %q, want the whole id %q", got, tracked.ID)
+		}
+		first.evalString(t, card+` button[data-action="copy"]`, "textContent")
+
+		// The second context tracks nothing; the link loads the page
+		// tracking the order (a fresh load: it resumes from the id kept
+		// in this tab, so the order comes over REST, the rest live).
+		second.do(t, "leave the page", chromedp.Navigate("about:blank"))
+		second.do(t, "open the link", chromedp.Navigate(link))
+		other := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(tracked.ID))
+		second.waitUntil(t, browserWait, "the linked order shows as delivered",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "delivered"`, browserJS(other)))
+		second.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
+		// A link followed on the open page tracks that order too.
+		second.eval(t, fmt.Sprintf(`(location.hash = %s, true)`, browserJS("#order="+cancelledID)), new(bool))
+		second.waitUntil(t, browserWait, "the second linked order shows as cancelled",
+			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "cancelled"`, browserJS(fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(cancelledID)))))
+		second.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
+		second.checkNoProblems(t, true)
 	})
 	if !ok {
 		return
@@ -318,6 +383,33 @@ func TestBrowserDemo(t *testing.T) {
 		first.screenshotIfAsked(t, "after-restart")
 		second.screenshotIfAsked(t, "after-restart")
 	})
+}
+
+// browserAllocator starts a headless Chromium for the test's lifetime.
+func browserAllocator(tb testing.TB, chrome string) context.Context {
+	tb.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chrome),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		// Two tabs run at once: neither may have its timers throttled.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.UserDataDir(tb.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	tb.Cleanup(cancelAlloc)
+	return allocCtx
 }
 
 // browserChromium returns the Chromium to use. It skips the test when there
