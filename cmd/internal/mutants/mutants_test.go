@@ -262,6 +262,30 @@ func TestParseOutcome(t *testing.T) {
 		),
 		want: outcome{Killed: true, By: "a TestHangs (timeout)", KillerPkg: "m/a", KillerTest: "TestHangs", Failed: []string{"a TestHangs"}, Ran: 2},
 	}, {
+		name: "timeout reported without a failing test",
+		out: jsonLines(
+			`{"Action":"run","Package":"m/a","Test":"TestHangs"}`,
+			`{"Action":"output","Package":"m/a","Test":"TestHangs","Output":"panic: test timed out after 5s\n"}`,
+			`{"Action":"output","Package":"m/a","Test":"TestHangs","Output":"\trunning tests:\n"}`,
+			`{"Action":"output","Package":"m/a","Test":"TestHangs","Output":"\t\tTestHangs (5s)\n"}`,
+			`{"Action":"fail","Package":"m/a"}`,
+		),
+		want: outcome{Killed: true, By: "a TestHangs (timeout)", KillerPkg: "m/a", KillerTest: "TestHangs", Ran: 1},
+	}, {
+		name: "a failure before another package times out",
+		out: jsonLines(
+			`{"Action":"run","Package":"m/a","Test":"TestFails"}`,
+			`{"Action":"fail","Package":"m/a","Test":"TestFails"}`,
+			`{"Action":"run","Package":"m/b","Test":"TestHangs"}`,
+			`{"Action":"output","Package":"m/b","Test":"TestHangs","Output":"panic: test timed out after 5s\n"}`,
+			`{"Action":"output","Package":"m/b","Test":"TestHangs","Output":"\trunning tests:\n"}`,
+			`{"Action":"output","Package":"m/b","Test":"TestHangs","Output":"\t\tTestHangs (5s)\n"}`,
+			`{"Action":"fail","Package":"m/b","Test":"TestHangs"}`,
+			`{"Action":"fail","Package":"m/a"}`,
+			`{"Action":"fail","Package":"m/b"}`,
+		),
+		want: outcome{Killed: true, By: "a TestFails", KillerPkg: "m/a", KillerTest: "TestFails", Failed: []string{"a TestFails", "b TestHangs"}, Ran: 2},
+	}, {
 		name: "leak found by TestMain",
 		out: jsonLines(
 			`{"Action":"run","Package":"m/a","Test":"TestA"}`,

@@ -119,19 +119,22 @@ func parseOutcome(r io.Reader, modPath string) (outcome, error) {
 	if o.Broken {
 		return o, nil
 	}
-	// A timeout names the test that hung: it is the killer, even if
-	// test2json also reports it (or its parent) as failed.
+	if len(o.Failed) > 0 {
+		o.Killed, o.By = true, o.Failed[0]
+		o.KillerPkg, o.KillerTest = first[0], first[1]
+		if timeout[first[0]] == first[1] {
+			o.By += " (timeout)"
+		}
+		return o, nil
+	}
+	// A binary that timed out names the test that hung even when
+	// test2json reports no test failed.
 	for _, pkg := range pkgFails {
 		if t, ok := timeout[pkg]; ok {
 			o.Killed, o.By = true, short(pkg)+" "+t+" (timeout)"
 			o.KillerPkg, o.KillerTest = pkg, t
 			return o, nil
 		}
-	}
-	if len(o.Failed) > 0 {
-		o.Killed, o.By = true, o.Failed[0]
-		o.KillerPkg, o.KillerTest = first[0], first[1]
-		return o, nil
 	}
 	if len(pkgFails) > 0 {
 		pkg := pkgFails[0]
