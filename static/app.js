@@ -342,9 +342,15 @@ import { connect } from "./changecast.js";
     entry.order = o;
     entry.missing = false;
     entry.deleted = false;
+    if (Array.isArray(o.history) && o.history.length > 0) {
+      // The order carries its own story: every step with its time, the
+      // same after a reload, a reset or in a second tab.
+      entry.history = new Map(o.history.map((h) => [h.status, h.at]));
+      return;
+    }
     if (replace || !before) {
-      // A snapshot tells only the current status: keep the times we saw for
-      // earlier steps, drop any for later ones.
+      // An order stored before history was kept tells only its current
+      // status: keep the times we saw for earlier steps, drop later ones.
       const idx = STATUS_FLOW.indexOf(o.status);
       for (const s of [...entry.history.keys()]) {
         const i = STATUS_FLOW.indexOf(s);

@@ -243,6 +243,10 @@ func TestBrowserDemo(t *testing.T) {
 		second.waitUntil(t, browserWait, "the linked order shows as delivered",
 			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "delivered"`, browserJS(other)))
 		second.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
+		// The order was read over REST on a fresh page, yet its timeline
+		// shows every step's time: the order carries its history.
+		second.waitUntil(t, browserWait, "every step of the linked order has its time",
+			fmt.Sprintf(`["placed","preparing","out_for_delivery","delivered"].every(s => document.querySelector(%s + " .timeline [data-step=" + s + "] time")?.dateTime)`, browserJS(other)))
 		// A link followed on the open page tracks that order too.
 		second.eval(t, fmt.Sprintf(`(location.hash = %s, true)`, browserJS("#order="+cancelledID)), new(bool))
 		second.waitUntil(t, browserWait, "the second linked order shows as cancelled",
