@@ -178,6 +178,27 @@ type Multiplexer struct {
 	openStreams, catchUpsRunning          atomic.Int64
 	delivered, droppedSlow, catchUpsTotal atomic.Uint64
 	lastEventNanos                        atomic.Int64
+
+	// failpoint, set only by tests before Start, is called at the points
+	// named by the fp constants, where a goroutine switch changes the
+	// outcome; nil in production, where each point costs a nil check.
+	failpoint func(at string, topics []string)
+}
+
+// Failpoints: where tests may hold a goroutine to force a race window open.
+const (
+	fpApply     = "apply"     // the feed has a batch it has not applied
+	fpSubscribe = "subscribe" // before a subscriber's head is read and it is registered
+	fpBegin     = "begin"     // registered; before the snapshot or catch-up
+	fpReplay    = "replay"    // before memory is read for a catch-up
+	fpHandover  = "handover"  // caught up; before the stream goes live
+)
+
+// hit calls the failpoint, if a test set one.
+func (m *Multiplexer) hit(at string, topics []string) {
+	if m.failpoint != nil {
+		m.failpoint(at, topics)
+	}
 }
 
 // New returns a Multiplexer over src. It starts nothing: call Start.
@@ -311,6 +332,7 @@ func (m *Multiplexer) follow(ctx context.Context) {
 		m.mu.Unlock()
 		began := time.Now()
 		err := m.src.Follow(ctx, from, func(b Batch) error {
+			m.hit(fpApply, nil)
 			m.apply(b)
 			return nil
 		})

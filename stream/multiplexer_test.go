@@ -574,6 +574,14 @@ func TestBufferBudget(t *testing.T) {
 			t.Fatalf("after the catch-up got %q, want the live event", ev)
 		}
 		first = append(first, live)
-		t.Logf("resume after %s: %d events, from the source: %v", after.ID, n, src.catchUpCount() > before)
+		// Memory cannot hold all 40 events: the oldest came from the
+		// Source. The newest events of the most recently written topic
+		// are the last to go: resuming among them reads only memory.
+		switch fromSource := src.catchUpCount() > before; {
+		case after.ID == first[0].ID && !fromSource:
+			t.Fatalf("resume after %s: %d events, all from memory; want a catch-up from the source (memory holds %d of 40 events)", after.ID, n, frames)
+		case after.ID == first[37].ID && fromSource:
+			t.Fatalf("resume after %s: %d events read from the source; want them from memory (the newest events, well within %d bytes)", after.ID, n, budget)
+		}
 	}
 }

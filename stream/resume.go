@@ -20,6 +20,7 @@ var (
 // head is the feed's position when the subscriber was registered; every
 // event after it reaches the subscriber's queue.
 func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOptions, head string) (string, error) {
+	m.hit(fpBegin, opts.Topics)
 	p := opts.LastEventID
 	if p != "" {
 		if err := m.src.CheckPosition(p); err != nil {
@@ -55,6 +56,7 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 		var reason ResetReason
 		switch {
 		case err == nil:
+			m.hit(fpHandover, opts.Topics)
 			return max(p, head), nil
 		case errors.Is(err, ErrHistoryLost):
 			reason = ResetHistoryLost
@@ -120,6 +122,7 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 	if after >= head {
 		return nil
 	}
+	m.hit(fpReplay, topics)
 	if frames, ok := m.replay(topics, after, head); ok {
 		for _, f := range frames {
 			sw.addEvent(f.wire)

@@ -94,6 +94,7 @@ func (m *Multiplexer) subscribe(topics []string) (*subscriber, string) {
 	if m.cfg.Classify != nil {
 		s.class = m.cfg.Classify(topics)
 	}
+	m.hit(fpSubscribe, topics)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

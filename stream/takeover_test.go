@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// takeOverTTL is the token lifetime of TestTakeOverConnection's stream.
+const takeOverTTL = 5 * time.Second
+
 // TestTakeOverConnection: on HTTP/1.1 Serve returns as soon as the stream
 // is live, without holding net/http's goroutine, and the stream goes on
 // over the connection: live events, then a clean chunked end at expiry,
@@ -25,7 +28,9 @@ func TestTakeOverConnection(t *testing.T) {
 	var returned, done atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Request-Id", "req-1")
-		err := m.Serve(w, r, StreamOptions{Topics: []string{"rooms/a"}, Expires: time.Now().Add(time.Second), Done: func() { done.Add(1) }})
+		// The token must outlive the snapshot and one live event on a
+		// loaded machine; the test waits for its expiry.
+		err := m.Serve(w, r, StreamOptions{Topics: []string{"rooms/a"}, Expires: time.Now().Add(takeOverTTL), Done: func() { done.Add(1) }})
 		if err != nil {
 			t.Errorf("Serve: %v", err)
 		}

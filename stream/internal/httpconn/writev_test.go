@@ -49,8 +49,9 @@ func TestGatherWriter(t *testing.T) {
 		want = append(want, b...)
 	}
 	got := make(chan []byte)
+	// About 1 MiB through a 16 KiB send buffer: the writer blocks and
+	// resumes many times however soon the reader starts.
 	go func() {
-		time.Sleep(50 * time.Millisecond) // let the writer block
 		b, _ := io.ReadAll(client)
 		got <- b
 	}()
