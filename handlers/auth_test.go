@@ -99,6 +99,7 @@ func badTokens(tb testing.TB) map[string]string {
 func routeKinds(orderID string) []req {
 	return []req{
 		{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"pizza","qty":1}]}`},
+		{method: "GET", path: "/api/orders"},
 		{method: "GET", path: "/api/orders/" + orderID},
 		{method: "PATCH", path: "/api/orders/" + orderID, body: `{"status":"cancelled"}`},
 		{method: "GET", path: "/api/orders/" + orderID + "/events"},
