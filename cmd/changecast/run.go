@@ -208,6 +208,7 @@ func newMultiplexer(cfg config, src stream.Source, met *metrics, logger *slog.Lo
 	return stream.New(src, stream.Config{
 		Heartbeat: cfg.Heartbeat,
 		Classify:  subscriberKind,
+		Presence:  handlers.PresenceTopic,
 		Logger:    logger,
 		OnCatchUp: func(d time.Duration) { met.catchUps.Observe(d.Seconds()) },
 		OnStreamEnd: func(se stream.StreamEnd) {
