@@ -254,8 +254,8 @@ type sseStream struct {
 	header   http.Header
 	events   chan sseEvent
 	presence chan sseEvent
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // openStream opens an SSE stream at path and fails unless it answers 200
