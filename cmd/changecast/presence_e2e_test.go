@@ -104,12 +104,16 @@ func TestPresenceTwoProcessesMongo(t *testing.T) {
 	// Bound: 2×PresenceInterval (10 s); the wait only guards against hangs.
 	waitPresent(t, b.URL, "lobby", mongoE2EWait, "alice")
 	watcher.WaitFor(t, "alice's join on the other process", func(evs []sseEvent) bool {
-		return slices.ContainsFunc(evs, func(e sseEvent) bool { return e.Name == "presence" && string(e.Data) == `{"topic":"rooms/lobby","op":"join","user":"alice"}` })
+		return slices.ContainsFunc(evs, func(e sseEvent) bool {
+			return e.Name == "presence" && string(e.Data) == `{"topic":"rooms/lobby","op":"join","user":"alice"}`
+		})
 	})
 	closeAlice()
 	waitPresent(t, b.URL, "lobby", mongoE2EWait)
 	watcher.WaitFor(t, "alice's leave on the other process", func(evs []sseEvent) bool {
-		return slices.ContainsFunc(evs, func(e sseEvent) bool { return e.Name == "presence" && string(e.Data) == `{"topic":"rooms/lobby","op":"leave","user":"alice"}` })
+		return slices.ContainsFunc(evs, func(e sseEvent) bool {
+			return e.Name == "presence" && string(e.Data) == `{"topic":"rooms/lobby","op":"leave","user":"alice"}`
+		})
 	})
 
 	// A process that stops says goodbye through the database.
