@@ -111,3 +111,26 @@ func TestBenchIdle(t *testing.T) {
 		t.Errorf("got server streams %d, RSS %d KiB, heap %d KiB; want 30 and memory read", r.ServerStreams, r.RSSAfterKiB, r.HeapAfterKiB)
 	}
 }
+
+// TestBenchBoard runs the board mode against a -dev server: staff
+// streams on the list topic orders (docs/api.md) get every change of
+// every order the generator creates and moves along, once and in order.
+func TestBenchBoard(t *testing.T) {
+	s := newE2EServer(t, nil)
+	r := benchRunJSON(t, s.URL, "-mode", "board", "-conns", "10", "-rate", "40", "-duration", "1500ms", "-warmup", "300ms")
+	benchCheckClean(t, r)
+	if r.Mode != "board" || r.Streams != 10 || r.Errors != 0 || r.Reconnects != 0 {
+		t.Errorf("mode %q, %d open at the end, %d errors, %d reconnects; want board, 10, 0, 0", r.Mode, r.Streams, r.Errors, r.Reconnects)
+	}
+	// Each change (a create or a move) reaches all 10 streams; the pacer
+	// never exceeds its rate (1.8 s at 40/s, plus the first tick).
+	if r.Writes < 1 || r.Writes > 73 || r.WriteErrors != 0 || r.Expected != r.Writes*10 {
+		t.Errorf("got %d changes (%d failed), %d expected deliveries; want 1 to 73, none failed, each to all 10 streams", r.Writes, r.WriteErrors, r.Expected)
+	}
+	if r.MeasuredWrites < 1 || r.MeasuredDelivers != r.MeasuredWrites*10 {
+		t.Errorf("got %d measured changes, %d measured deliveries; want some, each delivered 10 times", r.MeasuredWrites, r.MeasuredDelivers)
+	}
+	if !(0 < r.P50ms && r.P50ms <= r.P99ms && r.P99ms <= r.MaxMs) || r.CPUPerDelivery <= 0 {
+		t.Errorf("got p50 %v, p99 %v, max %v ms, %v µs of server CPU per delivery; want ordered and read", r.P50ms, r.P99ms, r.MaxMs, r.CPUPerDelivery)
+	}
+}

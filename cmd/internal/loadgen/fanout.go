@@ -17,30 +17,64 @@ const drainWait = 10 * time.Second
 // fanoutRun is the state of a fan-out run shared by writers and
 // readers; readers only read it.
 type fanoutRun struct {
+	b            *bencher
 	run          string // tags this run's messages
 	measureStart int64  // unix nanos: writes sent from then on are measured
 	perRoom      []int64
+}
+
+// liveLoad is a mode that writes while its streams read (fanout, board):
+// live runs it.
+type liveLoad interface {
+	// onEvent is each stream's handler.
+	onEvent(s *stream, ev *event) bool
+	// begin sets the start of the measured window (unix nanos), before
+	// the first write.
+	begin(measureStart int64)
+	// write makes the writes at cfg.Rate a second from start until end.
+	write(ctx context.Context, w *writeStats, start, end time.Time)
+	// describe is the line printed as the writes begin.
+	describe() string
 }
 
 // fanout connects cfg.Conns streams, writes cfg.Rate messages a second
 // for cfg.Warmup then cfg.Duration, and measures write-to-delivery
 // latency of the writes sent after the warm-up.
 func (b *bencher) fanout(ctx context.Context) (Result, error) {
+	f := &fanoutRun{b: b, run: runID(), perRoom: make([]int64, b.cfg.Rooms)}
+	for i := range b.cfg.Conns {
+		f.perRoom[i%b.cfg.Rooms]++
+	}
+	return b.live(ctx, b.newStreams(readBuf), f)
+}
+
+func (f *fanoutRun) begin(measureStart int64) { f.measureStart = measureStart }
+
+func (f *fanoutRun) describe() string {
+	return fmt.Sprintf("writing %.0f/s with %d writers", f.b.cfg.Rate, f.b.writers())
+}
+
+func (f *fanoutRun) write(ctx context.Context, w *writeStats, start, end time.Time) {
+	f.b.write(ctx, w, start, end, func(h *hist) func() {
+		body := make([]byte, 0, 128+f.b.cfg.Size)
+		return func() { body = f.b.postBench(ctx, w, f, h, body) }
+	})
+}
+
+// live connects the streams ss with l's handler, has l write for
+// cfg.Warmup then cfg.Duration, and measures write-to-delivery latency
+// of the writes sent after the warm-up, deliveries/s and server CPU.
+func (b *bencher) live(ctx context.Context, ss []*stream, l liveLoad) (Result, error) {
 	var res Result
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 
-	f := &fanoutRun{run: runID(), perRoom: make([]int64, b.cfg.Rooms)}
-	for i := range b.cfg.Conns {
-		f.perRoom[i%b.cfg.Rooms]++
-	}
-	ss := b.newStreams(readBuf)
 	for _, s := range ss {
 		s.hist = new(hist)
 	}
-	connect, err := b.connectAll(ctx, &wg, ss, f.onEvent)
+	connect, err := b.connectAll(ctx, &wg, ss, l.onEvent)
 	res.ConnectSeconds = connect.Seconds()
 	if err != nil {
 		return res, err
@@ -49,9 +83,9 @@ func (b *bencher) fanout(ctx context.Context) (Result, error) {
 	start := time.Now()
 	measureStart := start.Add(b.cfg.Warmup)
 	end := measureStart.Add(b.cfg.Duration)
-	f.measureStart = measureStart.UnixNano()
+	l.begin(measureStart.UnixNano())
 	var w writeStats
-	fmt.Fprintf(b.log, "bench: writing %.0f/s with %d writers: %s warm-up, then %s measured\n", b.cfg.Rate, b.writers(), b.cfg.Warmup, b.cfg.Duration)
+	fmt.Fprintf(b.log, "bench: %s: %s warm-up, then %s measured\n", l.describe(), b.cfg.Warmup, b.cfg.Duration)
 	delivered := func() int64 {
 		var n int64
 		for _, s := range ss {
@@ -68,7 +102,7 @@ func (b *bencher) fanout(ctx context.Context) (Result, error) {
 		return line
 	})
 	var ww sync.WaitGroup
-	ww.Go(func() { b.write(ctx, &w, f, start, end) })
+	ww.Go(func() { l.write(ctx, &w, start, end) })
 
 	// The measured window: server CPU and deliveries from the end of the
 	// warm-up to the last delivery.
@@ -107,7 +141,7 @@ func (r *Result) addStreams(ss []*stream) {
 		h.merge(s.hist)
 		r.Delivered += s.unique.Load()
 		r.Duplicates += s.dups
-		r.OutOfOrder += s.idDisorder
+		r.OutOfOrder += s.idDisorder + s.versionDisorder
 		r.Resets += s.resets
 		r.Unexpected += s.unexpected
 		r.MeasuredDelivers += s.measured

@@ -3,8 +3,9 @@
 // many SSE streams and writes, and checks that every event arrives once
 // and in order. Run is the whole command.
 //
-// The modes: fanout (fanout.go, its writers in write.go), idle (idle.go)
-// and storm (storm.go), connecting their streams through connect.go. A
+// The modes: fanout (fanout.go, its writers in write.go), board
+// (board.go: list topic orders under order changes), idle (idle.go) and
+// storm (storm.go), connecting their streams through connect.go. A
 // stream is a bare TCP connection (stream.go) whose body is decoded
 // without allocation (decode.go, over package stream/sseparse), read by a
 // goroutine each or by a few epoll loops (poll_linux.go). Latencies go
@@ -79,14 +80,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	var c config
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "server to load (loopback only)")
-	fs.StringVar(&c.Mode, "mode", "fanout", "fanout (latency under writes), idle (memory per stream) or storm (reconnect storm)")
+	fs.StringVar(&c.Mode, "mode", "fanout", "fanout (latency under writes), board (staff streams on topic orders under order changes), idle (memory per stream) or storm (reconnect storm)")
 	fs.IntVar(&c.Conns, "conns", 100, "SSE connections (storm: clients)")
-	fs.IntVar(&c.Rooms, "rooms", 10, "rooms the connections and writes spread over")
-	fs.Float64Var(&c.Rate, "rate", 100, "fanout: writes per second, in total")
-	fs.IntVar(&c.Writers, "writers", 0, "fanout: concurrent writers (0: from -rate)")
+	fs.IntVar(&c.Rooms, "rooms", 10, "rooms the connections and writes spread over (not board)")
+	fs.Float64Var(&c.Rate, "rate", 100, "fanout: writes per second, in total; board: order changes (creates and moves) per second")
+	fs.IntVar(&c.Writers, "writers", 0, "fanout, board: concurrent writers (0: from -rate)")
 	fs.IntVar(&c.Size, "size", 0, "bytes of padding added to each message text")
-	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "fanout: how long to measure; idle: how long to hold the streams")
-	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "fanout: how long to write before measuring")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "fanout, board: how long to measure; idle: how long to hold the streams")
+	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "fanout, board: how long to write before measuring")
 	fs.IntVar(&c.Behind, "behind", 100, "storm: messages written to each room while the clients are away")
 	fs.DurationVar(&c.Timeout, "timeout", 2*time.Minute, "bound on connecting every stream, and on a storm's catch-up")
 	fs.IntVar(&c.Pid, "pid", 0, "server process id: read its CPU time and memory from /proc (else from /metrics)")
@@ -114,8 +115,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return config{}, errors.New("bench: -sources must be 1 to 254")
 	case c.Duration <= 0 || c.Warmup < 0 || c.Timeout <= 0 || c.Writers < 0 || c.Size < 0 || c.Size > 3000:
 		return config{}, errors.New("bench: -duration and -timeout must be positive, -warmup and -writers not negative, -size 0 to 3000")
-	case c.Mode != "fanout" && c.Mode != "idle" && c.Mode != "storm":
-		return config{}, fmt.Errorf("bench: -mode %q: want fanout, idle or storm", c.Mode)
+	case c.Mode != "fanout" && c.Mode != "board" && c.Mode != "idle" && c.Mode != "storm":
+		return config{}, fmt.Errorf("bench: -mode %q: want fanout, board, idle or storm", c.Mode)
 	case c.Reader != "epoll" && c.Reader != "goroutine":
 		return config{}, fmt.Errorf("bench: -reader %q: want epoll or goroutine", c.Reader)
 	}
@@ -152,6 +153,8 @@ func measure(ctx context.Context, c config, stderr io.Writer) (Result, error) {
 	switch c.Mode {
 	case "fanout":
 		res, err = b.fanout(ctx)
+	case "board":
+		res, err = b.board(ctx)
 	case "idle":
 		res, err = b.idle(ctx)
 	case "storm":
@@ -161,6 +164,9 @@ func measure(ctx context.Context, c config, stderr io.Writer) (Result, error) {
 		return Result{}, err
 	}
 	res.Mode, res.Conns, res.Rooms = c.Mode, c.Conns, c.Rooms
+	if c.Mode == "board" {
+		res.Rooms = 0
+	}
 	res.Errors, res.Reconnects = b.errs.Load(), b.reconnects.Load()
 	return res, nil
 }

@@ -110,12 +110,20 @@ func (r *Result) applyClientCPU(before, after float64, delivered int64) {
 func printTable(w io.Writer, r Result) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	p("mode                %s", r.Mode)
-	p("streams             %d over %d rooms (%d open at the end), connected in %.2f s", r.Conns, r.Rooms, r.Streams, r.ConnectSeconds)
+	where := fmt.Sprintf("over %d rooms", r.Rooms)
+	if r.Mode == "board" {
+		where = "on topic orders"
+	}
+	p("streams             %d %s (%d open at the end), connected in %.2f s", r.Conns, where, r.Streams, r.ConnectSeconds)
 	if r.Mode != "idle" {
 		p("writes              %d ok, %d failed, %d skipped (generator behind)", r.Writes, r.WriteErrors, r.WritesSkipped)
 	}
-	if r.Mode == "fanout" {
-		p("write rate          %.0f/s of %.0f/s asked; POST p50 %.2f ms, p99 %.2f ms", r.WritesPerS, r.RateAsked, r.WriteP50ms, r.WriteP99ms)
+	if r.Mode == "fanout" || r.Mode == "board" {
+		verb := "POST"
+		if r.Mode == "board" {
+			verb = "POST/PATCH"
+		}
+		p("write rate          %.0f/s of %.0f/s asked; %s p50 %.2f ms, p99 %.2f ms", r.WritesPerS, r.RateAsked, verb, r.WriteP50ms, r.WriteP99ms)
 		p("measured            %.1f s after %.1f s warm-up: %d writes, %d deliveries", r.Seconds, r.WarmupSeconds, r.MeasuredWrites, r.MeasuredDelivers)
 	}
 	if r.Mode != "idle" {
@@ -123,7 +131,7 @@ func printTable(w io.Writer, r Result) {
 		p("lost/dup/order      %d / %d / %d (unexpected %d, resets %d)", r.Lost, r.Duplicates, r.OutOfOrder, r.Unexpected, r.Resets)
 	}
 	p("errors, reconnects  %d, %d", r.Errors, r.Reconnects)
-	if r.Mode == "fanout" {
+	if r.Mode == "fanout" || r.Mode == "board" {
 		p("latency             p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms (write to delivery)", r.P50ms, r.P90ms, r.P99ms, r.MaxMs)
 	}
 	if r.Mode == "storm" {

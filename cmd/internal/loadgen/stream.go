@@ -58,12 +58,14 @@ type event struct {
 	data  []byte
 }
 
-// stream is one SSE connection to a room. One goroutine (or epoll
-// loop) at a time runs its handler; fields other than the atomics are
-// read by others only after the stream has ended.
+// stream is one SSE connection to a room (or, with path, to another
+// stream route). One goroutine (or epoll loop) at a time runs its
+// handler; fields other than the atomics are read by others only after
+// the stream has ended.
 type stream struct {
 	room    string
 	roomIdx int
+	path    string // the request's path and query; "": the room's events
 	lastID  []byte
 	retry   time.Duration
 	bufSize int
@@ -83,6 +85,10 @@ type stream struct {
 	unique   atomic.Int64
 	dups     int64
 	measured int64
+
+	// board
+	versions        []uint8 // versions received, by order: bit v-1 for version v
+	versionDisorder int64   // versions of an order received after a later one
 
 	// storm
 	storm *stormClient
@@ -239,14 +245,20 @@ func (b *bencher) handshake(ctx context.Context, s *stream, h handler) (net.Conn
 	return conn, nil
 }
 
-// streamRequest is the GET for s's room, resuming after s.lastID.
+// streamRequest is the GET for s's room (or s.path), resuming after
+// s.lastID.
 func (b *bencher) streamRequest(s *stream) []byte {
-	r := make([]byte, 0, 256+len(s.lastID)+len(b.cfg.Token))
+	r := make([]byte, 0, 256+len(s.path)+len(s.lastID)+len(b.cfg.Token))
 	r = append(r, "GET "...)
 	r = append(r, b.basePath...)
-	r = append(r, "/api/rooms/"...)
-	r = append(r, s.room...)
-	r = append(r, "/events HTTP/1.1\r\nHost: "...)
+	if s.path != "" {
+		r = append(r, s.path...)
+	} else {
+		r = append(r, "/api/rooms/"...)
+		r = append(r, s.room...)
+		r = append(r, "/events"...)
+	}
+	r = append(r, " HTTP/1.1\r\nHost: "...)
 	r = append(r, b.host...)
 	r = append(r, "\r\nUser-Agent: changecast-bench\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"...)
 	if b.cfg.Token != "" {

@@ -37,8 +37,9 @@ func (w *writeStats) merged() *hist {
 // write paces cfg.Rate writes a second from start until end: a pacer
 // hands out slots on a clock (open loop: a slow answer does not slow the
 // schedule) to a pool of writers over kept-alive connections; a slot no
-// writer is free to take is counted as skipped.
-func (b *bencher) write(ctx context.Context, w *writeStats, f *fanoutRun, start, end time.Time) {
+// writer is free to take is counted as skipped. newWriter makes a
+// writer's work for one slot, given its latency histogram.
+func (b *bencher) write(ctx context.Context, w *writeStats, start, end time.Time, newWriter func(h *hist) func()) {
 	n := b.writers()
 	slots := make(chan struct{}, n)
 	var wg sync.WaitGroup
@@ -47,10 +48,10 @@ func (b *bencher) write(ctx context.Context, w *writeStats, f *fanoutRun, start,
 		w.mu.Lock()
 		w.hists = append(w.hists, h)
 		w.mu.Unlock()
+		do := newWriter(h)
 		wg.Go(func() {
-			body := make([]byte, 0, 128+b.cfg.Size)
 			for range slots {
-				body = b.postBench(ctx, w, f, h, body)
+				do()
 			}
 		})
 	}
