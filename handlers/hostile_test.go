@@ -33,6 +33,13 @@ func TestTokenRefusals(t *testing.T) {
 		t.Fatalf("test token is %d bytes, want at most %d", len(ok), MaxTokenLen)
 	}
 	mustStatus(t, e.do(t, req{method: "GET", path: "/api/rooms/lobby/messages", token: ok}), http.StatusOK)
+
+	// The contract's claims include exp: a token without one would never
+	// expire, so it is refused however well it is signed.
+	noExp := signed(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "role": RoleCustomer, "rooms": []string{"lobby"}})
+	if r := e.do(t, req{method: "GET", path: "/api/rooms/lobby/messages", token: noExp}); r.status != http.StatusUnauthorized || r.errText() == "" {
+		t.Errorf("token without exp: got %d %q, want 401 with a reason", r.status, r.errText())
+	}
 }
 
 // TestControlCharactersInNames: a C0, DEL or C1 control character in a
