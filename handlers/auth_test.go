@@ -99,6 +99,7 @@ func badTokens(tb testing.TB) map[string]string {
 func routeKinds(orderID string) []req {
 	return []req{
 		{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"pizza","qty":1}]}`},
+		{method: "GET", path: "/api/orders"},
 		{method: "GET", path: "/api/orders/" + orderID},
 		{method: "PATCH", path: "/api/orders/" + orderID, body: `{"status":"cancelled"}`},
 		{method: "GET", path: "/api/orders/" + orderID + "/events"},
@@ -191,7 +192,13 @@ func TestAuthorization(t *testing.T) {
 		{"multi only ungranted", req{method: "GET", path: "/api/events?topic=rooms/kitchen&topic=rooms/bar", token: alice}, 403, "none of these topics"},
 		{"multi one ungranted", req{method: "GET", path: "/api/events?topic=rooms/kitchen", token: alice}, 403, "room kitchen is not granted to this token"},
 		{"multi roomless", req{method: "GET", path: "/api/events?topic=rooms/lobby", token: roomless}, 403, "not granted"},
-		{"multi malformed beside allowed", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/" + mine.ID + "x", token: alice}, 400, "is not orders/<id> or rooms/<room>"},
+		{"multi malformed beside allowed", req{method: "GET", path: "/api/events?topic=rooms/lobby&topic=orders/" + mine.ID + "x", token: alice}, 400, "is not orders/<id>, rooms/<room>, orders or customers/<sub>"},
+		// The list topics: the board is staff's, a customer's list its own.
+		{"board for a customer", req{method: "GET", path: "/api/events?topic=orders", token: alice}, 403, msgOrdersStaffOnly},
+		{"another customer's list", req{method: "GET", path: "/api/events?topic=customers/bob", token: alice}, 404, msgCustomerNotFound},
+		{"board and another customer's list", req{method: "GET", path: "/api/events?topic=orders&topic=customers/bob", token: alice}, 404, "none of these topics"},
+		{"malformed customer list", req{method: "GET", path: "/api/events?topic=customers/", token: staff}, 400, "is not orders/<id>"},
+		{"list another customer's orders", req{method: "GET", path: "/api/orders?customer=bob", token: alice}, 403, "only its own orders"},
 		// Ordering for someone else.
 		{"create for bob", req{method: "POST", path: "/api/orders", body: `{"customer":"bob","items":[{"sku":"p","qty":1}]}`, token: alice}, 403, "only for itself"},
 		// Staff moves are not a customer's.
@@ -365,9 +372,31 @@ func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
 	}
 	q.Add("topic", "rooms/kitchen")
 	wantRefused = append(wantRefused, refusedData("rooms/kitchen", 403, "room kitchen is not granted to this token"))
+	// The lists: alice's own, the board and bob's (refused).
+	q.Add("topic", store.CustomerTopic("alice"))
+	q.Add("topic", store.OrderListTopic)
+	wantRefused = append(wantRefused, refusedData(store.OrderListTopic, 403, msgOrdersStaffOnly))
+	q.Add("topic", store.CustomerTopic("bob"))
+	wantRefused = append(wantRefused, refusedData(store.CustomerTopic("bob"), 404, msgCustomerNotFound))
 	path := "/api/events?" + q.Encode()
 	multi := e.openStream(t, path, nil)
-	single := e.openStream(t, "/api/orders/"+mine[0].ID+"/events", map[string]string{"Authorization": "Bearer " + alice})
+	aliceAuth := map[string]string{"Authorization": "Bearer " + alice}
+	single := e.openStream(t, "/api/orders/"+mine[0].ID+"/events", aliceAuth)
+	list := e.openStream(t, "/api/events?topic="+store.CustomerTopic("alice"), aliceAuth)
+	// aliceList checks a snapshot of alice's list: every order hers.
+	aliceList := func(name string, ev sseEvent) {
+		t.Helper()
+		p := ev.payload(t)
+		if ev.Event != "snapshot" || p.Topic != store.CustomerTopic("alice") || len(p.Orders) == 0 {
+			t.Fatalf("%s: got %s %s, want a snapshot of alice's list", name, ev.Event, ev.Data)
+		}
+		for _, o := range p.Orders {
+			if o.Customer != "alice" {
+				t.Fatalf("%s: alice's list snapshot holds an order of %s", name, o.Customer)
+			}
+		}
+	}
+	aliceList("list", list.next(t))
 
 	allowed := map[string]bool{store.OrderTopic(marker.ID): true}
 	for _, o := range mine {
@@ -383,6 +412,7 @@ func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
 		}
 		snapID = ev.ID
 	}
+	aliceList("multi-topic", multi.next(t))
 
 	staff := token(t, "kitchen", RoleStaff, "*")
 	var wg sync.WaitGroup
@@ -406,21 +436,35 @@ func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
 			e.expect(t, req{method: "POST", path: "/api/rooms/kitchen/messages", body: `{"text":"staff only"}`, token: staff}, http.StatusCreated)
 		}
 	})
+	// Alice's new orders: her list carries them, the other routes not.
+	const created = 3
+	wg.Go(func() {
+		for range created {
+			e.expect(t, req{method: "POST", path: "/api/orders", body: `{"items":[{"sku":"y","qty":1}]}`, token: alice}, http.StatusCreated)
+		}
+	})
 	wg.Wait()
 	mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + marker.ID, body: `{"status":"preparing"}`, token: staff}), http.StatusOK)
 
 	// check reads s up to the marker's move (or, with no marker, up to
-	// want deliveries) and fails on any event that is not alice's.
-	check := func(name string, s *sseStream, want int, marked bool) {
+	// want deliveries) and fails on any event that is not alice's. A
+	// stream on alice's list (listed) also gets her new orders, once each.
+	check := func(name string, s *sseStream, want int, marked, listed bool) {
 		t.Helper()
-		delivered := 0
+		delivered, news := 0, map[string]int{}
 		for {
 			ev := s.next(t)
 			p := ev.payload(t)
-			if !allowed[p.Topic] || (p.Order != nil && p.Order.Customer != "alice") || p.Message != nil || ev.Event == "refused" {
-				t.Fatalf("%s: got %s event %s, which is not alice's", name, ev.Event, ev.Data)
+			if p.Order == nil || p.Order.Customer != "alice" || p.Topic != store.OrderTopic(p.Order.ID) || (ev.Event != "order" && ev.Event != "snapshot") {
+				t.Fatalf("%s: got %s event %s, which is not a change of alice's order", name, ev.Event, ev.Data)
 			}
-			if p.Order != nil && p.Order.Status == store.StatusDelivered {
+			if !allowed[p.Topic] {
+				if !listed {
+					t.Fatalf("%s: got %s, an order of alice's the stream does not name", name, ev.Data)
+				}
+				news[p.Order.ID]++
+			}
+			if p.Order.Status == store.StatusDelivered {
 				delivered++
 			}
 			if (marked && p.Topic == store.OrderTopic(marker.ID)) || (!marked && delivered == want) {
@@ -430,14 +474,39 @@ func TestStreamsCarryOnlyOwnEvents(t *testing.T) {
 		if delivered != want {
 			t.Errorf("%s: got %d deliveries before the marker, want %d", name, delivered, want)
 		}
+		if listed {
+			if len(news) != created {
+				t.Errorf("%s: got %d new orders of alice's, want %d", name, len(news), created)
+			}
+			for id, n := range news {
+				if n != 1 {
+					t.Errorf("%s: new order %s came %d times, want once", name, id, n)
+				}
+			}
+		}
 	}
-	check("multi-topic", multi, orders, true)
-	check("per-order", single, 1, false)
+	check("multi-topic", multi, orders, true, true)
+	check("per-order", single, 1, false, false)
+	check("alice's list", list, orders, true, true)
 
 	// The same changes again, replayed after the snapshot's position.
 	resumed := e.openStream(t, path, map[string]string{"Last-Event-ID": snapID})
 	expectRefused(t, resumed, wantRefused)
-	check("resumed multi-topic", resumed, orders, true)
+	check("resumed multi-topic", resumed, orders, true, true)
+
+	// The list route too: alice's orders only.
+	r := e.do(t, req{method: "GET", path: "/api/orders?limit=200", token: alice})
+	mustStatus(t, r, http.StatusOK)
+	var page struct{ Orders []store.Order }
+	r.decode(t, &page)
+	if len(page.Orders) != orders+1+created {
+		t.Errorf("GET /api/orders gave alice %d orders, want %d", len(page.Orders), orders+1+created)
+	}
+	for _, o := range page.Orders {
+		if o.Customer != "alice" {
+			t.Fatalf("GET /api/orders gave alice an order of %s", o.Customer)
+		}
+	}
 }
 
 // TestTokenExpiryEndsStream: at the token's exp an open stream sends

@@ -73,6 +73,13 @@ var routeErrors = map[int]string{
 // order, so a customer cannot tell them apart.
 const msgOrderNotFound = "order not found"
 
+// msgCustomerNotFound answers a customer asking for another customer's
+// list topic, as a foreign order is answered: no existence leak.
+const msgCustomerNotFound = "customer not found"
+
+// msgOrdersStaffOnly answers a customer asking for the list of every order.
+const msgOrdersStaffOnly = "the orders list is for staff only"
+
 // errorf returns the error a handler returns for a client mistake: status
 // and a message for the client.
 func errorf(status int, format string, args ...any) *echo.HTTPError {

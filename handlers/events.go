@@ -51,10 +51,13 @@ func (s *server) roomEvents(c echo.Context) error {
 }
 
 // events handles GET /api/events?topic=...&topic=...: one stream for
-// several topics, each orders/<id> or rooms/<room>. Repeated topics count
-// once. No topic, a malformed one, or more than Limits.TopicsPerRequest is
-// a 400. Then each topic is authorized: an unknown or foreign order (the
-// same answer, 404) or a room not granted (403) is refused. The stream
+// several topics, each orders/<id>, rooms/<room>, orders (the list of
+// every order) or customers/<sub> (the list of one customer's orders).
+// Repeated topics count once. No topic, a malformed one, or more than
+// Limits.TopicsPerRequest is a 400. Then each topic is authorized: an
+// unknown or foreign order (the same answer, 404), a room not granted
+// (403), the orders list for a customer (403) or another customer's list
+// (404) is refused. The stream
 // carries the other topics and starts, on every connection, with one
 // `refused` event per refused topic. When every topic is refused the
 // answer is that error: 404 if any topic is 404, else 403.
@@ -62,13 +65,13 @@ func (s *server) events(c echo.Context) error {
 	p := principal(c)
 	raw := c.QueryParams()["topic"]
 	if len(raw) == 0 {
-		return errorf(http.StatusBadRequest, "at least one topic is required: topic=orders/<id> or topic=rooms/<room>")
+		return errorf(http.StatusBadRequest, "at least one topic is required: topic=orders/<id>, rooms/<room>, orders or customers/<sub>")
 	}
 	seen := make(map[string]bool, len(raw))
 	topics := make([]string, 0, len(raw))
 	for _, t := range raw {
 		if _, _, ok := store.ParseTopic(t); !ok {
-			return errorf(http.StatusBadRequest, "topic %s is not orders/<id> or rooms/<room>", strconv.QuoteToASCII(clip(t, 100)))
+			return errorf(http.StatusBadRequest, "topic %s is not orders/<id>, rooms/<room>, orders or customers/<sub>", strconv.QuoteToASCII(clip(t, 100)))
 		}
 		if !seen[t] {
 			seen[t] = true
@@ -94,6 +97,16 @@ func (s *server) events(c echo.Context) error {
 		case store.KindRoom:
 			if !p.CanRoom(key) {
 				refused = append(refused, refusal{Topic: t, Status: http.StatusForbidden, Error: msgRoomNotGranted(key)})
+				continue
+			}
+		case store.KindOrderList:
+			if !p.IsStaff() {
+				refused = append(refused, refusal{Topic: t, Status: http.StatusForbidden, Error: msgOrdersStaffOnly})
+				continue
+			}
+		case store.KindCustomer:
+			if !p.CanOrder(key) {
+				refused = append(refused, refusal{Topic: t, Status: http.StatusNotFound, Error: msgCustomerNotFound})
 				continue
 			}
 		}

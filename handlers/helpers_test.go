@@ -362,6 +362,7 @@ type payload struct {
 	Order    *store.Order    `json:"order"`
 	Message  *store.Message  `json:"message"`
 	Messages []store.Message `json:"messages"`
+	Orders   []store.Order   `json:"orders"`
 }
 
 func (ev sseEvent) payload(tb testing.TB) payload {

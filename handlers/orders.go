@@ -245,3 +245,62 @@ const (
 	headerIfMatch = "If-Match"
 	headerETag    = "ETag"
 )
+
+// ordersPage is the answer of GET /api/orders.
+type ordersPage struct {
+	Orders []store.Order `json:"orders"`
+}
+
+// Values of GET /api/orders' status parameter.
+const (
+	listStatusActive = "active"
+	listStatusAll    = "all"
+)
+
+// listOrders handles GET /api/orders?status=&customer=&limit=&before=:
+// up to limit (1 to store.MaxListLimit, default 50) orders older than
+// order id before (default: the newest), newest first; status active
+// keeps orders not delivered or cancelled, all (the default) keeps
+// every one. Staff see everyone's orders, or customer's; a customer sees
+// only its own, and naming another customer is a 403.
+func (s *server) listOrders(c echo.Context) error {
+	p := principal(c)
+	var q store.OrderQuery
+	switch c.QueryParam("status") {
+	case "", listStatusAll:
+	case listStatusActive:
+		q.Active = true
+	default:
+		return errorf(http.StatusBadRequest, "status must be %s or %s", listStatusActive, listStatusAll)
+	}
+	q.Customer = c.QueryParam("customer")
+	if q.Customer != "" && !store.ValidCustomer(q.Customer) {
+		return errorf(http.StatusBadRequest, "customer must be a customer's name")
+	}
+	if !p.IsStaff() {
+		if q.Customer != "" && q.Customer != p.Subject {
+			return errorf(http.StatusForbidden, "a customer sees only its own orders")
+		}
+		q.Customer = p.Subject
+	}
+	q.Limit = store.DefaultListLimit
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxListLimit {
+			return errorf(http.StatusBadRequest, "limit must be an integer from 1 to %d", store.MaxListLimit)
+		}
+		q.Limit = n
+	}
+	q.Before = c.QueryParam("before")
+	if q.Before != "" && !store.ValidOrderID(q.Before) {
+		return errorf(http.StatusBadRequest, "before must be an order id")
+	}
+	orders, err := s.store.ListOrders(c.Request().Context(), q)
+	if err != nil {
+		return err
+	}
+	if orders == nil {
+		orders = []store.Order{}
+	}
+	return c.JSON(http.StatusOK, ordersPage{Orders: orders})
+}

@@ -19,6 +19,7 @@ func (s *server) routes(e *echo.Echo, static fs.FS, metrics http.Handler) {
 	getHead := []string{http.MethodGet, http.MethodHead}
 
 	e.POST("/api/orders", s.createOrder, auth)
+	e.Match(getHead, "/api/orders", s.listOrders, auth)
 	e.Match(getHead, "/api/orders/:id", s.getOrder, auth)
 	e.PATCH("/api/orders/:id", s.patchOrder, auth)
 	e.Match(getHead, "/api/orders/:id/events", s.orderEvents, auth)

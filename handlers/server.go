@@ -35,6 +35,9 @@ type Store interface {
 	// ListMessages returns up to limit messages of room just before message
 	// id before ("" = newest), oldest first.
 	ListMessages(ctx context.Context, room, before string, limit int) ([]store.Message, error)
+	// ListOrders returns a page of orders selected by q, newest first;
+	// a bad query is an error wrapping store.ErrInvalid.
+	ListOrders(ctx context.Context, q store.OrderQuery) ([]store.Order, error)
 }
 
 // Streamer serves Server-Sent Events streams; *stream.Multiplexer

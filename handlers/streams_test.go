@@ -200,6 +200,12 @@ func TestAuthorizationMultiTopic(t *testing.T) {
 		{"staff sees every order", staff, []string{foreignT, unknown, "rooms/bar"},
 			[]string{notFound(unknown), notGranted("bar")}, []string{foreignT}},
 		{"no rooms at all", roomless, []string{"rooms/lobby", carolsT}, []string{notGranted("lobby")}, []string{carolsT}},
+		{"board and own list", alice, []string{"orders", "customers/alice"},
+			[]string{refusedData("orders", 403, msgOrdersStaffOnly)}, []string{"customers/alice"}},
+		{"other customer's list and own order", alice, []string{"customers/bob", mineT},
+			[]string{refusedData("customers/bob", 404, msgCustomerNotFound)}, []string{mineT}},
+		{"staff lists", staff, []string{"orders", "customers/bob", "customers/nobody"}, nil, []string{"orders", "customers/bob", "customers/nobody"}},
+		{"own list alone", alice, []string{"customers/alice"}, nil, []string{"customers/alice"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q := url.Values{"topic": tt.topics}
@@ -296,7 +302,7 @@ func TestAllTopicsRefused(t *testing.T) {
 			[]ref{{"rooms/kitchen", 403, "room kitchen is not granted to this token"}, {"rooms/bar", 403, "room bar is not granted to this token"}}},
 		{"one foreign order", []string{foreignT}, 404, "order not found", []ref{{foreignT, 404, "order not found"}}},
 		{"malformed beside an allowed room", []string{"rooms/lobby", "orders/" + strings.ToUpper(foreign.ID)}, 400,
-			`topic "orders/` + strings.ToUpper(foreign.ID) + `" is not orders/<id> or rooms/<room>`, nil},
+			`topic "orders/` + strings.ToUpper(foreign.ID) + `" is not orders/<id>, rooms/<room>, orders or customers/<sub>`, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q := url.Values{"topic": tt.topics}

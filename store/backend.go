@@ -27,6 +27,10 @@ type Backend interface {
 	// ListMessages returns up to limit messages of room just before
 	// message id before ("" = newest), oldest first.
 	ListMessages(ctx context.Context, room, before string, limit int) ([]Message, error)
+	// ListOrders returns a page of orders, newest first (by id), selected
+	// by q (see OrderQuery); never nil. A bad query is an error wrapping
+	// ErrInvalid (see OrderQuery.Check).
+	ListOrders(ctx context.Context, q OrderQuery) ([]Order, error)
 
 	// Head returns the position of the newest change in the log.
 	Head(ctx context.Context) (string, error)
@@ -37,12 +41,14 @@ type Backend interface {
 	// ErrInvalidPosition; changes after it no longer kept, ErrHistoryLost.
 	Follow(ctx context.Context, after string, fn func(Batch) error) error
 	// CatchUp calls fn, in log order, with each change on one of topics
-	// whose position p has after < p <= until. Errors wrap
+	// whose position p has after < p <= until. Topics may be list topics;
+	// a change is on a topic if the topic is its Topic or one of its
+	// Lists, and fn gets it once however many of topics it is on. Errors wrap
 	// ErrInvalidPosition, ErrHistoryLost or ErrInvalid (a malformed
 	// topic), or are ctx.Err() or fn's error.
 	CatchUp(ctx context.Context, topics []string, after, until string, fn func(Change) error) error
-	// Snapshot returns the current state of each topic, in the order
-	// given, and the position of the newest change it reflects: every
+	// Snapshot returns the current state of each topic (list topics
+	// too, see Snapshot.Orders), in the order given, and the position of the newest change it reflects: every
 	// change up to the position and none after it.
 	Snapshot(ctx context.Context, topics []string) ([]Snapshot, string, error)
 	// CheckPosition returns an error wrapping ErrInvalidPosition if pos is

@@ -52,8 +52,16 @@ const (
 	MaxNameLen = 128
 	// SnapshotMessages is how many of a room's latest messages a snapshot holds.
 	SnapshotMessages = 50
-	// MaxListLimit is the largest page ListMessages returns.
+	// MaxListLimit is the largest page ListMessages and ListOrders return.
 	MaxListLimit = 200
+	// DefaultListLimit is the page ListOrders returns when OrderQuery.Limit is 0.
+	DefaultListLimit = 50
+	// SnapshotActiveOrders is the most active orders a snapshot of the
+	// orders list topic holds; a client pages further with ListOrders.
+	SnapshotActiveOrders = 200
+	// SnapshotCustomerOrders is how many of a customer's most recent orders
+	// a snapshot of its list topic holds.
+	SnapshotCustomerOrders = 50
 )
 
 // Errors returned by both backends. Callers test them with errors.Is.
@@ -140,6 +148,12 @@ type Change struct {
 	Pos string
 	// Topic is "orders/<id>" or "rooms/<room>" (see ParseTopic).
 	Topic string
+	// Lists are the list topics the change also belongs to: for an order
+	// change OrderListTopic and the order's CustomerTopic (see OrderLists);
+	// nil for a message. A backend that cannot tell an order's customer (a
+	// delete in MongoDB, whose event names only the _id) gives only
+	// OrderListTopic.
+	Lists []string
 	// Op is one of OpInsert, OpUpdate, OpReplace, OpDelete.
 	Op string
 	// Order is the order after the change, for order topics. For a delete
@@ -168,24 +182,93 @@ type Snapshot struct {
 	Order *Order
 	// Messages are a room's last SnapshotMessages messages, oldest first.
 	Messages []Message
+	// Orders are set for a list topic, newest first, never nil: for
+	// OrderListTopic the active orders (see Active), at most
+	// SnapshotActiveOrders; for a customer's topic its most recent
+	// SnapshotCustomerOrders orders, any status.
+	Orders []Order
+}
+
+// OrderQuery selects a page of orders for ListOrders. Orders come newest
+// first, by id (ids are time-ordered).
+type OrderQuery struct {
+	// Active keeps only orders that are not delivered or cancelled.
+	Active bool
+	// Customer keeps only that customer's orders; "" keeps everyone's.
+	Customer string
+	// Limit is the page size, 1 to MaxListLimit; 0 means DefaultListLimit.
+	Limit int
+	// Before is an order id cursor: only orders with a smaller id (older)
+	// are returned; "" starts from the newest.
+	Before string
+}
+
+// Check validates q and returns its page size (DefaultListLimit for 0). It
+// returns an error wrapping ErrInvalid for a limit outside 0..MaxListLimit,
+// a malformed Before or a bad Customer.
+func (q OrderQuery) Check() (int, error) {
+	limit := q.Limit
+	if limit == 0 {
+		limit = DefaultListLimit
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return 0, fmt.Errorf("limit must be 1 to %d: %w", MaxListLimit, ErrInvalid)
+	}
+	if q.Before != "" && !ValidOrderID(q.Before) {
+		return 0, fmt.Errorf("before %.40q is not an order id: %w", q.Before, ErrInvalid)
+	}
+	if q.Customer != "" && !ValidCustomer(q.Customer) {
+		return 0, fmt.Errorf("customer %.40q: %w", q.Customer, ErrInvalid)
+	}
+	return limit, nil
+}
+
+// Active reports whether an order with status is still in progress: not
+// delivered or cancelled.
+func Active(status string) bool {
+	return status != StatusDelivered && status != StatusCancelled
 }
 
 // TopicKind is what a topic is about: the part of the topic before the slash.
 type TopicKind string
 
-// Topic kinds. Each is also the first segment of its topics' names.
+// Topic kinds. KindOrder, KindRoom and KindCustomer are also the first
+// segment of their topics' names; KindOrderList has one topic,
+// OrderListTopic.
 const (
 	// KindOrder is the kind of an order's topic, orders/<id>.
 	KindOrder TopicKind = "orders"
 	// KindRoom is the kind of a room's topic, rooms/<room>.
 	KindRoom TopicKind = "rooms"
+	// KindOrderList is the kind of the list of every order, the topic
+	// "orders" (OrderListTopic).
+	KindOrderList TopicKind = "order-list"
+	// KindCustomer is the kind of the list of one customer's orders,
+	// customers/<sub> (CustomerTopic).
+	KindCustomer TopicKind = "customers"
 )
 
 // Topic prefixes: a kind and a slash.
 const (
-	OrderTopicPrefix = string(KindOrder) + "/"
-	RoomTopicPrefix  = string(KindRoom) + "/"
+	OrderTopicPrefix    = string(KindOrder) + "/"
+	RoomTopicPrefix     = string(KindRoom) + "/"
+	CustomerTopicPrefix = string(KindCustomer) + "/"
 )
+
+// OrderListTopic is the topic of the list of every order.
+const OrderListTopic = "orders"
+
+// CustomerTopic returns the topic of the list of customer sub's orders.
+func CustomerTopic(sub string) string { return CustomerTopicPrefix + sub }
+
+// OrderLists returns the list topics a change to an order of customer
+// belongs to: OrderListTopic and the customer's topic, in a new slice.
+func OrderLists(customer string) []string {
+	return []string{OrderListTopic, CustomerTopic(customer)}
+}
+
+// IsListTopic reports whether kind is the kind of a list topic.
+func IsListTopic(kind TopicKind) bool { return kind == KindOrderList || kind == KindCustomer }
 
 // OrderTopic returns the topic of an order.
 func OrderTopic(id string) string { return OrderTopicPrefix + id }
@@ -201,13 +284,26 @@ var (
 // ValidRoom reports whether room is a valid room name.
 func ValidRoom(room string) bool { return roomRE.MatchString(room) }
 
+// ValidCustomer reports whether sub can name a customer in a topic: a
+// valid customer name (see ValidateOrder) without a slash.
+func ValidCustomer(sub string) bool {
+	return validName("customer", sub) == nil && !strings.Contains(sub, "/")
+}
+
 // ValidOrderID reports whether id has the shape of an order id (24 lower-case hex characters).
 func ValidOrderID(id string) bool { return orderIDRE.MatchString(id) }
 
-// ParseTopic splits a topic into its kind (KindOrder or KindRoom) and key,
-// and reports whether it is well formed.
+// ParseTopic splits a topic into its kind and key, and reports whether it
+// is well formed: orders/<id> (KindOrder, the id), rooms/<room> (KindRoom,
+// the room), orders (KindOrderList, "") or customers/<sub> (KindCustomer,
+// the sub).
 func ParseTopic(topic string) (kind TopicKind, key string, ok bool) {
 	switch {
+	case topic == OrderListTopic:
+		return KindOrderList, "", true
+	case strings.HasPrefix(topic, CustomerTopicPrefix):
+		key = topic[len(CustomerTopicPrefix):]
+		return KindCustomer, key, ValidCustomer(key)
 	case strings.HasPrefix(topic, OrderTopicPrefix):
 		key = topic[len(OrderTopicPrefix):]
 		return KindOrder, key, ValidOrderID(key)

@@ -15,25 +15,14 @@ type ring struct {
 	elem   *list.Element
 }
 
-// bufferLocked appends f to its topic's ring, making and evicting rings
-// as needed.
+// bufferLocked appends f to the ring of each of its topics, making and
+// evicting rings as needed. f's bytes count once in the budget however
+// many rings hold it.
 func (m *Multiplexer) bufferLocked(f *frame) {
-	r := m.rings[f.topic]
-	if r == nil {
-		r = &ring{topic: f.topic, since: m.floor, frames: make([]*frame, 0, 4)}
-		r.elem = m.lru.PushBack(r)
-		m.rings[f.topic] = r
-		for len(m.rings) > m.cfg.MaxTopics {
-			m.evictLocked(m.lru.Front().Value.(*ring))
-		}
-	} else {
-		m.lru.MoveToBack(r.elem)
+	m.ringLocked(f.topic, f)
+	for _, t := range f.also {
+		m.ringLocked(t, f)
 	}
-	if len(r.frames) == m.cfg.TopicBuffer {
-		m.popLocked(r)
-	}
-	r.frames = append(r.frames, f)
-	m.bufBytes += len(f.wire)
 	for m.bufBytes > m.cfg.BufferBytes && m.lru.Len() > 0 {
 		old := m.lru.Front().Value.(*ring)
 		if len(old.frames) <= 1 {
@@ -44,13 +33,43 @@ func (m *Multiplexer) bufferLocked(f *frame) {
 	}
 }
 
+// ringLocked appends f to topic's ring.
+func (m *Multiplexer) ringLocked(topic string, f *frame) {
+	r := m.rings[topic]
+	if r == nil {
+		r = &ring{topic: topic, since: m.floor, frames: make([]*frame, 0, 4)}
+		r.elem = m.lru.PushBack(r)
+		m.rings[topic] = r
+		for len(m.rings) > m.cfg.MaxTopics {
+			m.evictLocked(m.lru.Front().Value.(*ring))
+		}
+	} else {
+		m.lru.MoveToBack(r.elem)
+	}
+	if len(r.frames) == m.cfg.TopicBuffer {
+		m.popLocked(r)
+	}
+	r.frames = append(r.frames, f)
+	if f.rings++; f.rings == 1 {
+		m.bufBytes += len(f.wire)
+	}
+}
+
+// releaseLocked forgets that one ring holds f; the last one gives its bytes
+// back to the budget.
+func (m *Multiplexer) releaseLocked(f *frame) {
+	if f.rings--; f.rings == 0 {
+		m.bufBytes -= len(f.wire)
+	}
+}
+
 // popLocked forgets r's oldest frame: r is then complete after it.
 func (m *Multiplexer) popLocked(r *ring) {
 	old := r.frames[0]
 	r.since = old.id
 	r.frames[0] = nil
 	r.frames = r.frames[1:]
-	m.bufBytes -= len(old.wire)
+	m.releaseLocked(old)
 }
 
 // evictLocked forgets r entirely; topics without a ring are then complete
@@ -64,7 +83,7 @@ func (m *Multiplexer) evictLocked(r *ring) {
 		m.floor = r.since
 	}
 	for _, f := range r.frames {
-		m.bufBytes -= len(f.wire)
+		m.releaseLocked(f)
 	}
 }
 
@@ -96,7 +115,9 @@ func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bo
 		out = append(out, run...)
 	}
 	if len(runs) > 1 {
+		// A frame on several of topics is in several runs: keep it once.
 		slices.SortFunc(out, func(a, b *frame) int { return strings.Compare(a.id, b.id) })
+		out = slices.CompactFunc(out, func(a, b *frame) bool { return a.id == b.id })
 	}
 	return out, true
 }

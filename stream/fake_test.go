@@ -79,11 +79,17 @@ func fakeSeq(pos string) (int, bool) {
 
 // add appends an event on topic and wakes followers.
 func (f *fakeSource) add(topic, text string) Event {
+	return f.addAlso(topic, nil, text)
+}
+
+// addAlso appends an event on topic that is also delivered on the topics
+// also, and wakes followers.
+func (f *fakeSource) addAlso(topic string, also []string, text string) Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	seq := len(f.log) + 1
 	data, _ := json.Marshal(map[string]any{"topic": topic, "text": text, "seq": seq})
-	ev := Event{ID: fakePos(seq), Topic: topic, Name: "message", Data: data, Time: time.Now()}
+	ev := Event{ID: fakePos(seq), Topic: topic, Also: also, Name: "message", Data: data, Time: time.Now()}
 	f.log = append(f.log, ev)
 	close(f.notify)
 	f.notify = make(chan struct{})
@@ -178,7 +184,7 @@ func (f *fakeSource) CatchUp(ctx context.Context, topics []string, after, until 
 		return err
 	}
 	for _, ev := range evs {
-		if slices.Contains(topics, ev.Topic) {
+		if onTopics(ev, topics) {
 			if err := fn(ev); err != nil {
 				return err
 			}
@@ -197,7 +203,7 @@ func (f *fakeSource) Snapshot(_ context.Context, topics []string) ([]Event, stri
 	for _, t := range topics {
 		n := 0
 		for _, ev := range f.log {
-			if ev.Topic == t {
+			if onTopics(ev, []string{t}) {
 				n++
 			}
 		}
@@ -224,4 +230,18 @@ func (f *fakeSource) catchUpCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.catchUps
+}
+
+// onTopics reports whether ev is delivered on one of topics: its Topic
+// or one of its Also.
+func onTopics(ev Event, topics []string) bool {
+	if slices.Contains(topics, ev.Topic) {
+		return true
+	}
+	for _, t := range ev.Also {
+		if slices.Contains(topics, t) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,12 +129,17 @@ type StreamEnd struct {
 	Reason EndReason
 }
 
-// frame is one event encoded once, shared by every subscriber.
+// frame is one event encoded once, shared by every subscriber and by
+// the ring of each of its topics.
 type frame struct {
 	id    string
 	topic string
+	also  []string // further topics, as Event.Also
 	wire  []byte
 	time  time.Time
+	// rings counts the rings holding the frame, under the multiplexer's
+	// lock: its bytes count in the budget once, while it is above zero.
+	rings int
 }
 
 // Multiplexer fans one upstream feed out to many streams. Its methods are
@@ -393,7 +399,7 @@ func (m *Multiplexer) apply(b Batch) {
 			m.log.Error("event cannot be encoded; skipped", "topic", ev.Topic, "err", err)
 			continue
 		}
-		all = append(all, frame{id: ev.ID, topic: ev.Topic, wire: wire, time: ev.Time})
+		all = append(all, frame{id: ev.ID, topic: ev.Topic, also: alsoTopics(ev), wire: wire, time: ev.Time})
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -408,11 +414,9 @@ func (m *Multiplexer) apply(b Batch) {
 			m.lastEventNanos.Store(f.time.UnixNano())
 		}
 		m.bufferLocked(f)
-		for s := range m.subs[f.topic] {
-			if !s.push(f, m.cfg.QueueSize) {
-				m.dropLocked(s, EndSlow)
-				m.droppedSlow.Add(1)
-			}
+		m.fanOutLocked(f, f.topic)
+		for _, t := range f.also {
+			m.fanOutLocked(f, t)
 		}
 	}
 	if b.Checkpoint > m.last {
@@ -420,6 +424,33 @@ func (m *Multiplexer) apply(b Batch) {
 	}
 	m.ready = !m.closed
 	m.advancedLocked()
+}
+
+// fanOutLocked pushes f to the subscribers of topic, one of f's topics,
+// skipping a subscriber that got f through another of its topics.
+func (m *Multiplexer) fanOutLocked(f *frame, topic string) {
+	for s := range m.subs[topic] {
+		if s.pushed == f {
+			continue
+		}
+		s.pushed = f
+		if !s.push(f, m.cfg.QueueSize) {
+			m.dropLocked(s, EndSlow)
+			m.droppedSlow.Add(1)
+		}
+	}
+}
+
+// alsoTopics returns ev.Also without Topic, empty topics and repeats,
+// so each of a frame's topics is listed once.
+func alsoTopics(ev Event) []string {
+	var out []string
+	for _, t := range ev.Also {
+		if t != "" && t != ev.Topic && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // advancedLocked wakes whoever waits for the feed to move.

@@ -32,12 +32,8 @@ func checkSequence(tb testing.TB, src *fakeSource, topics []string, after string
 	src.mu.Lock()
 	var want []Event
 	for _, ev := range src.log {
-		if ev.ID > after && len(evs) > 0 && ev.ID <= evs[len(evs)-1].ID {
-			for _, t := range topics {
-				if ev.Topic == t {
-					want = append(want, ev)
-				}
-			}
+		if ev.ID > after && len(evs) > 0 && ev.ID <= evs[len(evs)-1].ID && onTopics(ev, topics) {
+			want = append(want, ev)
 		}
 	}
 	src.mu.Unlock()

@@ -24,6 +24,8 @@ type Event struct {
 	// Topic is the topic the change belongs to; the stream does not
 	// interpret it.
 	Topic string
+	// Also lists further topics the event is delivered on, besides Topic.
+	Also []string
 	// Name is the SSE event name, as the Source names the change (or
 	// EventSnapshot).
 	Name EventName

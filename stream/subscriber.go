@@ -18,6 +18,9 @@ type subscriber struct {
 	// reason and closed are set under the multiplexer's lock, before done.
 	reason EndReason
 	closed bool
+	// pushed is the last frame fanned out to s, under the multiplexer's
+	// lock: a frame on several of s's topics is queued once.
+	pushed *frame
 }
 
 // push queues f; it returns false, queueing nothing, when max frames are

@@ -19,6 +19,11 @@ import (
 // The embedded change log. Every committed write appends one entry, keyed by
 // a sequence number (1, 2, ...), in the same transaction as the write; a
 // per-topic index (topic, 0x00, seq) lets CatchUp range-scan a few topics.
+// An order change is indexed under its own topic and under each of its list
+// topics (orders and customers/<customer>), so catching up on a list topic
+// reads only that list's entries: its cost grows with the number of changes
+// on the list after the position (for orders, every order change; for a
+// customer, only that customer's), never with the rest of the log.
 // A position is "<deployment>-<seq>": 8 hex characters made with the
 // database, a dash, 16 hex characters of the sequence number, so positions
 // of one database order bytewise like the log. Seq 0 is the empty log. The
@@ -41,7 +46,10 @@ const (
 
 // record is a log entry as stored.
 type record struct {
-	Topic   string         `json:"topic"`
+	Topic string `json:"topic"`
+	// Lists are the change's list topics; absent in a record written
+	// before list topics (see lists).
+	Lists   []string       `json:"lists,omitempty"`
 	Op      string         `json:"op"`
 	Order   *store.Order   `json:"order,omitempty"`
 	Message *store.Message `json:"message,omitempty"`
@@ -49,11 +57,29 @@ type record struct {
 }
 
 // append logs a change with sequence number seq (from alloc) and indexes it
-// under its topic.
+// under its topic and its list topics.
 func (t *txn) append(seq uint64, rec *record) {
 	rec.Time = t.now
 	t.putJSON(logBucket, seqKey(seq), rec)
-	t.put(topicBucket, topicKey(rec.Topic, seq), []byte{})
+	for _, topic := range rec.topics() {
+		t.put(topicBucket, topicKey(topic, seq), []byte{})
+	}
+}
+
+// lists returns the record's list topics: those it holds, or for an order
+// change logged before list topics, those of the order's customer (which
+// never changes).
+func (r *record) lists() []string {
+	if r.Lists == nil && r.Order != nil && r.Order.Customer != "" {
+		return store.OrderLists(r.Order.Customer)
+	}
+	return r.Lists
+}
+
+// topics returns every topic the record is indexed under: its own first,
+// then its list topics.
+func (r *record) topics() []string {
+	return append([]string{r.Topic}, r.lists()...)
 }
 
 // topicKey is a topic index key: topic, 0x00, seq big-endian.
@@ -235,12 +261,15 @@ func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
 	if r.Order != nil {
 		fillHistory(r.Order) // a change logged before histories were kept
 	}
-	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
+	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
 }
 
 // CatchUp calls fn, in log order, with each change on one of topics whose
-// position p has after < p <= until. fn is called without any transaction
-// open. It returns an error wrapping ErrInvalidPosition if after or until
+// position p has after < p <= until: a change is on its own topic and on
+// each of its list topics, and fn gets it once however many of topics it
+// is on. It merges the topics' index ranges, so its cost is the number of
+// index entries of the topics in the range, whatever else the log holds.
+// fn is called without any transaction open. It returns an error wrapping ErrInvalidPosition if after or until
 // is malformed, from another deployment or ahead of the head, ErrHistoryLost
 // if a change after after has been pruned, ErrInvalid for a malformed topic,
 // ctx.Err() if ctx ends, and fn's error if fn fails. It is safe for
@@ -295,7 +324,8 @@ func (b *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 
 // readTopics returns, in log order, up to limit changes on topics with
 // after < seq <= until, the seq of the last one, and whether there are no
-// more. It merges the topics' index ranges by seq.
+// more. It merges the topics' index ranges by seq, taking a change that
+// several of the topics index once.
 func (b *Store) readTopics(ctx context.Context, topics []string, after, until uint64, limit int) (changes []store.Change, last uint64, done bool, err error) {
 	err = b.view(ctx, func(tx *bbolt.Tx) error {
 		if err := b.checkRetained(tx, after); err != nil {
@@ -344,8 +374,12 @@ func (b *Store) readTopics(ctx context.Context, topics []string, after, until ui
 			}
 			changes = append(changes, ch)
 			last = min.seq
-			k, _ := min.c.Next()
-			next(min, k)
+			for _, h := range heads {
+				if h.seq == last {
+					k, _ := h.c.Next()
+					next(h, k)
+				}
+			}
 		}
 		return nil
 	})
@@ -406,24 +440,21 @@ func (b *Store) pruneChunk() (int, error) {
 			keepFrom = head - uint64(b.opts.RetainCount) + 1
 		}
 		type victim struct {
-			seq   uint64
-			topic string
+			seq    uint64
+			topics []string
 		}
 		var victims []victim
 		c := tx.Bucket(logBucket).Cursor()
 		for k, v := c.First(); k != nil && len(victims) < pruneChunkSize; k, v = c.Next() {
 			seq := decodeUint(k)
-			var r struct {
-				Topic string    `json:"topic"`
-				Time  time.Time `json:"time"`
-			}
+			var r record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode change %d: %w", seq, err)
 			}
 			if seq >= keepFrom && !r.Time.Before(cutoff) {
 				break
 			}
-			victims = append(victims, victim{seq, r.Topic})
+			victims = append(victims, victim{seq, r.topics()})
 		}
 		if len(victims) == 0 {
 			return errNoChange
@@ -433,8 +464,10 @@ func (b *Store) pruneChunk() (int, error) {
 			if err := log.Delete(seqKey(v.seq)); err != nil {
 				return err
 			}
-			if err := index.Delete(topicKey(v.topic, v.seq)); err != nil {
-				return err
+			for _, topic := range v.topics {
+				if err := index.Delete(topicKey(topic, v.seq)); err != nil {
+					return err
+				}
 			}
 		}
 		n = len(victims)

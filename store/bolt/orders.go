@@ -33,7 +33,8 @@ func (b *Store) CreateOrder(ctx context.Context, customer string, items []store.
 			UpdatedAt: t.now,
 		}
 		t.putJSON(orderBucket, []byte(o.ID), &o)
-		t.append(seq, &record{Topic: store.OrderTopic(o.ID), Op: store.OpInsert, Order: &o})
+		t.indexOrder(&o)
+		t.append(seq, &record{Topic: store.OrderTopic(o.ID), Lists: store.OrderLists(o.Customer), Op: store.OpInsert, Order: &o})
 		return nil
 	})
 	if err != nil {
@@ -115,7 +116,8 @@ func (b *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVers
 		o.UpdatedAt = t.now
 		o.History = store.AppendHistory(o.History, status, t.now)
 		t.putJSON(orderBucket, []byte(o.ID), &o)
-		t.append(t.alloc(), &record{Topic: store.OrderTopic(o.ID), Op: store.OpUpdate, Order: &o})
+		t.indexOrder(&o)
+		t.append(t.alloc(), &record{Topic: store.OrderTopic(o.ID), Lists: store.OrderLists(o.Customer), Op: store.OpUpdate, Order: &o})
 		return nil
 	})
 	if err != nil {

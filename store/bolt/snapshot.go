@@ -14,7 +14,9 @@ import (
 // the position of the newest change it reflects, all read in one
 // transaction: every change up to the position and none after it. An
 // order topic holds the order (nil if it does not exist); a room topic its
-// last SnapshotMessages messages, oldest first. It returns an error
+// last SnapshotMessages messages, oldest first; the orders list its newest
+// SnapshotActiveOrders active orders and a customer's list that customer's
+// newest SnapshotCustomerOrders orders, newest first. It returns an error
 // wrapping ErrInvalid for a malformed topic.
 func (b *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot, string, error) {
 	for _, topic := range topics {
@@ -29,7 +31,19 @@ func (b *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot
 		for _, topic := range topics {
 			kind, key, _ := store.ParseTopic(topic)
 			s := store.Snapshot{Topic: topic}
-			if kind == store.KindOrder {
+			switch kind {
+			case store.KindOrderList, store.KindCustomer:
+				q := store.OrderQuery{Active: true}
+				limit := store.SnapshotActiveOrders
+				if kind == store.KindCustomer {
+					q, limit = store.OrderQuery{Customer: key}, store.SnapshotCustomerOrders
+				}
+				orders, err := listOrders(tx, q, limit)
+				if err != nil {
+					return fmt.Errorf("%s: %w", topic, err)
+				}
+				s.Orders = orders
+			case store.KindOrder:
 				o, err := getOrder(tx, key)
 				switch {
 				case err == nil:
@@ -37,7 +51,7 @@ func (b *Store) Snapshot(ctx context.Context, topics []string) ([]store.Snapshot
 				case !errors.Is(err, store.ErrNotFound):
 					return fmt.Errorf("%s: %w", topic, err)
 				}
-			} else {
+			default:
 				msgs, err := lastMessages(tx, key, "", store.SnapshotMessages)
 				if err != nil {
 					return fmt.Errorf("%s: %w", topic, err)

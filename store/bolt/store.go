@@ -35,7 +35,10 @@ const (
 	// fileName is the database file inside the data directory.
 	fileName = "changecast.db"
 	// formatVersion is the on-disk layout version kept in the meta bucket.
-	formatVersion = 1
+	// Version 2 added the list topics to the log's index and the order
+	// indexes by customer and of active orders; a version 1 file is
+	// brought up to it when opened (see migrate).
+	formatVersion = 2
 	// openTimeout bounds the wait for the file lock, so a second process
 	// on the same data directory fails at once instead of hanging.
 	openTimeout = time.Second
@@ -55,10 +58,12 @@ const (
 // they equal one (orders, rooms).
 var (
 	metaBucket    = []byte("meta")
-	logBucket     = []byte("log")    // uint64 seq, big-endian → record JSON
-	topicBucket   = []byte("topics") // topic, 0x00, uint64 seq → empty
-	orderBucket   = []byte("orders") // order id → Order JSON
-	messageBucket = []byte("rooms")  // room, 0x00, message id → Message JSON
+	logBucket     = []byte("log")                // uint64 seq, big-endian → record JSON
+	topicBucket   = []byte("topics")             // topic, 0x00, uint64 seq → empty
+	orderBucket   = []byte("orders")             // order id → Order JSON
+	messageBucket = []byte("rooms")              // room, 0x00, message id → Message JSON
+	byCustomer    = []byte("orders-by-customer") // customer, 0x00, order id → empty
+	activeBucket  = []byte("orders-active")      // order id of an active order → empty
 
 	keyFormat     = []byte("format")
 	keyDeployment = []byte("deployment") // 8 hex characters, random, made with the database
@@ -218,14 +223,23 @@ func openDB(path string) (*bbolt.DB, error) {
 func (b *Store) initMeta() error {
 	var head uint64
 	err := b.update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{metaBucket, logBucket, topicBucket, orderBucket, messageBucket} {
+		for _, name := range [][]byte{metaBucket, logBucket, topicBucket, orderBucket, messageBucket, byCustomer, activeBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("bucket %s: %w", name, err)
 			}
 		}
 		meta := tx.Bucket(metaBucket)
 		if v := meta.Get(keyFormat); v != nil {
-			if f := decodeUint(v); f != formatVersion {
+			switch f := decodeUint(v); f {
+			case formatVersion:
+			case 1:
+				if err := migrate(tx); err != nil {
+					return fmt.Errorf("migrate format 1 to %d: %w", formatVersion, err)
+				}
+				if err := meta.Put(keyFormat, seqKey(formatVersion)); err != nil {
+					return err
+				}
+			default:
 				return fmt.Errorf("unsupported format %d (want %d)", f, formatVersion)
 			}
 		} else if err := meta.Put(keyFormat, seqKey(formatVersion)); err != nil {

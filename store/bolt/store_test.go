@@ -397,8 +397,9 @@ func TestChangesMatchWrites(t *testing.T) {
 
 	log := wholeLog(t, b)
 	want := []store.Change{
-		{Topic: store.OrderTopic(o.ID), Op: store.OpInsert, Order: &o, Time: o.CreatedAt},
-		{Topic: store.OrderTopic(o.ID), Op: store.OpUpdate, Order: &up, Time: up.UpdatedAt},
+		// An order change is also on the orders list and its customer's.
+		{Topic: store.OrderTopic(o.ID), Lists: []string{"orders", "customers/alice"}, Op: store.OpInsert, Order: &o, Time: o.CreatedAt},
+		{Topic: store.OrderTopic(o.ID), Lists: []string{"orders", "customers/alice"}, Op: store.OpUpdate, Order: &up, Time: up.UpdatedAt},
 		{Topic: store.RoomTopic("lobby"), Op: store.OpInsert, Message: &m, Time: m.CreatedAt},
 	}
 	if len(log) != len(want) {

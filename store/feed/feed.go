@@ -21,8 +21,9 @@ const (
 	EventOrder stream.EventName = "order"
 	// EventMessage carries a messagePayload: one message posted to a room.
 	EventMessage stream.EventName = "message"
-	// EventSnapshot carries an orderSnapshot or a roomSnapshot: the state
-	// of one topic when its stream started or was reset.
+	// EventSnapshot carries an orderSnapshot, a roomSnapshot or a
+	// listSnapshot: the state of one topic when its stream started or was
+	// reset.
 	EventSnapshot = stream.EventSnapshot
 )
 
@@ -57,11 +58,15 @@ type (
 		Topic    string          `json:"topic"`
 		Messages []store.Message `json:"messages"`
 	}
+	listSnapshot struct {
+		Topic  string        `json:"topic"`
+		Orders []store.Order `json:"orders"`
+	}
 )
 
 // event encodes one change.
 func event(c store.Change) (stream.Event, error) {
-	ev := stream.Event{ID: c.Pos, Topic: c.Topic, Time: c.Time}
+	ev := stream.Event{ID: c.Pos, Topic: c.Topic, Also: c.Lists, Time: c.Time}
 	var payload any
 	switch {
 	case c.Order != nil:
@@ -134,13 +139,20 @@ func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, 
 	out := make([]stream.Event, 0, len(snaps))
 	for _, sn := range snaps {
 		var payload any
-		if kind, _, _ := store.ParseTopic(sn.Topic); kind == store.KindRoom {
+		switch kind, _, _ := store.ParseTopic(sn.Topic); kind {
+		case store.KindRoom:
 			msgs := sn.Messages
 			if msgs == nil {
 				msgs = []store.Message{}
 			}
 			payload = roomSnapshot{Topic: sn.Topic, Messages: msgs}
-		} else {
+		case store.KindOrderList, store.KindCustomer:
+			orders := sn.Orders
+			if orders == nil {
+				orders = []store.Order{}
+			}
+			payload = listSnapshot{Topic: sn.Topic, Orders: orders}
+		default:
 			payload = orderSnapshot{Topic: sn.Topic, Order: sn.Order}
 		}
 		data, err := json.Marshal(payload)

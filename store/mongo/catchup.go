@@ -33,7 +33,22 @@ const catchUpAwait = time.Second
 // again.
 //
 // It opens a short-lived change stream resuming after after, filtered on
-// fields that never change: an order's _id and a message's room. Since
+// fields that never change: an order's _id, a message's room, the
+// collection (for the orders list topic) and an order's customer (for a
+// customer's list topic, fullDocument.customer). A delete event has no
+// fullDocument, so it is on the orders list but on no customer's, as
+// Follow's changes say; changecast never deletes orders. A $set update
+// made by someone else carries, with updateLookup, the document as it is
+// when read: a changed customer would file it under the new one, and an
+// order deleted since is skipped (as Follow skips it). Each event is passed
+// once, whichever of topics it matches.
+//
+// How the cost grows with the log: the server scans the oplog from after,
+// skipping other collections' entries in the scan; for a list topic every
+// order change in the range is built and matched, so catching up on
+// orders or on customers/<sub> costs the number of order changes since
+// after (the customer filter only shrinks what is sent), like a catch-up
+// on one order's topic. Since
 // MongoDB 6.0 a resume fails when the filter drops the resume token's own
 // event (SERVER-71565), so the filter also keeps the events whose token is
 // after or until; the first is swallowed by the server's resume, the second
@@ -99,7 +114,7 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 		if pos > until {
 			return nil
 		}
-		if ok && wanted[ch.Topic] {
+		if ok && onTopics(wanted, ch) {
 			if err := fn(ch); err != nil {
 				return err
 			}
@@ -116,8 +131,8 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 // A malformed topic is an error wrapping store.ErrInvalid.
 func catchUpPipeline(topics []string, after, until string) (map[string]bool, bson.A, error) {
 	wanted := make(map[string]bool, len(topics))
-	var orderIDs bson.A
-	var rooms bson.A
+	var orderIDs, rooms, customers bson.A
+	allOrders := false
 	for _, t := range topics {
 		kind, key, ok := store.ParseTopic(t)
 		if !ok {
@@ -127,14 +142,31 @@ func catchUpPipeline(topics []string, after, until string) (map[string]bool, bso
 			continue
 		}
 		wanted[t] = true
-		if kind == store.KindOrder {
+		switch kind {
+		case store.KindOrder:
 			oid, _ := bson.ObjectIDFromHex(key)
 			orderIDs = append(orderIDs, oid)
-		} else {
+		case store.KindOrderList:
+			allOrders = true
+		case store.KindCustomer:
+			customers = append(customers, key)
+		default:
 			rooms = append(rooms, key)
 		}
 	}
 	or := bson.A{bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}}
+	if allOrders {
+		// Every order change: the order topics and customers' lists are
+		// within it.
+		orderIDs, customers = nil, nil
+		or = append(or, bson.D{{Key: "ns.coll", Value: ordersCollection}})
+	}
+	if len(customers) > 0 {
+		or = append(or, bson.D{
+			{Key: "ns.coll", Value: ordersCollection},
+			{Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: customers}}},
+		})
+	}
 	if len(orderIDs) > 0 {
 		or = append(or, bson.D{
 			{Key: "ns.coll", Value: ordersCollection},
@@ -161,6 +193,20 @@ func catchUpPipeline(topics []string, after, until string) (map[string]bool, bso
 		bson.D{{Key: "$or", Value: or}},
 	}}}}}}
 	return wanted, pipeline, nil
+}
+
+// onTopics reports whether ch is on one of the wanted topics: its own or
+// one of its lists.
+func onTopics(wanted map[string]bool, ch store.Change) bool {
+	if wanted[ch.Topic] {
+		return true
+	}
+	for _, l := range ch.Lists {
+		if wanted[l] {
+			return true
+		}
+	}
+	return false
 }
 
 // scannedTo reports whether a catch-up stream resumed after after, whose

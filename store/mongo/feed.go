@@ -162,6 +162,9 @@ func decode(raw bson.Raw) (pos, op string, ch store.Change, ok bool, err error) 
 			return pos, op, store.Change{}, false, nil
 		}
 		ch.Topic = store.OrderTopic(oid.Hex())
+		// A delete event names only the _id: the customer, and so its
+		// list, is unknown. changecast never deletes an order.
+		ch.Lists = []string{store.OrderListTopic}
 		ch.Order = &store.Order{ID: oid.Hex()}
 		return pos, op, ch, true, nil
 	case ev.NS.Coll == ordersCollection && (op == store.OpInsert || op == store.OpUpdate || op == store.OpReplace) && hasDoc:
@@ -171,6 +174,7 @@ func decode(raw bson.Raw) (pos, op string, ch store.Change, ok bool, err error) 
 		}
 		o := doc.order()
 		ch.Topic = store.OrderTopic(o.ID)
+		ch.Lists = store.OrderLists(o.Customer)
 		ch.Order = &o
 		return pos, op, ch, true, nil
 	case ev.NS.Coll == messagesCollection && (op == store.OpInsert || op == store.OpUpdate || op == store.OpReplace) && hasDoc:

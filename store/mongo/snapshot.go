@@ -102,10 +102,18 @@ func (m *Store) readSnapshot(ctx context.Context, topics []string, read bson.Tim
 	for i, t := range topics {
 		kind, key, _ := store.ParseTopic(t)
 		snaps[i].Topic = t
-		if kind == store.KindOrder {
+		switch kind {
+		case store.KindOrder:
 			if o, ok := orders[key]; ok {
 				snaps[i].Order = &o
 			}
+			continue
+		case store.KindOrderList, store.KindCustomer:
+			list, err := m.listSnapshot(sctx, kind, key)
+			if err != nil {
+				return nil, err
+			}
+			snaps[i].Orders = list
 			continue
 		}
 		msgs, err := m.lastMessages(sctx, bson.D{{Key: "room", Value: key}}, store.SnapshotMessages)

@@ -198,7 +198,8 @@ func (m *Store) open(ctx context.Context) error {
 }
 
 // createIndexes creates the indexes the store reads by, if missing:
-// messages by room and _id, orders by customer.
+// messages by room and _id; orders by customer and _id, and by status and
+// _id.
 func (m *Store) createIndexes(ctx context.Context) error {
 	if _, err := m.messages.Indexes().CreateMany(ctx, []mongodrv.IndexModel{
 		{Keys: bson.D{{Key: "room", Value: 1}, {Key: "_id", Value: 1}}},
@@ -206,7 +207,12 @@ func (m *Store) createIndexes(ctx context.Context) error {
 		return fmt.Errorf("open mongo: index messages by room: %w", err)
 	}
 	if _, err := m.orders.Indexes().CreateMany(ctx, []mongodrv.IndexModel{
-		{Keys: bson.D{{Key: "customer", Value: 1}}},
+		// ListOrders and the list topics' snapshots: a customer's orders,
+		// and the active ones (status $in), newest first. The first also
+		// serves what the {customer: 1} index of earlier versions served
+		// (a deployment that has it keeps it; it is no longer created).
+		{Keys: bson.D{{Key: "customer", Value: 1}, {Key: "_id", Value: -1}}},
+		{Keys: bson.D{{Key: "status", Value: 1}, {Key: "_id", Value: -1}}},
 	}); err != nil {
 		return fmt.Errorf("open mongo: index orders by customer: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -268,18 +269,30 @@ func TestOpenCreatesIndexes(t *testing.T) {
 	}
 	idx := mm.dataCmds.named("createIndexes")
 	tests := []struct {
-		coll, key string
+		coll string
+		keys []string
 	}{
-		{messagesCollection, `{"room": {"$numberInt":"1"},"_id": {"$numberInt":"1"}}`},
-		{ordersCollection, `{"customer": {"$numberInt":"1"}}`},
+		{messagesCollection, []string{`{"room": {"$numberInt":"1"},"_id": {"$numberInt":"1"}}`}},
+		// ListOrders: a customer's orders and the active ones, newest first.
+		{ordersCollection, []string{
+			`{"customer": {"$numberInt":"1"},"_id": {"$numberInt":"-1"}}`,
+			`{"status": {"$numberInt":"1"},"_id": {"$numberInt":"-1"}}`,
+		}},
 	}
 	for i, tt := range tests {
 		if got := lookupString(idx[i].Body, "createIndexes"); got != tt.coll {
 			t.Errorf("createIndexes %d on %q, want %q", i, got, tt.coll)
 		}
-		key, _ := idx[i].Body.Lookup("indexes", "0", "key").DocumentOK()
-		if got := bson.Raw(key).String(); got != tt.key {
-			t.Errorf("index on %s: got key %s, want %s", tt.coll, got, tt.key)
+		indexes, _ := idx[i].Body.Lookup("indexes").ArrayOK()
+		vals, _ := indexes.Values()
+		if len(vals) != len(tt.keys) {
+			t.Errorf("createIndexes on %s: %d indexes, want %d: %s", tt.coll, len(vals), len(tt.keys), indexes)
+		}
+		for j, want := range tt.keys {
+			key, _ := idx[i].Body.Lookup("indexes", strconv.Itoa(j), "key").DocumentOK()
+			if got := bson.Raw(key).String(); got != want {
+				t.Errorf("index %d on %s: got key %s, want %s", j, tt.coll, got, want)
+			}
 		}
 	}
 }

@@ -49,6 +49,8 @@ func Run(t *testing.T, h Harness) {
 		{"history lost", confHistoryLost},
 		{"restart", confRestart},
 		{"close stops follow", confCloseStopsFollow},
+		{"list topics in follow and catch-up", confListCatchUp},
+		{"order lists: snapshots and ListOrders", confOrderLists},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, h) })
