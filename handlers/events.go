@@ -160,6 +160,10 @@ func allRefused(refused []refusal) error {
 // open streams.
 // Notices are sent first on every connection.
 func (s *server) serveStream(c echo.Context, p Principal, topics []string, notices []stream.Event) error {
+	user, err := streamUser(c, p)
+	if err != nil {
+		return err
+	}
 	release, err := s.openStream(c, p)
 	if err != nil {
 		return err
@@ -179,6 +183,7 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string, notic
 		Topics:      topics,
 		LastEventID: lastEventID(c),
 		Notices:     notices,
+		User:        user,
 		Expires:     p.Expires,
 		// The stream may outlive this call: it gives its slot back
 		// when it ends.

@@ -69,7 +69,7 @@ func newEnv(tb testing.TB, change ...func(*Config)) *env {
 	})
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	mux := stream.New(feed.New(b), stream.Config{Logger: logger})
+	mux := stream.New(feed.New(b), stream.Config{Logger: logger, Presence: PresenceTopic})
 	if err := mux.Start(); err != nil {
 		tb.Fatalf("start multiplexer: %v", err)
 	}
@@ -248,12 +248,14 @@ type sseEvent struct {
 }
 
 // sseStream reads a stream's events in a goroutine it owns; Close stops
-// and waits for it.
+// and waits for it. Presence events (id-less, beside the log) go to
+// presence, the others to events.
 type sseStream struct {
-	header http.Header
-	events chan sseEvent
-	cancel context.CancelFunc
-	done   chan struct{}
+	header   http.Header
+	events   chan sseEvent
+	presence chan sseEvent
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // openStream opens an SSE stream at path and fails unless it answers 200
@@ -291,7 +293,7 @@ func (e *env) tryStream(tb testing.TB, path string, header map[string]string) (*
 		cancel()
 		return nil, response{status: res.StatusCode, header: res.Header, body: b}
 	}
-	s := &sseStream{header: res.Header, events: make(chan sseEvent, 1024), cancel: cancel, done: make(chan struct{})}
+	s := &sseStream{header: res.Header, events: make(chan sseEvent, 1024), presence: make(chan sseEvent, 1024), cancel: cancel, done: make(chan struct{})}
 	go s.read(ctx, res.Body)
 	tb.Cleanup(s.Close)
 	return s, response{status: res.StatusCode, header: res.Header}
@@ -303,8 +305,12 @@ func (s *sseStream) read(ctx context.Context, body io.ReadCloser) {
 	defer close(s.events)
 	defer body.Close()
 	dec := sseparse.Decoder{OnEvent: func(ev *sseparse.Event) bool {
+		ch := s.events
+		if string(ev.Name) == "presence" {
+			ch = s.presence
+		}
 		select {
-		case s.events <- sseEvent{ID: string(ev.ID), Event: string(ev.Name), Data: string(ev.Data)}:
+		case ch <- sseEvent{ID: string(ev.ID), Event: string(ev.Name), Data: string(ev.Data)}:
 			return true
 		case <-ctx.Done():
 			return false

@@ -27,6 +27,7 @@ func (s *server) routes(e *echo.Echo, static fs.FS, metrics http.Handler) {
 	e.POST("/api/rooms/:room/messages", s.postMessage, auth)
 	e.Match(getHead, "/api/rooms/:room/messages", s.listMessages, auth)
 	e.Match(getHead, "/api/rooms/:room/events", s.roomEvents, auth)
+	e.Match(getHead, "/api/rooms/:room/presence", s.roomPresence, auth)
 
 	e.Match(getHead, "/api/events", s.events, auth)
 

@@ -50,6 +50,8 @@ type Streamer interface {
 	Serve(w http.ResponseWriter, r *http.Request, opts stream.StreamOptions) error
 	// Ready reports whether the upstream change feed is running.
 	Ready() bool
+	// Presence returns who has a stream open on topic, by user.
+	Presence(topic string) []stream.Member
 }
 
 // Config is what New needs. Store and Streams are required; Secret is

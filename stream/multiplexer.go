@@ -116,6 +116,11 @@ type Config struct {
 	// OnCatchUp, if set, is called with the duration of each catch-up
 	// from the Source.
 	OnCatchUp func(time.Duration)
+	// Presence, if set, says which topics track who is on them: the
+	// streams of such a topic get EventPresence events, and a stream's
+	// StreamOptions.User is counted on it. It must be safe for concurrent
+	// use. Without it no topic tracks presence.
+	Presence func(topic string) bool
 }
 
 // StreamEnd describes a finished stream, for logs and metrics.
@@ -140,6 +145,9 @@ type frame struct {
 	// rings counts the rings holding the frame, under the multiplexer's
 	// lock: its bytes count in the budget once, while it is above zero.
 	rings int
+	// pseq orders presence announcements (id-less, not in the log); 0
+	// for the log's events.
+	pseq uint64
 }
 
 // Multiplexer fans one upstream feed out to many streams. Its methods are
@@ -169,6 +177,10 @@ type Multiplexer struct {
 	starting bool // Start was called
 	started  bool // Start read the head; last and floor are set
 	closed   bool
+	// presence is who is on each presence topic (see presence.go);
+	// presenceSeq counts the announcements made.
+	presence    map[string]*presenceTopic
+	presenceSeq uint64
 
 	wg        sync.WaitGroup // the feed goroutine
 	serving   sync.WaitGroup // Serve calls
@@ -301,6 +313,7 @@ func (m *Multiplexer) Close() {
 	m.closeOnce.Do(func() {
 		m.mu.Lock()
 		m.closed, m.ready = true, false
+		m.stopPresenceLocked()
 		m.mu.Unlock()
 		m.cancel()
 		m.mu.Lock()

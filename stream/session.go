@@ -22,6 +22,10 @@ type StreamOptions struct {
 	// Expires, if not zero, is when the client's token expires: the stream
 	// then sends `event: expired` and ends.
 	Expires time.Time
+	// User, if not empty, is who opens the stream: they are counted
+	// present on its presence topics (see Config.Presence) while it is
+	// open. Empty is anonymous: not counted.
+	User string
 	// Notices are events sent on every connection right after the
 	// `retry:` line, before any snapshot, reset or resumed event, in the
 	// order given and without an `id:` line (their ID is ignored), so
@@ -48,6 +52,9 @@ type session struct {
 	detach bool
 	sub    *subscriber
 	head   string // the feed's position when sub was registered
+	// psync is the presence announcement the sync events reflect: those
+	// up to it are not written.
+	psync uint64
 	// ctx ends with the client, or with Close; every Source call of the
 	// stream runs under it.
 	ctx       context.Context
@@ -169,7 +176,7 @@ func (s *session) open() bool {
 		s.reason = EndShutdown
 		return false
 	}
-	s.sub, s.head = m.subscribe(s.opts.Topics)
+	s.sub, s.head = m.subscribeAs(s.opts.Topics, s.opts.User)
 	if s.sub == nil {
 		s.reason = EndShutdown
 		return false
@@ -200,6 +207,7 @@ func (s *session) resume() (after string, ok bool, err error) {
 		m.log.Warn("stream could not catch up", "topics", s.opts.Topics, "err", err)
 		return "", false, err
 	}
+	s.psync = m.presenceSync(s.sw, s.opts.Topics)
 	if err := m.send(s.sw); err != nil {
 		s.reason = s.writeFailed()
 		return "", false, nil
@@ -316,7 +324,7 @@ func (s *session) live(after string) {
 			woken = true
 			frames, done := sub.take(spare)
 			for _, f := range frames {
-				after = write(sw, f, after)
+				after = write(sw, f, after, s.psync)
 				if sw.full() {
 					if err := m.send(sw); err != nil {
 						s.reason = s.writeFailed()
@@ -349,8 +357,15 @@ func expiredFrame(topic string) []byte {
 }
 
 // write adds f to the response unless the client has it already (its
-// position is not after the last one sent), and returns the new last.
-func write(sw *streamWriter, f *frame, after string) string {
+// position is not after the last one sent, or it is a presence
+// announcement up to psync), and returns the new last.
+func write(sw *streamWriter, f *frame, after string, psync uint64) string {
+	if f.pseq != 0 {
+		if f.pseq > psync {
+			sw.addEvent(f.wire)
+		}
+		return after
+	}
 	if f.id <= after {
 		return after
 	}

@@ -8,6 +8,7 @@ import "sync"
 // was dropped.
 type subscriber struct {
 	topics []string
+	user   string        // counted present on its presence topics
 	class  string        // counted under it in Stats
 	wake   chan struct{} // capacity 1
 
@@ -90,7 +91,13 @@ func (m *Multiplexer) dropLocked(s *subscriber, reason EndReason) {
 // feed's position at registration: every event after that position will
 // reach its queue. It returns nil if the multiplexer is closed.
 func (m *Multiplexer) subscribe(topics []string) (*subscriber, string) {
-	s := &subscriber{topics: topics, wake: make(chan struct{}, 1)}
+	return m.subscribeAs(topics, "")
+}
+
+// subscribeAs is subscribe for a user, who (if not "") is counted
+// present on the presence topics among topics until unsubscribe.
+func (m *Multiplexer) subscribeAs(topics []string, user string) (*subscriber, string) {
+	s := &subscriber{topics: topics, user: user, wake: make(chan struct{}, 1)}
 	if m.cfg.Classify != nil {
 		s.class = m.cfg.Classify(topics)
 	}
@@ -108,6 +115,7 @@ func (m *Multiplexer) subscribe(topics []string) (*subscriber, string) {
 		}
 		set[s] = struct{}{}
 	}
+	m.joinLocked(user, topics)
 	m.classes[s.class]++
 	return s, m.last
 }
@@ -118,6 +126,7 @@ func (m *Multiplexer) unsubscribe(s *subscriber) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.dropLocked(s, "")
+	m.leaveLocked(s.user, s.topics)
 	m.classes[s.class]--
 	if m.classes[s.class] == 0 {
 		delete(m.classes, s.class)

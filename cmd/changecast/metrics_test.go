@@ -49,7 +49,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 		{`changecast_streams_open`, 1},
 		{`changecast_subscribers{kind="rooms"}`, 1},
 		{`changecast_subscribers{kind="orders"}`, 0},
-		{`changecast_events_delivered_total`, 3}, // the snapshot and two messages
+		{`changecast_events_delivered_total`, 4}, // the snapshot, the presence sync and two messages
 		{`changecast_change_feed_up`, 1},
 		{`changecast_http_requests_total{method="POST",route="/api/rooms/:room/messages",status="201"}`, 2},
 		{`changecast_http_requests_total{method="POST",route="/api/rooms/:room/messages",status="400"}`, 1},

@@ -97,6 +97,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer mux.Close()
+	stopPresence := sharePresence(ctx, b, mux)
+	defer stopPresence()
 
 	srv, err := newHTTPServer(cfg, dev, b, mux, met, logger)
 	if err != nil {
@@ -112,7 +114,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		defer stop()
 	}
-	return serveUntilDone(ctx, cfg, dev, srv, ln, mux, b, logger)
+	return serveUntilDone(ctx, cfg, dev, srv, ln, mux, b, stopPresence, logger)
 }
 
 // serverFlags are the server's command-line flags.
@@ -208,6 +210,7 @@ func newMultiplexer(cfg config, src stream.Source, met *metrics, logger *slog.Lo
 	return stream.New(src, stream.Config{
 		Heartbeat: cfg.Heartbeat,
 		Classify:  subscriberKind,
+		Presence:  handlers.PresenceTopic,
 		Logger:    logger,
 		OnCatchUp: func(d time.Duration) { met.catchUps.Observe(d.Seconds()) },
 		OnStreamEnd: func(se stream.StreamEnd) {
@@ -282,7 +285,7 @@ func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexe
 // serveUntilDone logs the address, serves srv on ln until ctx ends (or
 // Serve fails), then shuts down in order: mux first (so open streams end), then srv within
 // SHUTDOWN_TIMEOUT (closing what is still open past it), then the store.
-func serveUntilDone(ctx context.Context, cfg config, dev bool, srv *http.Server, ln net.Listener, mux *stream.Multiplexer, b store.Backend, logger *slog.Logger) error {
+func serveUntilDone(ctx context.Context, cfg config, dev bool, srv *http.Server, ln net.Listener, mux *stream.Multiplexer, b store.Backend, stopPresence func(), logger *slog.Logger) error {
 	addr := ln.Addr().(*net.TCPAddr)
 	shown := "127.0.0.1"
 	if !dev {
@@ -311,6 +314,7 @@ func serveUntilDone(ctx context.Context, cfg config, dev bool, srv *http.Server,
 		srv.Close()
 	}
 	<-errc
+	stopPresence() // before the store closes: it says goodbye through it
 	if err := b.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

@@ -15,12 +15,15 @@ import (
 	"changecast/stream/sseparse"
 )
 
-// readRawEvents parses complete SSE events (terminated by a blank line)
-// from r until it fails, returning them and the error that ended it
+// readRawEvents parses complete SSE events (terminated by a blank line),
+// but presence events, from r until it fails, returning them and the error that ended it
 // (io.EOF at a clean end).
 func readRawEvents(r *bufio.Reader) ([]sseEvent, error) {
 	var evs []sseEvent
 	dec := sseparse.Decoder{OnEvent: func(ev *sseparse.Event) bool {
+		if string(ev.Name) == "presence" {
+			return true // beside the log
+		}
 		evs = append(evs, sseEvent{ID: string(ev.ID), Name: string(ev.Name), Data: append([]byte(nil), ev.Data...)})
 		return true
 	}}
