@@ -177,6 +177,20 @@ func TestPresenceSeveralTabsCountOnce(t *testing.T) {
 		if got := users(m.Presence("rooms/b")); len(got) != 0 {
 			t.Fatalf("rooms/b after alice left: %q", got)
 		}
+
+		// The grace runs from the last close, not the first.
+		tab4 := openAs(m, "bob", "", "rooms/a")
+		tab5 := openAs(m, "bob", "", "rooms/a")
+		synctest.Wait()
+		tab4.close()
+		time.Sleep(PresenceGrace / 2)
+		tab5.close()
+		time.Sleep(PresenceGrace - time.Nanosecond)
+		synctest.Wait()
+		wantOps(t, "grace from the last close", watcher, "rooms/a sync ", "rooms/a join alice", "rooms/a leave alice", "rooms/a join bob")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		wantOps(t, "bob gone", watcher, "rooms/a sync ", "rooms/a join alice", "rooms/a leave alice", "rooms/a join bob", "rooms/a leave bob")
 		watcher.close()
 	})
 }
