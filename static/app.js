@@ -9,6 +9,14 @@
 // arrives as a `refused` event: that card or the chat says so, and the rest
 // of the page stays live.
 //
+// The same feed carries two live lists when they are switched on: the
+// kitchen board (topic `orders`, staff: every active order) and "my orders"
+// (topic `customers/<name>`: the name's 50 most recent orders). Their order
+// events carry the order's own topic, so one event updates the tracked
+// card, the board and my orders alike. Room streams also carry `presence`
+// events: the chat lists who is here. In dev mode (no token) the page says
+// who it is with the `user` parameter (the name above).
+//
 // All user text goes into the DOM through textContent, never innerHTML.
 import { connect } from "./changecast.js";
 
@@ -32,7 +40,12 @@ import { connect } from "./changecast.js";
   ];
   const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
   const ORDER_ID_RE = /^[0-9a-f]{24}$/;
-  const EVENT_NAMES = ["snapshot", "reset", "expired", "refused", "order", "message"];
+  const EVENT_NAMES = ["snapshot", "reset", "expired", "refused", "order", "message", "presence"];
+  const ACTIVE = new Set(["placed", "preparing", "out_for_delivery"]);
+  // A customer name usable in a topic (customers/<name>) and as a dev-mode
+  // user: 1–128 bytes of UTF-8 without control characters (and without "/"
+  // for the topic).
+  const USER_RE = /^[^\x00-\x1f\x7f-\x9f]+$/;
   // What the event log says about an event the page did not apply.
   const NOTE_TEXT = {
     "duplicate event": "received twice: this should never happen",
@@ -50,12 +63,17 @@ import { connect } from "./changecast.js";
   const HISTORY_LIMIT = 50;
   const MAX_LOG = 300;
   const MAX_SEEN = 5000;
+  // The lists' bounds: what their snapshots hold (docs/api.md).
+  const BOARD_LIMIT = 200;
+  const MINE_LIMIT = 50;
 
   const KEY_NAME = "changecast.name";
   const KEY_ORDERS = "changecast.orders";
   const KEY_ROOM = "changecast.room";
   const KEY_TOKEN = "changecast.token";
   const KEY_LAST_ID = "changecast.lastEventId";
+  const KEY_BOARD = "changecast.board";
+  const KEY_MINE = "changecast.mine";
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -95,6 +113,19 @@ import { connect } from "./changecast.js";
     messageError: $("message-error"),
     eventLog: $("event-log"),
     announcer: $("announcer"),
+    mineOn: $("mine-on"),
+    mine: $("mine"),
+    mineEmpty: $("mine-empty"),
+    mineError: $("mine-error"),
+    mineHint: $("mine-hint"),
+    boardCard: $("board-card"),
+    boardOn: $("board-on"),
+    board: $("board"),
+    boardEmpty: $("board-empty"),
+    boardError: $("board-error"),
+    presence: $("presence"),
+    presenceCount: $("presence-count"),
+    presenceEmpty: $("presence-empty"),
   };
 
   // ---- storage (never throws: private modes can refuse it) ----
@@ -142,18 +173,52 @@ import { connect } from "./changecast.js";
     sending: false, // a message is being posted
     events: 0,
     seen: new Set(), // "<event> <id> <topic>" of order and message events
+    boardOn: load(localStorage, KEY_BOARD, "") === "1",
+    // id → {order, busy, error}: every order the board heard of; delivered,
+    // cancelled and deleted ones stay (not shown) so that an older copy
+    // (a late REST answer) cannot bring them back.
+    board: new Map(),
+    mineOn: load(localStorage, KEY_MINE, "") === "1",
+    mineFor: "", // the customer whose orders state.mine holds
+    mine: new Map(), // id → order
+    presence: new Map(), // user → since, for state.room
   };
 
   // ---- the one feed (changecast.js: one EventSource, resumes, retries) ----
 
   // state.feed is created in start().
   function topics() {
-    return [...state.orderIDs.map((id) => "orders/" + id), "rooms/" + state.room];
+    const list = [...state.orderIDs.map((id) => "orders/" + id), "rooms/" + state.room];
+    if (state.boardOn && state.staff) list.push("orders");
+    if (state.mineOn && customerName()) list.push("customers/" + customerName());
+    return list;
   }
 
-  // syncTopics moves the feed to the current topics from the same position.
+  // validName reports whether s is a name the server takes as a user: 1–128
+  // bytes of UTF-8 without control characters.
+  function validName(s) {
+    return USER_RE.test(s) && new TextEncoder().encode(s).length <= 128;
+  }
+
+  // customerName is the name whose orders "my orders" follows, or "".
+  function customerName() {
+    const n = myName();
+    return validName(n) && !n.includes("/") ? n : "";
+  }
+
+  // feedURL names the stream's user in dev mode (no token): the chat's
+  // presence list shows the name; with a token the server uses its sub.
+  function feedURL() {
+    const n = myName();
+    return !state.token && validName(n) ? "/api/events?user=" + encodeURIComponent(n) : "/api/events";
+  }
+
+  // syncTopics moves the feed to the current topics (and user) from the
+  // same position. A list or room added to a resumed stream gets no
+  // snapshot: the callers read those over REST.
   function syncTopics() {
     const list = topics();
+    const url = feedURL();
     for (const key of [...noticeKeys()]) {
       // A refusal notice about a topic no longer watched is stale.
       if (key.startsWith("refused ") && !list.includes(key.slice(8))) clearNotice(key);
@@ -162,7 +227,11 @@ import { connect } from "./changecast.js";
       state.roomRefused = null;
       renderSend();
     }
+    const before = state.feed.topics.join("\n");
+    const urlChanged = state.feed.url !== url;
+    state.feed.url = url;
     state.feed.setTopics(list);
+    if (urlChanged && before === list.join("\n")) state.feed.reconnect();
   }
 
   // onStatus shows the feed's state; see changecast.js for the states.
@@ -229,9 +298,18 @@ import { connect } from "./changecast.js";
       case "order": {
         const dup = checkDuplicate(name, id, topic);
         const o = data.order || {};
-        logEvent(name, id, topic, "v" + (o.version ?? "?") + " " + (o.status || data.op || ""), dup || applyOrder(o, data.op), "");
+        let note = dup;
+        if (!dup) {
+          // One event serves the tracked card, the board and my orders.
+          const notes = [applyOrder(o, data.op), applyBoard(o, data.op), applyMine(o, data.op)];
+          note = notes.includes("") ? "" : notes.includes("stale") ? "stale" : notes[0];
+        }
+        logEvent(name, id, topic, "v" + (o.version ?? "?") + " " + (o.status || data.op || ""), note, "");
         break;
       }
+      case "presence":
+        logEvent(name, id, topic, presenceKey(data), applyPresence(topic, data), "");
+        break;
       case "message": {
         const dup = checkDuplicate(name, id, topic);
         const m = data.message || {};
@@ -253,6 +331,10 @@ import { connect } from "./changecast.js";
       if (status === 404) entry.missing = true;
       renderOrder(entry);
       notice("refused " + topic, `Order ${entry.id}: ${status === 404 ? "not found" : "not yours to watch"}${error ? ` (${error})` : ""}. Other updates keep coming.`, "error");
+    } else if (topic === "orders") {
+      el.boardError.textContent = `The server does not show the board to this token (${status}${error ? ": " + error : ""}).`;
+    } else if (topic.startsWith("customers/")) {
+      el.mineError.textContent = `The server does not show these orders (${status}${error ? ": " + error : ""}).`;
     } else if (topic.startsWith("rooms/")) {
       state.roomRefused = { topic, status, error };
       renderSend();
@@ -289,6 +371,7 @@ import { connect } from "./changecast.js";
   }
 
   function snapshotKey(data) {
+    if (Array.isArray(data.orders)) return data.orders.length + (data.orders.length === 1 ? " order" : " orders");
     if (Array.isArray(data.messages)) return data.messages.length + (data.messages.length === 1 ? " message" : " messages");
     if (data.order) return "v" + data.order.version + " " + data.order.status;
     return "not found";
@@ -296,6 +379,25 @@ import { connect } from "./changecast.js";
 
   function applySnapshot(data) {
     const topic = String(data.topic || "");
+    if (topic === "orders") {
+      if (!state.boardOn) return "not shown";
+      state.board = new Map();
+      for (const o of Array.isArray(data.orders) ? data.orders : []) {
+        if (o && typeof o.id === "string") state.board.set(o.id, { order: o, busy: false, error: "" });
+      }
+      renderBoard();
+      return "";
+    }
+    if (topic.startsWith("customers/")) {
+      if (!state.mineOn || topic !== "customers/" + customerName()) return "not shown";
+      state.mineFor = customerName();
+      state.mine = new Map();
+      for (const o of Array.isArray(data.orders) ? data.orders : []) {
+        if (o && typeof o.id === "string") state.mine.set(o.id, o);
+      }
+      renderMine();
+      return "";
+    }
     if (topic.startsWith("orders/")) {
       const entry = state.orders.get(topic.slice(7));
       if (!entry) return "not tracked";
@@ -366,6 +468,184 @@ import { connect } from "./changecast.js";
     if (state.messages.has(m.id)) return "already shown";
     state.messages.set(m.id, m);
     insertMessage(m);
+    return "";
+  }
+
+  // ---- live lists: the kitchen board and my orders ----
+
+  // applyBoard keeps the board's copy of an order unless it has a newer one;
+  // a delivered, cancelled or deleted order leaves the board.
+  function applyBoard(o, op) {
+    if (!state.boardOn || typeof o.id !== "string") return "not tracked";
+    const entry = state.board.get(o.id);
+    if (op === "delete") {
+      state.board.set(o.id, { order: { id: o.id, status: "deleted", version: Infinity }, busy: false, error: "" });
+      renderBoard();
+      return "";
+    }
+    if (entry && !(o.version > entry.order.version)) return "stale";
+    if (entry) entry.order = o;
+    else state.board.set(o.id, { order: o, busy: false, error: "" });
+    trimBoard();
+    renderBoard();
+    return "";
+  }
+
+  // trimBoard forgets the oldest finished orders beyond a bound.
+  function trimBoard() {
+    if (state.board.size <= 4 * BOARD_LIMIT) return;
+    const done = [...state.board.keys()].filter((id) => !ACTIVE.has(state.board.get(id).order.status)).sort();
+    for (const id of done.slice(0, state.board.size - 4 * BOARD_LIMIT)) state.board.delete(id);
+  }
+
+  // applyMine keeps my orders: the customer's own orders, newest first.
+  function applyMine(o, op) {
+    if (!state.mineOn || typeof o.id !== "string") return "not tracked";
+    if (op === "delete") {
+      if (!state.mine.delete(o.id)) return "not tracked";
+      renderMine();
+      return "";
+    }
+    if (!state.mineFor || o.customer !== state.mineFor) return "not tracked";
+    const have = state.mine.get(o.id);
+    if (have && !(o.version > have.version)) return "stale";
+    state.mine.set(o.id, o);
+    const ids = [...state.mine.keys()].sort().reverse();
+    for (const id of ids.slice(MINE_LIMIT)) state.mine.delete(id);
+    renderMine();
+    return "";
+  }
+
+  // loadBoard reads the active orders over REST, for a resumed stream (it
+  // sends no snapshot); newer versions win, so events are never undone.
+  async function loadBoard() {
+    try {
+      const body = await api("GET", `/api/orders?status=active&limit=${BOARD_LIMIT}`);
+      if (!state.boardOn) return;
+      el.boardError.textContent = "";
+      for (const o of Array.isArray(body.orders) ? body.orders : []) {
+        const entry = state.board.get(o.id);
+        if (!entry) state.board.set(o.id, { order: o, busy: false, error: "" });
+        else if (o.version > entry.order.version) entry.order = o;
+      }
+      renderBoard();
+    } catch (err) {
+      if (state.boardOn) el.boardError.textContent = "Could not load the board: " + err.message;
+    }
+  }
+
+  async function loadMine() {
+    const name = customerName();
+    if (!name) return;
+    try {
+      const body = await api("GET", `/api/orders?customer=${encodeURIComponent(name)}&limit=${MINE_LIMIT}`);
+      if (!state.mineOn || customerName() !== name) return;
+      el.mineError.textContent = "";
+      state.mineFor = name;
+      for (const o of Array.isArray(body.orders) ? body.orders : []) {
+        const have = state.mine.get(o.id);
+        if (!have || o.version > have.version) state.mine.set(o.id, o);
+      }
+      renderMine();
+    } catch (err) {
+      if (state.mineOn) el.mineError.textContent = "Could not load your orders: " + err.message;
+    }
+  }
+
+  // setLists switches the lists on or off and follows the current name.
+  function setLists() {
+    const resuming = state.feed.lastEventId !== "";
+    const name = customerName();
+    const mineChanged = state.mineOn && name !== state.mineFor;
+    if (!state.mineOn || mineChanged) {
+      state.mine = new Map();
+      state.mineFor = state.mineOn ? name : "";
+    }
+    if (!state.boardOn) state.board = new Map();
+    const boardAdded = state.boardOn && state.staff && !state.feed.topics.includes("orders");
+    renderBoard();
+    renderMine();
+    syncTopics();
+    if (resuming && boardAdded) loadBoard();
+    if (resuming && mineChanged && name) loadMine();
+  }
+
+  async function advanceOnBoard(id, status) {
+    const entry = state.board.get(id);
+    if (!entry || entry.busy) return;
+    entry.busy = true;
+    entry.error = "";
+    renderBoard();
+    try {
+      const o = await api("PATCH", "/api/orders/" + encodeURIComponent(id), { status }, { "If-Match": String(entry.order.version) });
+      applyBoard(o, "update");
+      applyMine(o, "update");
+      const tracked = state.orders.get(id);
+      if (tracked && (!tracked.order || o.version > tracked.order.version)) {
+        setOrder(tracked, o, false);
+        renderOrder(tracked);
+      }
+      announce(`Order ${shortID(id)} is now ${STATUS_LABEL[o.status] || o.status}.`);
+    } catch (err) {
+      entry.error = err.status === 412 ? "Someone changed this order first."
+        : err.status === 409 ? `It cannot move to ${STATUS_LABEL[status] || status} now: ${err.message}.`
+          : err.message;
+    } finally {
+      entry.busy = false;
+      renderBoard();
+    }
+  }
+
+  function onListAction(ev) {
+    const button = ev.target.closest("button[data-action]");
+    const row = button && button.closest("[data-order-id]");
+    if (!row) return;
+    const id = row.dataset.orderId;
+    switch (button.dataset.action) {
+      case "advance": {
+        const entry = state.board.get(id);
+        if (entry && NEXT_STATUS[entry.order.status]) advanceOnBoard(id, NEXT_STATUS[entry.order.status]);
+        break;
+      }
+      case "cancel":
+        advanceOnBoard(id, "cancelled");
+        break;
+      case "track": {
+        const o = state.board.get(id)?.order || state.mine.get(id);
+        trackOrder(id, o && Number.isFinite(o.version) ? o : null);
+        orderElement(id)?.querySelector("h3")?.focus();
+        break;
+      }
+    }
+  }
+
+  // ---- presence ----
+
+  function presenceKey(data) {
+    if (data.op === "sync") {
+      const n = Array.isArray(data.users) ? data.users.length : 0;
+      return `sync ${n} ${n === 1 ? "user" : "users"}`;
+    }
+    return `${data.op || ""} ${data.user || ""}`.trim();
+  }
+
+  // applyPresence keeps the chat's list of who is here: sync replaces it
+  // (every connection starts with one), join and leave change it.
+  function applyPresence(topic, data) {
+    if (topic !== "rooms/" + state.room) return "not shown";
+    if (data.op === "sync") {
+      state.presence = new Map();
+      for (const u of Array.isArray(data.users) ? data.users : []) {
+        if (u && typeof u.user === "string") state.presence.set(u.user, u.since || "");
+      }
+    } else if (data.op === "join" && typeof data.user === "string") {
+      if (!state.presence.has(data.user)) state.presence.set(data.user, new Date().toISOString());
+    } else if (data.op === "leave" && typeof data.user === "string") {
+      state.presence.delete(data.user);
+    } else {
+      return "unreadable data";
+    }
+    renderPresence();
     return "";
   }
 
@@ -587,6 +867,9 @@ import { connect } from "./changecast.js";
     if (room === state.room) return;
     state.room = room;
     state.messages = new Map();
+    // The new room's sync comes with the reconnect.
+    state.presence = new Map();
+    renderPresence();
     save(localStorage, KEY_ROOM, room);
     el.roomLabel.textContent = room;
     renderMessages();
@@ -673,8 +956,23 @@ import { connect } from "./changecast.js";
     el.token.value = "";
     el.tokenPanel.hidden = true;
     for (const entry of state.orders.values()) renderOrder(entry);
+    // The token may change the name (my orders, presence) and the role
+    // (the board is for staff): the feed reconnects with both.
+    if (state.mineOn && customerName() !== state.mineFor) {
+      state.mine = new Map();
+      state.mineFor = customerName();
+    }
+    renderBoard();
+    renderMine();
+    renderPresence();
+    state.feed.url = feedURL();
+    state.feed.topics = topics();
     state.feed.setToken(t);
     for (const entry of state.orders.values()) if (!entry.order) refreshOrder(entry);
+    if (state.feed.lastEventId) {
+      if (state.boardOn && state.staff) loadBoard();
+      if (state.mineOn) loadMine();
+    }
   }
 
   function setToken(t) {
@@ -759,6 +1057,9 @@ import { connect } from "./changecast.js";
       prev = li;
     }
     el.ordersEmpty.hidden = state.orderIDs.length > 0;
+    // The lists offer Track for orders not tracked yet.
+    if (state.boardOn) renderBoard();
+    if (state.mineOn) renderMine();
   }
 
   function renderOrder(entry, existing) {
@@ -869,6 +1170,101 @@ import { connect } from "./changecast.js";
       ol.append(step);
     });
     return ol;
+  }
+
+  // listRow renders one order of a list; board rows can move it along.
+  function listRow(o, board, entry) {
+    const li = make("li", "list-row");
+    li.dataset.orderId = o.id;
+    li.dataset.status = o.status;
+    li.dataset.version = String(o.version);
+    const main = make("div", "row-main");
+    const badge = make("span", "badge", STATUS_LABEL[o.status] || o.status);
+    badge.dataset.status = o.status;
+    const id = make("code", "row-id", shortID(o.id));
+    id.title = o.id;
+    main.append(badge, id, make("span", "row-customer", o.customer || ""));
+    const items = (Array.isArray(o.items) ? o.items : []).map((i) => `${i.qty}× ${menuLabel(i.sku)}`).join(", ");
+    const meta = make("span", "row-meta", items + " · ");
+    meta.append(timeNode(o.createdAt));
+    main.append(meta);
+    const actions = make("div", "row-actions");
+    if (board && state.staff && NEXT_STATUS[o.status]) {
+      const b = make("button", "btn btn-primary btn-small", NEXT_ACTION[o.status]);
+      b.type = "button";
+      b.dataset.action = "advance";
+      b.disabled = entry.busy;
+      b.setAttribute("aria-label", `${NEXT_ACTION[o.status]}: order ${shortID(o.id)}`);
+      actions.append(b);
+    }
+    if (board && state.staff && CANCELLABLE.has(o.status)) {
+      const b = make("button", "btn btn-danger btn-small", "Cancel");
+      b.type = "button";
+      b.dataset.action = "cancel";
+      b.disabled = entry.busy;
+      b.setAttribute("aria-label", `Cancel order ${shortID(o.id)}`);
+      actions.append(b);
+    }
+    if (!state.orders.has(o.id)) {
+      const b = make("button", "btn btn-ghost btn-small", "Track");
+      b.type = "button";
+      b.dataset.action = "track";
+      b.setAttribute("aria-label", `Track order ${shortID(o.id)}`);
+      actions.append(b);
+    }
+    li.append(main, actions);
+    if (entry && entry.error) {
+      const p = make("p", "form-error", entry.error);
+      p.setAttribute("role", "alert");
+      li.append(p);
+    }
+    return li;
+  }
+
+  // renderList rebuilds a list, keeping keyboard focus on the same control.
+  function renderList(ul, rows) {
+    const row = ul.contains(document.activeElement) ? document.activeElement.closest("[data-order-id]") : null;
+    const focus = row ? { id: row.dataset.orderId, action: document.activeElement.dataset.action } : null;
+    ul.replaceChildren(...rows);
+    if (focus) {
+      const r = [...ul.children].find((li) => li.dataset.orderId === focus.id);
+      const target = r?.querySelector(`[data-action="${focus.action}"]:not(:disabled)`) || r?.querySelector("button:not(:disabled)");
+      if (target) target.focus();
+    }
+  }
+
+  function renderBoard() {
+    el.boardCard.hidden = !state.staff;
+    el.boardOn.checked = state.boardOn;
+    const ids = [...state.board.keys()].filter((id) => ACTIVE.has(state.board.get(id).order.status)).sort().reverse();
+    renderList(el.board, state.boardOn ? ids.map((id) => listRow(state.board.get(id).order, true, state.board.get(id))) : []);
+    el.boardEmpty.hidden = !state.boardOn || ids.length > 0;
+    if (!state.boardOn) el.boardError.textContent = "";
+  }
+
+  function renderMine() {
+    el.mineOn.checked = state.mineOn;
+    const ids = [...state.mine.keys()].sort().reverse();
+    renderList(el.mine, state.mineOn ? ids.map((id) => listRow(state.mine.get(id), false, null)) : []);
+    el.mineEmpty.hidden = !state.mineOn || !state.mineFor || ids.length > 0;
+    el.mineHint.textContent = state.mineOn && !customerName()
+      ? "Enter your name above (without /) to see your orders."
+      : "Your 50 most recent orders, for the name above; a new one shows up without reloading.";
+    if (!state.mineOn) el.mineError.textContent = "";
+  }
+
+  function renderPresence() {
+    const users = [...state.presence.keys()].sort();
+    const me = state.token ? tokenClaims(state.token).sub : myName();
+    el.presence.replaceChildren(...users.map((u) => {
+      const li = make("li", u === me ? "me" : "", u === me ? u + " (you)" : u);
+      li.dataset.user = u;
+      const since = new Date(state.presence.get(u));
+      if (!Number.isNaN(since.getTime())) li.title = "Here since " + dateFormat.format(since);
+      return li;
+    }));
+    el.presenceCount.textContent = `(${users.length})`;
+    el.presenceEmpty.hidden = users.length > 0;
   }
 
   function menuLabel(sku) {
@@ -1086,8 +1482,25 @@ import { connect } from "./changecast.js";
     renderSend();
 
     el.name.addEventListener("change", () => {
-      if (!el.name.readOnly) save(localStorage, KEY_NAME, myName());
+      if (el.name.readOnly) return;
+      save(localStorage, KEY_NAME, myName());
+      // The name is the dev-mode user (presence) and whose orders "my
+      // orders" follows.
+      setLists();
+      renderPresence();
     });
+    el.boardOn.addEventListener("change", () => {
+      state.boardOn = el.boardOn.checked;
+      save(localStorage, KEY_BOARD, state.boardOn ? "1" : "");
+      setLists();
+    });
+    el.mineOn.addEventListener("change", () => {
+      state.mineOn = el.mineOn.checked;
+      save(localStorage, KEY_MINE, state.mineOn ? "1" : "");
+      setLists();
+    });
+    el.board.addEventListener("click", onListAction);
+    el.mine.addEventListener("click", onListAction);
     el.orderForm.addEventListener("submit", placeOrder);
     el.trackForm.addEventListener("submit", onTrack);
     el.orders.addEventListener("click", onOrderAction);
@@ -1103,7 +1516,11 @@ import { connect } from "./changecast.js";
     window.addEventListener("hashchange", trackFromHash);
 
     setConn("connecting");
-    state.feed = connect({ topics: topics(), token: state.token, storageKey: KEY_LAST_ID });
+    state.mineFor = state.mineOn ? customerName() : "";
+    renderBoard();
+    renderMine();
+    renderPresence();
+    state.feed = connect({ url: feedURL(), topics: topics(), token: state.token, storageKey: KEY_LAST_ID });
     for (const name of EVENT_NAMES) state.feed.on(name, handleEvent);
     state.feed.on("status", onStatus);
     // After a reload the feed resumes from the last id it saw, so it sends
@@ -1112,6 +1529,8 @@ import { connect } from "./changecast.js";
     if (state.feed.lastEventId) {
       for (const entry of state.orders.values()) refreshOrder(entry);
       loadHistory(state.room);
+      if (state.boardOn && state.staff) loadBoard();
+      if (state.mineOn) loadMine();
     }
     trackFromHash();
     checkDevMode();
