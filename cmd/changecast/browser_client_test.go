@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,27 +332,7 @@ func (p *browserPage) clientState(tb testing.TB) string {
 // The process is killed when owner's test ends.
 func startClientBinary(tb, owner testing.TB, bin string, port int, dataDir string, logs *lockedBuffer, env ...string) *exec.Cmd {
 	tb.Helper()
-	cmd := exec.Command(bin, "-dev")
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "DATA_DIR=" + dataDir, "HEARTBEAT_INTERVAL=1s"}, env...)...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	owner.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return cmd
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("binary did not answer /healthz within 30s: %v\n%s", err, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startBinaryWith(tb, owner, bin, port, dataDir, logs, env...)
 }
 
 // startCORSStub answers every request on port with 503, as a router does

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -210,28 +209,7 @@ func firefoxDownErrors(base string) *regexp.Regexp {
 // environment variables.
 func startBinaryEnv(tb testing.TB, bin string, port int, dataDir string, env ...string) *exec.Cmd {
 	tb.Helper()
-	cmd := exec.Command(bin, "-dev")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "HEARTBEAT_INTERVAL=1s")
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return cmd
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("binary did not answer /healthz within 30s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startBinaryWith(tb, tb, bin, port, dataDir, io.Discard, env...)
 }
 
 // sigkill kills the server with SIGKILL and waits for it; it returns when.

@@ -98,13 +98,22 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 // waits until it answers /healthz.
 func startBinary(tb testing.TB, bin string, port int, dataDir string) *exec.Cmd {
 	tb.Helper()
+	return startBinaryWith(tb, tb, bin, port, dataDir, io.Discard)
+}
+
+// startBinaryWith runs the built binary with -dev on port and dataDir and
+// env added, its output into out, and waits until it answers /healthz.
+// The process is killed when owner's test ends. If out can print itself
+// (a lockedBuffer), a failure to start shows what the server said.
+func startBinaryWith(tb, owner testing.TB, bin string, port int, dataDir string, out io.Writer, env ...string) *exec.Cmd {
+	tb.Helper()
 	cmd := exec.Command(bin, "-dev")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "HEARTBEAT_INTERVAL=1s")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "DATA_DIR=" + dataDir, "HEARTBEAT_INTERVAL=1s"}, env...)...)
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	owner.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		resp, err := http.Get(base + "/healthz")
@@ -115,7 +124,11 @@ func startBinary(tb testing.TB, bin string, port int, dataDir string) *exec.Cmd 
 			}
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("binary did not answer /healthz within 30s: %v", err)
+			said := ""
+			if s, ok := out.(fmt.Stringer); ok {
+				said = "\n" + s.String()
+			}
+			tb.Fatalf("binary did not answer /healthz within 30s: %v%s", err, said)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
