@@ -558,22 +558,7 @@ func TestFirefoxCrossOrigin(t *testing.T) {
 func TestChromiumCrossOrigin(t *testing.T) {
 	chrome := browserChromium(t)
 	x := crossOriginSetup(t)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chrome),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	t.Cleanup(cancelAlloc)
+	allocCtx := browserAllocator(t, chrome)
 	p := newBrowserPage(t, allocCtx, "cross-origin")
 	p.do(t, "navigate", chromedp.Navigate(x.pageURL))
 

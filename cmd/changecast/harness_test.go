@@ -160,15 +160,22 @@ type collector struct {
 }
 
 // watch follows url (resuming after lastID if non-empty) until the test
-// ends or Stop is called. It keeps every event but presence.
+// ends or Stop is called. It keeps every event but presence (beside the
+// log: the presence tests look at it with watchPresence).
 func watch(tb testing.TB, url, lastID string) *collector {
+	tb.Helper()
+	return watchWhere(tb, url, lastID, func(ev sseEvent) bool { return ev.Name != "presence" })
+}
+
+// watchWhere is watch keeping only the events keep accepts.
+func watchWhere(tb testing.TB, url, lastID string, keep func(sseEvent) bool) *collector {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &collector{more: make(chan struct{}, 1), cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		c.done <- follow(ctx, followOptions{URL: url, LastEventID: lastID}, func(ev sseEvent) error {
-			if ev.Name == "presence" {
-				return nil // beside the log: presence tests look at it
+			if !keep(ev) {
+				return nil
 			}
 			c.mu.Lock()
 			c.events = append(c.events, ev)

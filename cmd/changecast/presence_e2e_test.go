@@ -126,23 +126,5 @@ func TestPresenceTwoProcessesMongo(t *testing.T) {
 // watchPresence is watch keeping only presence events.
 func watchPresence(tb testing.TB, url string) *collector {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &collector{more: make(chan struct{}, 1), cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		c.done <- follow(ctx, followOptions{URL: url}, func(ev sseEvent) error {
-			if ev.Name != "presence" {
-				return nil
-			}
-			c.mu.Lock()
-			c.events = append(c.events, ev)
-			c.mu.Unlock()
-			select {
-			case c.more <- struct{}{}:
-			default:
-			}
-			return nil
-		})
-	}()
-	tb.Cleanup(func() { c.Stop(tb) })
-	return c
+	return watchWhere(tb, url, "", func(ev sseEvent) bool { return ev.Name == "presence" })
 }
