@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -30,28 +29,12 @@ import (
 // which is what makes Firefox give up on a cross-origin stream.
 const firefoxDowntime = 3 * time.Second
 
-// firefoxPath returns the Firefox to use. It skips the test when there is
-// none, except under CI=true, where the test must run.
-func firefoxPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"firefox-esr", "firefox"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("Firefox is not installed, and CI=true: the Firefox tests must run in CI (apt-get install firefox-esr)")
-	}
-	t.Skip("Firefox is not installed (apt-get install firefox-esr); skipping the Firefox test")
-	return ""
-}
-
 // startFirefox starts a headless Firefox driven over WebDriver BiDi and
 // closes it (no process left) at cleanup. A Firefox that is installed but
 // cannot start fails the test.
 func startFirefox(t *testing.T) *bidi.Browser {
 	t.Helper()
-	path := firefoxPath(t)
+	path := bidi.FirefoxForTest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	b, err := bidi.Start(ctx, bidi.Options{Path: path})

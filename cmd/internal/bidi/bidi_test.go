@@ -6,8 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"syscall"
@@ -15,27 +13,11 @@ import (
 	"time"
 )
 
-// firefox returns the Firefox to test with; it skips without one, except
-// under CI=true, where the test must run.
-func firefox(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"firefox-esr", "firefox"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("Firefox is not installed, and CI=true: the Firefox tests must run in CI (apt-get install firefox-esr)")
-	}
-	t.Skip("Firefox is not installed (apt-get install firefox-esr); skipping")
-	return ""
-}
-
 // TestFirefox starts Firefox, loads a page from a real server, evaluates
 // scripts of every decoded type, sees the page's console error and an
 // uncaught exception, and closes with no process of Firefox's group left.
 func TestFirefox(t *testing.T) {
-	path := firefox(t)
+	path := FirefoxForTest(t)
 	page := `<!doctype html><title>t</title><p id="p">hello</p>
 <script>console.error("boom from the page"); setTimeout(() => { throw new Error("uncaught later") }, 0)</script>`
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
