@@ -85,9 +85,18 @@ func benchFanoutWoken(b *testing.B, topics, subs int) {
 	fb := newFanoutBench(b, topics, subs, 1024)
 	var wg sync.WaitGroup
 	for _, s := range fb.subs {
+		wake := make(chan struct{}, 1)
+		fb.m.mu.Lock()
+		s.notify = func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+		fb.m.mu.Unlock()
 		wg.Go(func() {
 			var spare []*frame
-			for range s.wake {
+			for range wake {
 				q, done := s.take(spare)
 				if done {
 					return

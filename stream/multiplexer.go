@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"changecast/stream/internal/httpconn"
 )
 
 // Defaults for Config's zero values.
@@ -169,8 +172,8 @@ type Multiplexer struct {
 	lru      *list.List // of *ring, least recently written at the front
 	bufBytes int        // bytes of the frames all rings hold
 	subs     map[string]map[*subscriber]struct{}
-	classes  map[string]int64           // subscribers by Config.Classify's class
-	streams  map[*streamWriter]struct{} // responses being served
+	classes  map[string]int64      // subscribers by Config.Classify's class
+	streams  map[*session]struct{} // responses being served
 	// advanced, when not nil, is closed the next time last moves.
 	advanced chan struct{}
 	ready    bool
@@ -182,9 +185,17 @@ type Multiplexer struct {
 	presence    map[string]*presenceTopic
 	presenceSeq uint64
 
+	// pool runs the live streams whose connection was taken over, and
+	// poller notices their clients hang up: from the first such stream
+	// (see livePool) to Close.
+	pool      *httpconn.Pool
+	poller    *httpconn.Poller
+	poolTried bool
+
 	wg        sync.WaitGroup // the feed goroutine
 	serving   sync.WaitGroup // Serve calls
 	closeOnce sync.Once
+	stopOnce  sync.Once // stops the pool and the poller
 	catchups  chan struct{}
 
 	openStreams, catchUpsRunning          atomic.Int64
@@ -260,7 +271,7 @@ func New(src Source, cfg Config) *Multiplexer {
 		lru:      list.New(),
 		subs:     make(map[string]map[*subscriber]struct{}),
 		classes:  make(map[string]int64),
-		streams:  make(map[*streamWriter]struct{}),
+		streams:  make(map[*session]struct{}),
 		catchups: make(chan struct{}, cfg.CatchUps),
 	}
 }
@@ -317,13 +328,43 @@ func (m *Multiplexer) Close() {
 		m.mu.Unlock()
 		m.cancel()
 		m.mu.Lock()
-		for sw := range m.streams {
-			sw.abort()
+		for s := range m.streams {
+			s.sw.abort()
+			s.notify()
 		}
 		m.mu.Unlock()
 	})
 	m.wg.Wait()
 	m.serving.Wait()
+	m.stopOnce.Do(func() {
+		m.mu.Lock()
+		pool, poller := m.pool, m.poller
+		m.mu.Unlock()
+		if pool != nil {
+			pool.Close()
+			poller.Close()
+		}
+	})
+}
+
+// livePool returns the pool and poller for streams whose connection is
+// taken over, starting them the first time; nil, nil where the platform
+// has none (such streams run on goroutines of their own) or once the
+// Multiplexer is closed.
+func (m *Multiplexer) livePool() (*httpconn.Pool, *httpconn.Poller) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.poolTried && !m.closed {
+		m.poolTried = true
+		p, err := httpconn.NewPoller()
+		switch {
+		case err == nil:
+			m.poller, m.pool = p, httpconn.NewPool(runtime.GOMAXPROCS(0))
+		case !errors.Is(err, errors.ErrUnsupported):
+			m.log.Warn("streams run on goroutines of their own: no poller", "err", err)
+		}
+	}
+	return m.pool, m.poller
 }
 
 // Ready reports whether the feed is established and running.

@@ -247,7 +247,7 @@ func TestPresenceNoRepeatOfQueuedJoin(t *testing.T) {
 		synctest.Wait()
 		// Registered, its snapshot not yet sent: subscribe directly, as
 		// Serve does before the snapshot.
-		sub, _ := m.subscribeAs([]string{"rooms/a"}, "")
+		sub, _ := m.subscribeAs([]string{"rooms/a"}, "", nil)
 		alice := openAs(m, "alice", "", "rooms/a")
 		synctest.Wait()
 		sw := newStreamWriter()

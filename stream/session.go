@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"changecast/stream/internal/httpconn"
@@ -60,8 +61,25 @@ type session struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	stopAfter func() bool
-	expired   *time.Timer
 	reason    EndReason
+
+	// Live state: step runs on one goroutine at a time, the stream's own
+	// or, on the Multiplexer's pool, one worker after another.
+	after string   // the client's position
+	spare []*frame // the queue's other slice
+	woken bool     // events came since the last heartbeat
+	over  bool     // step has ended the stream
+	// pooled says the stream is live on the pool: notify wakes task.
+	// Before that, notify signals wake, which the stream's goroutine
+	// waits on (nil for a stream that will live on the pool).
+	pooled atomic.Bool
+	pool   *httpconn.Pool
+	task   httpconn.Task
+	wake   chan struct{}
+	// The timers set pingDue and expiredDue, then notify; step sets
+	// beat again after each ping.
+	beat, expiry        *time.Timer
+	pingDue, expiredDue atomic.Bool
 }
 
 // Serve writes the SSE response for opts.Topics to w: headers, a
@@ -98,7 +116,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	opts.Topics = topics
 	s := &session{m: m, opts: opts, start: time.Now(), reason: EndClientGone, sw: newStreamWriter()}
 	var err error
-	s.serving, err = m.addStream(s.sw)
+	s.serving, err = m.addStream(s)
 	if err != nil {
 		if opts.Done != nil {
 			opts.Done()
@@ -120,12 +138,21 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 		return err
 	}
 	s.sw.release()
-	if !s.detach {
-		s.live(after)
-		return nil
+	s.after = after
+	s.beat = time.AfterFunc(m.cfg.Heartbeat, func() {
+		s.pingDue.Store(true)
+		s.notify()
+	})
+	switch {
+	case !s.detach:
+		s.loop()
+	case s.pool != nil:
+		detached = true
+		s.goLive()
+	default:
+		detached = true
+		go s.run()
 	}
-	detached = true
-	go s.run(after)
 	return nil
 }
 
@@ -146,14 +173,27 @@ func (s *session) respond(w http.ResponseWriter, r *http.Request) {
 		// The connection outlives the request's context: the stream
 		// learns that the client went from the connection itself.
 		ctx, cancel := context.WithCancel(m.ctx)
-		if c, err := httpconn.TakeOver(w, r, cancel); err == nil {
+		gone := func() {
+			cancel()
+			s.notify()
+		}
+		if c, err := httpconn.TakeOver(w, r); err == nil {
+			pool, poller := m.livePool()
+			c.Watch(poller, gone)
+			if c.Watched() {
+				s.pool = pool
+			}
 			s.sw.rw, s.detach = c, true
 			s.ctx, s.cancel, s.stopAfter = ctx, cancel, func() bool { return true }
+			if s.pool == nil {
+				s.wake = make(chan struct{}, 1)
+			}
 			m.openStreams.Add(1)
 			return
 		}
 		cancel()
 	}
+	s.wake = make(chan struct{}, 1)
 	s.sw.rw = httpconn.Respond(w)
 	s.ctx, s.cancel = context.WithCancel(r.Context())
 	s.stopAfter = context.AfterFunc(m.ctx, s.cancel)
@@ -176,13 +216,16 @@ func (s *session) open() bool {
 		s.reason = EndShutdown
 		return false
 	}
-	s.sub, s.head = m.subscribeAs(s.opts.Topics, s.opts.User)
+	s.sub, s.head = m.subscribeAs(s.opts.Topics, s.opts.User, s.notify)
 	if s.sub == nil {
 		s.reason = EndShutdown
 		return false
 	}
 	if !s.opts.Expires.IsZero() {
-		s.expired = time.NewTimer(time.Until(s.opts.Expires))
+		s.expiry = time.AfterFunc(time.Until(s.opts.Expires), func() {
+			s.expiredDue.Store(true)
+			s.notify()
+		})
 	}
 	return true
 }
@@ -216,17 +259,19 @@ func (s *session) resume() (after string, ok bool, err error) {
 }
 
 // run is live on the stream's own goroutine, then ends the stream.
-func (s *session) run(after string) {
+func (s *session) run() {
 	defer s.end()
-	defer func() {
-		// As net/http would for a handler: log, end the stream, keep
-		// serving the others.
-		if p := recover(); p != nil {
-			s.reason = EndPanic
-			s.m.log.Error("stream panicked", "panic", p, "stack", string(debug.Stack()))
-		}
-	}()
-	s.live(after)
+	defer s.recoverPanic()
+	s.loop()
+}
+
+// recoverPanic does what net/http would for a handler: log, end the
+// stream, keep serving the others.
+func (s *session) recoverPanic() {
+	if p := recover(); p != nil {
+		s.reason, s.over = EndPanic, true
+		s.m.log.Error("stream panicked", "panic", p, "stack", string(debug.Stack()))
+	}
 }
 
 // writeFailed names why the stream ends now that a write failed: Close
@@ -250,8 +295,11 @@ func (s *session) ended() EndReason {
 // the subscriber and the counters, then the hooks, then the response.
 func (s *session) end() {
 	m := s.m
-	if s.expired != nil {
-		s.expired.Stop()
+	if s.beat != nil {
+		s.beat.Stop()
+	}
+	if s.expiry != nil {
+		s.expiry.Stop()
 	}
 	if s.sub != nil {
 		m.unsubscribe(s.sub)
@@ -267,7 +315,7 @@ func (s *session) end() {
 	s.stopAfter()
 	s.cancel()
 	if s.serving {
-		m.removeStream(s.sw)
+		m.removeStream(s)
 	}
 }
 
@@ -283,68 +331,130 @@ func (s *session) lastWords() []byte {
 	return AppendRetry(nil, lo+rand.N(hi-lo+1))
 }
 
-// live writes the subscriber's events and heartbeats until the stream
-// ends, starting after position after.
-func (s *session) live(after string) {
-	m, sw, sub := s.m, s.sw, s.sub
-	var expired <-chan time.Time
-	if s.expired != nil {
-		expired = s.expired.C
+// notify says the stream has something to do: frames came, its
+// subscriber was dropped, a timer fired or the client went.
+func (s *session) notify() {
+	if s.pooled.Load() {
+		s.pool.Wake(&s.task)
+		return
 	}
-	heartbeat := time.NewTicker(m.cfg.Heartbeat)
-	defer heartbeat.Stop()
-	// spare is the queue's other slice: taking the pending frames swaps
-	// the two, so a delivery allocates nothing. Both, and the slice the
-	// writes use, are let go of when a whole heartbeat passes without an
-	// event, so an idle stream holds no burst's worth of pointers.
-	var spare []*frame
-	woken := false
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop is live on the stream's own goroutine (net/http's, or its own
+// after a takeover without a pool) until the stream ends.
+func (s *session) loop() {
 	for {
 		select {
 		case <-s.ctx.Done():
 			s.reason = s.ended()
 			return
-		case <-expired:
-			s.reason = EndExpired
-			for _, t := range s.opts.Topics {
-				sw.add(expiredFrame(t))
-			}
-			m.send(sw)
-			return
-		case <-heartbeat.C:
-			if !woken {
-				// Nothing is buffered here: every pass ends with a send.
-				spare = nil
-				sub.shrink()
-				sw.out = nil
-			}
-			woken = false
-			sw.add(pingFrame)
-		case <-sub.wake:
-			woken = true
-			frames, done := sub.take(spare)
-			for _, f := range frames {
-				after = write(sw, f, after, s.psync)
-				if sw.full() {
-					if err := m.send(sw); err != nil {
-						s.reason = s.writeFailed()
-						return
-					}
-				}
-			}
-			clear(frames)
-			spare = frames[:0]
-			if done {
-				s.reason = m.reasonOf(sub)
-				m.send(sw)
-				return
-			}
+		case <-s.wake:
 		}
-		if err := m.send(sw); err != nil {
-			s.reason = s.writeFailed()
+		if s.step() {
 			return
 		}
 	}
+}
+
+// goLive hands the stream to the Multiplexer's pool: from now on each
+// notify runs step on a worker, and the stream ends on a goroutine of its
+// own (ending may wait a moment for the client).
+func (s *session) goLive() {
+	s.task.Run = func() {
+		if s.over {
+			return
+		}
+		ended := true
+		func() {
+			defer s.recoverPanic()
+			ended = s.step()
+		}()
+		if ended {
+			s.over = true
+			go s.end()
+		}
+	}
+	c := s.sw.rw.(*httpconn.Conn)
+	c.SetNonblocking(s.notify)
+	s.sw.setAsync()
+	s.pooled.Store(true)
+	// Whatever came during the catch-up is waiting.
+	s.pool.Wake(&s.task)
+}
+
+// step writes what is due, without waiting for the client when the
+// stream is live on the pool: the pending events, a heartbeat, or the
+// end. It returns true, with the reason set, when the stream ends; the
+// caller then ends it.
+func (s *session) step() bool {
+	m, sw, sub := s.m, s.sw, s.sub
+	if s.ctx.Err() != nil {
+		s.reason = s.ended()
+		return true
+	}
+	if s.expiredDue.Load() {
+		s.reason = EndExpired
+		for _, t := range s.opts.Topics {
+			sw.add(expiredFrame(t))
+		}
+		m.send(sw)
+		return true
+	}
+	if waiting, err := sw.rw.Blocked(); err != nil || waiting {
+		// What was written last still waits for the client: its
+		// frames wait in the queue (which drops the subscriber if it
+		// fills), and the end of the wait notifies again.
+		if err != nil {
+			sw.err = err
+			s.reason = s.writeFailed()
+			return true
+		}
+		return false
+	}
+	frames, done := sub.take(s.spare)
+	if len(frames) > 0 {
+		s.woken = true
+	}
+	for _, f := range frames {
+		s.after = write(sw, f, s.after, s.psync)
+		if sw.full() {
+			if err := m.send(sw); err != nil {
+				s.reason = s.writeFailed()
+				return true
+			}
+		}
+	}
+	clear(frames)
+	s.spare = frames[:0]
+	if s.pingDue.Swap(false) {
+		if !s.woken {
+			// A whole heartbeat without an event: let go of the
+			// queue's slices and the writes', so an idle stream holds
+			// no burst's worth of pointers. Nothing is buffered here.
+			s.spare = nil
+			sub.shrink()
+			sw.out = nil
+		}
+		s.woken = false
+		sw.add(pingFrame)
+		// Set again here, not in the timer's function: once the stream
+		// has ended, nothing sets it again.
+		s.beat.Reset(m.cfg.Heartbeat)
+	}
+	if done {
+		s.reason = m.reasonOf(sub)
+		m.send(sw)
+		return true
+	}
+	if err := m.send(sw); err != nil {
+		s.reason = s.writeFailed()
+		return true
+	}
+	return false
 }
 
 // pingFrame is the heartbeat.
@@ -389,9 +499,9 @@ func uniq(topics []string) []string {
 	return topics
 }
 
-// addStream registers sw as being served. It returns false if the
+// addStream registers s as being served. It returns false if the
 // multiplexer is closed, and ErrNotStarted before Start succeeded.
-func (m *Multiplexer) addStream(sw *streamWriter) (bool, error) {
+func (m *Multiplexer) addStream(s *session) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -400,14 +510,14 @@ func (m *Multiplexer) addStream(sw *streamWriter) (bool, error) {
 	case !m.started:
 		return false, ErrNotStarted
 	}
-	m.streams[sw] = struct{}{}
+	m.streams[s] = struct{}{}
 	m.serving.Add(1)
 	return true, nil
 }
 
-func (m *Multiplexer) removeStream(sw *streamWriter) {
+func (m *Multiplexer) removeStream(s *session) {
 	m.mu.Lock()
-	delete(m.streams, sw)
+	delete(m.streams, s)
 	m.mu.Unlock()
 	m.serving.Done()
 }

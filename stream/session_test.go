@@ -448,7 +448,7 @@ func TestExpiredPerTopic(t *testing.T) {
 // emptied slice back, as a stream does, allocates nothing once warm,
 // whatever the burst's size.
 func TestQueueSwapAllocatesNothing(t *testing.T) {
-	s := &subscriber{wake: make(chan struct{}, 1)}
+	s := &subscriber{}
 	f := &frame{id: "x"}
 	var spare []*frame
 	round := func() {

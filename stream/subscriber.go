@@ -3,14 +3,16 @@ package stream
 import "sync"
 
 // subscriber is one stream's registration. Its queue is a slice that
-// holds only what is pending, so an idle subscriber costs little; wake
-// tells the stream's goroutine that frames came or that the subscriber
-// was dropped.
+// holds only what is pending, so an idle subscriber costs little; notify
+// tells the stream that frames came or that the subscriber was dropped.
 type subscriber struct {
 	topics []string
-	user   string        // counted present on its presence topics
-	class  string        // counted under it in Stats
-	wake   chan struct{} // capacity 1
+	user   string // counted present on its presence topics
+	class  string // counted under it in Stats
+	// notify, if set, is called when the queue stops being empty and when
+	// the subscriber is dropped. It must not block: it runs under the
+	// multiplexer's lock.
+	notify func()
 
 	mu   sync.Mutex
 	q    []*frame // pending frames, oldest first
@@ -42,9 +44,8 @@ func (s *subscriber) push(f *frame, max int) bool {
 }
 
 func (s *subscriber) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if s.notify != nil {
+		s.notify()
 	}
 }
 
@@ -91,13 +92,14 @@ func (m *Multiplexer) dropLocked(s *subscriber, reason EndReason) {
 // feed's position at registration: every event after that position will
 // reach its queue. It returns nil if the multiplexer is closed.
 func (m *Multiplexer) subscribe(topics []string) (*subscriber, string) {
-	return m.subscribeAs(topics, "")
+	return m.subscribeAs(topics, "", nil)
 }
 
 // subscribeAs is subscribe for a user, who (if not "") is counted
-// present on the presence topics among topics until unsubscribe.
-func (m *Multiplexer) subscribeAs(topics []string, user string) (*subscriber, string) {
-	s := &subscriber{topics: topics, user: user, wake: make(chan struct{}, 1)}
+// present on the presence topics among topics until unsubscribe, with
+// notify as the subscriber's.
+func (m *Multiplexer) subscribeAs(topics []string, user string, notify func()) (*subscriber, string) {
+	s := &subscriber{topics: topics, user: user, notify: notify}
 	if m.cfg.Classify != nil {
 		s.class = m.cfg.Classify(topics)
 	}

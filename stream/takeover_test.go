@@ -134,6 +134,7 @@ func (e *endRecorder) Write([][]byte, int) error        { e.writes++; return nil
 func (e *endRecorder) SetWriteDeadline(time.Time) error { return nil }
 func (e *endRecorder) End(last []byte)                  { e.ends++; e.ended = last }
 func (e *endRecorder) Drop()                            { e.drops++ }
+func (e *endRecorder) Blocked() (bool, error)           { return false, nil }
 
 // TestFinishAfterAbortEnds: a stream that Close stops before its first
 // write writes nothing more, and still ends its response cleanly with

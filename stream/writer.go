@@ -23,6 +23,10 @@ type responseWriter interface {
 	End(last []byte)
 	// Drop gives up on a response whose write failed.
 	Drop()
+	// Blocked reports whether bytes written earlier still wait for the
+	// client (only after a Write that did not wait for it), and the
+	// error that ended their writing, if one did.
+	Blocked() (bool, error)
 }
 
 var (
@@ -65,6 +69,9 @@ type streamWriter struct {
 	mu       sync.Mutex
 	writing  bool // a write to the client is in progress
 	aborting bool // the multiplexer is closing
+	// async says writes do not wait for the client: what it has not
+	// taken is written in the background, until the write deadline.
+	async bool
 }
 
 // newStreamWriter returns a streamWriter with room for a catch-up's
@@ -184,9 +191,20 @@ func (sw *streamWriter) abort() {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	sw.aborting = true
-	if sw.writing {
+	if sw.writing || sw.async {
+		// An async write may be in progress in the background; a
+		// deadline set while none is does no harm: the end of the
+		// response sets its own.
 		_ = sw.rw.SetWriteDeadline(time.Now())
 	}
+}
+
+// setAsync records that the responseWriter no longer waits for the
+// client in Write.
+func (sw *streamWriter) setAsync() {
+	sw.mu.Lock()
+	sw.async = true
+	sw.mu.Unlock()
 }
 
 // finish ends the response, last (if not empty) being the final bytes of

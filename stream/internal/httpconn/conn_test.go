@@ -41,7 +41,7 @@ func TestConnFraming(t *testing.T) {
 		{false, head10, head10 + "retry: 1000\n\n" + "abcdefghij" + ": bye\n\n\n"},
 	} {
 		server, client := tcpPair(t)
-		c := newConn(server, []byte(tc.head), tc.chunked, nil)
+		c := watched(server, []byte(tc.head), tc.chunked, nil)
 		if err := c.Write([][]byte{[]byte("retry: 1000\n\n")}, 13); err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestEndSendsUnsentHead(t *testing.T) {
 			if !chunked {
 				head = "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
 			}
-			c := newConn(server, []byte(head), chunked, nil)
+			c := watched(server, []byte(head), chunked, nil)
 			c.End([]byte(last))
 			client.SetReadDeadline(time.Now().Add(10 * time.Second))
 			resp, err := http.ReadResponse(bufio.NewReader(client), nil)
@@ -94,7 +94,7 @@ func TestEndSendsUnsentHead(t *testing.T) {
 // a last chunk, so the client sees a cut-off response, not a clean end.
 func TestDropWritesNothing(t *testing.T) {
 	server, client := tcpPair(t)
-	c := newConn(server, []byte("HTTP/1.1 200 OK\r\n\r\n"), true, nil)
+	c := watched(server, []byte("HTTP/1.1 200 OK\r\n\r\n"), true, nil)
 	c.Drop()
 	c.Drop()
 	if got := readAll(t, client); got != "" {
@@ -107,7 +107,7 @@ func TestDropWritesNothing(t *testing.T) {
 func TestConnGone(t *testing.T) {
 	server, client := tcpPair(t)
 	gone := make(chan struct{})
-	c := newConn(server, nil, true, func() { close(gone) })
+	c := watched(server, nil, true, func() { close(gone) })
 	fmt.Fprint(client, "ignored bytes a client may send")
 	client.Close()
 	select {
@@ -125,7 +125,7 @@ func TestConnWriteAllocs(t *testing.T) {
 	}
 	server, client := tcpPair(t)
 	go io.Copy(io.Discard, client)
-	c := newConn(server, []byte("HTTP/1.1 200 OK\r\n\r\n"), true, nil)
+	c := watched(server, []byte("HTTP/1.1 200 OK\r\n\r\n"), true, nil)
 	defer c.Drop()
 	frame := []byte("id: 1\nevent: message\ndata: {}\n\n")
 	bufs := make([][]byte, MaxBufs)
@@ -153,7 +153,7 @@ func TestTakeOver(t *testing.T) {
 			Write([][]byte, int) error
 			End([]byte)
 		}
-		if c, err := TakeOver(w, r, nil); err == nil {
+		if c, err := TakeOver(w, r); err == nil {
 			rw = c
 		} else {
 			rw = Respond(w)
@@ -206,4 +206,11 @@ func TestTakeOver(t *testing.T) {
 	if err != nil || resp.ProtoMajor != 2 || string(body) != "data: HTTP/2.0\n\n: end\n\n" || resp.Header.Get("X-Request-Id") != "req-1" {
 		t.Fatalf("HTTP/2: %s %d, body %q, %v; want the response through the ResponseWriter", resp.Proto, resp.StatusCode, body, err)
 	}
+}
+
+// watched is newConn, read by a goroutine of its own that calls gone.
+func watched(conn net.Conn, head []byte, chunked bool, gone func()) *Conn {
+	c := newConn(conn, head, chunked)
+	c.Watch(nil, gone)
+	return c
 }

@@ -68,3 +68,6 @@ func (rw *ResponseWriter) End(last []byte) {
 // Drop gives up on the response after a failed write: it writes nothing
 // more and leaves the connection to net/http.
 func (rw *ResponseWriter) Drop() {}
+
+// Blocked reports false: Write waits for the client.
+func (rw *ResponseWriter) Blocked() (bool, error) { return false, nil }

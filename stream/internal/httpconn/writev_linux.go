@@ -25,9 +25,10 @@ type gatherWriter struct {
 	rc   syscall.RawConn // nil: write with net.Buffers
 	fn   func(fd uintptr) bool
 	// State of the write in progress.
-	bufs [][]byte
-	iov  *[]syscall.Iovec
-	err  error
+	bufs     [][]byte
+	iov      *[]syscall.Iovec
+	err      error
+	nonblock bool // return at EAGAIN rather than wait
 }
 
 func newGatherWriter(c net.Conn) *gatherWriter {
@@ -49,15 +50,34 @@ func (g *gatherWriter) write(bufs [][]byte) error {
 		_, err := nb.WriteTo(g.conn)
 		return err
 	}
-	g.bufs, g.err = bufs, nil
+	_, err := g.writeSome(bufs, false)
+	return err
+}
+
+// tryWrite writes what the connection takes now, without waiting, and
+// returns the rest of bufs (which it modifies). A connection without a
+// descriptor is written to in full.
+func (g *gatherWriter) tryWrite(bufs [][]byte) ([][]byte, error) {
+	if g.rc == nil {
+		return nil, g.write(bufs)
+	}
+	return g.writeSome(bufs, true)
+}
+
+func (g *gatherWriter) writeSome(bufs [][]byte, nonblock bool) ([][]byte, error) {
+	g.bufs, g.err, g.nonblock = bufs, nil, nonblock
 	g.iov = iovecPool.Get().(*[]syscall.Iovec)
 	err := g.rc.Write(g.fn)
 	iovecPool.Put(g.iov)
+	rest := g.bufs
 	g.bufs, g.iov = nil, nil
 	if g.err != nil {
-		return &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
+		return nil, &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return rest, nil
 }
 
 // writev is called by the runtime when the socket may take more; it
@@ -93,7 +113,7 @@ func (g *gatherWriter) writev(fd uintptr) bool {
 			consume(&g.bufs, int(n))
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return g.nonblock
 		default:
 			g.err = errno
 			return true
