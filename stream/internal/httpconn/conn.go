@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -79,6 +80,8 @@ type Conn struct {
 	draining bool          // a goroutine is writing the backlog
 	drained  chan struct{} // closed when that goroutine has returned
 	failed   error         // the backlog could not be written
+	// busy is draining || failed != nil, for Blocked without the lock.
+	busy atomic.Bool
 }
 
 // TakeOver takes the connection of w over from net/http before anything
@@ -164,6 +167,9 @@ func (c *Conn) SetNonblocking(ready func()) { c.ready = ready }
 // Blocked reports whether bytes written earlier still wait for the
 // client, and the error that ended their writing, if one did.
 func (c *Conn) Blocked() (bool, error) {
+	if !c.busy.Load() {
+		return false, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.draining, c.failed
@@ -225,6 +231,7 @@ func (c *Conn) send(iov [][]byte) error {
 	c.mu.Lock()
 	c.keepLocked(rest)
 	c.draining, c.drained = true, make(chan struct{})
+	c.busy.Store(true)
 	c.mu.Unlock()
 	go c.drain()
 	return nil
@@ -257,6 +264,7 @@ func (c *Conn) drain() {
 		c.backlog = nil
 		if len(bufs) == 0 {
 			c.draining = false
+			c.busy.Store(false)
 			c.mu.Unlock()
 			break
 		}

@@ -1,8 +1,10 @@
 package httpconn
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Pool runs the live part of many responses on a few goroutines instead
@@ -120,14 +122,31 @@ func (p *Pool) pop() (*Task, bool) {
 	return t, false
 }
 
+// yieldAfter is how long a worker runs tasks before it yields to the
+// scheduler. A worker that always finds work never blocks; to Go's
+// scheduler it then looks like a goroutine that hogs its P, which it
+// preempts every 10 ms and whose P it takes away in the middle of a
+// write, keeping the scheduler's monitor waking every 20 µs. Yielding
+// well before that costs little, and yielding seldom keeps delivery
+// ahead of new writes when the machine is saturated: the goroutines that
+// accept writes wait for a yield like everyone else, as they would wait
+// behind a goroutine per stream.
+const yieldAfter = 2 * time.Millisecond
+
 func (p *Pool) work() {
+	since := time.Now()
 	for {
+		if time.Since(since) >= yieldAfter {
+			runtime.Gosched()
+			since = time.Now()
+		}
 		t, closed := p.pop()
 		if t == nil {
 			if closed {
 				return
 			}
 			<-p.kick
+			since = time.Now()
 			continue
 		}
 		t.state.Store(taskRunning)

@@ -24,6 +24,7 @@ type gatherWriter struct {
 	conn net.Conn
 	rc   syscall.RawConn // nil: write with net.Buffers
 	fn   func(fd uintptr) bool
+	fd   uintptr // the connection's descriptor, with rc
 	// State of the write in progress.
 	bufs     [][]byte
 	iov      *[]syscall.Iovec
@@ -35,8 +36,10 @@ func newGatherWriter(c net.Conn) *gatherWriter {
 	g := &gatherWriter{conn: c}
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			g.rc = rc
-			g.fn = g.writev
+			if rc.Control(func(fd uintptr) { g.fd = fd }) == nil {
+				g.rc = rc
+				g.fn = g.writev
+			}
 		}
 	}
 	return g
@@ -50,34 +53,43 @@ func (g *gatherWriter) write(bufs [][]byte) error {
 		_, err := nb.WriteTo(g.conn)
 		return err
 	}
-	_, err := g.writeSome(bufs, false)
+	g.bufs, g.err, g.nonblock = bufs, nil, false
+	g.iov = iovecPool.Get().(*[]syscall.Iovec)
+	err := g.rc.Write(g.fn)
+	iovecPool.Put(g.iov)
+	g.bufs, g.iov = nil, nil
+	if g.err != nil {
+		return g.opError()
+	}
 	return err
 }
 
 // tryWrite writes what the connection takes now, without waiting, and
 // returns the rest of bufs (which it modifies). A connection without a
 // descriptor is written to in full.
+//
+// It writes to the descriptor directly, without the net package's
+// locks and deadline checks (a write that cannot wait needs neither):
+// the caller must only call it while the connection is open, which the
+// Conn's owner guarantees by closing it only after its last Write.
 func (g *gatherWriter) tryWrite(bufs [][]byte) ([][]byte, error) {
 	if g.rc == nil {
 		return nil, g.write(bufs)
 	}
-	return g.writeSome(bufs, true)
-}
-
-func (g *gatherWriter) writeSome(bufs [][]byte, nonblock bool) ([][]byte, error) {
-	g.bufs, g.err, g.nonblock = bufs, nil, nonblock
+	g.bufs, g.err, g.nonblock = bufs, nil, true
 	g.iov = iovecPool.Get().(*[]syscall.Iovec)
-	err := g.rc.Write(g.fn)
+	g.writev(g.fd)
 	iovecPool.Put(g.iov)
 	rest := g.bufs
 	g.bufs, g.iov = nil, nil
 	if g.err != nil {
-		return nil, &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
-	}
-	if err != nil {
-		return nil, err
+		return nil, g.opError()
 	}
 	return rest, nil
+}
+
+func (g *gatherWriter) opError() error {
+	return &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
 }
 
 // writev is called by the runtime when the socket may take more; it
