@@ -27,6 +27,14 @@
 // typed names the stream sends and reports). The HTTP/1.x transport under
 // it, a connection taken over from net/http, is internal/httpconn.
 //
+// A live stream on a taken-over connection has no goroutine of its own:
+// its subscriber's queue wakes it on the Multiplexer's pool of writers
+// (httpconn.Pool), which writes what is pending without waiting for the
+// client, and one epoll instance (httpconn.Poller) notices the client
+// hang up. A stream through an http.ResponseWriter (HTTP/2) keeps the
+// handler's goroutine. Either way the same step (session.go) decides
+// what to write.
+//
 // The package imports neither a database driver nor a web framework, and
 // gives topics no meaning: Config.Classify lets the caller count
 // subscribers by its own kinds.

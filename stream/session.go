@@ -97,8 +97,9 @@ type session struct {
 // Serve returns when the stream ends or, if it took the connection over
 // from net/http (HTTP/1.x, when w allows it), as soon as the stream is
 // live, whichever comes first; in every case opts.Done is called once,
-// when the stream has ended. (Taken over, the stream runs on its own
-// goroutine, which Close waits for.)
+// when the stream has ended. (Taken over, the stream runs on the
+// Multiplexer's pool of writers, or on its own goroutine where there is no
+// poller; Close waits for it either way.)
 //
 // Before writing anything Serve returns ErrNoTopics or ErrNotStarted;
 // after the headers are written it returns an error only when the Source

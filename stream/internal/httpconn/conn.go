@@ -9,6 +9,21 @@
 // chunk with one writev. Conn and ResponseWriter have the same methods,
 // so the code above them chooses one when the response starts and never
 // branches on it again.
+//
+// Many such responses share a few goroutines once they are live:
+//
+//   - a Poller (one epoll instance, Linux) notices each client hanging up,
+//     instead of a goroutine blocked in Read per connection;
+//   - a Pool runs each response's work (a Task) on one of a few workers
+//     when something wakes it, instead of a goroutine per response
+//     waiting for its next event;
+//   - a Conn made non-blocking (SetNonblocking) writes what the socket
+//     takes at once; the rest waits in a backlog that a goroutine, started
+//     only then, writes when the client reads, so a worker never waits
+//     for a slow client.
+//
+// Nothing here knows what the bytes mean: the stream package decides what
+// to write and when a response ends.
 package httpconn
 
 import (
