@@ -115,6 +115,13 @@ func (p *Pool) pop() (*Task, bool) {
 	t := p.queue[p.head]
 	p.queue[p.head] = nil
 	p.head++
+	if p.head >= 1024 && 2*p.head >= len(p.queue) {
+		// A queue that never empties (a saturated machine) would
+		// otherwise grow for good: move what is left to the front.
+		n := copy(p.queue, p.queue[p.head:])
+		clear(p.queue[n:])
+		p.queue, p.head = p.queue[:n], 0
+	}
 	if p.head < len(p.queue) {
 		// More are queued: another worker may take them meanwhile.
 		p.kickLocked()

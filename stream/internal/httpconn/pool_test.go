@@ -86,3 +86,35 @@ func TestPoolWakeFromRun(t *testing.T) {
 		p.Wake(&late)
 	})
 }
+
+// TestPoolQueueStaysBounded: a queue that never empties, because each
+// task wakes another as it runs, keeps an array the size of what waits,
+// not of everything ever queued.
+func TestPoolQueueStaysBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := NewPool(1)
+		defer p.Close()
+		tasks := make([]Task, 100)
+		runs, most := 0, 0
+		for i := range tasks {
+			tasks[i].Run = func() {
+				p.mu.Lock()
+				most = max(most, cap(p.queue))
+				p.mu.Unlock()
+				if runs++; runs < 100_000 {
+					p.Wake(&tasks[(i+1)%len(tasks)])
+				}
+			}
+		}
+		for i := range tasks {
+			p.Wake(&tasks[i])
+		}
+		synctest.Wait()
+		if runs < 100_000 {
+			t.Fatalf("%d runs, want 100000", runs)
+		}
+		if most > 8192 {
+			t.Fatalf("with at most 100 tasks queued, the queue's array grew to %d", most)
+		}
+	})
+}
