@@ -71,7 +71,7 @@ type session struct {
 	over  bool     // step has ended the stream
 	// pooled says the stream is live on the pool: notify wakes task.
 	// Before that, notify signals wake, which the stream's goroutine
-	// waits on (nil for a stream that will live on the pool).
+	// waits on (unused by a stream that lives on the pool).
 	pooled atomic.Bool
 	pool   *httpconn.Pool
 	task   httpconn.Task
@@ -115,7 +115,9 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 		return ErrNoTopics
 	}
 	opts.Topics = topics
-	s := &session{m: m, opts: opts, start: time.Now(), reason: EndClientGone, sw: newStreamWriter()}
+	// wake is made here, before anything can notify the session; a
+	// stream that goes live on the pool does not use it.
+	s := &session{m: m, opts: opts, start: time.Now(), reason: EndClientGone, sw: newStreamWriter(), wake: make(chan struct{}, 1)}
 	var err error
 	s.serving, err = m.addStream(s)
 	if err != nil {
@@ -186,15 +188,11 @@ func (s *session) respond(w http.ResponseWriter, r *http.Request) {
 			}
 			s.sw.rw, s.detach = c, true
 			s.ctx, s.cancel, s.stopAfter = ctx, cancel, func() bool { return true }
-			if s.pool == nil {
-				s.wake = make(chan struct{}, 1)
-			}
 			m.openStreams.Add(1)
 			return
 		}
 		cancel()
 	}
-	s.wake = make(chan struct{}, 1)
 	s.sw.rw = httpconn.Respond(w)
 	s.ctx, s.cancel = context.WithCancel(r.Context())
 	s.stopAfter = context.AfterFunc(m.ctx, s.cancel)
@@ -399,10 +397,14 @@ func (s *session) step() bool {
 	}
 	if s.expiredDue.Load() {
 		s.reason = EndExpired
-		for _, t := range s.opts.Topics {
-			sw.add(expiredFrame(t))
+		if waiting, _ := sw.rw.Blocked(); !waiting {
+			// (A client that is not reading gets no more bytes, nor
+			// more time to take them.)
+			for _, t := range s.opts.Topics {
+				sw.add(expiredFrame(t))
+			}
+			m.send(sw)
 		}
-		m.send(sw)
 		return true
 	}
 	if waiting, err := sw.rw.Blocked(); err != nil || waiting {

@@ -137,7 +137,8 @@ func newConn(conn net.Conn, head []byte, chunked bool) *Conn {
 // Watch has the connection read until the client hangs up, then calls
 // gone (if not nil): by p, or by a goroutine of its own if p is nil or
 // cannot watch it. End and Drop stop the watch (waiting for that
-// goroutine). Call it once, before the first Write.
+// goroutine): gone is not called once they have returned. Call it once,
+// before the first Write.
 func (c *Conn) Watch(p *Poller, gone func()) {
 	c.gone = gone
 	if p != nil && p.watch(c) == nil {

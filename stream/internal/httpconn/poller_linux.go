@@ -19,9 +19,10 @@ type Poller struct {
 	rc   syscall.RawConn
 	done chan struct{} // closed when run has returned
 
-	mu    sync.Mutex
-	conns map[int32]*Conn // by the key in their epoll registration
-	next  int32
+	mu     sync.Mutex
+	conns  map[int32]*Conn // by the key in their epoll registration
+	next   int32
+	failed bool // run has stopped: no connection is watched any more
 }
 
 // pollEvents are the events a connection is watched for: the client
@@ -79,6 +80,10 @@ func (p *Poller) watch(c *Conn) error {
 		return errors.New("httpconn: the connection has no descriptor to watch")
 	}
 	p.mu.Lock()
+	if p.failed {
+		p.mu.Unlock()
+		return errors.New("httpconn: the poller has stopped")
+	}
 	for {
 		p.next++
 		if _, used := p.conns[p.next]; !used {
@@ -128,9 +133,13 @@ func (p *Poller) ctl(fn func(ep int)) {
 }
 
 // run reads events until the Poller closes. rc.Read calls its function
-// again each time Go's netpoller finds the epoll instance readable.
+// again each time Go's netpoller finds the epoll instance readable. If
+// waiting fails, every connection watched is reported hung up (its
+// response ends and its client reconnects) rather than left unwatched,
+// and later connections get a goroutine of their own.
 func (p *Poller) run() {
 	defer close(p.done)
+	defer p.fail()
 	events := make([]syscall.EpollEvent, 256)
 	_ = p.rc.Read(func(ep uintptr) bool {
 		for {
@@ -148,14 +157,33 @@ func (p *Poller) run() {
 				c := p.conns[ev.Fd]
 				p.mu.Unlock()
 				if c != nil && c.drainInput(ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0) {
-					p.mu.Lock()
-					delete(p.conns, ev.Fd)
-					p.mu.Unlock()
-					c.hangUp()
+					p.hungUp(ev.Fd, c)
 				}
 			}
 		}
 	})
+}
+
+// hungUp reports c's client gone, unless c was forgotten meanwhile: under
+// p.mu, so that once forget has returned gone is not called.
+func (p *Poller) hungUp(key int32, c *Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns[key] == c {
+		delete(p.conns, key)
+		c.hangUp()
+	}
+}
+
+// fail stops watching: every connection watched is reported hung up.
+func (p *Poller) fail() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failed = true
+	for key, c := range p.conns {
+		delete(p.conns, key)
+		c.hangUp()
+	}
 }
 
 // drainInput reads and drops what the client sent, without waiting; it

@@ -175,3 +175,40 @@ func TestNonblockingDeadline(t *testing.T) {
 		t.Fatalf("the connection was not closed: %v", err)
 	}
 }
+
+// TestPollerStopsVisibly: when the poller stops (here: closed) while it
+// watches a connection, that connection is reported hung up rather than
+// left unwatched, and a connection watched afterwards gets a goroutine of
+// its own, which still notices its client hang up.
+func TestPollerStopsVisibly(t *testing.T) {
+	p, err := NewPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, _ := tcpPair(t)
+	gone := make(chan struct{})
+	c := newConn(server, nil, true)
+	c.Watch(p, func() { close(gone) })
+	p.Close()
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a connection watched by a stopped poller was not reported hung up")
+	}
+	c.Drop()
+
+	server2, client2 := tcpPair(t)
+	gone2 := make(chan struct{})
+	c2 := newConn(server2, nil, true)
+	c2.Watch(p, func() { close(gone2) })
+	if c2.Watched() {
+		t.Fatal("a stopped poller took a connection")
+	}
+	client2.Close()
+	select {
+	case <-gone2:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gone not called within 10s of the client hanging up")
+	}
+	c2.Drop()
+}
