@@ -188,7 +188,7 @@ func printEnv(w io.Writer) {
 // then its flags.
 func benchUsage(ctx context.Context) []byte {
 	var b bytes.Buffer
-	_ = loadgen.Run(ctx, []string{"-h"}, func(string) string { return "" }, io.Discard, &b)
+	_ = loadgen.Run(ctx, []string{"-h"}, func(string) string { return "" }, &b, io.Discard)
 	return b.Bytes()
 }
 

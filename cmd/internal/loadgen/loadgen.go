@@ -59,7 +59,7 @@ type config struct {
 // line a second to stderr and the result to stdout, and returns an error
 // if any event was lost, doubled or out of order.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	c, err := parseFlags(args, getenv, stderr)
+	c, err := parseFlags(args, getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -70,14 +70,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return report(stdout, c, res)
 }
 
-// parseFlags reads the command line and checks it.
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+// UsageError is a bad command line: the caller prints it once, with a
+// hint to run -h.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// parseFlags reads the command line and checks it. -h prints the usage
+// to stdout and returns flag.ErrHelp; a flag it does not know, or an
+// argument, is a UsageError, printed by the caller (not here too).
+func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (config, error) {
 	fs := flag.NewFlagSet("changecast bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: changecast bench [flags]   load a changecast server on this machine (loopback only)")
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var c config
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "server to load (loopback only)")
 	fs.StringVar(&c.Mode, "mode", "fanout", "fanout (latency under writes), board (staff streams on topic orders under order changes), idle (memory per stream) or storm (reconnect storm)")
@@ -97,11 +103,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.Reader, "reader", "epoll", "how streams are read: epoll (a loop per core; Linux) or goroutine (one per stream)")
 	fs.DurationVar(&c.Coalesce, "coalesce", 500*time.Microsecond, "epoll reader: after a wake-up, wait this long for more readable streams (fewer system calls; adds up to this much to latency)")
 	fs.StringVar(&c.Profile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
-	if err := fs.Parse(args); err != nil {
+	switch err := fs.Parse(args); {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintln(stdout, "usage: changecast bench [flags]   load a changecast server on this machine (loopback only)")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
 		return config{}, err
+	case err != nil:
+		return config{}, &UsageError{err}
 	}
 	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
+		return config{}, &UsageError{fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))}
 	}
 	if c.Token == "" {
 		c.Token = getenv("CHANGECAST_TOKEN")
