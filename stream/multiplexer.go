@@ -195,7 +195,6 @@ type Multiplexer struct {
 	wg        sync.WaitGroup // the feed goroutine
 	serving   sync.WaitGroup // Serve calls
 	closeOnce sync.Once
-	stopOnce  sync.Once // stops the pool and the poller
 	catchups  chan struct{}
 
 	openStreams, catchUpsRunning          atomic.Int64
@@ -336,15 +335,14 @@ func (m *Multiplexer) Close() {
 	})
 	m.wg.Wait()
 	m.serving.Wait()
-	m.stopOnce.Do(func() {
-		m.mu.Lock()
-		pool, poller := m.pool, m.poller
-		m.mu.Unlock()
-		if pool != nil {
-			pool.Close()
-			poller.Close()
-		}
-	})
+	m.mu.Lock()
+	pool, poller := m.pool, m.poller
+	m.mu.Unlock()
+	if pool != nil {
+		// Both may be closed more than once.
+		pool.Close()
+		poller.Close()
+	}
 }
 
 // livePool returns the pool and poller for streams whose connection is

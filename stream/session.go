@@ -142,10 +142,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	}
 	s.sw.release()
 	s.after = after
-	s.beat = time.AfterFunc(m.cfg.Heartbeat, func() {
-		s.pingDue.Store(true)
-		s.notify()
-	})
+	s.beat = s.wakeAfter(m.cfg.Heartbeat, &s.pingDue)
 	switch {
 	case !s.detach:
 		s.loop()
@@ -221,10 +218,7 @@ func (s *session) open() bool {
 		return false
 	}
 	if !s.opts.Expires.IsZero() {
-		s.expiry = time.AfterFunc(time.Until(s.opts.Expires), func() {
-			s.expiredDue.Store(true)
-			s.notify()
-		})
+		s.expiry = s.wakeAfter(time.Until(s.opts.Expires), &s.expiredDue)
 	}
 	return true
 }
@@ -341,6 +335,14 @@ func (s *session) notify() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// wakeAfter returns a timer that, after d, sets due and notifies s.
+func (s *session) wakeAfter(d time.Duration, due *atomic.Bool) *time.Timer {
+	return time.AfterFunc(d, func() {
+		due.Store(true)
+		s.notify()
+	})
 }
 
 // loop is live on the stream's own goroutine (net/http's, or its own

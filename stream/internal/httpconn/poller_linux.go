@@ -61,7 +61,8 @@ func NewPoller() (*Poller, error) {
 }
 
 // Close stops watching every connection and waits for the Poller's
-// goroutine; no hang-up is reported afterwards.
+// goroutine; no hang-up is reported afterwards. It may be called more
+// than once.
 func (p *Poller) Close() {
 	_ = p.ep.Close()
 	<-p.done

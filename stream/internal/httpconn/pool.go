@@ -167,7 +167,8 @@ func (p *Pool) work() {
 }
 
 // Close stops the workers once the tasks queued have run, and waits for
-// them. Tasks woken afterwards do not run.
+// them. Tasks woken afterwards do not run. It may be called more than
+// once.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	if !p.closed {

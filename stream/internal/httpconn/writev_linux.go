@@ -53,43 +53,46 @@ func (g *gatherWriter) write(bufs [][]byte) error {
 		_, err := nb.WriteTo(g.conn)
 		return err
 	}
-	g.bufs, g.err, g.nonblock = bufs, nil, false
-	g.iov = iovecPool.Get().(*[]syscall.Iovec)
-	err := g.rc.Write(g.fn)
-	iovecPool.Put(g.iov)
-	g.bufs, g.iov = nil, nil
-	if g.err != nil {
-		return g.opError()
-	}
+	_, err := g.writeFrom(bufs, false)
 	return err
 }
 
 // tryWrite writes what the connection takes now, without waiting, and
 // returns the rest of bufs (which it modifies). A connection without a
 // descriptor is written to in full.
-//
-// It writes to the descriptor directly, without the net package's
-// locks and deadline checks (a write that cannot wait needs neither):
-// the caller must only call it while the connection is open, which the
-// Conn's owner guarantees by closing it only after its last Write.
 func (g *gatherWriter) tryWrite(bufs [][]byte) ([][]byte, error) {
 	if g.rc == nil {
 		return nil, g.write(bufs)
 	}
-	g.bufs, g.err, g.nonblock = bufs, nil, true
+	return g.writeFrom(bufs, true)
+}
+
+// writeFrom writes bufs with pooled iovecs and returns what is left of
+// them. Waiting, it goes through the RawConn, which parks until the
+// socket has room and honours the deadline. Not waiting, it writes to the
+// descriptor directly, without the net package's locks and deadline
+// checks (a write that cannot wait needs neither): the caller must only
+// do so while the connection is open, which the Conn's owner guarantees
+// by closing it only after its last Write.
+func (g *gatherWriter) writeFrom(bufs [][]byte, nonblock bool) ([][]byte, error) {
+	g.bufs, g.err, g.nonblock = bufs, nil, nonblock
 	g.iov = iovecPool.Get().(*[]syscall.Iovec)
-	g.writev(g.fd)
+	var err error
+	if nonblock {
+		g.writev(g.fd)
+	} else {
+		err = g.rc.Write(g.fn)
+	}
 	iovecPool.Put(g.iov)
 	rest := g.bufs
 	g.bufs, g.iov = nil, nil
-	if g.err != nil {
-		return nil, g.opError()
+	switch {
+	case g.err != nil:
+		return nil, &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
+	case err != nil:
+		return nil, err
 	}
 	return rest, nil
-}
-
-func (g *gatherWriter) opError() error {
-	return &net.OpError{Op: "writev", Net: g.conn.LocalAddr().Network(), Source: g.conn.LocalAddr(), Addr: g.conn.RemoteAddr(), Err: g.err}
 }
 
 // writev is called by the runtime when the socket may take more; it
