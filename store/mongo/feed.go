@@ -488,6 +488,29 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		}
 		return nil
 	}
+	// lastTxn says whether the last event read belongs to a transaction.
+	lastTxn := false
+	// endBatch hands over what has been read at the end of a server
+	// batch, except the events of a transaction, whose later events may
+	// come in the next batch: they wait for an event of a later time or
+	// an empty batch.
+	endBatch := func() error {
+		n, cp := len(changes), checkpoint
+		if lastTxn {
+			for n > 0 && !changeTimeBefore(changes[n-1], last.ts) {
+				n--
+			}
+			cp = exact.pos
+			if cp == "" || !exact.ts.Before(last.ts) || cp <= handed {
+				if n > 0 {
+					return fmt.Errorf("follow: changes before %.40s without a position", last.pos)
+				}
+				m.saw(gen, checkpoint, firstTime(changes))
+				return nil
+			}
+		}
+		return hand(n, cp)
+	}
 	// invalidated is the invalidate token the stream was last started
 	// after, until the stream moves past it: while it is set, a resume
 	// must use startAfter, which the driver does not do.
@@ -547,6 +570,11 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			return fmt.Errorf("follow: %w", err)
 		}
 		if !whole {
+			if cs.RemainingBatchLength() == 0 && len(changes) > 0 {
+				if err := endBatch(); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if raw, err = m.postImage(ctx, raw); err != nil {
@@ -606,27 +634,11 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		if ok {
 			changes = append(changes, ch)
 		}
+		lastTxn = inTransaction(raw)
 		if cs.RemainingBatchLength() > 0 {
 			continue
 		}
-		// The end of the server's batch: hand it over, except the events
-		// of a transaction whose later events may come in the next batch.
-		n := len(changes)
-		cp := checkpoint
-		if inTransaction(raw) {
-			for n > 0 && !changeTimeBefore(changes[n-1], ts) {
-				n--
-			}
-			cp = exact.pos
-			if cp == "" || !exact.ts.Before(ts) || cp <= handed {
-				if n > 0 {
-					return fmt.Errorf("follow: changes before %.40s without a position", pos)
-				}
-				m.saw(gen, checkpoint, firstTime(changes))
-				continue
-			}
-		}
-		if err := hand(n, cp); err != nil {
+		if err := endBatch(); err != nil {
 			return err
 		}
 	}
