@@ -617,9 +617,13 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			return fmt.Errorf("follow: %w", err)
 		}
 		// An event of a later cluster time closes the previous one's:
-		// the previous event was the last at its time.
+		// the previous event was the last at its time, an exact point,
+		// usable now if fn already has it (else once hand gives it).
 		if last.pos != "" && last.ts.Before(ts) {
 			exact = last
+			if exact.pos <= handed {
+				m.reached(gen, exact.pos, exact.ts)
+			}
 		}
 		last = eventAt{pos: pos, ts: ts}
 		if pos > checkpoint {
@@ -627,9 +631,6 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		}
 		if pos > invalidated {
 			invalidated = ""
-		}
-		if exact.pos != "" && exact.pos <= handed {
-			m.reached(gen, exact.pos, exact.ts)
 		}
 		if ok {
 			changes = append(changes, ch)
