@@ -92,7 +92,7 @@ func row(cp string, pos ...string) string { return fmt.Sprint(pos, " @", cp) }
 // point with a $match that leaves out that one event: every other event
 // of the failed batch still arrives, an ordinary update too.
 func TestFollowTooLargeEvent(t *testing.T) {
-	order, big := bson.NewObjectID(), bson.NewObjectID()
+	order := bson.NewObjectID()
 	after := eventTok(1)
 	rest := []bson.D{
 		cursorReply(true, 44, eventTok(4),
@@ -139,7 +139,6 @@ func TestFollowTooLargeEvent(t *testing.T) {
 				t.Errorf("reopened stream leaves out %v, want only the large event %s", s, eventTok(3))
 			}
 			checkFeedStages(t, "reopened stream", reopen)
-			_ = big
 		})
 	}
 
