@@ -159,18 +159,39 @@ func (s *appliedSource) Applied() string {
 // errProbed ends feedLag's Follow.
 var errProbed = errors.New("probed")
 
+// headSeer is a backend whose running feed can say how far it has read
+// without reading the log again: the MongoDB store, where reading it
+// again means opening a change stream.
+type headSeer interface {
+	SeenHead() (pos string, pending time.Time, ok bool)
+}
+
 // feedLag returns how far the feed is behind the store: 0 when the
 // position applied is the store's head or nothing was committed after
 // it, else now minus the commit time of the oldest change committed after
 // it (not yet applied). ok is false when it cannot tell (the feed has not
 // started, or the store did not answer within ctx).
 //
-// It reads the store's head and, when that differs from applied (always
-// on MongoDB, whose head is a token for now), follows the log from
-// applied just long enough to see its first batch after the opening one.
+// A backend that is a headSeer answers from what its feed has read: 0
+// when the feed has handed over everything it read, else now minus the
+// oldest change it holds. A scrape then opens no change stream and leaves
+// the feed's bookkeeping alone. Any other backend (bolt, whose log is a
+// local file) is asked for its head and, when that differs from applied,
+// followed from applied just long enough to see its first batch after the
+// opening one.
 func feedLag(ctx context.Context, b store.Backend, applied string, now time.Time) (lag float64, ok bool) {
 	if applied == "" {
 		return 0, false
+	}
+	if hs, isSeer := b.(headSeer); isSeer {
+		head, pending, running := hs.SeenHead()
+		if !running {
+			return 0, false
+		}
+		if head == applied || pending.IsZero() {
+			return 0, true
+		}
+		return max(0, now.Sub(pending).Seconds()), true
 	}
 	head, err := b.Head(ctx)
 	if err != nil {

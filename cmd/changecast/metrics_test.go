@@ -1,11 +1,21 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"regexp"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"changecast/store"
+	"changecast/store/bolt"
 )
 
 // scrape returns the value of the metric line that matches re (a full
@@ -69,4 +79,119 @@ func TestMetricsEndToEnd(t *testing.T) {
 		t.Errorf("latency observations for POST messages = %v, want 3", n)
 	}
 	w.Stop(t)
+}
+
+// seerBackend is a backend whose feed says what it has read (as the
+// MongoDB store's does) and which counts the calls that would read the
+// log: on MongoDB each Head without a feed point and each Follow opens a
+// change stream, and a second Follow used to take over the feed's
+// bookkeeping.
+type seerBackend struct {
+	store.Backend
+	seen    string
+	pending time.Time
+	reads   atomic.Int64
+}
+
+func (b *seerBackend) SeenHead() (string, time.Time, bool) { return b.seen, b.pending, true }
+
+func (b *seerBackend) Head(ctx context.Context) (string, error) {
+	b.reads.Add(1)
+	return b.Backend.Head(ctx)
+}
+
+func (b *seerBackend) Follow(ctx context.Context, after string, fn func(store.Batch) error) error {
+	b.reads.Add(1)
+	return b.Backend.Follow(ctx, after, fn)
+}
+
+// A scrape reads the feed's lag from what the feed has read, without
+// reading the log (item 1): however many scrapes, no Head, no Follow.
+func TestFeedLagReadsNoLog(t *testing.T) {
+	bs, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	ctx := t.Context()
+	applied, err := bs.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.PostMessage(ctx, "r", "a", "one"); err != nil {
+		t.Fatal(err)
+	}
+	head, _ := bs.Head(ctx)
+	now := time.Now()
+	b := &seerBackend{Backend: bs, seen: head, pending: now.Add(-42 * time.Second)}
+	for range 100 {
+		if lag, ok := feedLag(ctx, b, applied, now); !ok || lag != 42 {
+			t.Fatalf("a change read and not handed over for 42 s: lag %v (ok %v), want 42", lag, ok)
+		}
+	}
+	b.pending = time.Time{}
+	if lag, ok := feedLag(ctx, b, applied, now); !ok || lag != 0 {
+		t.Errorf("everything read handed over: lag %v (ok %v), want 0", lag, ok)
+	}
+	if n := b.reads.Load(); n != 0 {
+		t.Errorf("101 lag readings read the log %d times (Head or Follow), want 0", n)
+	}
+}
+
+// changeStreamsParsed returns how many $changeStream stages the server
+// MONGODB_URI names has parsed since it started
+// (serverStatus metrics.aggStageCounters, MongoDB 4.4 and later).
+func changeStreamsParsed(t *testing.T, c *mongodrv.Client) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), mongoE2EWait)
+	defer cancel()
+	var status bson.Raw
+	if err := c.Database("admin").RunCommand(ctx, bson.D{{Key: "serverStatus", Value: 1}}).Decode(&status); err != nil {
+		t.Fatalf("serverStatus: %v", err)
+	}
+	n, ok := status.Lookup("metrics", "aggStageCounters", "$changeStream").AsInt64OK()
+	if !ok {
+		t.Fatalf("serverStatus has no metrics.aggStageCounters.$changeStream: the count of change streams this test relies on")
+	}
+	return n
+}
+
+// TestMongoMetricsScrapeOpensNoStream: scraping /metrics, which reports
+// the feed's lag, opens no change stream on the server, and neither do
+// the snapshots of the streams opened after many scrapes (item 1: a
+// scrape used to run a second Follow that took over the feed's
+// bookkeeping, after which every snapshot opened a change stream).
+// Counted by the server's own stage counter.
+func TestMongoMetricsScrapeOpensNoStream(t *testing.T) {
+	env := mongoDatabase(t)
+	s := startMongoProcess(t, env)
+	raw, err := mongodrv.Connect(options.Client().ApplyURI(env["MONGODB_URI"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Disconnect(context.Background())
+	const room = "scraped"
+	w := watch(t, s.URL+"/api/rooms/"+room+"/events", "")
+	w.WaitN(t, 1)
+	postMessage(t, s.URL, room, "one")
+	w.WaitN(t, 2) // the feed has passed the message
+	w.Stop(t)
+
+	before := changeStreamsParsed(t, raw)
+	const scrapes, streams = 30, 10
+	for i := range scrapes {
+		if lag := scrape(t, s.URL, "changecast_change_feed_lag_seconds"); lag < 0 || lag > 60 {
+			t.Fatalf("scrape %d: changecast_change_feed_lag_seconds = %v, want a small non-negative number", i, lag)
+		}
+	}
+	for range streams {
+		c := watch(t, s.URL+"/api/rooms/"+room+"/events", "")
+		if first := c.WaitN(t, 1)[0]; first.Name != "snapshot" {
+			t.Fatalf("first event %s, want the snapshot", first.Name)
+		}
+		c.Stop(t)
+	}
+	if opened := changeStreamsParsed(t, raw) - before; opened != 0 {
+		t.Errorf("%d scrapes and %d snapshots opened %d change streams, want 0 (the lag comes from the running feed, the snapshots' positions too)", scrapes, streams, opened)
+	}
 }

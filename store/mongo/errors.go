@@ -4,16 +4,174 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
 	"strconv"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 
 	"changecast/store"
 )
 
-// codeBSONObjectTooLarge is the error of a change event over 16 MB (an
-// updateLookup of a large document); the server does not resume past it.
+// Change events over 16 MB.
+//
+// The server raises 10334 (BSONObjectTooLarge) when it serializes a
+// change event into a batch (plan_executor_pipeline.cpp), in the opening
+// aggregate as well as in a getMore, and resuming from the same point
+// meets the same event again. The size check is made on the event as the
+// pipeline leaves it, so every change stream of the store ends with
+// eventStages: it drops updateDescription, which changecast never reads
+// and which can be as large as the document itself, and, on servers that
+// have it (7.0, 6.0.9 and later), $changeStreamSplitLargeEvent splits an
+// event still over the limit into fragments that splitEvents joins again.
+// The store learns whether the server has the stage by asking for it: a
+// server without it refuses the pipeline with 40324 ("Unrecognized
+// pipeline stage name", document_source.cpp), or 224
+// (QueryFeatureNotAllowed) while the feature compatibility version is
+// older than the stage, and the stream is opened again without it. An
+// event too large all the same (a server without the stage) is left out:
+// 10334's message names the event's _id, and the stream is opened again
+// from the same point with a $match that drops that one event, so that
+// no other event of the failed batch is lost with it.
+
+// codeBSONObjectTooLarge is the error of a change event the server cannot
+// send, over 16 MB.
 const codeBSONObjectTooLarge = 10334
+
+// Codes of a server that lacks $changeStreamSplitLargeEvent.
+const (
+	codeUnknownStage           = 40324
+	codeQueryFeatureNotAllowed = 224
+)
+
+// largeEvents is what a change stream of the store has learnt about
+// events over 16 MB: whether the server lacks $changeStreamSplitLargeEvent,
+// and the events it cannot send at all. The zero value asks for the split.
+// Each stream that reads events keeps one, and opens again while retry
+// says so.
+type largeEvents struct {
+	noSplit bool
+	skip    []string // positions of events too large to send
+}
+
+// stages returns the stages that end a change stream pipeline of the
+// store: the events too large to send left out (a separate $match, so the
+// pipeline's own first $match is still pushed into the oplog scan),
+// updateDescription projected away, and the split of events over 16 MB
+// (which must be the last stage) unless the server lacks it.
+func (l *largeEvents) stages() bson.A {
+	var stages bson.A
+	if len(l.skip) > 0 {
+		skip := bson.A{}
+		for _, p := range l.skip {
+			skip = append(skip, p)
+		}
+		stages = append(stages, bson.D{{Key: "$match", Value: bson.D{{Key: "_id._data", Value: bson.D{{Key: "$nin", Value: skip}}}}}})
+	}
+	stages = append(stages, bson.D{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: 0}}}})
+	if !l.noSplit {
+		stages = append(stages, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
+	}
+	return stages
+}
+
+// retry reports whether opening the stream again with l's stages, which it
+// has just changed, gets past err: a server without the split stage, or an
+// event too large to send (never seen before) that is left out from now
+// on. It logs what it leaves out.
+func (l *largeEvents) retry(log *slog.Logger, err error) bool {
+	if !l.noSplit && noSplitStage(err) {
+		l.noSplit = true
+		return true
+	}
+	if pos, ok := tooLargeEvent(err); ok && !slices.Contains(l.skip, pos) {
+		log.Error("change event over 16 MB that the server cannot send, even split: it is left out", "pos", pos, "err", err)
+		l.skip = append(l.skip, pos)
+		return true
+	}
+	return false
+}
+
+// noSplitStage reports whether err is a server's refusal of
+// $changeStreamSplitLargeEvent: open the stream again without it.
+func noSplitStage(err error) bool {
+	return serverCode(err, codeUnknownStage, codeQueryFeatureNotAllowed)
+}
+
+// tooLargeRE finds the resume token in 10334's message, which names the
+// first element of the object too large: the change event's _id, as in
+// `First element: _id: { _data: "8266..." }`.
+var tooLargeRE = regexp.MustCompile(`First element: _id: \{ _data: "(82[0-9A-F]+)" \}`)
+
+// tooLargeEvent returns the position of the change event an error 10334
+// says is too large to send, with ok false for any other error or when
+// the message names none.
+func tooLargeEvent(err error) (pos string, ok bool) {
+	var se mongodrv.ServerError
+	if !errors.As(err, &se) || !se.HasErrorCode(codeBSONObjectTooLarge) {
+		return "", false
+	}
+	m := tooLargeRE.FindStringSubmatch(se.Error())
+	if m == nil || len(m[1]) > maxPosition {
+		return "", false
+	}
+	return m[1], true
+}
+
+// splitEvents joins the fragments of events split by
+// $changeStreamSplitLargeEvent. Each fragment carries its own _id and
+// splitEvent {fragment: n, of: N} and some of the event's top-level
+// fields; the joined event has them all and the last fragment's _id, the
+// position to resume after the whole event. The zero value is ready.
+type splitEvents struct {
+	fields bson.D
+	next   int64 // the number of the fragment expected next, 0 for none
+}
+
+// add takes one event off a change stream (it copies what it keeps). It
+// returns the whole event with done true for an event that was not split
+// or for an event's last fragment, done false for an earlier fragment.
+func (s *splitEvents) add(raw bson.Raw) (event bson.Raw, done bool, err error) {
+	sv, lerr := raw.LookupErr("splitEvent")
+	if lerr != nil {
+		if s.next != 0 {
+			return nil, false, fmt.Errorf("change event: an event after fragment %d of a split event", s.next-1)
+		}
+		return raw, true, nil
+	}
+	frag, ok1 := sv.Document().Lookup("fragment").AsInt64OK()
+	of, ok2 := sv.Document().Lookup("of").AsInt64OK()
+	if !ok1 || !ok2 || frag < 1 || frag > of || frag != max(s.next, 1) {
+		return nil, false, fmt.Errorf("change event: fragment %v after fragment %d", sv, s.next-1)
+	}
+	elems, err := raw.Elements()
+	if err != nil {
+		return nil, false, fmt.Errorf("change event fragment: %w", err)
+	}
+	for _, e := range elems {
+		if k := e.Key(); k == "splitEvent" || (k == "_id" && frag < of) {
+			continue
+		}
+		v := e.Value()
+		s.fields = append(s.fields, bson.E{Key: e.Key(), Value: bson.RawValue{Type: v.Type, Value: slices.Clone(v.Value)}})
+	}
+	if frag < of {
+		s.next = frag + 1
+		return nil, false, nil
+	}
+	out, err := bson.Marshal(s.fields)
+	s.fields, s.next = nil, 0
+	if err != nil {
+		return nil, false, fmt.Errorf("join a split change event: %w", err)
+	}
+	return out, true, nil
+}
+
+// midEvent reports whether the fragments of an event have been read but
+// not its last one: no position in between is one to resume after.
+func (s *splitEvents) midEvent() bool { return s.next != 0 }
 
 // transientLabels are the error labels of failures that say nothing about
 // a position: the server or the network failed, and the same request may

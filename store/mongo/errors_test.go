@@ -163,9 +163,7 @@ func TestFollowResumeAfterInvalidate(t *testing.T) {
 			t.Errorf("aggregate %d %s: got %q, want the invalidate token", i, k, got)
 		}
 	}
-	if got := lookupString(changeStreamStage(t, aggs[3]), "fullDocument"); got != "updateLookup" {
-		t.Errorf("restarted stream fullDocument: got %q, want updateLookup", got)
-	}
+	checkFeedStages(t, "restarted stream fullDocument", aggs[3])
 	idx := mm.dataCmds.named("createIndexes")
 	if len(idx) != 4 {
 		t.Fatalf("createIndexes: got %d, want 4 (Open's two, again after the invalidate)", len(idx))
@@ -176,66 +174,6 @@ func TestFollowResumeAfterInvalidate(t *testing.T) {
 	}
 	if want := []string{messagesCollection, ordersCollection}; !slices.Equal(colls, want) {
 		t.Errorf("createIndexes after invalidate on %v, want %v", colls, want)
-	}
-}
-
-// A change event over 16 MB fails the getMore with BSONObjectTooLarge,
-// not resumable; resuming from the checkpoint would meet it again. The
-// feed reads one batch without updateLookup, then goes on with it.
-func TestFollowSkipsTooLargeEvent(t *testing.T) {
-	mm := openMock(t, Options{})
-	order, big := bson.NewObjectID(), bson.NewObjectID()
-	after := eventTok(1)
-	mm.feed.AddResponses(
-		cursorReply(true, 42, after),
-		serverErr(10334, "BSONObjectTooLarge", "BSONObj size: 16793699 (0x1004063) is invalid. Size must be between 0 and 16793600(16MB) First element: _id: { _data: \""+eventTok(3)+"\" }"),
-		killReply(42),
-		// Without updateLookup the update carries no document.
-		cursorReply(true, 44, eventTok(3),
-			eventDoc(eventTok(2), "insert", ordersCollection, order, orderBSON(order, store.StatusPlaced, 1)),
-			eventDoc(eventTok(3), "update", ordersCollection, big, nil)),
-		killReply(44),
-		cursorReply(true, 45, eventTok(4),
-			eventDoc(eventTok(4), "replace", ordersCollection, order, orderBSON(order, store.StatusPreparing, 2))),
-		killReply(45),
-	)
-	got, err := followUntil(t, mm.store, after, func(bs []store.Batch) bool { return len(bs) == 3 })
-	if !errors.Is(err, errTestStop) {
-		t.Fatalf("Follow returned %v, want the callback's error (the feed goes on)", err)
-	}
-	var rows []string
-	for _, b := range got {
-		var r []string
-		for _, c := range b.Changes {
-			r = append(r, c.Pos)
-		}
-		rows = append(rows, fmt.Sprint(r, " @", b.Checkpoint))
-	}
-	want := []string{
-		fmt.Sprint([]string(nil), " @", after),
-		fmt.Sprint([]string{eventTok(2)}, " @", eventTok(3)),
-		fmt.Sprint([]string{eventTok(4)}, " @", eventTok(4)),
-	}
-	if !slices.Equal(rows, want) {
-		t.Errorf("batches:\n got %v\nwant %v", rows, want)
-	}
-	aggs := mm.feedCmds.named("aggregate")
-	if len(aggs) != 3 {
-		t.Fatalf("aggregates: got %d, want 3", len(aggs))
-	}
-	cs := changeStreamStage(t, aggs[1])
-	if got := lookupString(cs, "resumeAfter", "_data"); got != after {
-		t.Errorf("reopened resumeAfter: got %q, want the checkpoint %q", got, after)
-	}
-	if got := lookupString(cs, "fullDocument"); got == "updateLookup" {
-		t.Errorf("reopened past the large event with fullDocument %q, want no lookup", got)
-	}
-	cs = changeStreamStage(t, aggs[2])
-	if got := lookupString(cs, "resumeAfter", "_data"); got != eventTok(3) {
-		t.Errorf("third aggregate resumeAfter: got %q, want %q", got, eventTok(3))
-	}
-	if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
-		t.Errorf("third aggregate fullDocument: got %q, want updateLookup again", got)
 	}
 }
 

@@ -18,19 +18,24 @@ import (
 
 // How change events carry documents.
 //
-// The streams ask for fullDocument "updateLookup". changecast itself never
-// sends $set updates: it inserts orders and messages and replaces a whole
-// order on a status change, and insert and replace events always carry the
-// document exactly as written, straight from the oplog, with no lookup. So
-// every process reading the same event gets the same payload, however late
-// it reads it, and nothing needs MongoDB 6.0's pre- and post-images (which
-// must be enabled per collection with collMod and cost oplog-side storage).
-// updateLookup only matters for $set updates made by someone else (an
-// operator in mongosh): their events then carry the document as it is when
-// the event is read, which may already include later changes; an event
-// whose document has been deleted since is skipped (its delete follows).
-// Message deletes are skipped too: a delete event names only the _id, so
-// its room is unknown.
+// The feed asks for no updateLookup. changecast itself never sends $set
+// updates: it inserts orders and messages and replaces a whole order on a
+// status change, and insert and replace events always carry the document
+// exactly as written, straight from the oplog. So every process reading the
+// same event gets the same payload, however late it reads it. A $set
+// update made by someone else (an operator in mongosh) carries no
+// document; the feed reads it itself at the event's own cluster time
+// (readConcern snapshot with atClusterTime, see postImage), which is the
+// document exactly as that change left it. updateLookup would instead give
+// the document as it is when the event is read, possibly newer than the
+// change, so that a later event could show an older version of an order
+// than an earlier one. Only when the server no longer holds that point
+// (239 SnapshotTooOld, past minSnapshotHistoryWindowInSeconds, 300 s by
+// default, or 246 SnapshotUnavailable across a catalog change) is the
+// document read as it is now, as updateLookup would, with a warning in the
+// log. An event whose
+// document is gone is skipped (its delete follows). Message deletes are
+// skipped too: a delete event names only the _id, so its room is unknown.
 
 // Server error codes the change streams map.
 const (
@@ -110,12 +115,13 @@ func tokenData(tok bson.Raw) string {
 
 // feedPipeline keeps the events of the two collections, and an
 // invalidate (which names no collection) so that Follow can start again
-// after it.
-func feedPipeline() bson.A {
-	return bson.A{bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
+// after it, then ends with the stages of l.
+func feedPipeline(l *largeEvents) bson.A {
+	match := bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{ordersCollection, messagesCollection}}}}},
 		bson.D{{Key: "operationType", Value: "invalidate"}},
-	}}}}}}
+	}}}}}
+	return append(bson.A{match}, l.stages()...)
 }
 
 // changeEvent is the part of a change event the store reads. Decoding it
@@ -219,12 +225,6 @@ func (m *Store) streamErr(ctx context.Context, what, pos string, err error) erro
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// feedOptions are the live feed's change stream options, without the
-// position to start from.
-func feedOptions() *options.ChangeStreamOptionsBuilder {
-	return options.ChangeStream().SetFullDocument(options.UpdateLookup).SetMaxAwaitTime(feedAwait)
-}
-
 // closeStream closes a change stream (killCursors) even when ctx has ended.
 func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
@@ -232,11 +232,81 @@ func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
 	_ = cs.Close(ctx)
 }
 
-// Head returns the position of now. While a Follow runs it is the feed's
-// latest checkpoint, so it is never ahead of the feed and opens no stream.
-// Otherwise it is the post-batch resume token of a change stream opened
-// just for this, before any event, in the pool of short-lived streams.
-// Following from it gives every change committed after it.
+// postImage returns raw with the document as the change left it when raw
+// is an update event of orders or messages without one (the feed asks for
+// no updateLookup): the document read at the event's cluster time in a
+// snapshot session. When the server no longer holds that time it is read
+// as it is now (what updateLookup gives). Other events, and an update
+// whose document is gone, are returned as they are (decode skips the
+// latter).
+func (m *Store) postImage(ctx context.Context, raw bson.Raw) (bson.Raw, error) {
+	var ev struct {
+		Op          string         `bson:"operationType"`
+		ClusterTime bson.Timestamp `bson:"clusterTime"`
+		NS          struct {
+			Coll string `bson:"coll"`
+		} `bson:"ns"`
+		DocumentKey struct {
+			ID bson.RawValue `bson:"_id"`
+		} `bson:"documentKey"`
+		FullDocument bson.RawValue `bson:"fullDocument"`
+	}
+	if err := bson.Unmarshal(raw, &ev); err != nil || ev.Op != store.OpUpdate || ev.FullDocument.Type == bson.TypeEmbeddedDocument {
+		return raw, nil
+	}
+	coll := m.orders
+	switch ev.NS.Coll {
+	case ordersCollection:
+	case messagesCollection:
+		coll = m.messages
+	default:
+		return raw, nil
+	}
+	filter := bson.D{{Key: "_id", Value: ev.DocumentKey.ID}}
+	doc, err := m.readAt(ctx, coll, filter, ev.ClusterTime)
+	if serverCode(err, codeSnapshotTooOld, codeSnapshotUnavailable) {
+		m.log.Warn("the document of an update is no longer held at its cluster time; reading it as it is now", "coll", ev.NS.Coll, "err", err)
+		doc, err = coll.FindOne(ctx, filter).Raw()
+	}
+	switch {
+	case errors.Is(err, mongodrv.ErrNoDocuments):
+		return raw, nil
+	case err != nil:
+		return nil, fmt.Errorf("read the document of an update: %w", err)
+	}
+	elems, err := raw.Elements()
+	if err != nil {
+		return nil, fmt.Errorf("decode change event: %w", err)
+	}
+	d := make(bson.D, 0, len(elems)+1)
+	for _, e := range elems {
+		if e.Key() != "fullDocument" {
+			d = append(d, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	d = append(d, bson.E{Key: "fullDocument", Value: bson.RawValue{Type: bson.TypeEmbeddedDocument, Value: doc}})
+	out, err := bson.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("add the document to an update event: %w", err)
+	}
+	return out, nil
+}
+
+// readAt reads the document filter selects in coll as of cluster time at.
+func (m *Store) readAt(ctx context.Context, coll *mongodrv.Collection, filter bson.D, at bson.Timestamp) (bson.Raw, error) {
+	sess, err := m.client.StartSession(options.Session().SetSnapshot(true).SetSnapshotTime(at))
+	if err != nil {
+		return nil, err
+	}
+	defer sess.EndSession(context.WithoutCancel(ctx))
+	return coll.FindOne(mongodrv.NewSessionContext(ctx, sess), filter).Raw()
+}
+
+// Head returns the position of now. While a Follow runs and has reached a
+// usable checkpoint it is that checkpoint, so it is never ahead of the
+// feed and opens no stream. Otherwise it is taken from change streams
+// opened just for this (see head). Following from it gives every change
+// committed after it.
 func (m *Store) Head(ctx context.Context) (string, error) {
 	ctx, end, err := m.begin(ctx)
 	if err != nil {
@@ -249,17 +319,52 @@ func (m *Store) Head(ctx context.Context) (string, error) {
 	return m.head(ctx)
 }
 
-// head opens a change stream to read the position of now, in a slot of
-// the pool of short-lived streams.
+// head returns a high-water mark at the primary's last applied time, from
+// change streams opened in a slot of the pool of short-lived streams. A
+// fresh stream's first post-batch token is a high-water mark at the last
+// applied time + 1; a running stream on a quiet database reports the last
+// time it scanned, the last applied time, and passes the fresh one only
+// after the next oplog entry (an idle primary writes a no-op about every
+// 10 s). So head opens a second stream that starts at the fresh token's
+// time - 1 and takes its token: the server's own high-water mark at the
+// last applied time, which a feed that has scanned to the end of the
+// oplog has reached. It sorts after every event before that time, and the
+// state just before it holds exactly those.
 func (m *Store) head(ctx context.Context) (string, error) {
 	release, err := m.slot(ctx)
 	if err != nil {
 		return "", m.streamErr(ctx, "head", "", err)
 	}
 	defer release()
-	// batchSize 0: the first batch is empty, so the token cached is the
-	// server's high-water mark for now, never an event's.
-	cs, err := m.db.Watch(ctx, feedPipeline(), options.ChangeStream().SetBatchSize(0))
+	fresh, err := m.highWaterMark(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	ts, err := positionTime(fresh)
+	if err != nil {
+		return "", fmt.Errorf("head: %w", err)
+	}
+	applied := timestampBefore(ts)
+	pos, err := m.highWaterMark(ctx, &applied)
+	if err != nil {
+		return "", err
+	}
+	if pos > fresh {
+		return "", fmt.Errorf("head: the stream started at %v reports %.40s, after the fresh stream's %.40s", applied, pos, fresh)
+	}
+	return pos, nil
+}
+
+// highWaterMark opens a change stream starting at startAt (now when nil)
+// and returns its first post-batch token, before any event: batchSize 0
+// makes the first batch empty, so the token cached is the server's
+// high-water mark, never an event's.
+func (m *Store) highWaterMark(ctx context.Context, startAt *bson.Timestamp) (string, error) {
+	opts := options.ChangeStream().SetBatchSize(0)
+	if startAt != nil {
+		opts.SetStartAtOperationTime(startAt)
+	}
+	cs, err := m.db.Watch(ctx, feedPipeline(&largeEvents{noSplit: true}), opts)
 	if err != nil {
 		return "", m.streamErr(ctx, "head", "", err)
 	}
@@ -271,6 +376,40 @@ func (m *Store) head(ctx context.Context) (string, error) {
 	return pos, nil
 }
 
+// openFeed opens the feed's change stream after from (with startAfter
+// when from is an invalidate's token, which resumeAfter refuses), opening
+// it again while the server's refusal is one l gets past.
+func (m *Store) openFeed(ctx context.Context, from string, startAfter bool, l *largeEvents) (*mongodrv.ChangeStream, error) {
+	for {
+		opts := options.ChangeStream().SetMaxAwaitTime(feedAwait)
+		if startAfter {
+			opts.SetStartAfter(tokenDoc(from))
+		} else {
+			opts.SetResumeAfter(tokenDoc(from))
+		}
+		cs, err := m.feedDB.Watch(ctx, feedPipeline(l), opts)
+		if err == nil {
+			return cs, nil
+		}
+		if !l.retry(m.log, err) {
+			return nil, err
+		}
+	}
+}
+
+// eventAt is a change event's position and cluster time.
+type eventAt struct {
+	pos string
+	ts  bson.Timestamp
+}
+
+// inTransaction reports whether a change event belongs to a multi-document
+// transaction, whose events share one cluster time.
+func inTransaction(raw bson.Raw) bool {
+	_, err := raw.LookupErr("txnNumber")
+	return err == nil
+}
+
 // Follow calls fn with every change after position after, in log order,
 // until ctx ends (it returns ctx.Err()), the store is closed (ErrClosed), fn
 // returns an error (returned as is) or the stream fails. It first calls fn
@@ -280,12 +419,13 @@ func (m *Store) head(ctx context.Context) (string, error) {
 // on the store's feed client, resuming after after. A change's Pos is its
 // event's own resume token; when a getMore brings nothing new, fn gets an
 // empty batch whose checkpoint is the stream's post-batch token, so that
-// quiet periods move the checkpoint too. On invalidate (the database was
+// quiet periods move the checkpoint too. The events of a transaction,
+// which share a cluster time and may come in several server batches,
+// reach fn in one batch. An event split into fragments reaches fn whole,
+// with the last fragment's position. On invalidate (the database was
 // dropped or renamed) the stream starts again after the invalidate event,
 // with startAfter also when the driver's resume tries resumeAfter, and the
-// indexes are created again. A change event over 16 MB is read past
-// without updateLookup, so that its update is skipped (see
-// codeBSONObjectTooLarge).
+// indexes are created again. Events over 16 MB: see largeEvents.
 // When after is older than the oplog it returns an error wrapping
 // ErrHistoryLost, when the server rejects it one wrapping ErrInvalidPosition.
 // Resumable errors are retried once by the driver; if that fails Follow
@@ -300,8 +440,8 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 	}
 	defer end()
 
-	opts := feedOptions().SetResumeAfter(tokenDoc(after))
-	cs, err := m.feedDB.Watch(ctx, feedPipeline(), opts)
+	var large largeEvents
+	cs, err := m.openFeed(ctx, after, false, &large)
 	if err != nil {
 		return m.streamErr(ctx, "follow", after, err)
 	}
@@ -311,42 +451,93 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 	if err := fn(store.Batch{Checkpoint: after}); err != nil {
 		return err
 	}
+	// A high-water mark is exact at once: the state just before its time.
+	if read, ok := hwmRead(after); ok && isHighWaterMark(after) {
+		m.reached(gen, after, read)
+	}
 
-	checkpoint := after
+	checkpoint := after // the newest position read, of a whole event or a quiet batch
+	handed := after     // the checkpoint of the last batch handed to fn
 	var changes []store.Change
+	// exact is the newest event known to be the last of its cluster time,
+	// whose state is the one at that time; last is the newest event read.
+	var exact, last eventAt
+	// hand gives fn the first n changes with checkpoint cp, then records
+	// the exact point if fn now has it.
+	hand := func(n int, cp string) error {
+		b := store.Batch{Changes: changes[:n:n], Checkpoint: cp}
+		changes = changes[n:]
+		if len(b.Changes) > 0 {
+			m.saw(gen, cp, b.Changes[0].Time)
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+		handed = cp
+		pending := time.Time{}
+		if len(changes) > 0 {
+			pending = changes[0].Time
+		}
+		m.saw(gen, checkpoint, pending)
+		if isHighWaterMark(cp) {
+			if read, ok := hwmRead(cp); ok {
+				m.reached(gen, cp, read)
+			}
+		} else if exact.pos != "" && exact.pos <= handed {
+			m.reached(gen, exact.pos, exact.ts)
+		}
+		return nil
+	}
+	// lastTxn says whether the last event read belongs to a transaction.
+	lastTxn := false
+	// endBatch hands over what has been read at the end of a server
+	// batch, except the events of a transaction, whose later events may
+	// come in the next batch: they wait for an event of a later time or
+	// an empty batch.
+	endBatch := func() error {
+		n, cp := len(changes), checkpoint
+		if lastTxn {
+			for n > 0 && !changeTimeBefore(changes[n-1], last.ts) {
+				n--
+			}
+			cp = exact.pos
+			if cp == "" || !exact.ts.Before(last.ts) || cp <= handed {
+				if n > 0 {
+					return fmt.Errorf("follow: changes before %.40s without a position", last.pos)
+				}
+				m.saw(gen, checkpoint, firstTime(changes))
+				return nil
+			}
+		}
+		return hand(n, cp)
+	}
 	// invalidated is the invalidate token the stream was last started
 	// after, until the stream moves past it: while it is set, a resume
 	// must use startAfter, which the driver does not do.
 	invalidated := ""
-	// lookupFrom is the checkpoint at which the stream was reopened
-	// without updateLookup past a change event over 16 MB, until it moves
-	// past it.
-	lookupFrom := ""
+	var split splitEvents
 	for {
 		if !cs.TryNext(ctx) {
 			if err := cs.Err(); err != nil {
-				var opts *options.ChangeStreamOptionsBuilder
+				from, startAfter := checkpoint, false
 				switch {
 				case invalidated != "" && serverCode(err, codeInvalidResumeToken):
 					// The driver resumed with resumeAfter the
 					// invalidate token, which the server refuses.
 					m.log.Warn("change stream resume after invalidate refused; starting after it again", "pos", invalidated, "err", err)
-					opts = feedOptions().SetStartAfter(tokenDoc(invalidated))
-				case lookupFrom == "" && serverCode(err, codeBSONObjectTooLarge):
-					// A change event over 16 MB, an updateLookup of
-					// a large document: the server cannot send it, and
-					// resuming from the checkpoint would meet it again.
-					// Read the next batch without updateLookup (update
-					// events then carry no document and are skipped),
-					// then go back to it.
-					m.log.Warn("change event over 16 MB after the checkpoint; reading the next batch without documents for updates", "after", checkpoint, "err", err)
-					lookupFrom = checkpoint
-					opts = options.ChangeStream().SetMaxAwaitTime(feedAwait).SetResumeAfter(tokenDoc(checkpoint))
+					from, startAfter = invalidated, true
+				case large.retry(m.log, err):
+					// An event the server cannot send: opened again
+					// from the checkpoint, without it.
+					if invalidated != "" {
+						from, startAfter = invalidated, true
+					}
 				default:
 					return m.streamErr(ctx, "follow", checkpoint, err)
 				}
 				closeStream(ctx, cs)
-				if cs, err = m.feedDB.Watch(ctx, feedPipeline(), opts); err != nil {
+				split = splitEvents{}
+				if cs, err = m.openFeed(ctx, from, startAfter, &large); err != nil {
 					return m.streamErr(ctx, "follow", checkpoint, err)
 				}
 				continue
@@ -354,33 +545,50 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			if cs.ID() == 0 {
 				return fmt.Errorf("follow: the server closed the change stream after %.40s", checkpoint)
 			}
+			if split.midEvent() {
+				continue
+			}
 			// An empty getMore: the post-batch token is where the
-			// stream has read to.
+			// stream has read to, and every event read is whole (a
+			// transaction's last batch has come).
 			// Never the invalidate token itself: resumeAfter refuses it.
+			cp := checkpoint
 			if tok := tokenData(cs.ResumeToken()); tok > max(checkpoint, invalidated) {
-				checkpoint, invalidated = tok, ""
-				if err := fn(store.Batch{Checkpoint: checkpoint}); err != nil {
+				checkpoint, invalidated, cp = tok, "", tok
+			}
+			if cp != handed || len(changes) > 0 {
+				if err := hand(len(changes), cp); err != nil {
 					return err
-				}
-				// A high-water mark: its state is the one just before
-				// its cluster time.
-				if read, ok := hwmRead(checkpoint); ok {
-					m.reached(gen, checkpoint, read)
 				}
 			}
 			continue
 		}
-		// Decode now: Current is only valid until the next call.
-		pos, op, ch, ok, err := decode(cs.Current)
+		// Current is only valid until the next call: split copies what
+		// it keeps, decode copies what it reads.
+		raw, whole, err := split.add(cs.Current)
+		if err != nil {
+			return fmt.Errorf("follow: %w", err)
+		}
+		if !whole {
+			if cs.RemainingBatchLength() == 0 && len(changes) > 0 {
+				if err := endBatch(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if raw, err = m.postImage(ctx, raw); err != nil {
+			return m.streamErr(ctx, "follow", checkpoint, err)
+		}
+		pos, op, ch, ok, err := decode(raw)
 		if err != nil {
 			return fmt.Errorf("follow: %w", err)
 		}
 		if op == "invalidate" {
 			if len(changes) > 0 {
-				if err := fn(store.Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
+				if err := hand(len(changes), checkpoint); err != nil {
 					return err
 				}
-				changes = nil
 			}
 			// The invalidate token is no position to resume after
 			// (resumeAfter refuses it); startAfter accepts it.
@@ -392,8 +600,8 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 				m.log.Error("indexes not recreated after invalidate", "err", err)
 			}
 			invalidated = pos
-			opts := feedOptions().SetStartAfter(tokenDoc(pos))
-			if cs, err = m.feedDB.Watch(ctx, feedPipeline(), opts); err != nil {
+			split = splitEvents{}
+			if cs, err = m.openFeed(ctx, pos, true, &large); err != nil {
 				return m.streamErr(ctx, "follow after invalidate", checkpoint, err)
 			}
 			continue
@@ -404,6 +612,20 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		if _, err := comparePositions(pos, checkpoint); err != nil {
 			return fmt.Errorf("follow: %w", err)
 		}
+		ts, err := positionTime(pos)
+		if err != nil {
+			return fmt.Errorf("follow: %w", err)
+		}
+		// An event of a later cluster time closes the previous one's:
+		// the previous event was the last at its time, an exact point,
+		// usable now if fn already has it (else once hand gives it).
+		if last.pos != "" && last.ts.Before(ts) {
+			exact = last
+			if exact.pos <= handed {
+				m.reached(gen, exact.pos, exact.ts)
+			}
+		}
+		last = eventAt{pos: pos, ts: ts}
 		if pos > checkpoint {
 			checkpoint = pos
 		}
@@ -413,27 +635,26 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		if ok {
 			changes = append(changes, ch)
 		}
+		lastTxn = inTransaction(raw)
 		if cs.RemainingBatchLength() > 0 {
 			continue
 		}
-		// The end of the server's batch: hand it over.
-		lastInTxn := inTransaction(cs.Current)
-		if err := fn(store.Batch{Changes: changes, Checkpoint: checkpoint}); err != nil {
+		if err := endBatch(); err != nil {
 			return err
 		}
-		changes = nil
-		// An event's token: its state is the one at its cluster time,
-		// unless later events of its transaction share that time.
-		if ts, err := positionTime(checkpoint); err == nil && checkpoint == pos && !lastInTxn {
-			m.reached(gen, checkpoint, ts)
-		}
-		if lookupFrom != "" && checkpoint > lookupFrom {
-			// Past the event over 16 MB: documents for updates again.
-			lookupFrom = ""
-			closeStream(ctx, cs)
-			if cs, err = m.feedDB.Watch(ctx, feedPipeline(), feedOptions().SetResumeAfter(tokenDoc(checkpoint))); err != nil {
-				return m.streamErr(ctx, "follow", checkpoint, err)
-			}
-		}
 	}
+}
+
+// changeTimeBefore reports whether ch's cluster time is before ts.
+func changeTimeBefore(ch store.Change, ts bson.Timestamp) bool {
+	t, err := positionTime(ch.Pos)
+	return err == nil && t.Before(ts)
+}
+
+// firstTime returns the commit time of the first of changes, zero for none.
+func firstTime(changes []store.Change) time.Time {
+	if len(changes) == 0 {
+		return time.Time{}
+	}
+	return changes[0].Time
 }

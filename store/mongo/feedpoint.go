@@ -2,6 +2,7 @@ package mongo
 
 import (
 	"context"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -25,34 +26,54 @@ import (
 //     every event before T and before every event at T or later, so the
 //     state holding exactly the changes up to it is the state at T-1;
 //   - an event's own token at T: the state at T holds that event and every
-//     one before it. It holds no later event either unless several events
-//     share T, which happens only within one oplog entry (a multi-document
-//     transaction, or applyOps); so a checkpoint whose event carries a
-//     txnNumber is not used, and the previous one stays in place until the
-//     feed passes T.
+//     one before it, but also any later event that shares T. Events share
+//     a cluster time within one oplog entry: a multi-document transaction,
+//     and also batched writes (applyOps), whose events carry no txnNumber,
+//     so nothing in an event says it is the last at its time. An event's
+//     token is used only once the feed has read a token of a later
+//     cluster time: then every event at T has been read.
 //
 // While no Follow runs (before Start, or between a feed failure and its
-// restart) Head and Snapshot open a fresh stream as before, in the pool
-// of short-lived streams that catch-ups use.
+// restart), or before it has reached a usable checkpoint, Head and Snapshot
+// open a fresh stream, in the pool of short-lived streams that catch-ups
+// use, and take its high-water mark at the primary's last applied time
+// (see head): a running feed's quiet checkpoint reaches that, so the
+// position is never ahead of what the feed delivers.
+//
+// Only the first Follow to run is the feed: a Follow started while it runs
+// (a probe) leaves the bookkeeping alone, so it can neither replace the
+// feed's checkpoint nor mark the feed stopped when it returns.
 
 // feedPoint is a checkpoint of the feed and the cluster time whose state
-// holds exactly the changes up to it.
+// holds exactly the changes up to it. In Store.feedAt it also holds what
+// the feed has read from the server, for SeenHead.
 type feedPoint struct {
 	pos  string
 	read bson.Timestamp
+
+	// seen is the newest position the feed has read from the server.
+	seen string
+	// pending is the commit time of the oldest change the feed has read
+	// and not yet finished handing to its fn; zero when none.
+	pending time.Time
 }
 
 // startFeed makes the calling Follow, which starts after after, the
-// store's feed and returns its generation. A known checkpoint survives only
-// if the new feed starts from it.
+// store's feed and returns its generation, unless a feed already runs:
+// then it returns 0, a generation no bookkeeping call acts on. A known
+// checkpoint survives only if the new feed starts from it.
 func (m *Store) startFeed(after string) uint64 {
 	m.feedMu.Lock()
 	defer m.feedMu.Unlock()
+	if m.feedAlive {
+		return 0
+	}
 	m.feedGen++
 	m.feedAlive = true
 	if m.feedAt.pos != after {
 		m.feedAt = feedPoint{}
 	}
+	m.feedAt.seen, m.feedAt.pending = after, time.Time{}
 	return m.feedGen
 }
 
@@ -71,8 +92,32 @@ func (m *Store) reached(gen uint64, pos string, read bson.Timestamp) {
 	m.feedMu.Lock()
 	defer m.feedMu.Unlock()
 	if m.feedGen == gen && pos > m.feedAt.pos {
-		m.feedAt = feedPoint{pos: pos, read: read}
+		m.feedAt.pos, m.feedAt.read = pos, read
 	}
+}
+
+// saw records that the feed of generation gen has read up to pos from
+// the server, and the commit time of the oldest change it has read but
+// not yet finished handing to its fn (zero when none).
+func (m *Store) saw(gen uint64, pos string, pending time.Time) {
+	m.feedMu.Lock()
+	defer m.feedMu.Unlock()
+	if m.feedGen == gen {
+		m.feedAt.seen = max(m.feedAt.seen, pos)
+		m.feedAt.pending = pending
+	}
+}
+
+// SeenHead returns the newest position the running feed (the first Follow
+// running) has read from the server, and the commit time of the oldest
+// change it has read but whose batch its fn has not finished with, zero
+// when none. ok is false when no Follow runs. It opens no change stream and
+// changes nothing: /metrics reads the feed's lag from it. It is safe for
+// concurrent use.
+func (m *Store) SeenHead() (pos string, pending time.Time, ok bool) {
+	m.feedMu.Lock()
+	defer m.feedMu.Unlock()
+	return m.feedAt.seen, m.feedAt.pending, m.feedAlive
 }
 
 // feedPosition returns the feed's latest usable checkpoint, with ok false
@@ -91,13 +136,6 @@ func hwmRead(pos string) (bson.Timestamp, bool) {
 		return bson.Timestamp{}, false
 	}
 	return timestampBefore(ts), true
-}
-
-// inTransaction reports whether a change event belongs to a multi-document
-// transaction, whose events share one cluster time.
-func inTransaction(raw bson.Raw) bool {
-	_, err := raw.LookupErr("txnNumber")
-	return err == nil
 }
 
 // maxHighWaterMark is the longest _data of a high-water-mark token, in hex

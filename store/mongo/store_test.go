@@ -311,7 +311,8 @@ func TestFollowDecodesEvents(t *testing.T) {
 			eventDoc(eventTok(4), "insert", messagesCollection, msg, messageBSON(msg, "lobby", "hi")),
 		),
 		cursorReply(false, 42, eventTok(12),
-			eventDoc(eventTok(10), "update", ordersCollection, order, orderBSON(order, store.StatusCancelled, 3),
+			// No fullDocument: the feed reads it at the event's time.
+			eventDoc(eventTok(10), "update", ordersCollection, order, nil,
 				bson.E{Key: "updateDescription", Value: bson.D{
 					{Key: "updatedFields", Value: bson.D{{Key: "status", Value: store.StatusCancelled}, {Key: "version", Value: int64(3)}}},
 					{Key: "removedFields", Value: bson.A{}},
@@ -325,6 +326,7 @@ func TestFollowDecodesEvents(t *testing.T) {
 		cursorReply(false, 42, hwmTok(20)),
 		killReply(42),
 	)
+	mm.data.AddResponses(findReply(ordersCollection, orderBSON(order, store.StatusCancelled, 3)))
 	got, err := followUntil(t, mm.store, after, func(bs []store.Batch) bool { return len(bs) == 4 })
 	if !errors.Is(err, errTestStop) {
 		t.Fatalf("Follow returned %v, want the callback's error", err)
@@ -387,8 +389,8 @@ func TestFollowDecodesEvents(t *testing.T) {
 	if got := lookupString(cs, "resumeAfter", "_data"); got != after {
 		t.Errorf("resumeAfter: got %q, want %q", got, after)
 	}
-	if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
-		t.Errorf("fullDocument: got %q, want updateLookup", got)
+	if got := lookupString(cs, "fullDocument"); got != "" && got != "default" {
+		t.Errorf("fullDocument: got %q, want no lookup", got)
 	}
 	match := agg.Body.Lookup("pipeline", "1", "$match").String()
 	if !strings.Contains(match, `"ns.coll"`) || !strings.Contains(match, `"orders"`) || !strings.Contains(match, `"messages"`) {
@@ -414,6 +416,9 @@ func TestStreamErrors(t *testing.T) {
 	}{
 		{"history lost", errReply(286, "ChangeStreamHistoryLost"), store.ErrHistoryLost},
 		{"token not found", errReply(280, "ChangeStreamFatalError"), store.ErrHistoryLost},
+		// The oplog scan's position was deleted under it (the capped
+		// oplog rolled over), as mongod words it (collection_scan.cpp).
+		{"capped position lost", serverErr(136, "CappedPositionLost", "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId(7306240851637665793)"), store.ErrHistoryLost},
 		{"invalid token", errReply(260, "InvalidResumeToken"), store.ErrInvalidPosition},
 		{"undecodable token", errReply(9, "FailedToParse"), store.ErrInvalidPosition},
 	}
@@ -505,9 +510,7 @@ func TestFollowInvalidate(t *testing.T) {
 	if _, err := cs.LookupErr("resumeAfter"); err == nil {
 		t.Errorf("second aggregate also has resumeAfter: %v", cs)
 	}
-	if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
-		t.Errorf("second aggregate fullDocument: got %q, want updateLookup", got)
-	}
+	checkFeedStages(t, "second aggregate fullDocument", aggs[1])
 }
 
 func TestFollowResumableError(t *testing.T) {
@@ -546,9 +549,7 @@ func TestFollowResumableError(t *testing.T) {
 		if got := lookupString(cs, "resumeAfter", "_data"); got != eventTok(2) {
 			t.Errorf("resume aggregate resumeAfter: got %q, want the last event's token %q", got, eventTok(2))
 		}
-		if got := lookupString(cs, "fullDocument"); got != "updateLookup" {
-			t.Errorf("resume aggregate fullDocument: got %q, want updateLookup", got)
-		}
+		checkFeedStages(t, "resume aggregate fullDocument", aggs[1])
 		if got := aggs[1].Body.Lookup("pipeline", "1", "$match").String(); !strings.Contains(got, `"ns.coll"`) {
 			t.Errorf("resume aggregate lost the $match: %s", got)
 		}
@@ -736,8 +737,12 @@ func TestSnapshot(t *testing.T) {
 	m1, m2 := bson.NewObjectID(), bson.NewObjectID()
 	head := makeToken(testSec, 7, false)
 	mm.data.AddResponses(
-		cursorReply(true, 60, head),
+		// A fresh stream: last applied + 1; one started at the last
+		// applied time: the position.
+		cursorReply(true, 60, hwmTok(8)),
 		killReply(60),
+		cursorReply(true, 61, head),
+		killReply(61),
 		findReply(ordersCollection, orderBSON(order, store.StatusPreparing, 2)),
 		findReply(messagesCollection, messageBSON(m2, "lobby", "second"), messageBSON(m1, "lobby", "first")),
 	)
@@ -747,7 +752,7 @@ func TestSnapshot(t *testing.T) {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	if pos != head {
-		t.Errorf("position: got %q, want the fresh stream's post-batch token %q", pos, head)
+		t.Errorf("position: got %q, want the post-batch token %q of the stream started at the last applied time", pos, head)
 	}
 	if len(snaps) != 3 {
 		t.Fatalf("snapshots: got %d, want 3", len(snaps))
@@ -772,17 +777,22 @@ func TestSnapshot(t *testing.T) {
 	}
 
 	aggs := mm.dataCmds.named("aggregate")
-	if len(aggs) != 1 {
-		t.Fatalf("aggregates: got %d, want 1", len(aggs))
+	if len(aggs) != 2 {
+		t.Fatalf("aggregates: got %d, want 2", len(aggs))
 	}
-	if v, ok := aggs[0].Body.Lookup("cursor", "batchSize").AsInt64OK(); !ok || v != 0 {
-		t.Errorf("position stream cursor.batchSize: got %v, want 0 (so its token is a high-water mark)", aggs[0].Body.Lookup("cursor"))
+	for _, a := range aggs {
+		if v, ok := a.Body.Lookup("cursor", "batchSize").AsInt64OK(); !ok || v != 0 {
+			t.Errorf("position stream cursor.batchSize: got %v, want 0 (so its token is a high-water mark)", a.Body.Lookup("cursor"))
+		}
 	}
 	cs := changeStreamStage(t, aggs[0])
 	for _, k := range []string{"resumeAfter", "startAfter", "startAtOperationTime"} {
 		if _, err := cs.LookupErr(k); err == nil {
-			t.Errorf("position stream has %s; want it to start now", k)
+			t.Errorf("first position stream has %s; want it to start now", k)
 		}
+	}
+	if ts, inc, ok := changeStreamStage(t, aggs[1]).Lookup("startAtOperationTime").TimestampOK(); !ok || ts != testSec || inc != 7 {
+		t.Errorf("second position stream startAtOperationTime: got %v, want Timestamp(%d, 7), the fresh token's time - 1", changeStreamStage(t, aggs[1]), uint32(testSec))
 	}
 	// Both reads at the cluster time just before the position's.
 	finds := mm.dataCmds.named("find")
@@ -811,11 +821,15 @@ func TestSnapshotRetriesTooOld(t *testing.T) {
 	mm := openMock(t, Options{})
 	order := bson.NewObjectID()
 	mm.data.AddResponses(
-		cursorReply(true, 60, hwmTok(7)),
+		cursorReply(true, 60, hwmTok(8)),
 		killReply(60),
-		errReply(239, "SnapshotTooOld"),
-		cursorReply(true, 61, hwmTok(9)),
+		cursorReply(true, 61, hwmTok(7)),
 		killReply(61),
+		errReply(239, "SnapshotTooOld"),
+		cursorReply(true, 62, hwmTok(10)),
+		killReply(62),
+		cursorReply(true, 63, hwmTok(9)),
+		killReply(63),
 		findReply(ordersCollection, orderBSON(order, store.StatusPlaced, 1)),
 	)
 	_, pos, err := mm.store.Snapshot(context.Background(), []string{store.OrderTopic(order.Hex())})
@@ -825,14 +839,17 @@ func TestSnapshotRetriesTooOld(t *testing.T) {
 	if pos != hwmTok(9) {
 		t.Errorf("position: got %q, want the second stream's %q", pos, hwmTok(9))
 	}
-	if got := len(mm.dataCmds.named("aggregate")); got != 2 {
-		t.Errorf("aggregates: got %d, want 2 (a new position for the new read)", got)
+	if got := len(mm.dataCmds.named("aggregate")); got != 4 {
+		t.Errorf("aggregates: got %d, want 4 (a new position for the new read)", got)
 	}
 }
 
+// Head without a running feed: the server's high-water mark at the last
+// applied time (4), not a fresh stream's at last applied + 1 (5), which a
+// running feed passes only after the next oplog entry.
 func TestHead(t *testing.T) {
 	mm := openMock(t, Options{})
-	mm.data.AddResponses(cursorReply(true, 70, hwmTok(4)), killReply(70))
+	mm.data.AddResponses(cursorReply(true, 70, hwmTok(5)), killReply(70), cursorReply(true, 71, hwmTok(4)), killReply(71))
 	pos, err := mm.store.Head(context.Background())
 	if err != nil {
 		t.Fatalf("Head: %v", err)
