@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"changecast/store"
 )
 
 // TestDamagedStoreFile damages the store file of a stopped server in the
@@ -124,5 +126,55 @@ func runDamaged(t *testing.T, bin, dataDir string) (int, string) {
 		<-done
 		t.Fatalf("the binary is still running on a damaged store after 30s; stderr:\n%.4000s", stderr.String())
 		return 0, ""
+	}
+}
+
+// TestLongestMessageSurvivesRestart: messages of the longest text the
+// API accepts (larger than a page of the store file) are posted through
+// HTTP, the server stops on SIGTERM and starts again on the same data
+// directory, and serves them as written.
+func TestLongestMessageSurvivesRestart(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	port := freePort(t)
+	out := &lockedBuffer{}
+	cmd := startBinaryWith(t, t, bin, port, dataDir, out)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	texts := []string{
+		strings.Repeat("x", store.MaxTextLen),
+		strings.Repeat("é", 3000),
+		strings.Repeat("😀", store.MaxTextLen),
+	}
+	var posted []store.Message
+	for _, text := range texts {
+		var m store.Message
+		if code, _ := doJSON(t, http.MethodPost, base+"/api/rooms/lobby/messages", map[string]string{"author": "alice", "text": text}, nil, &m); code != http.StatusCreated {
+			t.Fatalf("post a message of %d bytes: status %d", len(text), code)
+		}
+		posted = append(posted, m)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, out)
+	}
+
+	out = &lockedBuffer{}
+	startBinaryWith(t, t, bin, port, dataDir, out)
+	var page struct{ Messages []store.Message }
+	if code, _ := doJSON(t, http.MethodGet, base+"/api/rooms/lobby/messages", nil, nil, &page); code != http.StatusOK {
+		t.Fatalf("list messages after restart: status %d\n%s", code, out)
+	}
+	if len(page.Messages) != len(posted) {
+		t.Fatalf("got %d messages after restart, want %d", len(page.Messages), len(posted))
+	}
+	for i, m := range page.Messages {
+		if m.ID != posted[i].ID || m.Text != posted[i].Text {
+			t.Errorf("message %d after restart: id %s, %d bytes; want id %s, %d bytes", i, m.ID, len(m.Text), posted[i].ID, len(posted[i].Text))
+		}
 	}
 }

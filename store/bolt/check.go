@@ -219,9 +219,12 @@ func (c *checker) page(id uint64, depth int) ([]byte, error) {
 		c.seen[i] = true
 	}
 	if overflow > 0 {
+		// The page's elements and their keys run on into its overflow
+		// pages: read those after the first page, which a grown
+		// buffer keeps.
 		n := (overflow + 1) * c.pageSize
 		if uint64(cap(c.bufs[depth])) < n {
-			c.bufs[depth] = make([]byte, n)
+			c.bufs[depth] = append(make([]byte, 0, n), p...)
 		}
 		p = c.bufs[depth][:n]
 		if _, err := c.r.ReadAt(p[c.pageSize:], int64((id+1)*c.pageSize)); err != nil {
