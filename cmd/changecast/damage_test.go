@@ -70,7 +70,6 @@ func TestDamagedStoreFile(t *testing.T) {
 			}
 			return b
 		}},
-		{"empty file", func([]byte) []byte { return nil }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +82,7 @@ func TestDamagedStoreFile(t *testing.T) {
 			if code != 1 {
 				t.Errorf("exit code %d, want 1", code)
 			}
-			for _, want := range []string{path, "damaged", "restore it from a backup", "move it aside"} {
+			for _, want := range []string{path, "damaged", "`changecast backup`", "`changecast check " + path + "`", "keep this file"} {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("stderr does not say %q", want)
 				}
@@ -92,6 +91,9 @@ func TestDamagedStoreFile(t *testing.T) {
 				if strings.Contains(stderr, crash) {
 					t.Errorf("stderr has %q", crash)
 				}
+			}
+			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, tt.damage(bytes.Clone(clean))) {
+				t.Errorf("the damaged file was changed or removed (%v)", err)
 			}
 			if t.Failed() {
 				t.Logf("stderr:\n%.4000s", stderr)
