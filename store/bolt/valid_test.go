@@ -71,7 +71,7 @@ var nextStatus = map[string][]string{
 // storeStats counts what the stores built hold, by bbolt's own count.
 type storeStats struct {
 	stores, records, branchPages, overflowPages, freePages, bytes int
-	damaged, refused                                             int
+	damaged, refused                                              int
 }
 
 // buildRandomStore builds a random valid store in dir with the real
