@@ -12,8 +12,8 @@ import (
 )
 
 // TestReopenLargeRecords: records larger than one page (a message of
-// the longest text the API accepts, in 1-, 2- and 4-byte characters, and
-// orders of long SKUs) are written by the real write path, the store is
+// the longest text the API accepts, in 1-, 2- and 4-byte characters,
+// followed by short ones, and orders of long SKUs) are written by the real write path, the store is
 // closed and opened again, and every record reads back as written.
 func TestReopenLargeRecords(t *testing.T) {
 	dir := t.TempDir()
@@ -26,6 +26,11 @@ func TestReopenLargeRecords(t *testing.T) {
 		strings.Repeat("x", store.MaxTextLen),
 		strings.Repeat("é", 3000),
 		strings.Repeat("😀", store.MaxTextLen),
+	}
+	// Short messages after the long ones: their keys sit on the last
+	// pages of the long ones' leaf.
+	for range 20 {
+		texts = append(texts, "short")
 	}
 	var msgs []store.Message
 	for _, text := range texts {
