@@ -310,6 +310,7 @@ func TestCheckAgreesWithBbolt(t *testing.T) {
 				t.Errorf("store %d copy %d (CHANGECAST_CHECK_SEED=%d): the check accepted a file bbolt finds damaged: %v %v", i, c, seed, err, problems)
 			}
 		}
+		os.RemoveAll(dir) // a long run builds gigabytes
 	}
 	t.Logf("seed %d: %d stores (%d MiB), %d records, %d branch pages, %d overflow pages, %d free pages; %d damaged copies, %d refused, the rest opened and checked clean by bbolt",
 		seed, stats.stores, stats.bytes>>20, stats.records, stats.branchPages, stats.overflowPages, stats.freePages, stats.damaged, stats.refused)
