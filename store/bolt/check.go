@@ -22,10 +22,18 @@ import (
 // page (magic, version, checksum), a file long enough for every page the
 // meta counts, and, from the root, every reachable page: its id, type and
 // extent, element offsets inside the page, keys in B+tree order, each page
-// referenced once, nested and inline buckets. A file that passes cannot
+// referenced once, nested and inline buckets; and that the root leads to
+// changecast's buckets and format (see isStore). A file that passes cannot
 // make bbolt fault or panic while opening. Values are not checked (bbolt
 // keeps no checksum of them): a damaged value is found when it is read,
 // and that read fails alone (see guard).
+//
+// The walker restates bbolt's rules rather than running bbolt's own
+// Tx.Check in a child process that may die: it costs less than bbolt's
+// open, needs no second process, and says what is wrong. It is held to
+// bbolt by TestCheckAgreesWithBbolt, which requires that it accept every
+// store the real write path makes and that bbolt check clean every
+// damaged file it accepts.
 
 // ErrDamaged is wrapped by the error of Open when the store file is
 // damaged, and by the error of a read or write that met damage at run time.
