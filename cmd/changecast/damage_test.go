@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -69,6 +70,24 @@ func TestDamagedStoreFile(t *testing.T) {
 				b[2*int(page)+r.IntN(used-2*int(page))] ^= byte(1 + r.IntN(255))
 			}
 			return b
+		}},
+		{"metas rewritten with valid checksums, their root at a page of messages", func(b []byte) []byte {
+			ps := int(page)
+			for id := used/ps - 1; id >= 2; id-- {
+				p := b[id*ps : (id+1)*ps]
+				if binary.LittleEndian.Uint64(p) != uint64(id) || binary.LittleEndian.Uint16(p[8:]) != 0x02 || !bytes.Contains(p, []byte("room-")) {
+					continue // not a leaf page holding messages
+				}
+				for _, at := range []int{16, ps + 16} {
+					m := b[at : at+64]
+					binary.LittleEndian.PutUint64(m[16:], uint64(id)) // the root
+					h := fnv.New64a()
+					h.Write(m[:56])
+					binary.LittleEndian.PutUint64(m[56:], h.Sum64())
+				}
+				return b
+			}
+			panic("no leaf page of messages")
 		}},
 	}
 	for _, tt := range tests {
