@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"changecast/store"
 )
 
 // TestDamagedStoreFile damages the store file of a stopped server in the
@@ -68,7 +71,24 @@ func TestDamagedStoreFile(t *testing.T) {
 			}
 			return b
 		}},
-		{"empty file", func([]byte) []byte { return nil }},
+		{"metas rewritten with valid checksums, their root at a page of messages", func(b []byte) []byte {
+			ps := int(page)
+			for id := used/ps - 1; id >= 2; id-- {
+				p := b[id*ps : (id+1)*ps]
+				if binary.LittleEndian.Uint64(p) != uint64(id) || binary.LittleEndian.Uint16(p[8:]) != 0x02 || !bytes.Contains(p, []byte("room-")) {
+					continue // not a leaf page holding messages
+				}
+				for _, at := range []int{16, ps + 16} {
+					m := b[at : at+64]
+					binary.LittleEndian.PutUint64(m[16:], uint64(id)) // the root
+					h := fnv.New64a()
+					h.Write(m[:56])
+					binary.LittleEndian.PutUint64(m[56:], h.Sum64())
+				}
+				return b
+			}
+			panic("no leaf page of messages")
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +101,7 @@ func TestDamagedStoreFile(t *testing.T) {
 			if code != 1 {
 				t.Errorf("exit code %d, want 1", code)
 			}
-			for _, want := range []string{path, "damaged", "restore it from a backup", "move it aside"} {
+			for _, want := range []string{path, "damaged", "`changecast backup`", "`changecast check " + path + "`", "keep this file"} {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("stderr does not say %q", want)
 				}
@@ -90,6 +110,9 @@ func TestDamagedStoreFile(t *testing.T) {
 				if strings.Contains(stderr, crash) {
 					t.Errorf("stderr has %q", crash)
 				}
+			}
+			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, tt.damage(bytes.Clone(clean))) {
+				t.Errorf("the damaged file was changed or removed (%v)", err)
 			}
 			if t.Failed() {
 				t.Logf("stderr:\n%.4000s", stderr)
@@ -124,5 +147,55 @@ func runDamaged(t *testing.T, bin, dataDir string) (int, string) {
 		<-done
 		t.Fatalf("the binary is still running on a damaged store after 30s; stderr:\n%.4000s", stderr.String())
 		return 0, ""
+	}
+}
+
+// TestLongestMessageSurvivesRestart: messages of the longest text the
+// API accepts (larger than a page of the store file) are posted through
+// HTTP, the server stops on SIGTERM and starts again on the same data
+// directory, and serves them as written.
+func TestLongestMessageSurvivesRestart(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	port := freePort(t)
+	out := &lockedBuffer{}
+	cmd := startBinaryWith(t, t, bin, port, dataDir, out)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	texts := []string{
+		strings.Repeat("x", store.MaxTextLen),
+		strings.Repeat("é", 3000),
+		strings.Repeat("😀", store.MaxTextLen),
+	}
+	var posted []store.Message
+	for _, text := range texts {
+		var m store.Message
+		if code, _ := doJSON(t, http.MethodPost, base+"/api/rooms/lobby/messages", map[string]string{"author": "alice", "text": text}, nil, &m); code != http.StatusCreated {
+			t.Fatalf("post a message of %d bytes: status %d", len(text), code)
+		}
+		posted = append(posted, m)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, out)
+	}
+
+	out = &lockedBuffer{}
+	startBinaryWith(t, t, bin, port, dataDir, out)
+	var page struct{ Messages []store.Message }
+	if code, _ := doJSON(t, http.MethodGet, base+"/api/rooms/lobby/messages", nil, nil, &page); code != http.StatusOK {
+		t.Fatalf("list messages after restart: status %d\n%s", code, out)
+	}
+	if len(page.Messages) != len(posted) {
+		t.Fatalf("got %d messages after restart, want %d", len(page.Messages), len(posted))
+	}
+	for i, m := range page.Messages {
+		if m.ID != posted[i].ID || m.Text != posted[i].Text {
+			t.Errorf("message %d after restart: id %s, %d bytes; want id %s, %d bytes", i, m.ID, len(m.Text), posted[i].ID, len(posted[i].Text))
+		}
 	}
 }

@@ -22,10 +22,18 @@ import (
 // page (magic, version, checksum), a file long enough for every page the
 // meta counts, and, from the root, every reachable page: its id, type and
 // extent, element offsets inside the page, keys in B+tree order, each page
-// referenced once, nested and inline buckets. A file that passes cannot
+// referenced once, nested and inline buckets; and that the root leads to
+// changecast's buckets and format (see isStore). A file that passes cannot
 // make bbolt fault or panic while opening. Values are not checked (bbolt
 // keeps no checksum of them): a damaged value is found when it is read,
 // and that read fails alone (see guard).
+//
+// The walker restates bbolt's rules rather than running bbolt's own
+// Tx.Check in a child process that may die: it costs less than bbolt's
+// open, needs no second process, and says what is wrong. It is held to
+// bbolt by TestCheckAgreesWithBbolt, which requires that it accept every
+// store the real write path makes and that bbolt check clean every
+// damaged file it accepts.
 
 // ErrDamaged is wrapped by the error of Open when the store file is
 // damaged, and by the error of a read or write that met damage at run time.
@@ -62,9 +70,10 @@ func damaged(format string, args ...any) error {
 }
 
 // checkFile checks the bbolt file at path without mapping it. It
-// returns nil if the file does not exist (a fresh store), and an error
-// wrapping ErrDamaged, saying what is wrong, what to do and naming the
-// file, if it is empty or damaged.
+// returns nil if the file does not exist (a fresh store); an error
+// wrapping errUnfinished if it holds nothing a start ever committed (see
+// unfinished); and an error wrapping ErrDamaged, saying what is wrong,
+// what to do and naming the file, if it is damaged.
 func checkFile(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -76,11 +85,15 @@ func checkFile(path string) error {
 	defer f.Close()
 	err = check(f)
 	var d *damage
-	if errors.As(err, &d) {
-		return fmt.Errorf("store file %s is damaged: %s; restore it from a backup, or move it aside "+
-			"to start with an empty store (every client then starts again from a snapshot): %w", path, d.what, ErrDamaged)
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errUnfinished):
+		return fmt.Errorf("store file %s holds no data: a start that never completed (on a full disk, say) left it; "+
+			"the next start makes a new store in its place: %w", path, errUnfinished)
+	case errors.As(err, &d):
+		return fmt.Errorf("store file %s is damaged: %s; keep this file, and restore the latest copy made by "+
+			"`changecast backup` in its place (`changecast check %s` says what a store file holds): %w",
+			path, d.what, path, ErrDamaged)
+	case err != nil:
 		return fmt.Errorf("check store file %s: %w", path, err)
 	}
 	return nil
@@ -133,8 +146,10 @@ func check(f *os.File) error {
 		return err
 	}
 	size := st.Size()
-	if size == 0 {
-		return damaged("it is empty (0 bytes); a new store is a missing file, never an empty one")
+	if ok, err := unfinished(f, size); err != nil {
+		return err
+	} else if ok {
+		return errUnfinished
 	}
 	// Meta page 0 says the page size; if it is damaged, meta 1 is found
 	// the way bbolt finds it, by trying every page size.
@@ -183,8 +198,10 @@ func check(f *os.File) error {
 			return err
 		}
 	}
-	_, err = c.tree(m.root, nil, nil, 0)
-	return err
+	if _, err := c.tree(m.root, nil, nil, 0); err != nil {
+		return err
+	}
+	return c.isStore(m)
 }
 
 // maxDepth bounds the tree's depth (a B+tree of 2^64 keys with two per
@@ -218,17 +235,29 @@ func (c *checker) page(id uint64, depth int) ([]byte, error) {
 		}
 		c.seen[i] = true
 	}
+	p, err := c.rest(c.bufs[depth], id, overflow)
+	if err != nil {
+		return nil, err
+	}
+	c.bufs[depth] = p
+	return p, nil
+}
+
+// rest returns buf, or a larger buffer, holding page id (already read
+// into buf's first page) and its overflow pages: the page's elements and
+// their keys run on into them.
+func (c *checker) rest(buf []byte, id, overflow uint64) ([]byte, error) {
+	n := (overflow + 1) * c.pageSize
+	if uint64(cap(buf)) < n {
+		buf = append(make([]byte, 0, n), buf[:c.pageSize]...)
+	}
+	buf = buf[:n]
 	if overflow > 0 {
-		n := (overflow + 1) * c.pageSize
-		if uint64(cap(c.bufs[depth])) < n {
-			c.bufs[depth] = make([]byte, n)
-		}
-		p = c.bufs[depth][:n]
-		if _, err := c.r.ReadAt(p[c.pageSize:], int64((id+1)*c.pageSize)); err != nil {
+		if _, err := c.r.ReadAt(buf[c.pageSize:], int64((id+1)*c.pageSize)); err != nil {
 			return nil, err
 		}
 	}
-	return p, nil
+	return buf, nil
 }
 
 // checkFreelist checks a freelist page written by a bbolt that syncs it.
@@ -346,6 +375,92 @@ func (c *checker) node(p []byte, id uint64, min, max []byte, depth int) ([]byte,
 	}
 	// The page's buffer is reused for its next sibling: keep a copy.
 	return bytes.Clone(last), nil
+}
+
+// isStore checks that the tree of meta m, already checked, is
+// changecast's: its root holds the buckets of every format and the meta
+// bucket the format key. The only other tree accepted is the empty one
+// bbolt writes when it makes a file, under its first metas (a store
+// changecast has yet to commit to). A meta page that passes its checksum
+// but leads anywhere else (rewritten, or another program's file) would
+// have changecast serve an empty store and write over the old one.
+func (c *checker) isStore(m meta) error {
+	root, err := c.load(m.root)
+	if err != nil {
+		return err
+	}
+	if binary.LittleEndian.Uint16(root[10:]) == 0 && m.txid <= 1 && m.root == 3 && m.pgid == 4 {
+		return nil
+	}
+	for _, name := range [][]byte{metaBucket, logBucket, topicBucket, orderBucket, messageBucket} {
+		v, bucket, err := c.get(m.root, nil, name)
+		if err != nil {
+			return err
+		}
+		if !bucket {
+			return damaged("its meta page's root (page %d) leads to no %q bucket: the meta page is damaged, "+
+				"or the file is not changecast's", m.root, name)
+		}
+		if bytes.Equal(name, metaBucket) {
+			f, _, err := c.get(binary.LittleEndian.Uint64(v), v[bucketHeader:], keyFormat)
+			if err != nil {
+				return err
+			}
+			if len(f) != 8 {
+				return damaged("its meta page's root (page %d) leads to a %q bucket without a format: "+
+					"the meta page is damaged, or the file is not changecast's", m.root, name)
+			}
+		}
+	}
+	return nil
+}
+
+// load reads page id and its overflow pages, of a tree already checked,
+// into a new buffer.
+func (c *checker) load(id uint64) ([]byte, error) {
+	p := make([]byte, c.pageSize)
+	if _, err := c.r.ReadAt(p, int64(id*c.pageSize)); err != nil {
+		return nil, err
+	}
+	return c.rest(p, id, uint64(binary.LittleEndian.Uint32(p[12:])))
+}
+
+// get returns the value of key in a tree already checked: the tree at
+// page root, or if root is 0 the inline bucket page inline, and whether
+// the value is a bucket. A missing key is a nil value.
+func (c *checker) get(root uint64, inline, key []byte) (v []byte, bucket bool, err error) {
+	le := binary.LittleEndian
+	p := inline
+	if root != 0 {
+		if p, err = c.load(root); err != nil {
+			return nil, false, err
+		}
+	}
+	for le.Uint16(p[8:]) == branchPage {
+		// The child whose range holds key: the last with a first key
+		// at or before it (or the first).
+		child := le.Uint64(p[pageHeaderSize+8:])
+		for i := 1; i < int(le.Uint16(p[10:])); i++ {
+			at := pageHeaderSize + i*elementSize
+			start := uint64(at) + uint64(le.Uint32(p[at:]))
+			if bytes.Compare(p[start:start+uint64(le.Uint32(p[at+4:]))], key) > 0 {
+				break
+			}
+			child = le.Uint64(p[at+8:])
+		}
+		if p, err = c.load(child); err != nil {
+			return nil, false, err
+		}
+	}
+	for i := range int(le.Uint16(p[10:])) {
+		at := pageHeaderSize + i*elementSize
+		start := uint64(at) + uint64(le.Uint32(p[at+4:]))
+		ksize, vsize := uint64(le.Uint32(p[at+8:])), uint64(le.Uint32(p[at+12:]))
+		if bytes.Equal(p[start:start+ksize], key) {
+			return bytes.Clone(p[start+ksize : start+ksize+vsize]), le.Uint32(p[at:])&bucketLeaf != 0, nil
+		}
+	}
+	return nil, false, nil
 }
 
 // guard runs fn, which reads or writes the mapped file, and turns a

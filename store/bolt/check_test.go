@@ -1,12 +1,16 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -63,10 +67,15 @@ func flip(tb testing.TB, path string, n int, seed uint64) {
 	}
 }
 
-// TestOpenDamaged: a cut-short, empty or overwritten store file is
-// refused at open with an error naming the file and saying what to do;
-// it never crashes the process.
+// TestOpenDamaged: a cut-short, overwritten or rewritten store file
+// is refused at open with an error naming the file, saying what is wrong
+// and what to do; the file is kept as it was, and the process never
+// crashes (each Open runs in a child process, which a crash would end).
 func TestOpenDamaged(t *testing.T) {
+	if dir := os.Getenv(openChildEnv); dir != "" {
+		openChild(dir)
+		return
+	}
 	page := int64(os.Getpagesize())
 	tests := []struct {
 		name   string
@@ -76,11 +85,13 @@ func TestOpenDamaged(t *testing.T) {
 		{"last page in use cut off", func(t *testing.T, path string) {
 			os.Truncate(path, (highWater(t, path)-1)*page)
 		}, "cut short"},
+		{"cut inside the last page in use", func(t *testing.T, path string) {
+			os.Truncate(path, highWater(t, path)*page-100)
+		}, "cut short"},
 		{"cut in half", func(t *testing.T, path string) {
 			st, _ := os.Stat(path)
 			os.Truncate(path, st.Size()/2)
 		}, "cut short"},
-		{"empty", func(t *testing.T, path string) { os.Truncate(path, 0) }, "empty"},
 		{"not a store file", func(t *testing.T, path string) {
 			os.WriteFile(path, []byte(strings.Repeat("not bbolt\n", 2000)), 0o600)
 		}, "neither meta page"},
@@ -90,25 +101,144 @@ func TestOpenDamaged(t *testing.T) {
 			f.WriteAt(make([]byte, page), 3*page) // every page from 2 on is in the tree or free
 			f.WriteAt(make([]byte, page), 2*page)
 		}, "damaged"},
+		{"a page's id damaged", func(t *testing.T, path string) {
+			// Everything else about the page is right: bbolt's own walk
+			// at open would panic in a goroutine of its own.
+			writeUint64(t, path, bucketRoot(t, path, messageBucket)*uint64(page), 1<<40)
+		}, "says it is page"},
+		{"meta rewritten with its checksum, root at another page", func(t *testing.T, path string) {
+			rewriteMeta(t, path, 16, bucketRoot(t, path, messageBucket), true)
+		}, `leads to no "meta" bucket`},
+		{"meta rewritten with its checksum, root at the log's tree", func(t *testing.T, path string) {
+			rewriteMeta(t, path, 16, bucketRoot(t, path, logBucket), true)
+		}, `leads to no "meta" bucket`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir, path := damagedDir(t)
 			tt.damage(t, path)
-			b, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
-			if err == nil {
-				b.Close()
-				t.Fatal("Open of a damaged file succeeded")
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !errors.Is(err, ErrDamaged) {
-				t.Errorf("got %v, want an error wrapping ErrDamaged", err)
+			msg, isDamaged := openInChild(t, dir)
+			if !isDamaged {
+				t.Fatalf("Open of a damaged file: %s; want an error wrapping ErrDamaged", msg)
 			}
-			for _, want := range []string{path, tt.want, "restore it from a backup", "move it aside"} {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error %q does not say %q", err, want)
+			for _, want := range []string{path, tt.want, "`changecast backup`", "`changecast check " + path + "`", "keep this file"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not say %q", msg, want)
 				}
 			}
+			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, before) {
+				t.Errorf("the damaged file was changed or removed (%v)", err)
+			}
 		})
+	}
+}
+
+// openChildEnv names the data directory a test's child process opens.
+const openChildEnv = "CHANGECAST_BOLT_OPEN_DIR"
+
+// openInChild opens the store in dir in a child process running the
+// current top-level test, which must start by calling openChild when
+// openChildEnv is set. It returns what the child reports: "opened", or
+// the error of Open and whether it wraps ErrDamaged. A child that
+// crashes fails the test.
+func openInChild(tb testing.TB, dir string) (msg string, isDamaged bool) {
+	tb.Helper()
+	top, _, _ := strings.Cut(tb.Name(), "/")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+top+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), openChildEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	got, ok := strings.CutPrefix(string(out), "open: ")
+	if err != nil || !ok {
+		tb.Fatalf("the child opening the store crashed or failed (%v):\n%.4000s", err, out)
+	}
+	got, _, _ = strings.Cut(got, "\n")
+	if rest, ok := strings.CutPrefix(got, "damaged: "); ok {
+		return rest, true
+	}
+	return got, false
+}
+
+// openChild opens the store in dir, reads through it, closes it and
+// prints one line for openInChild.
+func openChild(dir string) {
+	b, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
+	switch {
+	case errors.Is(err, ErrDamaged):
+		fmt.Println("open: damaged:", err)
+	case err != nil:
+		fmt.Println("open: failed:", err)
+	default:
+		ctx := context.Background()
+		for i := range 7 {
+			b.ListMessages(ctx, fmt.Sprintf("room-%d", i), "", store.MaxListLimit)
+		}
+		b.ListOrders(ctx, store.OrderQuery{Limit: store.MaxListLimit})
+		b.Close()
+		fmt.Println("open: opened")
+	}
+}
+
+// bucketRoot returns the root page of the top-level bucket name in the
+// closed store file at path (0 for an inline bucket).
+func bucketRoot(tb testing.TB, path string, name []byte) uint64 {
+	tb.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	var root uint64
+	db.View(func(tx *bbolt.Tx) error {
+		root = uint64(tx.Bucket(name).Root())
+		return nil
+	})
+	if root == 0 {
+		tb.Fatalf("bucket %s is inline", name)
+	}
+	return root
+}
+
+// writeUint64 writes v little-endian at offset at of the file at path.
+func writeUint64(tb testing.TB, path string, at, v uint64) {
+	tb.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(binary.LittleEndian.AppendUint64(nil, v), int64(at)); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// rewriteMeta sets the uint64 at offset field of the meta with the
+// higher transaction id (the one bbolt uses) of the file at path to v,
+// and its checksum to match if sum is true (a meta rewritten on purpose)
+// or leaves it (a torn write).
+func rewriteMeta(tb testing.TB, path string, field int, v uint64, sum bool) {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ps := int(readMeta(data).pageSize)
+	at := pageHeaderSize
+	if readMeta(data[ps:]).txid > readMeta(data).txid {
+		at += ps
+	}
+	m := data[at : at+metaSize]
+	binary.LittleEndian.PutUint64(m[field:], v)
+	if sum {
+		h := fnv.New64a()
+		h.Write(m[:metaChecksumAt])
+		binary.LittleEndian.PutUint64(m[metaChecksumAt:], h.Sum64())
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		tb.Fatal(err)
 	}
 }
 
@@ -291,9 +421,9 @@ func TestPingReportsFailingWrites(t *testing.T) {
 	mustPost(t, b, "lobby", "after")
 }
 
-// BenchmarkCheckFile measures the start-up check, and bbolt's own
-// open (which, with NoFreelistSync, walks the tree too), on a store file
-// of BOLT_CHECK_MB megabytes (default 64) of messages.
+// BenchmarkCheckFile measures the start-up check, bbolt's own Tx.Check
+// and bbolt's open (which, with NoFreelistSync, walks the tree too), on a
+// store file of BOLT_CHECK_MB megabytes (default 64) of messages.
 func BenchmarkCheckFile(b *testing.B) {
 	mb := 64
 	if s := os.Getenv("BOLT_CHECK_MB"); s != "" {
@@ -308,6 +438,14 @@ func BenchmarkCheckFile(b *testing.B) {
 	var seq uint64
 	for st, _ := os.Stat(path); st.Size() < int64(mb)<<20; st, _ = os.Stat(path) {
 		err := db.Update(func(tx *bbolt.Tx) error {
+			for _, name := range [][]byte{metaBucket, topicBucket, orderBucket, byCustomer, activeBucket} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			if err := tx.Bucket(metaBucket).Put(keyFormat, seqKey(formatVersion)); err != nil {
+				return err
+			}
 			rooms, _ := tx.CreateBucketIfNotExists(messageBucket)
 			log, _ := tx.CreateBucketIfNotExists(logBucket)
 			for range 10000 {
@@ -333,6 +471,13 @@ func BenchmarkCheckFile(b *testing.B) {
 		for b.Loop() {
 			if err := checkFile(path); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("bbolt Tx.Check", func(b *testing.B) {
+		for b.Loop() {
+			if problems, err := bboltCheck(path, nil); err != nil || len(problems) > 0 {
+				b.Fatal(err, problems)
 			}
 		}
 	})

@@ -140,7 +140,7 @@ func open(dir string, opts Options, now func() time.Time) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	path := filepath.Join(dir, fileName)
-	db, err := openDB(path)
+	db, err := openDB(path, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -188,11 +188,17 @@ func (opts Options) withDefaults() (Options, error) {
 	return opts, nil
 }
 
-// openDB checks the file at path and opens it with bbolt.
-func openDB(path string) (*bbolt.DB, error) {
+// openDB checks the file at path and opens it with bbolt. An unfinished
+// file (see unfinished.go) is replaced by a new store, and log says so.
+func openDB(path string, log *slog.Logger) (*bbolt.DB, error) {
 	// bbolt cannot survive a damaged file (see check.go): check it
 	// first, with plain reads.
-	if err := checkFile(path); err != nil {
+	if err := checkFile(path); errors.Is(err, errUnfinished) {
+		log.Warn("replacing a store file that holds no data, left by a start that never completed", "path", path)
+		if err := removeUnfinished(path); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
 		return nil, err
 	}
 	// Every commit is fsynced (no NoSync). The free-page list is not
