@@ -59,7 +59,7 @@ func TestBackupAccess(t *testing.T) {
 			r = e.do(t, req{method: "GET", path: "/api/backup" + tt.path})
 		}
 		if err != nil || r.status != http.StatusNotFound || r.errText() != "no such route" {
-			t.Errorf("%s: got %d %q, %v; want 404 no such route", tt.name, r.status, r.body, err)
+			t.Errorf("%s: got %d %.80q, %v; want 404 no such route", tt.name, r.status, r.body, err)
 		}
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -308,4 +309,66 @@ func TestBackupRestore(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged before the backup, %d in all; the copy holds %d orders and %d messages; a client resumed with %d changes",
 		len(before)+len(ordersBefore), len(messages)+len(orders), nOrders, nMessages, len(gotIDs))
+}
+
+// TestBackupRefusesBadCopies serves `changecast backup` copies that are
+// not whole: fewer bytes than the trailer says, a cut connection, and a
+// whole answer whose file is not a sound store. Each time backup must
+// exit 1 and leave neither FILE nor FILE.tmp; a good copy replaces FILE.
+func TestBackupRefusesBadCopies(t *testing.T) {
+	src := t.TempDir()
+	b := writeWhileDown(t, src, "lobby", "one", "two")
+	if len(b) != 2 {
+		t.Fatal("setup: no messages")
+	}
+	good, err := os.ReadFile(filepath.Join(src, dbFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(body []byte, size string, cut bool) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/api/backup" || r.Header.Get("Authorization") != "Bearer tok" {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Trailer", handlers.HeaderBackupSize)
+			w.Write(body)
+			if cut {
+				panic(http.ErrAbortHandler)
+			}
+			w.Header().Set(handlers.HeaderBackupSize, size)
+		}))
+	}
+	for _, tt := range []struct {
+		name  string
+		srv   *httptest.Server
+		want  string
+		whole bool
+	}{
+		{"short of its trailer", serve(good[:len(good)-4096], strconv.Itoa(len(good)), false), "the server sent", false},
+		{"cut connection", serve(good[:len(good)/2], "", true), "broke off", false},
+		{"not a store", serve(bytes.Repeat([]byte("x"), 8192), "8192", false), "damaged", false},
+		{"whole", serve(good, strconv.Itoa(len(good)), false), "", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			defer tt.srv.Close()
+			out := filepath.Join(t.TempDir(), "copy.db")
+			if err := os.WriteFile(out, []byte("the previous copy"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr strings.Builder
+			code := runMain(t.Context(), []string{"backup", "-url", tt.srv.URL, "-o", out}, cliEnv("CHANGECAST_TOKEN", "tok"), &stdout, &stderr)
+			_, tmpErr := os.Stat(out + ".tmp")
+			data, _ := os.ReadFile(out)
+			switch {
+			case tt.whole && (code != 0 || !bytes.Equal(data, good) || !strings.Contains(stdout.String(), "messages: 2")):
+				t.Errorf("exit %d, %d bytes in FILE, stdout %q, stderr %q; want 0 and the copy", code, len(data), stdout.String(), stderr.String())
+			case !tt.whole && (code != 1 || !strings.Contains(stderr.String(), tt.want) || string(data) != "the previous copy"):
+				t.Errorf("exit %d, stderr %q, FILE %.20q; want 1 saying %q and FILE untouched", code, stderr.String(), data, tt.want)
+			}
+			if !os.IsNotExist(tmpErr) {
+				t.Errorf("%s.tmp left behind", out)
+			}
+		})
+	}
 }
