@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"go.etcd.io/bbolt"
+
 	"changecast/store"
 )
 
@@ -248,5 +250,50 @@ func TestInspect(t *testing.T) {
 		if _, err := Inspect(p); !errors.Is(err, ErrDamaged) {
 			t.Errorf("Inspect(%s): got %v, want ErrDamaged", filepath.Base(p), err)
 		}
+	}
+}
+
+// TestInspectFormat1 inspects a format 1 file, which has no order
+// indexes: Inspect counts its active orders from the orders themselves,
+// and reports the same after a server brings the file to format 2.
+func TestInspectFormat1(t *testing.T) {
+	dir := t.TempDir()
+	b := testOpen(t, dir, Options{}, nil)
+	for i := range 5 {
+		o := mustOrder(t, b, fmt.Sprintf("c%d", i))
+		if i%2 == 0 {
+			if _, err := b.UpdateOrderStatus(context.Background(), o.ID, store.StatusCancelled, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b.Close()
+	path := filepath.Join(dir, fileName)
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{byCustomer, activeBucket} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(metaBucket).Put(keyFormat, seqKey(1))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Inspect(path)
+	if err != nil || r.Format != 1 || r.Orders != 5 || r.ActiveOrders != 2 {
+		t.Fatalf("Inspect of format 1: %+v, %v; want format 1, 5 orders, 2 active", r, err)
+	}
+	testOpen(t, dir, Options{}, nil).Close()
+	r, err = Inspect(path)
+	if err != nil || r.Format != formatVersion || r.Orders != 5 || r.ActiveOrders != 2 {
+		t.Errorf("Inspect after a server opened it: %+v, %v; want format %d, 5 orders, 2 active", r, err, formatVersion)
 	}
 }
