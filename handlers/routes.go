@@ -31,6 +31,10 @@ func (s *server) routes(e *echo.Echo, static fs.FS, metrics http.Handler) {
 
 	e.Match(getHead, "/api/events", s.events, auth)
 
+	// Staff only, checked by the handler: to anyone else the route does
+	// not exist. GET only: its answer is the copy itself.
+	e.GET("/api/backup", s.backup)
+
 	e.Match(getHead, "/healthz", s.healthz)
 	e.Match(getHead, "/readyz", s.readyz)
 	if metrics != nil {

@@ -57,7 +57,9 @@ type Streamer interface {
 // Config is what New needs. Store and Streams are required; Secret is
 // required unless Dev is set.
 type Config struct {
-	// Store keeps orders and messages.
+	// Store keeps orders and messages. If it also has a method
+	// Backup(ctx, w io.Writer) (int64, error), as the embedded store
+	// does, GET /api/backup streams its copies to staff.
 	Store Store
 	// Streams serves the SSE routes.
 	Streams Streamer
@@ -103,6 +105,7 @@ type server struct {
 	limits  Limits
 	open    *streamCounter
 	writes  *writeLimiter
+	backups chan struct{} // one slot: the backup running, if any
 
 	metricsToken string
 }
@@ -151,6 +154,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	s.open = newStreamCounter(limits.StreamsPerSubject)
 	s.writes = newWriteLimiter(limits.WritesPerSecond, limits.WriteBurst)
+	s.backups = make(chan struct{}, 1)
 
 	e := echo.New()
 	e.HideBanner = true

@@ -123,10 +123,15 @@ func runHelp(ctx context.Context, args []string, stdout io.Writer) error {
 		c.printUsage(stdout)
 	case "bench":
 		stdout.Write(benchUsage(ctx))
+	case "backup":
+		c, _ := backupCommand()
+		c.printUsage(stdout)
+	case "check":
+		checkCommand().printUsage(stdout)
 	case "help", "version":
 		printHelp(ctx, stdout)
 	default:
-		return usagef("help", "no command %q (commands: server, token, tail, bench, help, version)", args[0])
+		return usagef("help", "no command %q (commands: server, token, tail, bench, backup, check, help, version)", args[0])
 	}
 	return nil
 }
@@ -141,13 +146,16 @@ usage:
   changecast token -sub NAME [flags]  print a token signed with JWT_SECRET
   changecast tail [flags] URL         follow a stream and print its events
   changecast bench [flags]            load a server on this machine
+  changecast backup -url URL -o FILE  copy a running server's embedded store
+  changecast check FILE               check a store file and say what it holds
   changecast help [COMMAND]           print this help, or one command's
   changecast version                  print the version and the commit
 `)
 	server, _ := serverCommand()
 	token, _ := tokenCommand()
 	tail, _ := tailCommand()
-	for _, c := range []*command{server, token, tail} {
+	backup, _ := backupCommand()
+	for _, c := range []*command{server, token, tail, backup} {
 		name := c.name
 		if name == "" {
 			name = "server"
@@ -163,7 +171,7 @@ usage:
 	}
 	fmt.Fprintln(w, "\nenvironment (server; checked at start):")
 	printEnv(w)
-	fmt.Fprintln(w, "\nenvironment (tail and bench):")
+	fmt.Fprintln(w, "\nenvironment (tail, bench and backup):")
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "  CHANGECAST_TOKEN\tunset\tthe bearer token sent unless -token is given\n")
 	tw.Flush()

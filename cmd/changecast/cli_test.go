@@ -56,7 +56,7 @@ func TestCLI(t *testing.T) {
 		envLines = append(envLines, ev.name+`\s+`+regexp.QuoteMeta(def)+`\s+\S`)
 	}
 	helpOut := []string{
-		"changecast token", "changecast tail", "changecast bench", "changecast help", "changecast version",
+		"changecast token", "changecast tail", "changecast bench", "changecast backup", "changecast check", "changecast help", "changecast version",
 		"run the server (the default command)",
 		"-dev", "-sub", "-rooms", "-ttl", "-last-event-id", "-token", "-conns", // server, token, tail, bench flags
 		"CHANGECAST_TOKEN",
@@ -96,6 +96,22 @@ func TestCLI(t *testing.T) {
 		{name: "bench extra argument", args: []string{"bench", "extra"}, code: 2,
 			stderr: []string{`unexpected argument "extra"`, "run 'changecast bench -h' for usage"}, onceStderr: "extra"},
 		{name: "bench -h", args: []string{"bench", "-h"}, code: 0, stdout: []string{"usage: changecast bench", "-conns", "-mode"}, noStderr: []string{"changecast:"}},
+		{name: "backup -h", args: []string{"backup", "-h"}, code: 0, stdout: []string{"usage: changecast backup", "-url", "-o", "CHANGECAST_TOKEN", "mongodump"}},
+		{name: "help check", args: []string{"help", "check"}, code: 0, stdout: []string{"usage: changecast check FILE", "Exit status 0"}},
+		{name: "backup unknown flag", args: []string{"backup", "-bogus"}, code: 2,
+			stderr: []string{"-bogus", "run 'changecast backup -h' for usage"}, onceStderr: "bogus"},
+		{name: "backup without -o", args: []string{"backup", "-url", "http://127.0.0.1:1"}, code: 2,
+			stderr: []string{"-url and -o are required", "run 'changecast backup -h' for usage"}},
+		{name: "backup bad url", args: []string{"backup", "-url", "ftp://x", "-o", filepath.Join(dir, "b.db")}, code: 2,
+			stderr: []string{`-url "ftp://x" is not an http(s) URL`}},
+		{name: "backup refused", args: []string{"backup", "-url", "http://127.0.0.1:" + strconv.Itoa(freePort(t)), "-o", filepath.Join(dir, "b.db")}, code: 1,
+			stderr: []string{"changecast: backup:"}},
+		{name: "check without file", args: []string{"check"}, code: 2,
+			stderr: []string{"check needs exactly one FILE", "run 'changecast check -h' for usage"}},
+		{name: "check missing file", args: []string{"check", filepath.Join(dir, "none.db")}, code: 1,
+			stderr: []string{"none.db does not exist"}},
+		{name: "check not a store", args: []string{"check", file}, code: 1,
+			stderr: []string{file, "damaged"}},
 		{name: "token without rooms warns", args: []string{"token", "-sub", "a"}, env: cliEnv("JWT_SECRET", testSecret), code: 0,
 			stdoutRE: []string{`^[\w-]+\.[\w-]+\.[\w-]+\n$`}, stderr: []string{"warning: no -rooms", "no room"}},
 		{name: "token with rooms", args: []string{"token", "-sub", "a", "-rooms", "lobby"}, env: cliEnv("JWT_SECRET", testSecret), code: 0,

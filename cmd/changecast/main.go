@@ -6,6 +6,8 @@
 //	changecast token -sub alice ...   print a signed token for curl users
 //	changecast tail URL               follow a stream and print its events
 //	changecast bench [flags]          load a server on this machine (package loadgen)
+//	changecast backup -url U -o FILE  copy a running server's embedded store
+//	changecast check FILE             check a store file offline
 //	changecast help [COMMAND]         list the commands, flags and environment
 //	changecast version                print the version and the commit
 //

@@ -38,6 +38,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runTail(ctx, args[1:], getenv, stdout, stderr)
 		case "bench":
 			return runBench(ctx, args[1:], getenv, stdout, stderr)
+		case "backup":
+			return runBackup(ctx, args[1:], getenv, stdout)
+		case "check":
+			return runCheck(args[1:], stdout)
 		case "help":
 			return runHelp(ctx, args[1:], stdout)
 		case "version":
@@ -148,7 +152,7 @@ func parseServeFlags(ctx context.Context, args []string, stdout io.Writer) (dev,
 		return false, false, &usageError{err: err}
 	}
 	if c.fs.NArg() > 0 {
-		return false, false, usagef("", "unknown command %q (commands: token, tail, bench, help, version)", c.fs.Arg(0))
+		return false, false, usagef("", "unknown command %q (commands: token, tail, bench, backup, check, help, version)", c.fs.Arg(0))
 	}
 	if f.version {
 		fmt.Fprintln(stdout, versionLine())

@@ -12,12 +12,21 @@ import (
 
 	"github.com/r3labs/sse/v2"
 	"gopkg.in/cenkalti/backoff.v1"
+
+	"changecast/store"
 )
 
-// maxEventSize bounds one SSE event the client accepts. r3labs/sse's
-// default of 64 KiB is below a room snapshot of 50 messages of 4,000
-// characters (up to ~800 KiB of JSON), so it is raised past that.
-const maxEventSize = 2 << 20
+// maxEventSize bounds one SSE event the client accepts: the largest the
+// server sends, the orders board's snapshot of store.SnapshotActiveOrders
+// orders of the largest size (about 16 MiB). r3labs/sse's default of
+// 64 KiB is below even a room snapshot of 50 messages of 4,000
+// characters. The buffer grows to it only for an event that needs it.
+const maxEventSize = store.SnapshotActiveOrders*maxOrderJSON + 64<<10
+
+// maxOrderJSON bounds one order's JSON: store.MaxItems items and a
+// customer of store.MaxNameLen bytes each, which JSON may write as 6
+// bytes a byte ("<" is \u003c), and room for the rest.
+const maxOrderJSON = (store.MaxItems+1)*(6*store.MaxNameLen+64) + 4<<10
 
 // reconnectMax caps the wait between reconnect attempts.
 const reconnectMax = 10 * time.Second

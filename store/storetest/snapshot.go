@@ -18,6 +18,9 @@ const (
 	snapPosts       = 60
 	snapTakers      = 2
 	snapMaxSnapshot = 4000 // snapshots kept for checking; the takers stop there
+	// snapMaxLarge bounds the snapshots kept with the largest records,
+	// each about 1 MiB (50 messages of 16 KB, 16 orders of 100 items).
+	snapMaxLarge = 64
 )
 
 // snapTaken is one snapshot and its position.
@@ -43,6 +46,10 @@ func confSnapshotMatchesLog(t *testing.T, h Harness) {
 	}
 	room := confRoom()
 	topics := []string{store.RoomTopic(room)}
+	keep := snapMaxSnapshot
+	if h.large {
+		keep = snapMaxLarge
+	}
 	var orders []store.Order
 	for range snapOrders {
 		o := confCreateOrder(t, b)
@@ -51,7 +58,7 @@ func confSnapshotMatchesLog(t *testing.T, h Harness) {
 	}
 
 	var (
-		takes    = make(chan snapTaken, snapMaxSnapshot)
+		takes    = make(chan snapTaken, keep)
 		first    = make(chan struct{}) // the writers start after the first snapshot
 		stop     = make(chan struct{}) // the writers are done
 		takers   sync.WaitGroup

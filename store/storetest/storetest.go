@@ -30,10 +30,21 @@ type Harness struct {
 	// LoseHistory returns a store and a position whose history the store
 	// no longer has, or skips the test saying why it cannot.
 	LoseHistory func(t *testing.T) (store.Backend, string)
+
+	// large is set on the run with the largest records (withLargest).
+	large bool
 }
 
-// Run runs every case of the suite against h, each as a subtest of t.
+// Run runs every case of the suite against h, each as a subtest of t,
+// then every case again under the subtest "largest records", writing the
+// largest records the API accepts (see largest).
 func Run(t *testing.T, h Harness) {
+	run(t, h)
+	t.Run("largest records", func(t *testing.T) { run(t, h.withLargest()) })
+}
+
+// run runs every case against h.
+func run(t *testing.T, h Harness) {
 	cases := []struct {
 		name string
 		run  func(t *testing.T, h Harness)
