@@ -20,7 +20,7 @@ import (
 var sizeChars = []string{"a", "é", "€", "\U0001F600", "<"}
 
 // fill returns ch repeated to n characters.
-func fill(ch string, n int) string { return strings.Repeat(ch, n) }
+func repeatTo(ch string, n int) string { return strings.Repeat(ch, n) }
 
 // fitBytes returns ch repeated to as many characters as fit in n bytes
 // (at least one).
@@ -74,9 +74,9 @@ func writeSizes(tb testing.TB, base, tag string, rooms []string, into *sizedReco
 	n, writes := 0, 0
 	for _, ch := range sizeChars {
 		for _, chars := range []int{1, 2, 255, 1023, 1024, 1025, 2048, 3999, store.MaxTextLen} {
-			text := fill(ch, chars) // short ones repeat across rounds: ids tell them apart
+			text := repeatTo(ch, chars) // short ones repeat across rounds: ids tell them apart
 			if tagged := utf8.RuneCountInString(tag); chars > tagged {
-				text = tag + fill(ch, chars-tagged)
+				text = tag + repeatTo(ch, chars-tagged)
 			}
 			author := fitBytes(ch, []int{1, 64, 127, store.MaxNameLen}[n%4])
 			var m store.Message
@@ -121,11 +121,11 @@ func writeBoard(tb testing.TB, base string, n int, into *sizedRecords) {
 	tb.Helper()
 	its := make([]store.Item, store.MaxItems)
 	for k := range its {
-		its[k] = store.Item{SKU: fill("<", store.MaxNameLen), Qty: store.MaxQty}
+		its[k] = store.Item{SKU: repeatTo("<", store.MaxNameLen), Qty: store.MaxQty}
 	}
 	for i := range n {
 		var o store.Order
-		customer := fmt.Sprintf("board-%d-", i) + fill("<", store.MaxNameLen-len(fmt.Sprintf("board-%d-", i)))
+		customer := fmt.Sprintf("board-%d-", i) + repeatTo("<", store.MaxNameLen-len(fmt.Sprintf("board-%d-", i)))
 		if st := sendJSON(tb, "POST", base+"/api/orders", map[string]any{"customer": customer, "items": its}, &o); st != http.StatusCreated {
 			tb.Fatalf("create board order %d: status %d", i, st)
 		}
@@ -244,7 +244,7 @@ func TestRecordSizesSurviveRestarts(t *testing.T) {
 	port, dataDir := freePort(t), t.TempDir()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	logs := &lockedBuffer{}
-	rooms := []string{"s", fill("m", 64)}
+	rooms := []string{"s", repeatTo("m", 64)}
 	topics := "topic=orders&topic=rooms/" + rooms[0] + "&topic=rooms/" + rooms[1]
 	want := &sizedRecords{orders: map[string]store.Order{}, messages: map[string]store.Message{}}
 
