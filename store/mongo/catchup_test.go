@@ -373,3 +373,81 @@ func setBatchSize(body bson.Raw, n int) bson.Raw {
 	}
 	return mustRaw(d)
 }
+
+// A catch-up on a list topic delivers the changes of its member orders:
+// every order's for orders, a customer's own for customers/<sub>.
+func TestCatchUpListTopics(t *testing.T) {
+	ann, bob := bson.NewObjectID(), bson.NewObjectID()
+	bobDoc := orderBSON(bob, store.StatusPlaced, 1)
+	bobDoc[1].Value = "bob"
+	log := newFakeOplog(
+		eventDoc(eventTok(1), "insert", ordersCollection, ann, orderBSON(ann, store.StatusPlaced, 1)),
+		eventDoc(eventTok(2), "insert", ordersCollection, bob, bobDoc),
+		eventDoc(eventTok(3), "replace", ordersCollection, ann, orderBSON(ann, store.StatusPreparing, 2)),
+	)
+	s, _, _ := openScripted(t, Options{}, log.reply)
+	for _, tt := range []struct {
+		topic string
+		want  []string
+	}{
+		{store.OrderListTopic, []string{eventTok(1), eventTok(2), eventTok(3)}},
+		{store.CustomerTopic("ann"), []string{eventTok(1), eventTok(3)}},
+		{store.CustomerTopic("bob"), []string{eventTok(2)}},
+	} {
+		var got []string
+		if err := s.CatchUp(context.Background(), []string{tt.topic}, hwmTok(0), eventTok(3), func(c store.Change) error {
+			got = append(got, c.Pos)
+			return nil
+		}); err != nil {
+			t.Fatalf("CatchUp(%s): %v", tt.topic, err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("CatchUp(%s): got %v, want %v", tt.topic, got, tt.want)
+		}
+	}
+}
+
+// Every clause of the catch-up's $match, for each kind of topic: the
+// events at after and until, an order's _id, a room, a customer's orders,
+// every order; and the $project after it.
+func TestCatchUpFilterClauses(t *testing.T) {
+	after, until := eventTok(2), eventTok(8)
+	o1, o2 := bson.NewObjectID(), bson.NewObjectID()
+	ends := bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}
+	both := bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{"orders", "messages"}}}}}
+	for _, tt := range []struct {
+		name   string
+		topics []string
+		or     bson.A
+	}{
+		{"order", []string{store.OrderTopic(o1.Hex()), store.OrderTopic(o2.Hex()), store.OrderTopic(o1.Hex())}, bson.A{ends,
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: bson.A{o1, o2}}}}}}},
+		{"room", []string{store.RoomTopic("lobby"), store.RoomTopic("b")}, bson.A{ends,
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby", "b"}}}}}}},
+		{"customer", []string{store.CustomerTopic("ann"), store.CustomerTopic("bob")}, bson.A{ends,
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann", "bob"}}}}}}},
+		{"every kind", []string{store.RoomTopic("lobby"), store.CustomerTopic("ann"), store.OrderTopic(o1.Hex())}, bson.A{ends,
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann"}}}}},
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: bson.A{o1}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}}},
+		// Every order: the order and customer topics are within it.
+		{"orders list", []string{store.CustomerTopic("ann"), store.OrderListTopic, store.OrderTopic(o1.Hex()), store.RoomTopic("lobby")}, bson.A{ends,
+			bson.D{{Key: "ns.coll", Value: "orders"}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, pipeline, err := catchUpPipeline(tt.topics, after, until)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := bson.A{
+				bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{both, bson.D{{Key: "$or", Value: tt.or}}}}}}},
+				bson.D{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: int32(0)}}}},
+			}
+			got, wantRaw := mustRaw(bson.D{{Key: "p", Value: pipeline}}), mustRaw(bson.D{{Key: "p", Value: want}})
+			if !slices.Equal(got, wantRaw) {
+				t.Errorf("pipeline:\n got %s\nwant %s", got, wantRaw)
+			}
+		})
+	}
+}
