@@ -21,7 +21,9 @@ import (
 // for any other.
 type rsDeployment struct{ *scriptDeployment }
 
-func (rsDeployment) Kind() description.TopologyKind { return description.TopologyKindReplicaSetWithPrimary }
+func (rsDeployment) Kind() description.TopologyKind {
+	return description.TopologyKindReplicaSetWithPrimary
+}
 
 // openReplicaSet opens a Store with uri over a replica set whose server
 // answers every command with reply, and returns the commands it got.
