@@ -457,7 +457,7 @@ func (m *Multiplexer) apply(b Batch) {
 	defer m.mu.Unlock()
 	for i := range all {
 		f := &all[i]
-		if f.id <= m.last {
+		if m.compare(f.id, m.last) <= 0 {
 			m.log.Warn("feed repeated a position; skipped", "topic", f.topic, "pos", f.id, "feed", m.last)
 			continue
 		}
@@ -471,7 +471,7 @@ func (m *Multiplexer) apply(b Batch) {
 			m.fanOutLocked(f, t)
 		}
 	}
-	if b.Checkpoint > m.last {
+	if m.compare(b.Checkpoint, m.last) > 0 {
 		m.last = b.Checkpoint
 	}
 	m.ready = !m.closed

@@ -105,7 +105,7 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 	if err != nil {
 		return fmt.Errorf("catch up: %w", err)
 	}
-	if after >= until || len(wanted) == 0 {
+	if comparePositionOrder(after, until) >= 0 || len(wanted) == 0 {
 		return nil
 	}
 	ctx, end, err := m.begin(ctx)
@@ -194,7 +194,7 @@ func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[str
 			if cs.ID() == 0 {
 				return r, fmt.Errorf("catch up: the change stream ended before %.40s: %w", until, store.ErrHistoryLost)
 			}
-			if tok := tokenData(cs.ResumeToken()); tok >= until || scannedTo(tok, from, until) {
+			if tok := tokenData(cs.ResumeToken()); (tok != "" && comparePositionOrder(tok, until) >= 0) || scannedTo(tok, from, until) {
 				r.done = true
 				return r, nil
 			}
@@ -209,7 +209,7 @@ func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[str
 		} else if c <= 0 {
 			continue
 		}
-		if pos > until {
+		if comparePositionOrder(pos, until) > 0 {
 			r.done = true
 			return r, nil
 		}

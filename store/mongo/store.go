@@ -106,8 +106,9 @@ type Options struct {
 // concurrent use.
 //
 // Positions are the hex strings of the change events' resume tokens
-// (_id._data); within one deployment they compare bytewise like the log, so
-// every process following the same database hands out the same ids.
+// (_id._data), so every process following the same database hands out
+// the same ids; ComparePositions orders them like the log (bytewise within
+// one token version).
 type Store struct {
 	client   *mongodrv.Client // reads, writes, Head, Snapshot and catch-ups
 	feed     *mongodrv.Client // only Follow's long-lived change stream

@@ -51,6 +51,7 @@ func Run(t *testing.T, h Harness) {
 		{"close stops follow", confCloseStopsFollow},
 		{"list topics in follow and catch-up", confListCatchUp},
 		{"order lists: snapshots and ListOrders", confOrderLists},
+		{"positions compare in log order", confPositionOrder},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, h) })
