@@ -137,12 +137,26 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		}
 		return nil
 	}
-	select {
-	case m.catchups <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	// A slot of the pool bounds the catch-ups reading the Source at once;
+	// it is given back while the client is written to, so clients that
+	// do not read never keep others from catching up.
+	take := func() error {
+		select {
+		case m.catchups <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	defer func() { <-m.catchups }()
+	if err := take(); err != nil {
+		return err
+	}
+	held := true
+	defer func() {
+		if held {
+			<-m.catchups
+		}
+	}()
 	m.catchUpsRunning.Add(1)
 	m.catchUpsTotal.Add(1)
 	start := time.Now()
@@ -164,10 +178,16 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		}
 		after = ev.ID
 		if sw.full() {
+			<-m.catchups
+			held = false
 			if err := m.send(sw); err != nil {
 				werr = errWrite
 				return werr
 			}
+			if err := take(); err != nil {
+				return err
+			}
+			held = true
 		}
 		return nil
 	})
