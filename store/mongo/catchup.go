@@ -172,7 +172,10 @@ func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[str
 			return false
 		}
 		m.log.Warn("catch-up: a change event over 16 MB; reading past it one event at a time", "after", r.read, "err", err)
-		r.next = mode + 1
+		r.next = readOne
+		if mode == readOne {
+			r.next = readStripped
+		}
 		return true
 	}
 	cs, err := m.db.Watch(ctx, pipeline, opts)

@@ -99,7 +99,7 @@ func (f *fakePresence) reply(name string, _ bson.Raw) bson.D {
 			f.writes++
 			d := u.Document()
 			id := lookupString(d, "q", "_id")
-			set := bson.Raw{}
+			var set bson.Raw
 			if pipe, ok := d.Lookup("u").ArrayOK(); ok {
 				set = pipe.Index(0).Document().Lookup("$set").Document()
 			} else {
