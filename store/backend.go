@@ -55,6 +55,12 @@ type Backend interface {
 	// not a position this store could have made. It does not check
 	// whether the history after pos is still kept.
 	CheckPosition(pos string) error
+	// ComparePositions compares two positions CheckPosition accepts, as
+	// strings.Compare compares strings: negative when a comes before b in
+	// the log, zero for the same position, positive after. It is a total
+	// order. Positions need not order as strings: callers compare them
+	// only through it.
+	ComparePositions(a, b string) int
 
 	// Close releases the store; a Follow in progress returns, and later
 	// calls return errors wrapping ErrClosed.

@@ -4,8 +4,9 @@
 // (many processes over one replica set, following its change stream).
 //
 // Positions in the change log are opaque printable ASCII strings (no CR, LF or
-// NUL, at most 512 bytes). Within one deployment they order bytewise like the
-// log, so strings.Compare tells which of two changes came first. A position is
+// NUL, at most 512 bytes). Within one deployment Backend.ComparePositions
+// tells which of two changes came first; positions need not order as
+// strings (MongoDB's resume tokens of two versions do not). A position is
 // what changecast sends as an SSE event id.
 //
 // The contract both backends keep is Backend; they live in store/bolt and

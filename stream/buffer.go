@@ -3,8 +3,22 @@ package stream
 import (
 	"container/list"
 	"slices"
-	"strings"
 )
+
+// compare compares positions a and b in log order, through the Source
+// (positions need not order as strings); "", no position, comes before
+// every position.
+func (m *Multiplexer) compare(a, b string) int {
+	switch {
+	case a == b:
+		return 0
+	case a == "":
+		return -1
+	case b == "":
+		return 1
+	}
+	return m.src.ComparePositions(a, b)
+}
 
 // ring keeps a topic's most recent frames. It holds every frame of its
 // topic with a position after since.
@@ -77,9 +91,9 @@ func (m *Multiplexer) popLocked(r *ring) {
 func (m *Multiplexer) evictLocked(r *ring) {
 	m.lru.Remove(r.elem)
 	delete(m.rings, r.topic)
-	if n := len(r.frames); n > 0 && r.frames[n-1].id > m.floor {
+	if n := len(r.frames); n > 0 && m.compare(r.frames[n-1].id, m.floor) > 0 {
 		m.floor = r.frames[n-1].id
-	} else if r.since > m.floor {
+	} else if m.compare(r.since, m.floor) > 0 {
 		m.floor = r.since
 	}
 	for _, f := range r.frames {
@@ -98,15 +112,15 @@ func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bo
 	for _, t := range topics {
 		r := m.rings[t]
 		if r == nil {
-			if after < m.floor {
+			if m.compare(after, m.floor) < 0 {
 				return nil, false
 			}
 			continue
 		}
-		if after < r.since {
+		if m.compare(after, r.since) < 0 {
 			return nil, false
 		}
-		run := r.frames[firstAfter(r.frames, after):firstAfter(r.frames, until)]
+		run := r.frames[m.firstAfter(r.frames, after):m.firstAfter(r.frames, until)]
 		runs = append(runs, run)
 		n += len(run)
 	}
@@ -116,7 +130,7 @@ func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bo
 	}
 	if len(runs) > 1 {
 		// A frame on several of topics is in several runs: keep it once.
-		slices.SortFunc(out, func(a, b *frame) int { return strings.Compare(a.id, b.id) })
+		slices.SortFunc(out, func(a, b *frame) int { return m.compare(a.id, b.id) })
 		out = slices.CompactFunc(out, func(a, b *frame) bool { return a.id == b.id })
 	}
 	return out, true
@@ -124,8 +138,8 @@ func (m *Multiplexer) replay(topics []string, after, until string) ([]*frame, bo
 
 // firstAfter returns the index of the first of frames, which are in log
 // order, whose position is after pos.
-func firstAfter(frames []*frame, pos string) int {
-	i, found := slices.BinarySearchFunc(frames, pos, func(f *frame, pos string) int { return strings.Compare(f.id, pos) })
+func (m *Multiplexer) firstAfter(frames []*frame, pos string) int {
+	i, found := slices.BinarySearchFunc(frames, pos, func(f *frame, pos string) int { return m.compare(f.id, pos) })
 	if found {
 		i++
 	}

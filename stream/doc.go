@@ -11,8 +11,9 @@
 // no duplicate. Serve writes the whole SSE response.
 //
 // Every event is encoded once, when it comes off the feed, into the bytes
-// every subscriber writes. Event ids are positions in the log, which order
-// bytewise like it: a stream never sends an event at or before the last
+// every subscriber writes. Event ids are positions in the log, which the
+// Source orders (ComparePositions; they need not order as strings): a
+// stream never sends an event at or before the last
 // id it sent, and a client that resumes with its Last-Event-ID gets
 // exactly the events after it. An id that cannot be resumed gets a
 // `reset` event and a snapshot, never an error status.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -212,6 +213,9 @@ func (f *fakeSource) Snapshot(_ context.Context, topics []string) ([]Event, stri
 	}
 	return out, pos, nil
 }
+
+// ComparePositions: fake positions are fixed-width hex, in order as strings.
+func (f *fakeSource) ComparePositions(a, b string) int { return strings.Compare(a, b) }
 
 func (f *fakeSource) CheckPosition(pos string) error {
 	f.mu.Lock()

@@ -39,7 +39,8 @@ const (
 	// DefaultCatchUps bounds catch-ups reading the database at once. Each
 	// holds a database connection while it runs (MongoDB's pool defaults
 	// to 100), so 32 leaves most of the pool to REST calls and the feed
-	// while a reconnect storm after a deploy still drains quickly.
+	// while a reconnect storm after a deploy still drains quickly. A
+	// catch-up gives its slot back while its client is written to.
 	DefaultCatchUps = 32
 	// DefaultHeartbeat is the `: ping` interval: well under the 55 s idle
 	// cut of Heroku's router and the ~60 s of other proxies.
@@ -92,7 +93,8 @@ type Config struct {
 	MaxTopics int
 	// BufferBytes bounds the bytes of encoded events all topics keep.
 	BufferBytes int
-	// CatchUps bounds catch-ups reading the Source at once.
+	// CatchUps bounds catch-ups reading the Source at once; a catch-up
+	// holds no slot while it writes to its client.
 	CatchUps int
 	// Heartbeat is the interval of `: ping` comments.
 	Heartbeat time.Duration
@@ -457,7 +459,7 @@ func (m *Multiplexer) apply(b Batch) {
 	defer m.mu.Unlock()
 	for i := range all {
 		f := &all[i]
-		if f.id <= m.last {
+		if m.compare(f.id, m.last) <= 0 {
 			m.log.Warn("feed repeated a position; skipped", "topic", f.topic, "pos", f.id, "feed", m.last)
 			continue
 		}
@@ -471,7 +473,7 @@ func (m *Multiplexer) apply(b Batch) {
 			m.fanOutLocked(f, t)
 		}
 	}
-	if b.Checkpoint > m.last {
+	if m.compare(b.Checkpoint, m.last) > 0 {
 		m.last = b.Checkpoint
 	}
 	m.ready = !m.closed

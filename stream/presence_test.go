@@ -254,7 +254,7 @@ func TestPresenceNoRepeatOfQueuedJoin(t *testing.T) {
 		psync := m.presenceSync(sw, []string{"rooms/a"})
 		frames, _ := sub.take(nil)
 		for _, f := range frames {
-			write(sw, f, "", psync)
+			m.write(sw, f, "", psync)
 		}
 		text := ""
 		for _, b := range sw.out {

@@ -28,7 +28,7 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 			p = ""
 		}
 	}
-	if p > head {
+	if m.compare(p, head) > 0 {
 		// The client is ahead of this process's feed: it came from a
 		// process further along, or its id was never made here (another
 		// cluster, or made by hand) although it looks right. Every event
@@ -57,7 +57,10 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 		switch {
 		case err == nil:
 			m.hit(fpHandover, opts.Topics)
-			return max(p, head), nil
+			if m.compare(p, head) > 0 {
+				return p, nil
+			}
+			return head, nil
 		case errors.Is(err, ErrHistoryLost):
 			reason = ResetHistoryLost
 		case errors.Is(err, ErrInvalidPosition):
@@ -79,7 +82,7 @@ func (m *Multiplexer) awaitFeed(ctx context.Context, pos string) error {
 	defer timer.Stop()
 	for {
 		m.mu.Lock()
-		if m.last >= pos {
+		if m.compare(m.last, pos) >= 0 {
 			m.mu.Unlock()
 			return nil
 		}
@@ -119,7 +122,7 @@ func (m *Multiplexer) snapshot(ctx context.Context, sw *streamWriter, topics []s
 // catchUp sends the events of topics with after < position <= head, from
 // memory when it holds them all, else from the Source.
 func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []string, after, head string) error {
-	if after >= head {
+	if m.compare(after, head) >= 0 {
 		return nil
 	}
 	m.hit(fpReplay, topics)
@@ -134,12 +137,26 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		}
 		return nil
 	}
-	select {
-	case m.catchups <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	// A slot of the pool bounds the catch-ups reading the Source at once;
+	// it is given back while the client is written to, so clients that
+	// do not read never keep others from catching up.
+	take := func() error {
+		select {
+		case m.catchups <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	defer func() { <-m.catchups }()
+	if err := take(); err != nil {
+		return err
+	}
+	held := true
+	defer func() {
+		if held {
+			<-m.catchups
+		}
+	}()
 	m.catchUpsRunning.Add(1)
 	m.catchUpsTotal.Add(1)
 	start := time.Now()
@@ -151,7 +168,7 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 	}()
 	var werr error
 	err := m.src.CatchUp(ctx, topics, after, head, func(ev Event) error {
-		if ev.ID <= after || ev.ID > head {
+		if m.compare(ev.ID, after) <= 0 || m.compare(ev.ID, head) > 0 {
 			return nil
 		}
 		if err := sw.encode(ev.ID, ev.Name, ev.Data); err != nil {
@@ -161,10 +178,16 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		}
 		after = ev.ID
 		if sw.full() {
+			<-m.catchups
+			held = false
 			if err := m.send(sw); err != nil {
 				werr = errWrite
 				return werr
 			}
+			if err := take(); err != nil {
+				return err
+			}
+			held = true
 		}
 		return nil
 	})

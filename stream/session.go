@@ -425,7 +425,7 @@ func (s *session) step() bool {
 		s.woken = true
 	}
 	for _, f := range frames {
-		s.after = write(sw, f, s.after, s.psync)
+		s.after = m.write(sw, f, s.after, s.psync)
 		if sw.full() {
 			if err := m.send(sw); err != nil {
 				s.reason = s.writeFailed()
@@ -474,14 +474,14 @@ func expiredFrame(topic string) []byte {
 // write adds f to the response unless the client has it already (its
 // position is not after the last one sent, or it is a presence
 // announcement up to psync), and returns the new last.
-func write(sw *streamWriter, f *frame, after string, psync uint64) string {
+func (m *Multiplexer) write(sw *streamWriter, f *frame, after string, psync uint64) string {
 	if f.pseq != 0 {
 		if f.pseq > psync {
 			sw.addEvent(f.wire)
 		}
 		return after
 	}
-	if f.id <= after {
+	if m.compare(f.id, after) <= 0 {
 		return after
 	}
 	sw.addEvent(f.wire)

@@ -18,8 +18,8 @@ var (
 // Event is one change as the stream sees it: a position, a topic, an SSE
 // event name and a JSON payload. Events are immutable once made.
 type Event struct {
-	// ID is the change's position in the log; positions of one deployment
-	// order bytewise like the log.
+	// ID is the change's position in the log; Source.ComparePositions
+	// orders positions like the log.
 	ID string
 	// Topic is the topic the change belongs to; the stream does not
 	// interpret it.
@@ -68,4 +68,11 @@ type Source interface {
 	// not a position this deployment could have made. It does not check
 	// whether the history is still retained.
 	CheckPosition(pos string) error
+	// ComparePositions compares two positions that CheckPosition
+	// accepts, as strings.Compare compares strings: negative when a comes
+	// before b in the log, zero when they are the same position, positive
+	// when a comes after b. It is a total order. Positions need not order
+	// as strings (MongoDB's resume tokens of different versions do not):
+	// the multiplexer compares positions only through it.
+	ComparePositions(a, b string) int
 }

@@ -10,9 +10,10 @@ import (
 )
 
 // sharePresence makes every process of a MongoDB deployment see every
-// process's users on the rooms: a goroutine writes mux's users to the
-// presence collection and gives mux the others' (see mongo.RunPresence
-// for how stale they can be). With the embedded store there is one
+// process's users on the rooms: a goroutine writes the joins and leaves
+// of mux's users and this process's heartbeat to the presence
+// collections and gives mux the others' users (see mongo.RunPresence for
+// how stale they can be). With the embedded store there is one
 // process and nothing to share. The returned stop ends the goroutine,
 // which deletes this process's entries, and waits for it; call it
 // before the store is closed.

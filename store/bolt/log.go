@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -129,6 +130,12 @@ func (b *Store) Head(ctx context.Context) (string, error) {
 	}
 	return b.pos(seq), nil
 }
+
+// ComparePositions compares positions a and b in log order. The store's
+// positions are its deployment id and a fixed-width hex sequence number,
+// so within one deployment they order as strings. It is safe for
+// concurrent use.
+func (b *Store) ComparePositions(x, y string) int { return strings.Compare(x, y) }
 
 // CheckPosition returns an error wrapping ErrInvalidPosition if pos is not
 // a position this store could have made: malformed, from another

@@ -167,3 +167,5 @@ func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, 
 func (s source) CheckPosition(pos string) error {
 	return streamErr(s.b.CheckPosition(pos))
 }
+
+func (s source) ComparePositions(a, b string) int { return s.b.ComparePositions(a, b) }

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -372,81 +371,6 @@ func TestSnapshotReadTimeOfEventCheckpoints(t *testing.T) {
 			}
 		})
 	}
-}
-
-// Defect 1: at most the pool's size of catch-ups have a change stream open
-// at once; the others wait in line, and a waiter whose context ends leaves.
-func TestCatchUpPoolBound(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const pool, clients = 2, 6
-		order, other := bson.NewObjectID(), bson.NewObjectID()
-		after, until := eventTok(2), eventTok(8)
-		var mu sync.Mutex
-		var opened int
-		s, _, _ := openScripted(t, Options{CatchUps: pool}, func(name string, body bson.Raw) bson.D {
-			if !isChangeStream(name, body) {
-				return errReply(59, "CommandNotFound")
-			}
-			mu.Lock()
-			opened++
-			mu.Unlock()
-			// One change on the topic, then until's own event on
-			// another topic; the cursor is exhausted (id 0), so no
-			// killCursors follows.
-			return cursorReply(true, 0, until,
-				eventDoc(eventTok(3), "replace", ordersCollection, order, orderBSON(order, store.StatusPreparing, 2)),
-				eventDoc(until, "insert", ordersCollection, other, orderBSON(other, store.StatusPlaced, 1)))
-		})
-		topics := []string{store.OrderTopic(order.Hex())}
-		gate := make(chan struct{})
-		var inside int
-		errs := make(chan error, clients)
-		for range clients {
-			go func() {
-				errs <- s.CatchUp(context.Background(), topics, after, until, func(store.Change) error {
-					mu.Lock()
-					inside++
-					mu.Unlock()
-					<-gate
-					mu.Lock()
-					inside--
-					mu.Unlock()
-					return nil
-				})
-			}()
-		}
-		for finished := 0; finished < clients; finished++ {
-			synctest.Wait()
-			mu.Lock()
-			want := min(pool, clients-finished)
-			gotOpen, gotInside := opened-finished, inside
-			mu.Unlock()
-			if gotOpen != want || gotInside != want {
-				t.Fatalf("with %d of %d catch-ups done: %d change streams open, %d catch-ups delivering; want %d", finished, clients, gotOpen, gotInside, want)
-			}
-			if finished == 0 {
-				// One more, in line behind the others, whose context
-				// ends: it leaves the line without opening a stream.
-				ctx, cancel := context.WithCancel(context.Background())
-				waiter := make(chan error, 1)
-				go func() {
-					waiter <- s.CatchUp(ctx, topics, after, until, func(store.Change) error { return nil })
-				}()
-				synctest.Wait()
-				cancel()
-				if err := <-waiter; !errors.Is(err, context.Canceled) {
-					t.Fatalf("waiting catch-up whose context ended: got %v, want context.Canceled", err)
-				}
-			}
-			gate <- struct{}{}
-			if err := <-errs; err != nil {
-				t.Fatalf("CatchUp: %v", err)
-			}
-		}
-		if opened != clients {
-			t.Errorf("change streams opened: got %d, want %d (one per catch-up, the cancelled waiter none)", opened, clients)
-		}
-	})
 }
 
 // Defect 3: on a quiet database, the position a snapshot hands a client and

@@ -21,7 +21,8 @@ func presentUsers(es []mongo.PresenceEntry) []string {
 // Presences) on one database see each other's users, not their own; a
 // leave is seen at the next round; a stopped one's entries go at once;
 // a vanished one's (no goodbye, as after SIGKILL) are no longer read
-// once PresenceTTL has passed.
+// once its heartbeat is older than PresenceTTL by the server's clock, and
+// are deleted; when it comes back it writes them again.
 func TestRealPresenceTwoProcesses(t *testing.T) {
 	r := realServer(t)
 	s1, s2, s3 := r.open(t), r.open(t), r.open(t)
@@ -54,7 +55,8 @@ func TestRealPresenceTwoProcesses(t *testing.T) {
 	sync(p1, nil)
 
 	// p3 writes carol, then vanishes without a goodbye.
-	sync(p3, []mongo.PresenceEntry{{Topic: "rooms/b", User: "carol", Since: now}})
+	carol := []mongo.PresenceEntry{{Topic: "rooms/b", User: "carol", Since: now}}
+	sync(p3, carol)
 	sync(p1, nil, "rooms/b carol")
 	deadline := time.Now().Add(mongo.PresenceTTL + mongo.PresenceInterval)
 	for {
@@ -70,4 +72,7 @@ func TestRealPresenceTwoProcesses(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // polling for the expiry, the bound under test
 	}
+	// p3 beats again: its entry, deleted as a dead process's, is back.
+	sync(p3, carol)
+	sync(p1, nil, "rooms/b carol")
 }

@@ -17,7 +17,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"changecast/store"
 )
@@ -51,6 +53,38 @@ const updateAttempts = 8
 // endSessions), which must not hang on an unreachable server.
 const closeTimeout = 5 * time.Second
 
+// durable is the write concern of every write of the store, whatever
+// the URI or the deployment's default says: a write is acknowledged (and
+// its request answered 2xx) only once a majority of the replica set has it
+// in its journal. Only such a write survives a failover (a w:1 write can
+// be rolled back, and then never reaches any change stream); the implicit
+// default is w:1 on a PSA set, under setDefaultRWConcern, or with w= in
+// the URI.
+func durable() *writeconcern.WriteConcern {
+	j := true
+	return &writeconcern.WriteConcern{W: writeconcern.WCMajority, Journal: &j}
+}
+
+// dataOptions are the options of the database handles, whatever the URI
+// says: durable writes, and reads and change streams from the primary,
+// which has every write it acknowledged, so a read after a write sees it
+// (a 201 is never followed by a 404, nor an If-Match by a spurious 412).
+// A majority-acknowledged write is on every member that can be elected, so
+// this holds across a failover too.
+func dataOptions() *options.DatabaseOptionsBuilder {
+	return options.Database().SetWriteConcern(durable()).SetReadPreference(readpref.Primary())
+}
+
+// readOwnWrites is the read concern of the collections' reads: local,
+// what the primary has, including the writes it just acknowledged (a URI's
+// readConcernLevel=majority could miss a write for the moment the
+// primary's majority snapshot lags it). Snapshot reads set their own. It
+// is not set on the database, whose change streams the server reads at
+// majority anyway.
+func readOwnWrites() *options.CollectionOptionsBuilder {
+	return options.Collection().SetReadConcern(readconcern.Local())
+}
+
 // Options configures Open. The zero value is usable.
 type Options struct {
 	// CatchUps is the size of the pool of short-lived change streams
@@ -72,8 +106,9 @@ type Options struct {
 // concurrent use.
 //
 // Positions are the hex strings of the change events' resume tokens
-// (_id._data); within one deployment they compare bytewise like the log, so
-// every process following the same database hands out the same ids.
+// (_id._data), so every process following the same database hands out
+// the same ids; ComparePositions orders them like the log (bytewise within
+// one token version).
 type Store struct {
 	client   *mongodrv.Client // reads, writes, Head, Snapshot and catch-ups
 	feed     *mongodrv.Client // only Follow's long-lived change stream
@@ -170,13 +205,13 @@ func Open(ctx context.Context, uri, database string, opts Options) (*Store, erro
 	m := &Store{
 		client:   client,
 		feed:     feed,
-		db:       client.Database(database),
-		feedDB:   feed.Database(database),
+		db:       client.Database(database, dataOptions()),
+		feedDB:   feed.Database(database, dataOptions()),
 		catchUps: make(chan struct{}, n),
 		log:      log,
 	}
-	m.orders = m.db.Collection(ordersCollection)
-	m.messages = m.db.Collection(messagesCollection)
+	m.orders = m.db.Collection(ordersCollection, readOwnWrites())
+	m.messages = m.db.Collection(messagesCollection, readOwnWrites())
 	m.done, m.cancel = context.WithCancel(context.Background())
 
 	if err := m.open(ctx); err != nil {

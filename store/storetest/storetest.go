@@ -62,6 +62,7 @@ func run(t *testing.T, h Harness) {
 		{"close stops follow", confCloseStopsFollow},
 		{"list topics in follow and catch-up", confListCatchUp},
 		{"order lists: snapshots and ListOrders", confOrderLists},
+		{"positions compare in log order", confPositionOrder},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, h) })
