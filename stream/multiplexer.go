@@ -120,7 +120,7 @@ type Config struct {
 	// from the Source.
 	OnCatchUp func(time.Duration)
 	// Presence, if set, says which topics track who is on them: the
-	// streams of such a topic get EventPresence events, and a stream's
+	// streams of such a topic get protocol.EventPresence events, and a stream's
 	// StreamOptions.User is counted on it. It must be safe for concurrent
 	// use. Without it no topic tracks presence.
 	Presence func(topic string) bool

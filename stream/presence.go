@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -12,17 +13,6 @@ import (
 // a page reload, a deploy's retry of 1 to 5 s) comes back well within
 // it, so it does not show as a leave and a join.
 const PresenceGrace = 5 * time.Second
-
-// EventPresence names the id-less events that say who is on a topic:
-// `{"topic","op":"sync","users":[...]}` after a stream's snapshot or
-// resume, then `{"topic","op":"join"|"leave","user"}`.
-const EventPresence EventName = "presence"
-
-// Member is one user present on a topic, since the time they joined.
-type Member struct {
-	User  string    `json:"user"`
-	Since time.Time `json:"since"`
-}
 
 // presenceEntry is one user of this process on a topic: the streams they
 // have open on it and, once none is left, the grace timer.
@@ -90,7 +80,7 @@ func (m *Multiplexer) joinLocked(user string, topics []string) {
 		was := pt.has(user)
 		pt.local[user] = &presenceEntry{since: time.Now(), streams: 1}
 		if !was {
-			m.announceLocked(t, "join", user)
+			m.announceLocked(t, protocol.PresenceOpJoin, user)
 		}
 	}
 }
@@ -130,7 +120,7 @@ func (m *Multiplexer) expire(topic, user string, e *presenceEntry) {
 	e.timer = nil
 	delete(pt.local, user)
 	if !pt.has(user) {
-		m.announceLocked(topic, "leave", user)
+		m.announceLocked(topic, protocol.PresenceOpLeave, user)
 	}
 	if pt.empty() {
 		delete(m.presence, topic)
@@ -151,13 +141,9 @@ func (m *Multiplexer) stopPresenceLocked() {
 
 // announceLocked queues a join or leave for topic's subscribers, behind
 // what they have pending, without an id.
-func (m *Multiplexer) announceLocked(topic, op, user string) {
-	data, _ := json.Marshal(struct {
-		Topic string `json:"topic"`
-		Op    string `json:"op"`
-		User  string `json:"user"`
-	}{topic, op, user})
-	wire, err := AppendEvent(nil, "", string(EventPresence), data)
+func (m *Multiplexer) announceLocked(topic string, op protocol.PresenceOp, user string) {
+	data, _ := json.Marshal(protocol.PresenceChange{Topic: topic, Op: op, User: user})
+	wire, err := AppendEvent(nil, "", string(protocol.EventPresence), data)
 	if err != nil {
 		return
 	}
@@ -172,31 +158,31 @@ func (m *Multiplexer) announceLocked(topic, op, user string) {
 }
 
 // membersLocked returns who is on topic, by user.
-func (m *Multiplexer) membersLocked(topic string) []Member {
+func (m *Multiplexer) membersLocked(topic string) []protocol.Member {
 	pt := m.presence[topic]
 	if pt == nil {
-		return []Member{}
+		return []protocol.Member{}
 	}
-	out := make([]Member, 0, len(pt.local)+len(pt.remote))
+	out := make([]protocol.Member, 0, len(pt.local)+len(pt.remote))
 	for u, e := range pt.local {
 		since := e.since
 		if r, ok := pt.remote[u]; ok && r.Before(since) {
 			since = r
 		}
-		out = append(out, Member{User: u, Since: since})
+		out = append(out, protocol.Member{User: u, Since: since})
 	}
 	for u, since := range pt.remote {
 		if _, ok := pt.local[u]; !ok {
-			out = append(out, Member{User: u, Since: since})
+			out = append(out, protocol.Member{User: u, Since: since})
 		}
 	}
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.User, b.User) })
+	slices.SortFunc(out, func(a, b protocol.Member) int { return strings.Compare(a.User, b.User) })
 	return out
 }
 
 // Presence returns the users present on topic (in this process or, as
 // last reported by SetRemotePresence, in others), ordered by user.
-func (m *Multiplexer) Presence(topic string) []Member {
+func (m *Multiplexer) Presence(topic string) []protocol.Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.membersLocked(topic)
@@ -204,13 +190,13 @@ func (m *Multiplexer) Presence(topic string) []Member {
 
 // LocalPresence returns the users with a stream open in this process (or
 // within their grace), by topic: what this process tells the others.
-func (m *Multiplexer) LocalPresence() map[string][]Member {
+func (m *Multiplexer) LocalPresence() map[string][]protocol.Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string][]Member)
+	out := make(map[string][]protocol.Member)
 	for t, pt := range m.presence {
 		for u, e := range pt.local {
-			out[t] = append(out[t], Member{User: u, Since: e.since})
+			out[t] = append(out[t], protocol.Member{User: u, Since: e.since})
 		}
 	}
 	return out
@@ -218,7 +204,7 @@ func (m *Multiplexer) LocalPresence() map[string][]Member {
 
 // SetRemotePresence replaces the users other processes have present, by
 // topic, announcing who joins and who leaves as a result.
-func (m *Multiplexer) SetRemotePresence(remote map[string][]Member) {
+func (m *Multiplexer) SetRemotePresence(remote map[string][]protocol.Member) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -236,7 +222,7 @@ func (m *Multiplexer) SetRemotePresence(remote map[string][]Member) {
 			if !keep[u] {
 				delete(pt.remote, u)
 				if !pt.has(u) {
-					m.announceLocked(t, "leave", u)
+					m.announceLocked(t, protocol.PresenceOpLeave, u)
 				}
 			}
 		}
@@ -255,7 +241,7 @@ func (m *Multiplexer) SetRemotePresence(remote map[string][]Member) {
 				pt.remote[mb.User] = mb.Since
 			}
 			if !was {
-				m.announceLocked(t, "join", mb.User)
+				m.announceLocked(t, protocol.PresenceOpJoin, mb.User)
 			}
 		}
 	}
@@ -274,12 +260,8 @@ func (m *Multiplexer) presenceSync(sw *streamWriter, topics []string) uint64 {
 		if !m.tracksPresence(t) {
 			continue
 		}
-		data, _ := json.Marshal(struct {
-			Topic string   `json:"topic"`
-			Op    string   `json:"op"`
-			Users []Member `json:"users"`
-		}{t, "sync", m.membersLocked(t)})
-		_ = sw.encode("", EventPresence, data)
+		data, _ := json.Marshal(protocol.PresenceSync{Topic: t, Op: protocol.PresenceOpSync, Users: m.membersLocked(t)})
+		_ = sw.encode("", protocol.EventPresence, data)
 	}
 	return m.presenceSeq
 }

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 	p := opts.LastEventID
 	if p != "" {
 		if err := m.src.CheckPosition(p); err != nil {
-			m.reset(sw, opts.Topics, ResetInvalidID)
+			m.reset(sw, opts.Topics, protocol.ResetInvalidID)
 			p = ""
 		}
 	}
@@ -38,7 +39,7 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 			if ctx.Err() != nil {
 				return "", err
 			}
-			m.reset(sw, opts.Topics, ResetInvalidID)
+			m.reset(sw, opts.Topics, protocol.ResetInvalidID)
 			p = ""
 		}
 	}
@@ -53,15 +54,15 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 		// A snapshot may be older than head (the database answered from
 		// an earlier point than the feed has reached): fill the gap too.
 		err := m.catchUp(ctx, sw, opts.Topics, p, head)
-		var reason ResetReason
+		var reason protocol.ResetReason
 		switch {
 		case err == nil:
 			m.hit(fpHandover, opts.Topics)
 			return max(p, head), nil
 		case errors.Is(err, ErrHistoryLost):
-			reason = ResetHistoryLost
+			reason = protocol.ResetHistoryLost
 		case errors.Is(err, ErrInvalidPosition):
-			reason = ResetInvalidID
+			reason = protocol.ResetInvalidID
 		}
 		if reason == "" || attempt > 0 {
 			return "", err
@@ -109,7 +110,7 @@ func (m *Multiplexer) snapshot(ctx context.Context, sw *streamWriter, topics []s
 		return "", errors.New("snapshot without a position")
 	}
 	for _, ev := range evs {
-		if err := sw.encode(pos, EventSnapshot, ev.Data); err != nil {
+		if err := sw.encode(pos, protocol.EventSnapshot, ev.Data); err != nil {
 			return "", err
 		}
 	}
@@ -175,18 +176,15 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 }
 
 // reset sends one `reset` event per topic.
-func (m *Multiplexer) reset(sw *streamWriter, topics []string, reason ResetReason) {
+func (m *Multiplexer) reset(sw *streamWriter, topics []string, reason protocol.ResetReason) {
 	for _, t := range topics {
-		_ = sw.encode("", EventReset, noticeData(t, string(reason)))
+		_ = sw.encode("", protocol.EventReset, jsonData(protocol.Reset{Topic: t, Reason: reason}))
 	}
 }
 
-// noticeData is the data of a `reset` or `expired` event of one topic:
-// like every event's, it carries the topic.
-func noticeData(topic, reason string) []byte {
-	data, _ := json.Marshal(struct {
-		Topic  string `json:"topic"`
-		Reason string `json:"reason"`
-	}{topic, reason})
+// jsonData encodes the data of an event the stream makes itself: one of
+// protocol's payload types, which always encode.
+func jsonData(v any) []byte {
+	data, _ := json.Marshal(v)
 	return data
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"changecast/protocol"
 	"changecast/stream/internal/httpconn"
 )
 
@@ -163,9 +164,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 func (s *session) respond(w http.ResponseWriter, r *http.Request) {
 	m := s.m
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	protocol.SetStreamHeaders(h)
 	h.Del("Content-Length")
 	h.Del("Transfer-Encoding")
 	s.requestID = h.Get("X-Request-Id")
@@ -467,7 +466,7 @@ var pingFrame = AppendComment(nil, "ping")
 
 // expiredFrame is the `expired` event of one topic.
 func expiredFrame(topic string) []byte {
-	b, _ := AppendEvent(nil, "", string(EventExpired), noticeData(topic, expiredReason))
+	b, _ := AppendEvent(nil, "", string(protocol.EventExpired), jsonData(protocol.Expired{Topic: topic, Reason: protocol.ExpiredReason}))
 	return b
 }
 

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"changecast/protocol"
 	"changecast/stream/internal/httpconn"
 )
 
@@ -102,7 +103,7 @@ func (sw *streamWriter) addEvent(b []byte) {
 }
 
 // encode adds an event encoded for this stream alone.
-func (sw *streamWriter) encode(id string, name EventName, data []byte) error {
+func (sw *streamWriter) encode(id string, name protocol.EventName, data []byte) error {
 	start, c := len(sw.own), cap(sw.own)
 	own, err := AppendEvent(sw.own, id, string(name), data)
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 	"changecast/static"
 	"changecast/store"
 	"changecast/store/bolt"
-	"changecast/store/feed"
+	"changecast/store/streamsource"
 	"changecast/store/mongo"
 	"changecast/stream"
 )
@@ -85,7 +85,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer b.Close()
 
 	met := newMetrics()
-	src := &appliedSource{Source: feed.New(b)}
+	src := &appliedSource{Source: streamsource.New(b)}
 	mux := newMultiplexer(cfg, src, met, logger)
 	met.watch(mux, b, src.Applied)
 	met.watchConns(ln)
