@@ -21,8 +21,8 @@ import (
 	"changecast/static"
 	"changecast/store"
 	"changecast/store/bolt"
-	"changecast/store/streamsource"
 	"changecast/store/mongo"
+	"changecast/store/streamsource"
 	"changecast/stream"
 )
 
