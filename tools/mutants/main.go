@@ -6,7 +6,7 @@
 // mutant's old text is not found exactly once in its file (the code moved:
 // rewrite the mutant), or if a mutant does not compile.
 //
-//	go run ./cmd/internal/mutants [-count N] [-race] [-only regexp] [-list file]
+//	go run ./tools/mutants [-count N] [-race] [-only regexp] [-list file]
 //
 // The list format is described in list.go and docs/testing.md. The
 // overlay is passed through GOFLAGS, so tests that build the server
@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var opts options
 	var only string
-	fs.StringVar(&opts.list, "list", "cmd/internal/mutants/mutants.txt", "the mutant list, relative to the module root unless absolute")
+	fs.StringVar(&opts.list, "list", "tools/mutants/mutants.txt", "the mutant list, relative to the module root unless absolute")
 	fs.StringVar(&only, "only", "", "run only the mutants whose name matches this regexp (anchored: -only 'M1|M3' is exactly M1 or M3)")
 	fs.IntVar(&opts.count, "count", 1, "go test -count: how many times each test runs per mutant")
 	fs.BoolVar(&opts.race, "race", false, "run the tests with the race detector")
