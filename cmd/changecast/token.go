@@ -1,14 +1,15 @@
 package main
 
 import (
-	"changecast/handlers"
-	"changecast/store"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"changecast/handlers"
+	"changecast/store"
 )
 
 // tokenFlags are the token command's flags.
