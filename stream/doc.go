@@ -23,8 +23,9 @@
 // Files: multiplexer.go (the feed and its lifecycle), buffer.go (each
 // topic's recent events), subscriber.go (queues and fan-out), session.go
 // (one stream from headers to end), resume.go (snapshot, catch-up,
-// reset), writer.go (what a stream batches per write), reasons.go (the
-// typed names the stream sends and reports). The HTTP/1.x transport under
+// reset), writer.go (what a stream batches per write), reasons.go (why
+// a stream ended). The event names, payloads and headers it sends are
+// package protocol's. The HTTP/1.x transport under
 // it, a connection taken over from net/http, is internal/httpconn.
 //
 // A live stream on a taken-over connection has no goroutine of its own:
