@@ -247,10 +247,13 @@ func TestPresenceNoRepeatOfQueuedJoin(t *testing.T) {
 		alice := openAs(m, "alice", "", "rooms/a")
 		synctest.Wait()
 		sw := newStreamWriter()
-		psync := m.presenceSync(sw, []string{"rooms/a"})
+		syncs, synced := m.presence.sync([]string{"rooms/a"})
+		for _, data := range syncs {
+			_ = sw.encode("", protocol.EventPresence, data)
+		}
 		frames, _ := sub.take(nil)
 		for _, f := range frames {
-			write(sw, f, "", psync)
+			write(sw, f, "", synced)
 		}
 		text := ""
 		for _, b := range sw.out {
@@ -303,9 +306,9 @@ func TestPresenceCloseStopsGraceTimers(t *testing.T) {
 		synctest.Wait()
 		alice.close()
 		m.Close()
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for t2, pt := range m.presence {
+		m.presence.mu.Lock()
+		defer m.presence.mu.Unlock()
+		for t2, pt := range m.presence.topics {
 			for u, e := range pt.local {
 				if e.timer != nil {
 					t.Fatalf("%s %s: grace timer still set after Close", t2, u)
