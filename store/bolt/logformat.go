@@ -3,7 +3,6 @@ package bolt
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -104,16 +103,4 @@ func (b *Store) parsePos(pos string) (uint64, error) {
 		return 0, fmt.Errorf("position %s: %v: %w", pos, err, store.ErrInvalidPosition)
 	}
 	return binary.BigEndian.Uint64(seq[:]), nil
-}
-
-// decodeChange turns log entry seq into a Change.
-func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
-	var r record
-	if err := json.Unmarshal(v, &r); err != nil {
-		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
-	}
-	if r.Order != nil {
-		fillHistory(r.Order) // a change logged before histories were kept
-	}
-	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
 }

@@ -3,6 +3,7 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -296,4 +297,16 @@ func (b *Store) Oldest(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, fmt.Errorf("oldest change: %w", err)
 	}
 	return t, ok, nil
+}
+
+// decodeChange turns log entry seq into a Change.
+func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
+	var r record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
+	}
+	if r.Order != nil {
+		fillHistory(r.Order) // a change logged before histories were kept
+	}
+	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
 }
