@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"changecast/protocol"
 	"changecast/store"
 )
 
@@ -26,7 +27,7 @@ type errorBody struct {
 	Allowed []string `json:"allowed,omitzero"`
 	// Refused lists each topic of an /api/events request that every
 	// topic of was refused.
-	Refused []refusal `json:"refused,omitzero"`
+	Refused []protocol.Refused `json:"refused,omitzero"`
 }
 
 // apiError is an error answer with detail beyond its message.

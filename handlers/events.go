@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/stream"
 )
@@ -18,15 +19,6 @@ const (
 	headerLastEventID = "Last-Event-ID"
 	queryLastEventID  = "lastEventId"
 )
-
-// streamHeaders are the headers stream.Multiplexer.Serve answers a
-// stream with, sent alone to a HEAD request (TestHeadAnswersLikeGet
-// checks they match a real stream's).
-var streamHeaders = map[string]string{
-	echo.HeaderContentType: "text/event-stream",
-	"Cache-Control":        "no-cache",
-	"X-Accel-Buffering":    "no",
-}
 
 // orderEvents handles GET /api/orders/:id/events: the stream of one order
 // the principal may see (else 404).
@@ -82,7 +74,7 @@ func (s *server) events(c echo.Context) error {
 		return errorf(http.StatusBadRequest, "a stream carries at most %d topics", s.limits.TopicsPerRequest)
 	}
 	allowed := make([]string, 0, len(topics))
-	var refused []refusal
+	var refused []protocol.Refused
 	for _, t := range topics {
 		kind, key, _ := store.ParseTopic(t)
 		switch kind {
@@ -91,22 +83,22 @@ func (s *server) events(c echo.Context) error {
 				if err != errOrderNotFound && !errors.Is(err, store.ErrNotFound) {
 					return err // the store failed: not the topic's fault
 				}
-				refused = append(refused, refusal{Topic: t, Status: http.StatusNotFound, Error: msgOrderNotFound})
+				refused = append(refused, protocol.Refused{Topic: t, Status: http.StatusNotFound, Error: msgOrderNotFound})
 				continue
 			}
 		case store.KindRoom:
 			if !p.CanRoom(key) {
-				refused = append(refused, refusal{Topic: t, Status: http.StatusForbidden, Error: msgRoomNotGranted(key)})
+				refused = append(refused, protocol.Refused{Topic: t, Status: http.StatusForbidden, Error: msgRoomNotGranted(key)})
 				continue
 			}
 		case store.KindOrderList:
 			if !p.IsStaff() {
-				refused = append(refused, refusal{Topic: t, Status: http.StatusForbidden, Error: msgOrdersStaffOnly})
+				refused = append(refused, protocol.Refused{Topic: t, Status: http.StatusForbidden, Error: msgOrdersStaffOnly})
 				continue
 			}
 		case store.KindCustomer:
 			if !p.CanOrder(key) {
-				refused = append(refused, refusal{Topic: t, Status: http.StatusNotFound, Error: msgCustomerNotFound})
+				refused = append(refused, protocol.Refused{Topic: t, Status: http.StatusNotFound, Error: msgCustomerNotFound})
 				continue
 			}
 		}
@@ -121,27 +113,16 @@ func (s *server) events(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		notices = append(notices, stream.Event{Topic: r.Topic, Name: eventRefused, Data: data})
+		notices = append(notices, stream.Event{Topic: r.Topic, Name: protocol.EventRefused, Data: data})
 	}
 	return s.serveStream(c, p, allowed, notices)
-}
-
-// eventRefused names the event that says a topic of /api/events is left out.
-const eventRefused stream.EventName = "refused"
-
-// refusal is why a topic of /api/events is left out: the data of a
-// `refused` event, and an entry of an all-refused answer's "refused".
-type refusal struct {
-	Topic  string `json:"topic"`
-	Status int    `json:"status"`
-	Error  string `json:"error"`
 }
 
 // allRefused is the answer when every topic of /api/events is refused:
 // 404 if any topic is 404 (so a customer learns no more than from the
 // single-topic routes), else 403; the message is the topic's own when
 // there is one topic, and every refusal is listed.
-func allRefused(refused []refusal) error {
+func allRefused(refused []protocol.Refused) error {
 	status := http.StatusForbidden
 	for _, r := range refused {
 		if r.Status == http.StatusNotFound {
@@ -171,10 +152,7 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string, notic
 	if c.Request().Method == http.MethodHead {
 		// HEAD: what GET would answer, without opening the stream.
 		release()
-		h := c.Response().Header()
-		for k, v := range streamHeaders {
-			h.Set(k, v)
-		}
+		protocol.SetStreamHeaders(c.Response().Header())
 		return c.NoContent(http.StatusOK)
 	}
 

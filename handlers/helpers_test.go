@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/store/bolt"
-	"changecast/store/feed"
+	"changecast/store/streamsource"
 	"changecast/stream"
 	"changecast/stream/sseparse"
 )
@@ -69,7 +70,7 @@ func newEnv(tb testing.TB, change ...func(*Config)) *env {
 	})
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	mux := stream.New(feed.New(b), stream.Config{Logger: logger, Presence: PresenceTopic})
+	mux := stream.New(streamsource.New(b), stream.Config{Logger: logger, Presence: PresenceTopic})
 	if err := mux.Start(); err != nil {
 		tb.Fatalf("start multiplexer: %v", err)
 	}
@@ -360,20 +361,9 @@ func (s *sseStream) ended(tb testing.TB) []sseEvent {
 	}
 }
 
-// payload is the union of the events' JSON payloads.
-type payload struct {
-	Topic    string          `json:"topic"`
-	Op       string          `json:"op"`
-	Reason   string          `json:"reason"`
-	Order    *store.Order    `json:"order"`
-	Message  *store.Message  `json:"message"`
-	Messages []store.Message `json:"messages"`
-	Orders   []store.Order   `json:"orders"`
-}
-
-func (ev sseEvent) payload(tb testing.TB) payload {
+func (ev sseEvent) payload(tb testing.TB) protocol.Payload {
 	tb.Helper()
-	var p payload
+	var p protocol.Payload
 	if err := json.Unmarshal([]byte(ev.Data), &p); err != nil {
 		tb.Fatalf("event %q data %q: %v", ev.Event, ev.Data, err)
 	}

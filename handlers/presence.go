@@ -6,8 +6,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"changecast/protocol"
 	"changecast/store"
-	"changecast/stream"
 )
 
 // PresenceTopic reports whether topic tracks who is on it: the rooms do.
@@ -19,8 +19,8 @@ func PresenceTopic(topic string) bool {
 
 // presencePage is the answer of GET /api/rooms/:room/presence.
 type presencePage struct {
-	Room  string          `json:"room"`
-	Users []stream.Member `json:"users"`
+	Room  string            `json:"room"`
+	Users []protocol.Member `json:"users"`
 }
 
 // roomPresence handles GET /api/rooms/:room/presence: who has a stream
@@ -32,7 +32,7 @@ func (s *server) roomPresence(c echo.Context) error {
 	}
 	users := s.streams.Presence(store.RoomTopic(room))
 	if users == nil {
-		users = []stream.Member{}
+		users = []protocol.Member{}
 	}
 	return c.JSON(http.StatusOK, presencePage{Room: room, Users: users})
 }

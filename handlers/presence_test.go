@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"changecast/protocol"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -9,15 +10,7 @@ import (
 )
 
 // presenceEvent is the data of a presence event.
-type presenceEvent struct {
-	Topic string `json:"topic"`
-	Op    string `json:"op"`
-	User  string `json:"user"`
-	Users []struct {
-		User  string    `json:"user"`
-		Since time.Time `json:"since"`
-	} `json:"users"`
-}
+type presenceEvent = protocol.Payload
 
 // nextPresence returns the stream's next presence event.
 func (s *sseStream) nextPresence(tb testing.TB) (presenceEvent, sseEvent) {
@@ -41,11 +34,8 @@ func (e *env) presentUsers(tb testing.TB, room, tok string) []string {
 	r := e.do(tb, req{method: "GET", path: "/api/rooms/" + room + "/presence", token: tok})
 	mustStatus(tb, r, http.StatusOK)
 	var page struct {
-		Room  string `json:"room"`
-		Users []struct {
-			User  string    `json:"user"`
-			Since time.Time `json:"since"`
-		} `json:"users"`
+		Room  string            `json:"room"`
+		Users []protocol.Member `json:"users"`
 	}
 	r.decode(tb, &page)
 	if page.Room != room {

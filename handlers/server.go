@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/stream"
 )
@@ -51,7 +52,7 @@ type Streamer interface {
 	// Ready reports whether the upstream change feed is running.
 	Ready() bool
 	// Presence returns who has a stream open on topic, by user.
-	Presence(topic string) []stream.Member
+	Presence(topic string) []protocol.Member
 }
 
 // Config is what New needs. Store and Streams are required; Secret is

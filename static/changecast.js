@@ -25,7 +25,7 @@
 // feed.on(name, fn) returns a function that removes fn; the feed is also an
 // EventTarget whose events are CustomEvents carrying the same object in `detail`.
 
-const EVENTS = ["snapshot", "order", "message", "reset", "expired", "refused", "presence"];
+export const EVENTS = ["snapshot", "order", "message", "reset", "expired", "refused", "presence"];
 const feeds = new Set(); // open feeds, to retry at once when the browser is back online
 
 /** connect opens a feed; see the top of this file for the options. */

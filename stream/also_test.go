@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"fmt"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ func TestAlsoDeliveredOnce(t *testing.T) {
 			u := topicsURL(srv.URL, topics...)
 			c := dial(t, u, "")
 			snap := c.next(t)
-			if c2 := c.next(t); c2.Name != EventSnapshot || snap.Name != EventSnapshot {
+			if c2 := c.next(t); c2.Name != protocol.EventSnapshot || snap.Name != protocol.EventSnapshot {
 				t.Fatalf("first events %q, %q; want two snapshots", snap, c2)
 			}
 			write := func(round int) {

@@ -22,15 +22,16 @@ import (
 
 	"log/slog"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/store/bolt"
-	"changecast/store/feed"
+	"changecast/store/streamsource"
 	"changecast/stream"
 	"changecast/stream/sseparse"
 )
 
 // The exactly-once checker: a multiplexer over a real store (bolt in a
-// temporary directory, through store/feed), concurrent writers, and
+// temporary directory, through store/streamsource), concurrent writers, and
 // subscribers over real HTTP that join fresh, resume from any earlier id,
 // from lost history or from garbage, disconnect, stall and get dropped,
 // on topics the small buffers keep evicting. Every connection is checked
@@ -270,11 +271,7 @@ func (o *oracle) stateAt(topic, pos string, data []byte) error {
 		}
 	}
 	o.mu.Unlock()
-	var snap struct {
-		Topic    string          `json:"topic"`
-		Order    *store.Order    `json:"order"`
-		Messages []store.Message `json:"messages"`
-	}
+	var snap protocol.Payload
 	if err := json.Unmarshal(data, &snap); err != nil {
 		return fmt.Errorf("snapshot %s: %v", data, err)
 	}
@@ -377,7 +374,7 @@ func runChecker(t *testing.T, seed uint64) {
 	go func() { defer close(followed); w.o.follow(ctx, st, start) }()
 	defer func() { cancel(); <-followed }()
 
-	w.m = stream.New(feed.New(st), stream.Config{QueueSize: ckQueue, TopicBuffer: ckTopicBuffer, MaxTopics: ckMaxTopics, BufferBytes: ckBufferBytes})
+	w.m = stream.New(streamsource.New(st), stream.Config{QueueSize: ckQueue, TopicBuffer: ckTopicBuffer, MaxTopics: ckMaxTopics, BufferBytes: ckBufferBytes})
 	stream.SetFailpoint(w.m, w.failpoint)
 	if err := w.m.Start(); err != nil {
 		t.Fatal(err)
@@ -806,7 +803,7 @@ func (w *world) check(c *conn) error {
 	evs := c.events
 	start := c.lastID
 	resets := 0
-	for resets < len(evs) && evs[resets].name == string(stream.EventReset) {
+	for resets < len(evs) && evs[resets].name == string(protocol.EventReset) {
 		resets++
 	}
 	if resets > 0 && resets != len(c.topics) && resets < len(evs) {
@@ -823,7 +820,7 @@ func (w *world) check(c *conn) error {
 				return nil // the client hung up before the snapshot was complete
 			}
 			e := evs[i+k]
-			if e.name != string(stream.EventSnapshot) || (k > 0 && e.id != evs[i].id) {
+			if e.name != string(protocol.EventSnapshot) || (k > 0 && e.id != evs[i].id) {
 				return fmt.Errorf("event %d is %s %s; want the snapshot of %s", i+k, e.name, e.id, topic)
 			}
 			if err := w.o.stateAt(topic, e.id, e.data); err != nil {
@@ -865,20 +862,16 @@ func same(e event, ch change) error {
 	if e.id != ch.pos {
 		return fmt.Errorf("got %s %s, want %s on %s", e.name, e.id, ch.pos, ch.topic)
 	}
-	var p struct {
-		Topic   string         `json:"topic"`
-		Order   *store.Order   `json:"order"`
-		Message *store.Message `json:"message"`
-	}
+	var p protocol.Payload
 	if err := json.Unmarshal(e.data, &p); err != nil {
 		return fmt.Errorf("event %s: %v", e.id, err)
 	}
 	switch {
 	case p.Topic != ch.topic:
 		return fmt.Errorf("event %s is on %s, the log says %s", e.id, p.Topic, ch.topic)
-	case ch.msg != nil && (e.name != string(feed.EventMessage) || p.Message == nil || p.Message.ID != ch.msg.ID):
+	case ch.msg != nil && (e.name != string(protocol.EventMessage) || p.Message == nil || p.Message.ID != ch.msg.ID):
 		return fmt.Errorf("event %s is %s %s; the log has message %s", e.id, e.name, e.data, ch.msg.ID)
-	case ch.order != nil && (e.name != string(feed.EventOrder) || p.Order == nil || p.Order.ID != ch.order.ID || p.Order.Version != ch.order.Version):
+	case ch.order != nil && (e.name != string(protocol.EventOrder) || p.Order == nil || p.Order.ID != ch.order.ID || p.Order.Version != ch.order.Version):
 		return fmt.Errorf("event %s is %s %s; the log has order %s version %d", e.id, e.name, e.data, ch.order.ID, ch.order.Version)
 	}
 	return nil

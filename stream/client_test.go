@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"changecast/protocol"
 	"changecast/stream/sseparse"
 )
 
@@ -20,7 +21,7 @@ func isInvalid(err error) bool { return errors.Is(err, ErrInvalidPosition) }
 // parsedEvent is an event as a spec-following parser dispatches it.
 type parsedEvent struct {
 	ID   string
-	Name EventName
+	Name protocol.EventName
 	Data string
 }
 
@@ -38,7 +39,7 @@ type parser struct {
 func newParser(emit func(parsedEvent)) *parser {
 	p := new(parser)
 	p.dec.OnEvent = func(ev *sseparse.Event) bool {
-		e := parsedEvent{ID: string(ev.ID), Name: EventName(ev.Name), Data: string(ev.Data)}
+		e := parsedEvent{ID: string(ev.ID), Name: protocol.EventName(ev.Name), Data: string(ev.Data)}
 		if e.Name == "" {
 			e.Name = "message"
 		}

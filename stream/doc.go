@@ -21,12 +21,55 @@
 // The SSE encoder (AppendEvent, Encode, AppendComment, AppendRetry)
 // follows the WHATWG HTML event-stream format and can be used on its own.
 //
-// Files: multiplexer.go (the feed and its lifecycle), buffer.go (each
-// topic's recent events), subscriber.go (queues and fan-out), session.go
-// (one stream from headers to end), resume.go (snapshot, catch-up,
-// reset), writer.go (what a stream batches per write), reasons.go (the
-// typed names the stream sends and reports). The HTTP/1.x transport under
-// it, a connection taken over from net/http, is internal/httpconn.
+// Files: multiplexer.go (the feed, its lifecycle and the fan-out),
+// buffer.go (each topic's recent events), subscribe.go (a stream's
+// registration), session.go (one stream from headers to end, and its
+// mode), resume.go (what a stream sends before it is live: snapshot,
+// catch-up, reset), deliver.go (a live stream: its queue, its step, its
+// writes), presence.go (who is on a topic, apart from the fan-out),
+// reasons.go (why a stream ended). The event names, payloads and headers
+// it sends are package protocol's. The HTTP/1.x transport under it, a
+// connection taken over from net/http, is internal/httpconn.
+//
+// The walk of one change, from a PATCH of an order's status to the
+// bytes on a client's socket, with the embedded store (10 files; a file
+// met again is marked "back"; calls that return at once, such as
+// encoding or buffering, are in parentheses):
+//
+//  1. handlers/orders.go: patchOrder checks the request and calls the
+//     store's UpdateOrderStatus.
+//  2. store/bolt/orders.go: UpdateOrderStatus hands its write, a closure,
+//     to the group commit (submit) and waits.
+//  3. store/bolt/commit.go: the committer (runCommitter, commit) runs the
+//     closures of a group in one transaction: back in orders.go, the
+//     closure updates the order (t.putJSON) and appends the change to
+//     the log (t.append, the record format of logformat.go); back in
+//     commit.go, the transaction commits with one fdatasync, wake tells
+//     the feed, and each writer gets its answer.
+//  4. store/bolt/logread.go: Follow, woken, reads the new entries
+//     (readLog, decodeChange) and calls its fn with a store.Batch.
+//  5. store/streamsource/feed.go: encodes each change's payload once
+//     (the protocol package's types) into a stream.Batch.
+//  6. stream/multiplexer.go: follow's fn is apply: it encodes each event's
+//     SSE frame once (encode.go), keeps it for resuming (buffer.go), and
+//     fanOutLocked pushes it to every subscriber of its topics.
+//  7. stream/deliver.go: subscriber.push queues the frame and, when the
+//     queue was empty, notifies its session: notify wakes the session's
+//     task on the pool.
+//  8. stream/internal/httpconn/pool.go: a worker runs the task.
+//  9. back in stream/deliver.go: the task runs step, which takes the
+//     queue, skips what the client has (write), and flushes the
+//     streamWriter (send, flush): one Write of shared buffers.
+//  10. stream/internal/httpconn/conn.go: Conn.Write adds the chunk's
+//     framing and hands the buffers to the gatherWriter.
+//  11. stream/internal/httpconn/writev_linux.go: one writev takes what the
+//     socket takes; the rest waits in a backlog written when the client
+//     reads.
+//
+// Ten files; three returns to a file already left (orders.go and
+// commit.go inside the group commit, deliver.go after the pool). With
+// MongoDB, steps 2 to 4 are store/mongo/store.go (the write) and
+// store/mongo/feed.go (the change stream).
 //
 // A live stream on a taken-over connection has no goroutine of its own:
 // its subscriber's queue wakes it on the Multiplexer's pool of writers

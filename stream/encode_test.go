@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"errors"
 	"strings"
 	"testing"
@@ -111,7 +112,7 @@ func FuzzAppendEvent(f *testing.F) {
 		if len(evs) != 1 || p.retry != "1500" {
 			t.Fatalf("%q parses to %d events and retry %q, want 1 and 1500", stream, len(evs), p.retry)
 		}
-		wantName := EventName(name)
+		wantName := protocol.EventName(name)
 		if wantName == "" {
 			wantName = "message"
 		}

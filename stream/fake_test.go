@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -209,7 +210,7 @@ func (f *fakeSource) Snapshot(_ context.Context, topics []string) ([]Event, stri
 			}
 		}
 		data, _ := json.Marshal(map[string]any{"topic": t, "count": n})
-		out = append(out, Event{ID: pos, Topic: t, Name: EventSnapshot, Data: data})
+		out = append(out, Event{ID: pos, Topic: t, Name: protocol.EventSnapshot, Data: data})
 	}
 	return out, pos, nil
 }

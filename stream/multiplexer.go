@@ -122,7 +122,7 @@ type Config struct {
 	// from the Source.
 	OnCatchUp func(time.Duration)
 	// Presence, if set, says which topics track who is on them: the
-	// streams of such a topic get EventPresence events, and a stream's
+	// streams of such a topic get protocol.EventPresence events, and a stream's
 	// StreamOptions.User is counted on it. It must be safe for concurrent
 	// use. Without it no topic tracks presence.
 	Presence func(topic string) bool
@@ -150,9 +150,9 @@ type frame struct {
 	// rings counts the rings holding the frame, under the multiplexer's
 	// lock: its bytes count in the budget once, while it is above zero.
 	rings int
-	// pseq orders presence announcements (id-less, not in the log); 0
-	// for the log's events.
-	pseq uint64
+	// seq orders the id-less frames an injector queues (inject, for
+	// presence), by the injector's own count; 0 for the log's events.
+	seq uint64
 }
 
 // Multiplexer fans one upstream feed out to many streams. Its methods are
@@ -167,6 +167,26 @@ type Multiplexer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// presence is who is on each presence topic: apart from the
+	// fan-out, under its own lock (see presence.go).
+	presence *presence
+
+	// mu guards the fields below, and a subscriber's registration
+	// (subscriber.closed, .reason, .pushed).
+	//
+	// Lock order: mu, then a subscriber's mu (push, under mu) and, through
+	// the subscriber's notify, the pool's (httpconn.Pool.Wake); mu, then a
+	// streamWriter's mu (Close aborts writes under mu). presence.mu comes
+	// before mu (presence injects its frames under its own lock) and is
+	// never taken under it.
+	//
+	// Goroutines: Start starts the feed (follow); Serve runs a stream on
+	// Serve's goroutine (modeHandler), on one of its own (modeOwn), or on
+	// the pool's workers (modePool), where a stream that ends is ended on a
+	// goroutine of its own (go s.end(), which may wait for the client).
+	// Timers run their functions on goroutines of their own: a stream's
+	// heartbeat and expiry only notify it; presence's grace timers take
+	// presence.mu, then mu.
 	mu       sync.Mutex
 	last     string // the feed's checkpoint
 	floor    string // topics without a ring are complete after floor
@@ -182,10 +202,6 @@ type Multiplexer struct {
 	starting bool // Start was called
 	started  bool // Start read the head; last and floor are set
 	closed   bool
-	// presence is who is on each presence topic (see presence.go);
-	// presenceSeq counts the announcements made.
-	presence    map[string]*presenceTopic
-	presenceSeq uint64
 
 	// pool runs the live streams whose connection was taken over, and
 	// poller notices their clients hang up: from the first such stream
@@ -262,7 +278,7 @@ func New(src Source, cfg Config) *Multiplexer {
 	// The multiplexer's lifetime is the root of its own work: it ends
 	// with Close, not with any caller's request.
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Multiplexer{
+	m := &Multiplexer{
 		src:      src,
 		cfg:      cfg,
 		log:      log,
@@ -275,6 +291,8 @@ func New(src Source, cfg Config) *Multiplexer {
 		streams:  make(map[*session]struct{}),
 		catchups: make(chan struct{}, cfg.CatchUps),
 	}
+	m.presence = newPresence(cfg.Presence, m.inject)
+	return m
 }
 
 // Start reads the log's head and starts following the feed from it in a
@@ -325,8 +343,8 @@ func (m *Multiplexer) Close() {
 	m.closeOnce.Do(func() {
 		m.mu.Lock()
 		m.closed, m.ready = true, false
-		m.stopPresenceLocked()
 		m.mu.Unlock()
+		m.presence.close()
 		m.cancel()
 		m.mu.Lock()
 		for s := range m.streams {

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,7 +86,7 @@ func TestSnapshotThenLiveUnderConcurrentWrites(t *testing.T) {
 		snap := c.next(t)
 		var s struct{ Count int }
 		json.Unmarshal([]byte(snap.Data), &s)
-		if snap.Name != EventSnapshot {
+		if snap.Name != protocol.EventSnapshot {
 			t.Fatalf("first event %q, want snapshot", snap)
 		}
 		live := c.nextN(t, 30)
@@ -216,13 +217,13 @@ func TestResetThenSnapshot(t *testing.T) {
 	src.forgotten[fakePos(9)] = true
 	for _, tc := range []struct {
 		id     string
-		reason ResetReason
+		reason protocol.ResetReason
 	}{
-		{"garbage", ResetInvalidID},
-		{fakePos(9), ResetInvalidID}, // well-formed, but the log cannot resume it
-		{fakePos(99), ResetInvalidID},
-		{"00000000000000zz", ResetInvalidID},
-		{fakePos(3), ResetHistoryLost},
+		{"garbage", protocol.ResetInvalidID},
+		{fakePos(9), protocol.ResetInvalidID}, // well-formed, but the log cannot resume it
+		{fakePos(99), protocol.ResetInvalidID},
+		{"00000000000000zz", protocol.ResetInvalidID},
+		{fakePos(3), protocol.ResetHistoryLost},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
 			c := dial(t, topicsURL(srv.URL, "rooms/a", "rooms/b"), tc.id)
@@ -230,13 +231,13 @@ func TestResetThenSnapshot(t *testing.T) {
 			for i, topic := range []string{"rooms/a", "rooms/b"} {
 				var r struct {
 					Topic  string
-					Reason ResetReason
+					Reason protocol.ResetReason
 				}
 				json.Unmarshal([]byte(evs[i].Data), &r)
-				if evs[i].Name != EventReset || r.Reason != tc.reason || r.Topic != topic {
+				if evs[i].Name != protocol.EventReset || r.Reason != tc.reason || r.Topic != topic {
 					t.Fatalf("event %d = %q; want reset of %s with reason %s", i, evs[i], topic, tc.reason)
 				}
-				if evs[2+i].Name != EventSnapshot {
+				if evs[2+i].Name != protocol.EventSnapshot {
 					t.Fatalf("event %d = %q; want snapshot", 2+i, evs[2+i])
 				}
 			}
@@ -298,7 +299,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	body := string(raw)
 	body = body[strings.Index(body, "\r\n\r\n")+4:]
 	evs := parseAll(dechunk(body))
-	if len(evs) < 2 || evs[0].Name != EventSnapshot || len(evs) >= len(got) {
+	if len(evs) < 2 || evs[0].Name != protocol.EventSnapshot || len(evs) >= len(got) {
 		t.Fatalf("slow client got %d events before being dropped; want a snapshot and some, not all %d", len(evs), len(got))
 	}
 	checkSequence(t, src, []string{"rooms/a"}, evs[0].ID, evs[1:])
@@ -461,10 +462,10 @@ func TestFeedLosesHistory(t *testing.T) {
 		evs := r.nextN(t, 2*len(topics))
 		for j, topic := range topics {
 			// A reset carries no id: the client keeps its last one.
-			if ev := evs[j]; ev.Name != EventReset || ev.ID != "" || !strings.Contains(ev.Data, `"reason":"`+string(ResetHistoryLost)+`"`) || !strings.Contains(ev.Data, topic) {
+			if ev := evs[j]; ev.Name != protocol.EventReset || ev.ID != "" || !strings.Contains(ev.Data, `"reason":"`+string(protocol.ResetHistoryLost)+`"`) || !strings.Contains(ev.Data, topic) {
 				t.Fatalf("%v: event %d = %q; want reset history-lost for %s", topics, j, ev, topic)
 			}
-			if ev := evs[len(topics)+j]; ev.Name != EventSnapshot || !strings.Contains(ev.Data, topic) {
+			if ev := evs[len(topics)+j]; ev.Name != protocol.EventSnapshot || !strings.Contains(ev.Data, topic) {
 				t.Fatalf("%v: event %d = %q; want snapshot of %s", topics, len(topics)+j, ev, topic)
 			}
 		}

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"net/http/httptest"
@@ -38,12 +39,7 @@ func openAs(m *Multiplexer, user, last string, topics ...string) *presStream {
 func (ps *presStream) close() { ps.stop(); <-ps.done }
 
 // presenceData is the data of a presence event.
-type presenceData struct {
-	Topic string   `json:"topic"`
-	Op    string   `json:"op"`
-	User  string   `json:"user"`
-	Users []Member `json:"users"`
-}
+type presenceData = protocol.Payload
 
 // presences returns the stream's presence events so far, failing on one
 // with an id or a malformed one.
@@ -58,7 +54,7 @@ func (ps *presStream) presences(t *testing.T) []presenceData {
 		}
 	}
 	for _, ev := range parseAll(text) {
-		if ev.Name != EventPresence {
+		if ev.Name != protocol.EventPresence {
 			continue
 		}
 		var d presenceData
@@ -94,7 +90,7 @@ func wantOps(t *testing.T, what string, ps *presStream, want ...string) {
 	}
 }
 
-func users(ms []Member) []string {
+func users(ms []protocol.Member) []string {
 	out := []string{}
 	for _, m := range ms {
 		out = append(out, m.User)
@@ -112,7 +108,7 @@ func TestPresenceJoinAndLeaveAfterGrace(t *testing.T) {
 		watcher := openAs(m, "", "", "rooms/a")
 		synctest.Wait()
 		evs := parseAll(watcher.w.text())
-		if len(evs) != 2 || evs[0].Name != EventSnapshot || evs[1].Name != EventPresence {
+		if len(evs) != 2 || evs[0].Name != protocol.EventSnapshot || evs[1].Name != protocol.EventPresence {
 			t.Fatalf("fresh stream's events %+v; want a snapshot, then presence sync", evs)
 		}
 		wantOps(t, "fresh", watcher, "rooms/a sync ")
@@ -214,11 +210,11 @@ func TestPresenceSyncAfterResumeWithoutID(t *testing.T) {
 		bob := openAs(m, "bob", first.ID, "rooms/a", "orders/x")
 		synctest.Wait()
 		p, evs := parseStream(bob.w.text())
-		var names []EventName
+		var names []protocol.EventName
 		for _, e := range evs {
 			names = append(names, e.Name)
 		}
-		if len(evs) != 2 || evs[0].ID != second.ID || evs[1].Name != EventPresence {
+		if len(evs) != 2 || evs[0].ID != second.ID || evs[1].Name != protocol.EventPresence {
 			t.Fatalf("resumed stream's events %v; want the missed event, then presence", names)
 		}
 		wantOps(t, "resumed", bob, "rooms/a sync alice,bob")
@@ -251,10 +247,14 @@ func TestPresenceNoRepeatOfQueuedJoin(t *testing.T) {
 		alice := openAs(m, "alice", "", "rooms/a")
 		synctest.Wait()
 		sw := newStreamWriter()
-		psync := m.presenceSync(sw, []string{"rooms/a"})
+		syncs, synced := m.presence.sync([]string{"rooms/a"})
+		s := &session{m: m, sw: sw, synced: synced}
+		for _, data := range syncs {
+			_ = sw.encode("", protocol.EventPresence, data)
+		}
 		frames, _ := sub.take(nil)
 		for _, f := range frames {
-			m.write(sw, f, "", psync)
+			s.write(f)
 		}
 		text := ""
 		for _, b := range sw.out {
@@ -277,7 +277,7 @@ func TestPresenceRemote(t *testing.T) {
 		watcher := openAs(m, "", "", "rooms/a")
 		synctest.Wait()
 		early := time.Now().Add(-time.Hour)
-		m.SetRemotePresence(map[string][]Member{"rooms/a": {{User: "carol", Since: early}, {User: "alice", Since: early}}})
+		m.SetRemotePresence(map[string][]protocol.Member{"rooms/a": {{User: "carol", Since: early}, {User: "alice", Since: early}}})
 		synctest.Wait()
 		wantOps(t, "remote joined", watcher, "rooms/a sync ", "rooms/a join carol", "rooms/a join alice")
 		alice := openAs(m, "alice", "", "rooms/a")
@@ -288,7 +288,7 @@ func TestPresenceRemote(t *testing.T) {
 		if lp := m.LocalPresence(); len(lp["rooms/a"]) != 1 || lp["rooms/a"][0].User != "alice" {
 			t.Fatalf("LocalPresence %+v; want only alice", lp)
 		}
-		m.SetRemotePresence(map[string][]Member{})
+		m.SetRemotePresence(map[string][]protocol.Member{})
 		synctest.Wait()
 		wantOps(t, "remote gone", watcher, "rooms/a sync ", "rooms/a join carol", "rooms/a join alice", "rooms/a leave carol")
 		alice.close()
@@ -307,9 +307,9 @@ func TestPresenceCloseStopsGraceTimers(t *testing.T) {
 		synctest.Wait()
 		alice.close()
 		m.Close()
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for t2, pt := range m.presence {
+		m.presence.mu.Lock()
+		defer m.presence.mu.Unlock()
+		for t2, pt := range m.presence.topics {
 			for u, e := range pt.local {
 				if e.timer != nil {
 					t.Fatalf("%s %s: grace timer still set after Close", t2, u)

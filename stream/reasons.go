@@ -26,36 +26,3 @@ const (
 	// EndPanic: the stream panicked (a bug, logged with its stack).
 	EndPanic EndReason = "panic"
 )
-
-// ResetReason says why a stream sent `reset` events: the `reason` of
-// their data. Its values are the constants below.
-type ResetReason string
-
-// Why a client's position could not be resumed.
-const (
-	// ResetInvalidID: the Last-Event-ID is malformed, unknown, or from
-	// another deployment.
-	ResetInvalidID ResetReason = "invalid-id"
-	// ResetHistoryLost: the log no longer holds the events after the
-	// Last-Event-ID.
-	ResetHistoryLost ResetReason = "history-lost"
-)
-
-// EventName is an SSE event name (the `event:` field).
-type EventName string
-
-// The events the stream itself sends; the events of the feed are named
-// by the Source.
-const (
-	// EventSnapshot carries a topic's state when a stream starts fresh or
-	// after a reset.
-	EventSnapshot EventName = "snapshot"
-	// EventReset tells the client its position could not be resumed,
-	// with a ResetReason; a snapshot follows.
-	EventReset EventName = "reset"
-	// EventExpired tells the client its token expired; the stream ends.
-	EventExpired EventName = "expired"
-)
-
-// expiredReason is the `reason` of an `expired` event's data.
-const expiredReason = "token expired"

@@ -1,8 +1,8 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 )
@@ -15,16 +15,22 @@ var (
 	errFeedBehind = errors.New("the feed did not reach the position in time")
 )
 
+// The resume protocol of one stream: what it sends before its live
+// events. Each step is the session's own, on its writer, under its
+// context; the Multiplexer only lends its Source, its memory (replay) and
+// the bound on catch-ups reading the Source.
+
 // begin sends what comes before live events and returns the position the
 // client then holds: every queued event at or before it is skipped.
-// head is the feed's position when the subscriber was registered; every
+// s.head is the feed's position when the subscriber was registered; every
 // event after it reaches the subscriber's queue.
-func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOptions, head string) (string, error) {
-	m.hit(fpBegin, opts.Topics)
-	p := opts.LastEventID
+func (s *session) begin() (string, error) {
+	m, ctx, topics, head := s.m, s.ctx, s.opts.Topics, s.head
+	m.hit(fpBegin, topics)
+	p := s.opts.LastEventID
 	if p != "" {
 		if err := m.src.CheckPosition(p); err != nil {
-			m.reset(sw, opts.Topics, ResetInvalidID)
+			s.reset(protocol.ResetInvalidID)
 			p = ""
 		}
 	}
@@ -38,13 +44,13 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 			if ctx.Err() != nil {
 				return "", err
 			}
-			m.reset(sw, opts.Topics, ResetInvalidID)
+			s.reset(protocol.ResetInvalidID)
 			p = ""
 		}
 	}
 	for attempt := 0; ; attempt++ {
 		if p == "" {
-			pos, err := m.snapshot(ctx, sw, opts.Topics)
+			pos, err := s.snapshot()
 			if err != nil {
 				return "", err
 			}
@@ -52,24 +58,24 @@ func (m *Multiplexer) begin(ctx context.Context, sw *streamWriter, opts StreamOp
 		}
 		// A snapshot may be older than head (the database answered from
 		// an earlier point than the feed has reached): fill the gap too.
-		err := m.catchUp(ctx, sw, opts.Topics, p, head)
-		var reason ResetReason
+		err := s.catchUp(p, head)
+		var reason protocol.ResetReason
 		switch {
 		case err == nil:
-			m.hit(fpHandover, opts.Topics)
+			m.hit(fpHandover, topics)
 			if m.compare(p, head) > 0 {
 				return p, nil
 			}
 			return head, nil
 		case errors.Is(err, ErrHistoryLost):
-			reason = ResetHistoryLost
+			reason = protocol.ResetHistoryLost
 		case errors.Is(err, ErrInvalidPosition):
-			reason = ResetInvalidID
+			reason = protocol.ResetInvalidID
 		}
 		if reason == "" || attempt > 0 {
 			return "", err
 		}
-		m.reset(sw, opts.Topics, reason)
+		s.reset(reason)
 		p = ""
 	}
 }
@@ -103,8 +109,8 @@ func (m *Multiplexer) awaitFeed(ctx context.Context, pos string) error {
 
 // snapshot sends one snapshot event per topic, each with the snapshot's
 // position as its id, and returns that position.
-func (m *Multiplexer) snapshot(ctx context.Context, sw *streamWriter, topics []string) (string, error) {
-	evs, pos, err := m.src.Snapshot(ctx, topics)
+func (s *session) snapshot() (string, error) {
+	evs, pos, err := s.m.src.Snapshot(s.ctx, s.opts.Topics)
 	if err != nil {
 		return "", err
 	}
@@ -112,16 +118,17 @@ func (m *Multiplexer) snapshot(ctx context.Context, sw *streamWriter, topics []s
 		return "", errors.New("snapshot without a position")
 	}
 	for _, ev := range evs {
-		if err := sw.encode(pos, EventSnapshot, ev.Data); err != nil {
+		if err := s.sw.encode(pos, protocol.EventSnapshot, ev.Data); err != nil {
 			return "", err
 		}
 	}
 	return pos, nil
 }
 
-// catchUp sends the events of topics with after < position <= head, from
-// memory when it holds them all, else from the Source.
-func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []string, after, head string) error {
+// catchUp sends the events of the stream's topics with after < position
+// <= head, from memory when it holds them all, else from the Source.
+func (s *session) catchUp(after, head string) error {
+	m, ctx, sw, topics := s.m, s.ctx, s.sw, s.opts.Topics
 	if m.compare(after, head) >= 0 {
 		return nil
 	}
@@ -130,7 +137,7 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		for _, f := range frames {
 			sw.addEvent(f.wire)
 			if sw.full() {
-				if err := m.send(sw); err != nil {
+				if err := s.send(); err != nil {
 					return errWrite
 				}
 			}
@@ -180,7 +187,7 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 		if sw.full() {
 			<-m.catchups
 			held = false
-			if err := m.send(sw); err != nil {
+			if err := s.send(); err != nil {
 				werr = errWrite
 				return werr
 			}
@@ -198,18 +205,8 @@ func (m *Multiplexer) catchUp(ctx context.Context, sw *streamWriter, topics []st
 }
 
 // reset sends one `reset` event per topic.
-func (m *Multiplexer) reset(sw *streamWriter, topics []string, reason ResetReason) {
-	for _, t := range topics {
-		_ = sw.encode("", EventReset, noticeData(t, string(reason)))
+func (s *session) reset(reason protocol.ResetReason) {
+	for _, t := range s.opts.Topics {
+		_ = s.sw.encode("", protocol.EventReset, jsonData(protocol.Reset{Topic: t, Reason: reason}))
 	}
-}
-
-// noticeData is the data of a `reset` or `expired` event of one topic:
-// like every event's, it carries the topic.
-func noticeData(topic, reason string) []byte {
-	data, _ := json.Marshal(struct {
-		Topic  string `json:"topic"`
-		Reason string `json:"reason"`
-	}{topic, reason})
-	return data
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"sync/atomic"
 	"time"
 
+	"changecast/protocol"
 	"changecast/stream/internal/httpconn"
 )
 
@@ -40,6 +40,26 @@ type StreamOptions struct {
 	Done func()
 }
 
+// mode is how a session's response is written and what runs the stream
+// once it is live. respond chooses it once; nothing else branches on the
+// writer.
+type mode uint8
+
+const (
+	// modeClosed: the Multiplexer was closed when the stream came; it
+	// gets its headers and a `retry:` line, and ends.
+	modeClosed mode = iota
+	// modeHandler: written through the http.ResponseWriter (HTTP/2, or a
+	// writer that cannot be taken over), live on Serve's goroutine.
+	modeHandler
+	// modeOwn: the connection taken over, live on a goroutine of its own
+	// (no poller on this platform, or none could be made).
+	modeOwn
+	// modePool: the connection taken over, live on the Multiplexer's pool
+	// of writers, its hang-up noticed by the poller.
+	modePool
+)
+
 // session is one stream from its headers to its end.
 type session struct {
 	m         *Multiplexer
@@ -47,15 +67,15 @@ type session struct {
 	opts      StreamOptions
 	requestID string
 	start     time.Time
-	serving   bool // registered with addStream
-	// detach says the response no longer needs net/http's goroutine (the
-	// connection was taken over): the stream runs on its own once live.
-	detach bool
-	sub    *subscriber
-	head   string // the feed's position when sub was registered
-	// psync is the presence announcement the sync events reflect: those
-	// up to it are not written.
-	psync uint64
+	mode      mode
+	// conn is the connection taken over, in modePool: the pool writes to
+	// it without waiting for the client.
+	conn *httpconn.Conn
+	sub  *subscriber
+	head string // the feed's position when sub was registered
+	// synced is the injected sequence the presence sync events reflect:
+	// the injected frames up to it are not written.
+	synced uint64
 	// ctx ends with the client, or with Close; every Source call of the
 	// stream runs under it.
 	ctx       context.Context
@@ -69,10 +89,10 @@ type session struct {
 	spare []*frame // the queue's other slice
 	woken bool     // events came since the last heartbeat
 	over  bool     // step has ended the stream
-	// pooled says the stream is live on the pool: notify wakes task.
-	// Before that, notify signals wake, which the stream's goroutine
-	// waits on (unused by a stream that lives on the pool).
-	pooled atomic.Bool
+	// onPool says the stream is live on the pool (modePool, after
+	// goLive): notify wakes task. Before that, and in the other modes,
+	// notify signals wake, which the stream's goroutine waits on.
+	onPool atomic.Bool
 	pool   *httpconn.Pool
 	task   httpconn.Task
 	wake   chan struct{}
@@ -118,18 +138,19 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	// wake is made here, before anything can notify the session; a
 	// stream that goes live on the pool does not use it.
 	s := &session{m: m, opts: opts, start: time.Now(), reason: EndClientGone, sw: newStreamWriter(), wake: make(chan struct{}, 1)}
-	var err error
-	s.serving, err = m.addStream(s)
+	serving, err := m.addStream(s)
 	if err != nil {
 		if opts.Done != nil {
 			opts.Done()
 		}
 		return err
 	}
-	s.respond(w, r)
-	detached := false
+	s.respond(w, r, serving)
+	// Until the stream is live, ending it (a client gone, a write or the
+	// Source failing, a panic) is Serve's.
+	live := false
 	defer func() {
-		if !detached {
+		if !live {
 			s.end()
 		}
 	}()
@@ -143,33 +164,31 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	s.sw.release()
 	s.after = after
 	s.beat = s.wakeAfter(m.cfg.Heartbeat, &s.pingDue)
-	switch {
-	case !s.detach:
-		s.loop()
-	case s.pool != nil:
-		detached = true
-		s.goLive()
-	default:
-		detached = true
+	live = true
+	switch s.mode {
+	case modeHandler:
+		s.run()
+	case modeOwn:
 		go s.run()
+	case modePool:
+		s.goLive()
 	}
 	return nil
 }
 
-// respond sets the headers and chooses, once, how the response is
-// written: on the connection taken over (HTTP/1.x, and only a stream the
-// Multiplexer serves: one of a closed Multiplexer gets just its headers),
-// else through w. The stream counts as open from here until end.
-func (s *session) respond(w http.ResponseWriter, r *http.Request) {
+// respond sets the headers and chooses, once, the session's mode: on the
+// connection taken over (HTTP/1.x, and only a stream the Multiplexer
+// serves: one of a closed Multiplexer gets just its headers), on the pool
+// when there is one, else through w. The stream counts as open from here
+// until end.
+func (s *session) respond(w http.ResponseWriter, r *http.Request, serving bool) {
 	m := s.m
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	protocol.SetStreamHeaders(h)
 	h.Del("Content-Length")
 	h.Del("Transfer-Encoding")
 	s.requestID = h.Get("X-Request-Id")
-	if s.serving {
+	if serving {
 		// The connection outlives the request's context: the stream
 		// learns that the client went from the connection itself.
 		ctx, cancel := context.WithCancel(m.ctx)
@@ -180,15 +199,19 @@ func (s *session) respond(w http.ResponseWriter, r *http.Request) {
 		if c, err := httpconn.TakeOver(w, r); err == nil {
 			pool, poller := m.livePool()
 			c.Watch(poller, gone)
+			s.mode = modeOwn
 			if c.Watched() {
-				s.pool = pool
+				s.mode, s.pool, s.conn = modePool, pool, c
 			}
-			s.sw.rw, s.detach = c, true
+			s.sw.rw = c
 			s.ctx, s.cancel, s.stopAfter = ctx, cancel, func() bool { return true }
 			m.openStreams.Add(1)
 			return
 		}
 		cancel()
+	}
+	if serving {
+		s.mode = modeHandler
 	}
 	s.sw.rw = httpconn.Respond(w)
 	s.ctx, s.cancel = context.WithCancel(r.Context())
@@ -204,11 +227,11 @@ func (s *session) open() bool {
 	for _, n := range s.opts.Notices {
 		_ = s.sw.encode("", n.Name, n.Data) // ErrBadField: left out, as documented
 	}
-	if err := m.send(s.sw); err != nil {
+	if err := s.send(); err != nil {
 		s.reason = s.writeFailed()
 		return false
 	}
-	if !s.serving {
+	if s.mode == modeClosed {
 		s.reason = EndShutdown
 		return false
 	}
@@ -229,7 +252,7 @@ func (s *session) open() bool {
 // ended the stream.
 func (s *session) resume() (after string, ok bool, err error) {
 	m := s.m
-	after, err = m.begin(s.ctx, s.sw, s.opts, s.head)
+	after, err = s.begin()
 	if err != nil {
 		switch {
 		case s.ctx.Err() != nil:
@@ -243,28 +266,16 @@ func (s *session) resume() (after string, ok bool, err error) {
 		m.log.Warn("stream could not catch up", "topics", s.opts.Topics, "err", err)
 		return "", false, err
 	}
-	s.psync = m.presenceSync(s.sw, s.opts.Topics)
-	if err := m.send(s.sw); err != nil {
+	syncs, seq := m.presence.sync(s.opts.Topics)
+	for _, data := range syncs {
+		_ = s.sw.encode("", protocol.EventPresence, data)
+	}
+	s.synced = seq
+	if err := s.send(); err != nil {
 		s.reason = s.writeFailed()
 		return "", false, nil
 	}
 	return after, true, nil
-}
-
-// run is live on the stream's own goroutine, then ends the stream.
-func (s *session) run() {
-	defer s.end()
-	defer s.recoverPanic()
-	s.loop()
-}
-
-// recoverPanic does what net/http would for a handler: log, end the
-// stream, keep serving the others.
-func (s *session) recoverPanic() {
-	if p := recover(); p != nil {
-		s.reason, s.over = EndPanic, true
-		s.m.log.Error("stream panicked", "panic", p, "stack", string(debug.Stack()))
-	}
 }
 
 // writeFailed names why the stream ends now that a write failed: Close
@@ -307,7 +318,7 @@ func (s *session) end() {
 	s.sw.finish(s.lastWords())
 	s.stopAfter()
 	s.cancel()
-	if s.serving {
+	if s.mode != modeClosed {
 		m.removeStream(s)
 	}
 }
@@ -322,170 +333,6 @@ func (s *session) lastWords() []byte {
 	}
 	lo, hi := s.m.cfg.ShutdownRetryMin, s.m.cfg.ShutdownRetryMax
 	return AppendRetry(nil, lo+rand.N(hi-lo+1))
-}
-
-// notify says the stream has something to do: frames came, its
-// subscriber was dropped, a timer fired or the client went.
-func (s *session) notify() {
-	if s.pooled.Load() {
-		s.pool.Wake(&s.task)
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// wakeAfter returns a timer that, after d, sets due and notifies s.
-func (s *session) wakeAfter(d time.Duration, due *atomic.Bool) *time.Timer {
-	return time.AfterFunc(d, func() {
-		due.Store(true)
-		s.notify()
-	})
-}
-
-// loop is live on the stream's own goroutine (net/http's, or its own
-// after a takeover without a pool) until the stream ends.
-func (s *session) loop() {
-	for {
-		select {
-		case <-s.ctx.Done():
-			s.reason = s.ended()
-			return
-		case <-s.wake:
-		}
-		if s.step() {
-			return
-		}
-	}
-}
-
-// goLive hands the stream to the Multiplexer's pool: from now on each
-// notify runs step on a worker, and the stream ends on a goroutine of its
-// own (ending may wait a moment for the client).
-func (s *session) goLive() {
-	s.task.Run = func() {
-		if s.over {
-			return
-		}
-		ended := true
-		func() {
-			defer s.recoverPanic()
-			ended = s.step()
-		}()
-		if ended {
-			s.over = true
-			go s.end()
-		}
-	}
-	c := s.sw.rw.(*httpconn.Conn)
-	c.SetNonblocking(s.notify)
-	s.sw.setAsync()
-	s.pooled.Store(true)
-	// Whatever came during the catch-up is waiting.
-	s.pool.Wake(&s.task)
-}
-
-// step writes what is due, without waiting for the client when the
-// stream is live on the pool: the pending events, a heartbeat, or the
-// end. It returns true, with the reason set, when the stream ends; the
-// caller then ends it.
-func (s *session) step() bool {
-	m, sw, sub := s.m, s.sw, s.sub
-	if s.ctx.Err() != nil {
-		s.reason = s.ended()
-		return true
-	}
-	if s.expiredDue.Load() {
-		s.reason = EndExpired
-		if waiting, _ := sw.rw.Blocked(); !waiting {
-			// (A client that is not reading gets no more bytes, nor
-			// more time to take them.)
-			for _, t := range s.opts.Topics {
-				sw.add(expiredFrame(t))
-			}
-			m.send(sw)
-		}
-		return true
-	}
-	if waiting, err := sw.rw.Blocked(); err != nil || waiting {
-		// What was written last still waits for the client: its
-		// frames wait in the queue (which drops the subscriber if it
-		// fills), and the end of the wait notifies again.
-		if err != nil {
-			sw.err = err
-			s.reason = s.writeFailed()
-			return true
-		}
-		return false
-	}
-	frames, done := sub.take(s.spare)
-	if len(frames) > 0 {
-		s.woken = true
-	}
-	for _, f := range frames {
-		s.after = m.write(sw, f, s.after, s.psync)
-		if sw.full() {
-			if err := m.send(sw); err != nil {
-				s.reason = s.writeFailed()
-				return true
-			}
-		}
-	}
-	clear(frames)
-	s.spare = frames[:0]
-	if s.pingDue.Swap(false) {
-		if !s.woken {
-			// A whole heartbeat without an event: let go of the
-			// queue's slices and the writes', so an idle stream holds
-			// no burst's worth of pointers. Nothing is buffered here.
-			s.spare = nil
-			sub.shrink()
-			sw.out = nil
-		}
-		s.woken = false
-		sw.add(pingFrame)
-		// Set again here, not in the timer's function: once the stream
-		// has ended, nothing sets it again.
-		s.beat.Reset(m.cfg.Heartbeat)
-	}
-	if done {
-		s.reason = m.reasonOf(sub)
-		m.send(sw)
-		return true
-	}
-	if err := m.send(sw); err != nil {
-		s.reason = s.writeFailed()
-		return true
-	}
-	return false
-}
-
-// pingFrame is the heartbeat.
-var pingFrame = AppendComment(nil, "ping")
-
-// expiredFrame is the `expired` event of one topic.
-func expiredFrame(topic string) []byte {
-	b, _ := AppendEvent(nil, "", string(EventExpired), noticeData(topic, expiredReason))
-	return b
-}
-
-// write adds f to the response unless the client has it already (its
-// position is not after the last one sent, or it is a presence
-// announcement up to psync), and returns the new last.
-func (m *Multiplexer) write(sw *streamWriter, f *frame, after string, psync uint64) string {
-	if f.pseq != 0 {
-		if f.pseq > psync {
-			sw.addEvent(f.wire)
-		}
-		return after
-	}
-	if m.compare(f.id, after) <= 0 {
-		return after
-	}
-	sw.addEvent(f.wire)
-	return f.id
 }
 
 // uniq returns topics without repeats, in their first order.
@@ -525,13 +372,4 @@ func (m *Multiplexer) removeStream(s *session) {
 	delete(m.streams, s)
 	m.mu.Unlock()
 	m.serving.Done()
-}
-
-func (m *Multiplexer) reasonOf(s *subscriber) EndReason {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s.reason == "" {
-		return EndShutdown
-	}
-	return s.reason
 }

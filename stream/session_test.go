@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"changecast/protocol"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -220,7 +221,7 @@ func TestServeWithoutFlusher(t *testing.T) {
 			t.Fatalf("Serve = %v, want nil", err)
 		}
 		evs := parseAll(w.text())
-		if len(evs) != 2 || evs[0].Name != EventSnapshot || evs[1].ID != ev.ID {
+		if len(evs) != 2 || evs[0].Name != protocol.EventSnapshot || evs[1].ID != ev.ID {
 			t.Fatalf("got %q; want a snapshot and event %s", evs, ev.ID)
 		}
 	})
@@ -433,12 +434,12 @@ func TestExpiredPerTopic(t *testing.T) {
 		_, evs := parseStream(w.text())
 		var got []string
 		for _, ev := range evs {
-			if ev.Name == EventExpired {
+			if ev.Name == protocol.EventExpired {
 				got = append(got, ev.Data)
 			}
 		}
 		want := []string{`{"topic":"rooms/a","reason":"token expired"}`, `{"topic":"orders/b","reason":"token expired"}`}
-		if !slices.Equal(got, want) || evs[len(evs)-1].Name != EventExpired {
+		if !slices.Equal(got, want) || evs[len(evs)-1].Name != protocol.EventExpired {
 			t.Fatalf("expired events %q (stream %q); want %q last", got, w.text(), want)
 		}
 	})

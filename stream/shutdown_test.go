@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bufio"
+	"changecast/protocol"
 	"fmt"
 	"io"
 	"net/http"
@@ -68,7 +69,7 @@ func TestCloseSpreadsRetry(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("stream %d did not end cleanly: %v (body %q)", i, errs[i], body)
 		}
-		if evs := parseAll(body); len(evs) != 1 || evs[0].Name != EventSnapshot {
+		if evs := parseAll(body); len(evs) != 1 || evs[0].Name != protocol.EventSnapshot {
 			t.Fatalf("stream %d: events %q; want its snapshot", i, evs)
 		}
 		n, last := lastRetry(t, body)
@@ -109,7 +110,7 @@ func TestShutdownRetryOnlyOnClose(t *testing.T) {
 		}
 		time.Sleep(time.Minute)
 		synctest.Wait()
-		if evs := parseAll(expired.text()); evs[len(evs)-1].Name != EventExpired {
+		if evs := parseAll(expired.text()); evs[len(evs)-1].Name != protocol.EventExpired {
 			t.Fatalf("events %q; want the stream expired", evs)
 		}
 		m.Close()

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"changecast/protocol"
 	"context"
 	"errors"
 	"time"
@@ -27,8 +28,8 @@ type Event struct {
 	// Also lists further topics the event is delivered on, besides Topic.
 	Also []string
 	// Name is the SSE event name, as the Source names the change (or
-	// EventSnapshot).
-	Name EventName
+	// protocol.EventSnapshot).
+	Name protocol.EventName
 	// Data is the JSON payload, one line, carrying "topic".
 	Data []byte
 	// Time is when the change was committed (zero for snapshots).
@@ -60,7 +61,7 @@ type Source interface {
 	// whose position p has after < p <= until. It returns an error wrapping
 	// ErrHistoryLost or ErrInvalidPosition when after cannot be resumed.
 	CatchUp(ctx context.Context, topics []string, after, until string, fn func(Event) error) error
-	// Snapshot returns one EventSnapshot event per topic, in the order given,
+	// Snapshot returns one protocol.EventSnapshot event per topic, in the order given,
 	// and the position they reflect: each holds every change up to that
 	// position and none after it.
 	Snapshot(ctx context.Context, topics []string) ([]Event, string, error)

@@ -8,21 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"changecast/protocol"
 	"changecast/store"
 )
 
-type eventPayload struct {
-	Topic    string          `json:"topic"`
-	Op       string          `json:"op"`
-	Reason   string          `json:"reason"`
-	Order    *store.Order    `json:"order"`
-	Message  *store.Message  `json:"message"`
-	Messages []store.Message `json:"messages"`
-}
-
-func payload(tb testing.TB, ev sseEvent) eventPayload {
+func payload(tb testing.TB, ev sseEvent) protocol.Payload {
 	tb.Helper()
-	var p eventPayload
+	var p protocol.Payload
 	if err := json.Unmarshal(ev.Data, &p); err != nil {
 		tb.Fatalf("event %s %s: bad JSON %q: %v", ev.Name, ev.ID, ev.Data, err)
 	}

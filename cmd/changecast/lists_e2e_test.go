@@ -8,15 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/store/bolt"
 )
 
 // listSnapshot is the data of a list topic's snapshot.
-type listSnapshot struct {
-	Topic  string        `json:"topic"`
-	Orders []store.Order `json:"orders"`
-}
+type listSnapshot = protocol.ListSnapshot
 
 // change names an order event as "<order id>:<status>".
 func change(tb testing.TB, ev sseEvent) string {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"changecast/protocol"
 	"changecast/store"
 )
 
@@ -195,7 +196,7 @@ func TestListsAcrossSIGKILL(t *testing.T) {
 			if len(evs) == 0 {
 				return false
 			}
-			var p eventPayload
+			var p protocol.Payload
 			return jsonUnmarshal(evs[len(evs)-1].Data, &p) == nil && p.Order != nil && p.Order.ID == a4.ID
 		})
 		check(r.l, r.what, r.lastID, evs, w)

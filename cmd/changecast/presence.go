@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/store/mongo"
 	"changecast/stream"
@@ -34,9 +35,9 @@ func sharePresence(ctx context.Context, b store.Backend, mux *stream.Multiplexer
 			}
 			return out
 		}, func(others []mongo.PresenceEntry) {
-			remote := make(map[string][]stream.Member)
+			remote := make(map[string][]protocol.Member)
 			for _, e := range others {
-				remote[e.Topic] = append(remote[e.Topic], stream.Member{User: e.User, Since: e.Since})
+				remote[e.Topic] = append(remote[e.Topic], protocol.Member{User: e.User, Since: e.Since})
 			}
 			mux.SetRemotePresence(remote)
 		})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,9 +38,6 @@ $CHANGECAST_TOKEN.`,
 	c.fs.StringVar(&f.token, "token", "", "bearer token (default $CHANGECAST_TOKEN)")
 	return c, &f
 }
-
-// eventsWithoutID are the events the contract sends with no id.
-var eventsWithoutID = map[string]bool{"reset": true, "refused": true, "expired": true}
 
 // runTail follows a stream and prints each event as one line,
 // "<event> <id> <data>" ("-" for no id). It resumes after a drop with the
@@ -80,20 +78,20 @@ func runTail(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	return follow(ctx, o, func(ev sseEvent) error {
 		id := ev.ID
-		if eventsWithoutID[ev.Name] || id == "" {
+		if !protocol.EventName(ev.Name).HasID() || id == "" {
 			id = "-"
 		}
 		if _, err := fmt.Fprintf(stdout, "%s %s %s\n", ev.Name, id, ev.Data); err != nil {
 			return err
 		}
-		var d struct{ Topic, Reason, Error string }
+		var d protocol.Payload
 		_ = json.Unmarshal(ev.Data, &d)
-		switch ev.Name {
-		case "reset":
+		switch protocol.EventName(ev.Name) {
+		case protocol.EventReset:
 			fmt.Fprintf(stderr, "tail: %s: reset (%s): the id could not be resumed; a fresh snapshot follows\n", d.Topic, d.Reason)
-		case "refused":
+		case protocol.EventRefused:
 			fmt.Fprintf(stderr, "tail: %s: refused: %s\n", d.Topic, d.Error)
-		case "expired":
+		case protocol.EventExpired:
 			return errors.New("tail: the token expired")
 		}
 		return nil

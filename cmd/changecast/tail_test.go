@@ -51,12 +51,24 @@ func TestTailResumesAcrossRestart(t *testing.T) {
 	waitOut("the messages after the restart", func(o string) bool { return strings.Contains(o, `"after 2"`) })
 
 	var texts []string
+	presences := 0
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		name, rest, _ := strings.Cut(line, " ")
+		if name == "presence" {
+			// Presence carries no id; a client keeps the last one it saw,
+			// which tail must not print as this event's.
+			presences++
+			if !strings.HasPrefix(rest, "- ") {
+				t.Errorf("tail printed an id on a presence event: %q", line)
+			}
+		}
 		if name == "message" {
 			i := strings.Index(rest, `"text":"`)
 			texts = append(texts, rest[i+8:i+8+strings.Index(rest[i+8:], `"`)])
 		}
+	}
+	if presences == 0 {
+		t.Errorf("tail printed no presence event:\n%s", out.String())
 	}
 	want := []string{"before 0", "before 1", "before 2", "after 0", "after 1", "after 2"}
 	if strings.Join(texts, "|") != strings.Join(want, "|") {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"changecast/store/bolt"
-	"changecast/store/feed"
+	"changecast/store/streamsource"
 	"changecast/stream"
 )
 
@@ -21,7 +21,7 @@ func TestTwoMultiplexersSameIDs(t *testing.T) {
 	}
 	defer b.Close()
 	serve := func() *httptest.Server {
-		m := stream.New(feed.New(b), stream.Config{TopicBuffer: 8})
+		m := stream.New(streamsource.New(b), stream.Config{TopicBuffer: 8})
 		if err := m.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -405,7 +405,7 @@ func TestChangesMatchWrites(t *testing.T) {
 	if len(log) != len(want) {
 		t.Fatalf("log has %d changes, want %d: %+v", len(log), len(want), log)
 	}
-	// A position is "<deployment>-<seq>" (see log.go): the empty log is
+	// A position is "<deployment>-<seq>" (see logformat.go): the empty log is
 	// seq 0, and the writes that committed are seq 1, 2, 3.
 	dep, seq0, ok := strings.Cut(start, "-")
 	if !ok || len(dep) != 8 || seq0 != strings.Repeat("0", 16) {

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -191,7 +192,7 @@ func (b *bencher) send(ctx context.Context, method, path string, body []byte, if
 // changes once, checks each order's versions arrive in order, and the
 // latency of the changes sent in the measured window.
 func (r *boardRun) onEvent(s *stream, ev *event) bool {
-	if string(ev.name) != "order" {
+	if protocol.EventName(ev.name) != protocol.EventOrder {
 		s.countEvent(ev)
 		return true
 	}

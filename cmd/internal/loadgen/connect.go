@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"changecast/protocol"
 	"context"
 	"fmt"
 	"strconv"
@@ -51,7 +52,7 @@ func (b *bencher) connectAll(ctx context.Context, wg *sync.WaitGroup, ss []*stre
 		}
 		held := true
 		b.start(ctx, wg, s, func(s *stream, ev *event) bool {
-			if held && string(ev.name) == "snapshot" {
+			if held && protocol.EventName(ev.name) == protocol.EventSnapshot {
 				held = false
 				close(s.ready)
 				readyN.Add(1)

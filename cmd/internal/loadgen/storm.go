@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -83,7 +84,7 @@ func (b *bencher) storm(ctx context.Context) (Result, error) {
 	var wg sync.WaitGroup
 	connect, err := b.connectAll(ctx, &wg, ss, func(s *stream, ev *event) bool {
 		s.countEvent(ev)
-		return string(ev.name) != "snapshot"
+		return protocol.EventName(ev.name) != protocol.EventSnapshot
 	})
 	wg.Wait()
 	res.ConnectSeconds = connect.Seconds()

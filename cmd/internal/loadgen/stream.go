@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"changecast/protocol"
 	"context"
 	"errors"
 	"fmt"
@@ -98,15 +99,15 @@ type stream struct {
 // Last-Event-ID the server replays, without reset or snapshot) and
 // reports whether ev is a message.
 func (s *stream) countEvent(ev *event) bool {
-	switch string(ev.name) {
-	case "message":
+	switch protocol.EventName(ev.name) {
+	case protocol.EventMessage:
 		return true
-	case "snapshot":
+	case protocol.EventSnapshot:
 		s.snapshots++
 		if s.snapshots > 1 {
 			s.resets++
 		}
-	case "reset":
+	case protocol.EventReset:
 		s.resets++
 	}
 	return false

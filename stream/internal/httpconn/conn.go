@@ -7,8 +7,10 @@
 // itself, frames the body in HTTP/1.1 chunks (HTTP/1.0: the body ends
 // with the connection) and sends each Write, a list of buffers, as one
 // chunk with one writev. Conn and ResponseWriter have the same methods,
-// so the code above them chooses one when the response starts and never
-// branches on it again.
+// so the code above them writes through either alike: it chooses one
+// when the response starts, and with it how the stream runs (on the Pool
+// a Conn that a Poller watches, else on a goroutine), and never branches
+// on the writer again.
 //
 // Many such responses share a few goroutines once they are live:
 //

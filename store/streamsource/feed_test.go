@@ -1,4 +1,4 @@
-package feed
+package streamsource
 
 import (
 	"encoding/json"

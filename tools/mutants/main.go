@@ -6,7 +6,7 @@
 // mutant's old text is not found exactly once in its file (the code moved:
 // rewrite the mutant), or if a mutant does not compile.
 //
-//	go run ./cmd/internal/mutants [-count N] [-race] [-only regexp] [-list file]
+//	go run ./tools/mutants [-count N] [-race] [-only regexp] [-list file]
 //
 // The list format is described in list.go and docs/testing.md. The
 // overlay is passed through GOFLAGS, so tests that build the server
@@ -41,6 +41,7 @@ type options struct {
 	verbose bool
 	check   bool
 	confirm bool
+	anchor  bool
 }
 
 func main() {
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var opts options
 	var only string
-	fs.StringVar(&opts.list, "list", "cmd/internal/mutants/mutants.txt", "the mutant list, relative to the module root unless absolute")
+	fs.StringVar(&opts.list, "list", "tools/mutants/mutants.txt", "the mutant list, relative to the module root unless absolute")
 	fs.StringVar(&only, "only", "", "run only the mutants whose name matches this regexp (anchored: -only 'M1|M3' is exactly M1 or M3)")
 	fs.IntVar(&opts.count, "count", 1, "go test -count: how many times each test runs per mutant")
 	fs.BoolVar(&opts.race, "race", false, "run the tests with the race detector")
@@ -64,11 +65,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&opts.verbose, "v", false, "print the go test output of every mutant that survives or fails to build")
 	fs.BoolVar(&opts.confirm, "confirm", true, "rerun the test that killed a mutant on the unmutated tree: if it fails there too, the mutant is FLAKY, not killed")
 	fs.BoolVar(&opts.check, "check", false, "only check that every mutant's old text is found exactly once; run no test")
+	fs.BoolVar(&opts.anchor, "anchor", false, "rewrite the list so that each block inside one function is anchored on it (func:) rather than on its file; run no test")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() > 0 || opts.count < 1 {
-		fmt.Fprintln(stderr, "usage: mutants [-count N] [-race] [-only regexp] [-list file] [-timeout d] [-v] [-check]")
+		fmt.Fprintln(stderr, "usage: mutants [-count N] [-race] [-only regexp] [-list file] [-timeout d] [-v] [-check] [-anchor]")
 		return 2
 	}
 	if only != "" {
@@ -87,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listPath := opts.list
 	if !filepath.IsAbs(listPath) {
 		listPath = filepath.Join(root, listPath)
+	}
+	if opts.anchor {
+		return rewriteAnchors(root, listPath, stdout, stderr)
 	}
 	f, err := os.Open(listPath)
 	if err != nil {
@@ -357,4 +362,35 @@ func (r *runner) testArgs(m mutant) []string {
 // indent prefixes every line of s.
 func indent(s, prefix string) string {
 	return prefix + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix)
+}
+
+// rewriteAnchors is -anchor: it rewrites the list at path in place (see
+// anchorList) and checks that the result parses and still applies.
+func rewriteAnchors(root, path string, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "mutants: %v\n", err)
+		return 2
+	}
+	list, moved, err := anchorList(root, string(b))
+	if err == nil {
+		var ms []mutant
+		if ms, err = parseList(strings.NewReader(list)); err == nil {
+			for _, m := range ms {
+				if _, err = apply(root, m); err != nil {
+					break
+				}
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mutants: -anchor: %v (the list is left as it was)\n", err)
+		return 1
+	}
+	if err := os.WriteFile(path, []byte(list), 0o644); err != nil {
+		fmt.Fprintf(stderr, "mutants: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "%d blocks anchored on their function\n", moved)
+	return 0
 }

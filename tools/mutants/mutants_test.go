@@ -74,7 +74,7 @@ func TestParseListErrors(t *testing.T) {
 		{"no edit", "name: m\ndesc: d\npkgs: ./a\n", "has no edit"},
 		{"no desc", "name: m\npkgs: ./a\nfile: a.go\n--- old\nx\n--- new\ny\n--- end\n", "has no desc"},
 		{"no pkgs", "name: m\ndesc: d\nfile: a.go\n--- old\nx\n--- new\ny\n--- end\n", "has no pkgs"},
-		{"block without file", "name: m\ndesc: d\npkgs: ./a\n--- old\nx\n--- new\ny\n--- end\n", "before a name and a file"},
+		{"block without file", "name: m\ndesc: d\npkgs: ./a\n--- old\nx\n--- new\ny\n--- end\n", "before a name and a func or file"},
 		{"unclosed old", head + "--- old\nx\n", "not closed by --- new"},
 		{"unclosed new", head + "--- old\nx\n--- new\ny\n", "not closed by --- end"},
 		{"end instead of new", head + "--- old\nx\n--- end\n", "unexpected"},
@@ -376,7 +376,7 @@ func TestListMatchesTree(t *testing.T) {
 	if len(ms) == 0 {
 		t.Fatal("mutants.txt holds no mutant")
 	}
-	root := filepath.Join("..", "..", "..")
+	root := filepath.Join("..", "..")
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		t.Fatalf("module root not at %s: %v", root, err)
 	}
@@ -396,5 +396,77 @@ func TestRunPattern(t *testing.T) {
 		if got := runPattern(test); got != want {
 			t.Errorf("runPattern(%q) = %q, want %q", test, got, want)
 		}
+	}
+}
+
+func TestParseFuncAnchor(t *testing.T) {
+	ms, err := parseList(strings.NewReader("name: m\ndesc: d\npkgs: ./a\nfunc: a (*T).f\n--- old\nx\n--- new\ny\n--- end\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (edit{Dir: "a", Func: "(*T).f", Old: "x", New: "y"}); len(ms) != 1 || !reflect.DeepEqual(ms[0].Edits, []edit{want}) {
+		t.Errorf("got %+v, want one edit %+v", ms, want)
+	}
+	for _, bad := range []string{"a", "a b c", "/abs f", "../up f"} {
+		_, err := parseList(strings.NewReader("name: m\ndesc: d\npkgs: ./a\nfunc: " + bad + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "package dir") {
+			t.Errorf("func: %s: got error %v", bad, err)
+		}
+	}
+}
+
+// An edit anchored on a function finds it in whichever file of the
+// package holds it, counts the old text inside the function alone, and
+// tells methods of different receivers apart.
+func TestApplyInFunc(t *testing.T) {
+	root := writeTree(t, map[string]string{
+		"p/a.go": "package p\n\ntype T struct{}\n\nfunc (T) g(x int) bool { return x <= 1 }\n\nfunc f(x int) bool { return x <= 1 }\n",
+		"p/b.go": "package p\n\ntype U[K any] struct{}\n\nfunc (*U[K]) g(x int) bool { return x <= 1 }\n",
+	})
+	for _, tc := range []struct{ fn, file, want string }{
+		{"f", "p/a.go", "package p\n\ntype T struct{}\n\nfunc (T) g(x int) bool { return x <= 1 }\n\nfunc f(x int) bool { return x < 1 }\n"},
+		{"T.g", "p/a.go", "package p\n\ntype T struct{}\n\nfunc (T) g(x int) bool { return x < 1 }\n\nfunc f(x int) bool { return x <= 1 }\n"},
+		{"(*U).g", "p/b.go", "package p\n\ntype U[K any] struct{}\n\nfunc (*U[K]) g(x int) bool { return x < 1 }\n"},
+	} {
+		got, err := apply(root, mutant{Name: "m", Edits: []edit{{Dir: "p", Func: tc.fn, Old: "x <= 1", New: "x < 1"}}})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.fn, err)
+		}
+		if len(got) != 1 || string(got[tc.file]) != tc.want {
+			t.Errorf("%s: got %q, want %s as %q", tc.fn, got, tc.file, tc.want)
+		}
+	}
+	for _, tc := range []struct{ fn, old, found string }{
+		{"h", "x", "function h not found"},
+		{"f", "x <= 2", "found 0 times"},
+		{"f", "x", "found 2 times"},
+		{"(*T).g", "x <= 1", "function (*T).g not found"},
+	} {
+		_, err := apply(root, mutant{Name: "m", Edits: []edit{{Dir: "p", Func: tc.fn, Old: tc.old, New: "y"}}})
+		if !errors.Is(err, errStale) || !strings.Contains(err.Error(), tc.found) {
+			t.Errorf("%s %q: got error %v, want errStale, %s", tc.fn, tc.old, err, tc.found)
+		}
+	}
+}
+
+func TestAnchorList(t *testing.T) {
+	root := writeTree(t, map[string]string{
+		"p/a.go": "package p\n\nimport \"sync\"\n\nvar mu sync.Mutex\n\nfunc f(x int) bool { return x <= 1 }\n\nfunc g(x int) bool { return x >= 1 }\n",
+	})
+	const list = "# head\nname: m\ndesc: d\npkgs: ./p\nfile: p/a.go\n--- old\nimport \"sync\"\n--- new\nimport sync \"sync\"\n--- end\n--- old\nx <= 1\n--- new\nx < 1\n--- end\n--- old\nx >= 1\n--- new\nfile: not a key\n--- end\n"
+	got, moved, err := anchorList(root, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# head\nname: m\ndesc: d\npkgs: ./p\nfile: p/a.go\n--- old\nimport \"sync\"\n--- new\nimport sync \"sync\"\n--- end\nfunc: p f\n--- old\nx <= 1\n--- new\nx < 1\n--- end\nfunc: p g\n--- old\nx >= 1\n--- new\nfile: not a key\n--- end\n"
+	if got != want || moved != 2 {
+		t.Errorf("moved %d, got\n%s\nwant (2 moved)\n%s", moved, got, want)
+	}
+	ms, err := parseList(strings.NewReader(got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply(root, ms[0]); err != nil {
+		t.Errorf("the anchored list does not apply: %v", err)
 	}
 }

@@ -22,10 +22,14 @@ type mutant struct {
 	Line    int // where the mutant starts in the list, for messages
 }
 
-// edit replaces Old, which must occur exactly once in File (a path
-// relative to the module root, with slashes), by New.
+// edit replaces Old by New. Old must occur exactly once in File (a path
+// relative to the module root, with slashes) or, when Func is set, in the
+// declaration of the function Func of the package in directory Dir
+// (anchor.go), whichever file holds it.
 type edit struct {
 	File string
+	Dir  string
+	Func string
 	Old  string
 	New  string
 }
@@ -51,7 +55,8 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 //	run:  ^TestResume             optional -run regexp
 //	skip: ^TestBrowserDemo$       optional -skip regexp
 //	timeout: 2m                   optional go test -timeout, per -count round
-//	file: stream/session.go       the file the following blocks edit
+//	func: stream (*session).step  the function the following blocks edit
+//	file: stream/subscriber.go    or the file, for text outside a function
 //	--- old
 //	exact text, any number of lines
 //	--- new
@@ -59,13 +64,13 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 //	--- end
 //
 // A mutant may edit several files, and a file in several places: each
-// "file:" applies to the blocks after it. A block's text is its lines
+// "func:" or "file:" applies to the blocks after it. A block's text is its lines
 // joined by newlines, without a final one; tabs are kept as written.
 func parseList(r io.Reader) ([]mutant, error) {
 	var (
 		out   []mutant
 		cur   *mutant
-		file  string
+		at    edit // File, or Dir and Func, of the blocks that follow
 		names = map[string]int{}
 		sc    = bufio.NewScanner(r)
 		n     int
@@ -124,8 +129,8 @@ func parseList(r io.Reader) ([]mutant, error) {
 			continue
 		}
 		if line == markOld {
-			if cur == nil || file == "" {
-				return nil, fmt.Errorf("line %d: %s before a name and a file", n, markOld)
+			if cur == nil || (at.File == "" && at.Func == "") {
+				return nil, fmt.Errorf("line %d: %s before a name and a func or file", n, markOld)
 			}
 			start := n
 			old, _, err := block(start, markNew)
@@ -142,7 +147,9 @@ func parseList(r io.Reader) ([]mutant, error) {
 			if repl == old {
 				return nil, fmt.Errorf("line %d: new text equals old text", start)
 			}
-			cur.Edits = append(cur.Edits, edit{File: file, Old: old, New: repl})
+			e := at
+			e.Old, e.New = old, repl
+			cur.Edits = append(cur.Edits, e)
 			continue
 		}
 		key, val, ok := strings.Cut(line, ":")
@@ -165,7 +172,7 @@ func parseList(r io.Reader) ([]mutant, error) {
 				return nil, fmt.Errorf("line %d: mutant %s already named on line %d", n, val, prev)
 			}
 			names[val] = n
-			cur, file = &mutant{Name: val, Line: n}, ""
+			cur, at = &mutant{Name: val, Line: n}, edit{}
 		case "desc":
 			cur.Desc = val
 		case "pkgs":
@@ -190,7 +197,13 @@ func parseList(r io.Reader) ([]mutant, error) {
 			if val == "" || strings.HasPrefix(val, "/") || strings.Contains(val, "..") {
 				return nil, fmt.Errorf("line %d: file %q must be a path inside the module", n, val)
 			}
-			file = val
+			at = edit{File: val}
+		case "func":
+			dir, name, err := parseFuncAnchor(val)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			at = edit{Dir: dir, Func: name}
 		default:
 			return nil, fmt.Errorf("line %d: unknown key %q", n, key)
 		}

@@ -3,8 +3,6 @@ package bolt
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,104 +15,8 @@ import (
 	"changecast/store"
 )
 
-// The embedded change log. Every committed write appends one entry, keyed by
-// a sequence number (1, 2, ...), in the same transaction as the write; a
-// per-topic index (topic, 0x00, seq) lets CatchUp range-scan a few topics.
-// An order change is indexed under its own topic and under each of its list
-// topics (orders and customers/<customer>), so catching up on a list topic
-// reads only that list's entries: its cost grows with the number of changes
-// on the list after the position (for orders, every order change; for a
-// customer, only that customer's), never with the rest of the log.
-// A position is "<deployment>-<seq>": 8 hex characters made with the
-// database, a dash, 16 hex characters of the sequence number, so positions
-// of one database order bytewise like the log. Seq 0 is the empty log. The
-// pruner deletes a prefix of the log and records the last deleted seq;
-// resuming from before it loses history.
-
-const (
-	// deploymentLen is the length of a deployment id.
-	deploymentLen = 8
-	// posLen is the length of a position: deployment, dash, 16 hex.
-	posLen = deploymentLen + 1 + 16
-	// readChunk is how many changes Follow and CatchUp read in one read
-	// transaction: it bounds their memory and how long a transaction stays
-	// open (bbolt cannot reuse pages freed after an open reader began).
-	readChunk = 512
-	// pruneChunkSize is how many log entries one pruning transaction
-	// deletes, so the pruner never holds the write lock for long.
-	pruneChunkSize = 5000
-)
-
-// record is a log entry as stored.
-type record struct {
-	Topic string `json:"topic"`
-	// Lists are the change's list topics; absent in a record written
-	// before list topics (see lists).
-	Lists   []string       `json:"lists,omitempty"`
-	Op      string         `json:"op"`
-	Order   *store.Order   `json:"order,omitempty"`
-	Message *store.Message `json:"message,omitempty"`
-	Time    time.Time      `json:"time"`
-}
-
-// append logs a change with sequence number seq (from alloc) and indexes it
-// under its topic and its list topics.
-func (t *txn) append(seq uint64, rec *record) {
-	rec.Time = t.now
-	t.putJSON(logBucket, seqKey(seq), rec)
-	for _, topic := range rec.topics() {
-		t.put(topicBucket, topicKey(topic, seq), []byte{})
-	}
-}
-
-// lists returns the record's list topics: those it holds, or for an order
-// change logged before list topics, those of the order's customer (which
-// never changes).
-func (r *record) lists() []string {
-	if r.Lists == nil && r.Order != nil && r.Order.Customer != "" {
-		return store.OrderLists(r.Order.Customer)
-	}
-	return r.Lists
-}
-
-// topics returns every topic the record is indexed under: its own first,
-// then its list topics.
-func (r *record) topics() []string {
-	return append([]string{r.Topic}, r.lists()...)
-}
-
-// topicKey is a topic index key: topic, 0x00, seq big-endian.
-func topicKey(topic string, seq uint64) []byte {
-	k := make([]byte, 0, len(topic)+9)
-	k = append(k, topic...)
-	k = append(k, 0)
-	return binary.BigEndian.AppendUint64(k, seq)
-}
-
-// pos returns the position of sequence number seq.
-func (b *Store) pos(seq uint64) string {
-	var s [posLen]byte
-	copy(s[:], b.deployment)
-	s[deploymentLen] = '-'
-	hex.Encode(s[deploymentLen+1:], binary.BigEndian.AppendUint64(nil, seq))
-	return string(s[:])
-}
-
-// parsePos returns the sequence number of pos, or an error wrapping
-// ErrInvalidPosition if pos is malformed or from another deployment.
-func (b *Store) parsePos(pos string) (uint64, error) {
-	if len(pos) != posLen || pos[deploymentLen] != '-' || !isHex(pos[deploymentLen+1:]) || !isHex(pos[:deploymentLen]) {
-		return 0, fmt.Errorf("position %.40q is malformed: %w", pos, store.ErrInvalidPosition)
-	}
-	if pos[:deploymentLen] != b.deployment {
-		return 0, fmt.Errorf("position %s is from another deployment: %w", pos, store.ErrInvalidPosition)
-	}
-	var seq [8]byte
-	if _, err := hex.Decode(seq[:], []byte(pos[deploymentLen+1:])); err != nil {
-		return 0, fmt.Errorf("position %s: %v: %w", pos, err, store.ErrInvalidPosition)
-	}
-	return binary.BigEndian.Uint64(seq[:]), nil
-}
+// Reading the change log: its head, positions, the feed (Follow) and
+// catch-up on topics (CatchUp). The format is in logformat.go.
 
 // Head returns the position of the newest change in the log (the log's
 // start position if it is empty). It returns an error wrapping ErrClosed
@@ -259,18 +161,6 @@ func (b *Store) readLog(ctx context.Context, seq uint64, limit int) ([]store.Cha
 	return changes, last, nil
 }
 
-// decodeChange turns log entry seq into a Change.
-func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
-	var r record
-	if err := json.Unmarshal(v, &r); err != nil {
-		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
-	}
-	if r.Order != nil {
-		fillHistory(r.Order) // a change logged before histories were kept
-	}
-	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
-}
-
 // CatchUp calls fn, in log order, with each change on one of topics whose
 // position p has after < p <= until: a change is on its own topic and on
 // each of its list topics, and fn gets it once however many of topics it
@@ -393,106 +283,6 @@ func (b *Store) readTopics(ctx context.Context, topics []string, after, until ui
 	return changes, last, done, err
 }
 
-// runPruner prunes the log every PruneInterval until ctx ends.
-func (b *Store) runPruner(ctx context.Context) {
-	defer b.wg.Done()
-	t := time.NewTicker(b.opts.PruneInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := b.prune(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			b.log.Error("prune change log", "err", err)
-		case n > 0:
-			b.log.Info("pruned change log", "deleted", n)
-		}
-	}
-}
-
-// prune deletes log entries (and their index entries) that are neither
-// among the newest RetainCount nor younger than RetainAge, oldest first, in
-// chunks of pruneChunkSize per transaction. It returns how many it deleted.
-func (b *Store) prune(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-		if b.isClosed() {
-			return total, store.ErrClosed
-		}
-		n, err := b.pruneChunk()
-		total += n
-		if err != nil || n < pruneChunkSize {
-			return total, err
-		}
-	}
-}
-
-// pruneChunk deletes up to pruneChunkSize log entries from the start of the
-// log and advances the pruned mark in the same transaction.
-func (b *Store) pruneChunk() (int, error) {
-	cutoff := b.now().Add(-b.opts.RetainAge)
-	n := 0
-	err := b.update(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(metaBucket)
-		head := decodeUint(meta.Get(keySeq))
-		var keepFrom uint64 // entries with seq >= keepFrom are kept by count
-		if head > uint64(b.opts.RetainCount) {
-			keepFrom = head - uint64(b.opts.RetainCount) + 1
-		}
-		type victim struct {
-			seq    uint64
-			topics []string
-		}
-		var victims []victim
-		c := tx.Bucket(logBucket).Cursor()
-		for k, v := c.First(); k != nil && len(victims) < pruneChunkSize; k, v = c.Next() {
-			seq := decodeUint(k)
-			var r record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decode change %d: %w", seq, err)
-			}
-			if seq >= keepFrom && !r.Time.Before(cutoff) {
-				break
-			}
-			victims = append(victims, victim{seq, r.topics()})
-		}
-		if len(victims) == 0 {
-			return errNoChange
-		}
-		log, index := tx.Bucket(logBucket), tx.Bucket(topicBucket)
-		for _, v := range victims {
-			if err := log.Delete(seqKey(v.seq)); err != nil {
-				return err
-			}
-			for _, topic := range v.topics {
-				if err := index.Delete(topicKey(topic, v.seq)); err != nil {
-					return err
-				}
-			}
-		}
-		n = len(victims)
-		last := victims[len(victims)-1].seq
-		if last > decodeUint(meta.Get(keyPruned)) {
-			return meta.Put(keyPruned, seqKey(last))
-		}
-		return nil
-	})
-	if errors.Is(err, errNoChange) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
-	}
-	return n, nil
-}
-
 // Oldest returns the commit time of the oldest change the log holds and
 // true, or false for an empty log: how far back a client can resume. It
 // returns an error wrapping ErrClosed after Close.
@@ -514,4 +304,16 @@ func (b *Store) Oldest(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, fmt.Errorf("oldest change: %w", err)
 	}
 	return t, ok, nil
+}
+
+// decodeChange turns log entry seq into a Change.
+func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
+	var r record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
+	}
+	if r.Order != nil {
+		fillHistory(r.Order) // a change logged before histories were kept
+	}
+	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
 }

@@ -1,8 +1,8 @@
-// Package feed owns the SSE payload format (the event names and the JSON
-// payload of each) and the adapter from a store.Backend's change log to
-// stream's Source: every change is encoded once, for all its subscribers,
-// and the store's position errors become the stream's.
-package feed
+// Package streamsource adapts a store.Backend's change log to stream's Source:
+// every change is encoded once, in the payloads package protocol
+// declares, for all its subscribers, and the store's position errors
+// become the stream's.
+package streamsource
 
 import (
 	"context"
@@ -10,21 +10,9 @@ import (
 	"errors"
 	"fmt"
 
+	"changecast/protocol"
 	"changecast/store"
 	"changecast/stream"
-)
-
-// Event names of the domain's SSE events, as the API names them (the
-// stream's own, such as reset and expired, are declared in stream).
-const (
-	// EventOrder carries an orderPayload: one change of an order.
-	EventOrder stream.EventName = "order"
-	// EventMessage carries a messagePayload: one message posted to a room.
-	EventMessage stream.EventName = "message"
-	// EventSnapshot carries an orderSnapshot, a roomSnapshot or a
-	// listSnapshot: the state of one topic when its stream started or was
-	// reset.
-	EventSnapshot = stream.EventSnapshot
 )
 
 // source turns a backend's change log into the multiplexer's events: it
@@ -38,43 +26,17 @@ type source struct {
 // as SSE events. It is safe for concurrent use as b is.
 func New(b store.Backend) stream.Source { return source{b} }
 
-// Payloads of the SSE events, as the API names them.
-type (
-	orderPayload struct {
-		Topic string       `json:"topic"`
-		Op    string       `json:"op"`
-		Order *store.Order `json:"order"`
-	}
-	messagePayload struct {
-		Topic   string         `json:"topic"`
-		Op      string         `json:"op"`
-		Message *store.Message `json:"message"`
-	}
-	orderSnapshot struct {
-		Topic string       `json:"topic"`
-		Order *store.Order `json:"order"`
-	}
-	roomSnapshot struct {
-		Topic    string          `json:"topic"`
-		Messages []store.Message `json:"messages"`
-	}
-	listSnapshot struct {
-		Topic  string        `json:"topic"`
-		Orders []store.Order `json:"orders"`
-	}
-)
-
 // event encodes one change.
 func event(c store.Change) (stream.Event, error) {
 	ev := stream.Event{ID: c.Pos, Topic: c.Topic, Also: c.Lists, Time: c.Time}
 	var payload any
 	switch {
 	case c.Order != nil:
-		ev.Name = EventOrder
-		payload = orderPayload{Topic: c.Topic, Op: c.Op, Order: c.Order}
+		ev.Name = protocol.EventOrder
+		payload = protocol.OrderChange{Topic: c.Topic, Op: c.Op, Order: c.Order}
 	case c.Message != nil:
-		ev.Name = EventMessage
-		payload = messagePayload{Topic: c.Topic, Op: c.Op, Message: c.Message}
+		ev.Name = protocol.EventMessage
+		payload = protocol.MessageChange{Topic: c.Topic, Op: c.Op, Message: c.Message}
 	default:
 		return stream.Event{}, fmt.Errorf("change %s on %s carries no document", c.Pos, c.Topic)
 	}
@@ -145,21 +107,21 @@ func (s source) Snapshot(ctx context.Context, topics []string) ([]stream.Event, 
 			if msgs == nil {
 				msgs = []store.Message{}
 			}
-			payload = roomSnapshot{Topic: sn.Topic, Messages: msgs}
+			payload = protocol.RoomSnapshot{Topic: sn.Topic, Messages: msgs}
 		case store.KindOrderList, store.KindCustomer:
 			orders := sn.Orders
 			if orders == nil {
 				orders = []store.Order{}
 			}
-			payload = listSnapshot{Topic: sn.Topic, Orders: orders}
+			payload = protocol.ListSnapshot{Topic: sn.Topic, Orders: orders}
 		default:
-			payload = orderSnapshot{Topic: sn.Topic, Order: sn.Order}
+			payload = protocol.OrderSnapshot{Topic: sn.Topic, Order: sn.Order}
 		}
 		data, err := json.Marshal(payload)
 		if err != nil {
 			return nil, "", fmt.Errorf("encode snapshot of %s: %w", sn.Topic, err)
 		}
-		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: EventSnapshot, Data: data})
+		out = append(out, stream.Event{ID: pos, Topic: sn.Topic, Name: protocol.EventSnapshot, Data: data})
 	}
 	return out, pos, nil
 }
