@@ -70,6 +70,12 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 		os.Remove(tmp)
 		return err
 	}
+	// A server started on the copy moves its log past every position
+	// the running server makes from now on (see bolt.MarkRestore).
+	if err := bolt.MarkRestore(tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("the copy does not check out (nothing written to %s): %w", f.out, err)
+	}
 	r, err := bolt.Inspect(tmp)
 	if err != nil {
 		os.Remove(tmp)

@@ -78,6 +78,9 @@ type Report struct {
 	Changes     int
 	First, Last string
 	Head        string
+	// Restore says the file is a copy marked by MarkRestore: a server
+	// started on it moves its log past the original's.
+	Restore bool
 }
 
 // String describes r in a few lines, for people.
@@ -91,6 +94,9 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "  change log: empty (head %s)\n", r.Head)
 	} else {
 		fmt.Fprintf(&b, "  change log: %d changes, %s..%s (head %s)\n", r.Changes, r.First, r.Last, r.Head)
+	}
+	if r.Restore {
+		fmt.Fprintf(&b, "  a backup copy: a server started on it moves its log on past %s, so ids the original made after the copy reset their clients\n", r.Head)
 	}
 	return b.String()
 }
@@ -121,9 +127,7 @@ func Inspect(path string) (Report, error) {
 			ReadOnly: true,
 			Timeout:  openTimeout,
 			// Never create the file, even if it vanished since Stat.
-			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-				return os.OpenFile(name, flag&^os.O_CREATE, perm)
-			},
+			OpenFile: openExisting,
 		})
 		return err
 	})
@@ -174,6 +178,7 @@ func (r *Report) read(tx *bbolt.Tx) error {
 		return fmt.Errorf("%w: corrupt deployment id %q", ErrDamaged, dep)
 	}
 	r.Deployment = string(dep)
+	r.Restore = meta.Get(keyRestore) != nil
 	// pos needs only the deployment.
 	at := (&Store{deployment: r.Deployment}).pos
 	r.Head = at(decodeUint(meta.Get(keySeq)))
@@ -209,4 +214,61 @@ func countActive(tx *bbolt.Tx, n *int) error {
 		}
 		return nil
 	})
+}
+
+// MarkRestore marks the store file at path, a copy made by Backup, as one
+// to restore: the first store opened on it (Open) moves its log's
+// sequence on by restoreGap before its first write, and remembers the
+// positions in between as lost. A client that saw changes the original
+// store made after the copy holds such a position: resuming from it is
+// refused as history lost (the client gets a reset and a snapshot)
+// instead of passing silently over the restored store's own new changes
+// at those positions. The file must not be in use.
+func MarkRestore(path string) error {
+	if err := checkFile(path); err != nil {
+		return err
+	}
+	var db *bbolt.DB
+	err := guard(func() error {
+		var err error
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: openTimeout, OpenFile: openExisting})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mark %s for restore: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(metaBucket)
+		if meta == nil {
+			return fmt.Errorf("no %q bucket: %w", metaBucket, ErrDamaged)
+		}
+		return meta.Put(keyRestore, []byte{1})
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("mark %s for restore: %w", path, err)
+	}
+	return nil
+}
+
+// openExisting opens a file bbolt asks for, never creating it.
+func openExisting(name string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(name, flag&^os.O_CREATE, perm)
+}
+
+// moveOn moves the log of a store opened from a copy marked by
+// MarkRestore past every position the original may have made after head,
+// records the positions skipped as lost, and unmarks the copy. It returns
+// the new head.
+func moveOn(meta *bbolt.Bucket, head uint64) (uint64, error) {
+	moved := head + restoreGap
+	lost := append(seqKey(head), seqKey(moved)...)
+	for _, kv := range [][2][]byte{{keySeq, seqKey(moved)}, {keyLost, lost}} {
+		if err := meta.Put(kv[0], kv[1]); err != nil {
+			return 0, err
+		}
+	}
+	return moved, meta.Delete(keyRestore)
 }

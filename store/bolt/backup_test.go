@@ -297,3 +297,93 @@ func TestInspectFormat1(t *testing.T) {
 		t.Errorf("Inspect after a server opened it: %+v, %v; want format %d, 5 orders, 2 active", r, err, formatVersion)
 	}
 }
+
+// TestRestoreMovesOn: a store opened from a copy marked by MarkRestore
+// moves its log past every position the original made after the copy; a
+// client holding one of those is told its history is lost, while a client
+// from before the copy resumes exactly, new changes included, and a
+// second open moves nothing.
+func TestRestoreMovesOn(t *testing.T) {
+	ctx := context.Background()
+	orig := testOpen(t, "", Options{}, nil)
+	head := func(b *Store) string {
+		t.Helper()
+		pos, err := b.Head(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pos
+	}
+	mustPost(t, orig, "r", "one")
+	beforeCopy := head(orig)
+	mustPost(t, orig, "r", "two")
+	copied := head(orig)
+	dir, _ := backupTo(t, orig)
+	mustPost(t, orig, "r", "three (lost)")
+	afterCopy := head(orig)
+	mustPost(t, orig, "r", "four (lost)")
+	if err := MarkRestore(filepath.Join(dir, fileName)); err != nil {
+		t.Fatalf("MarkRestore: %v", err)
+	}
+	if r, err := Inspect(filepath.Join(dir, fileName)); err != nil {
+		t.Fatalf("Inspect of a marked copy: %v", err)
+	} else if r.Messages != 2 {
+		t.Fatalf("the copy holds %d messages, want 2", r.Messages)
+	}
+
+	restored := testOpen(t, dir, Options{}, nil)
+	moved := head(restored)
+	if moved <= afterCopy || moved <= copied {
+		t.Fatalf("restored head %s is not past the original's %s", moved, afterCopy)
+	}
+	// The restored store writes its own changes; the first would have
+	// taken the position of "three (lost)" without the move.
+	mustPost(t, restored, "r", "five")
+	mustPost(t, restored, "r", "six")
+
+	texts := func(after string) ([]string, error) {
+		var got []string
+		err := restored.CatchUp(ctx, []string{store.RoomTopic("r")}, after, head(restored), func(c store.Change) error {
+			got = append(got, c.Message.Text)
+			return nil
+		})
+		return got, err
+	}
+	if got, err := texts(beforeCopy); err != nil || !slices.Equal(got, []string{"two", "five", "six"}) {
+		t.Errorf("resume from before the copy: %q, %v; want two, five, six", got, err)
+	}
+	if got, err := texts(copied); err != nil || !slices.Equal(got, []string{"five", "six"}) {
+		t.Errorf("resume from the copy's head: %q, %v; want five, six", got, err)
+	}
+	if err := restored.CheckPosition(afterCopy); err != nil {
+		t.Errorf("CheckPosition(%s): %v; a lost position is well-formed and behind the head", afterCopy, err)
+	}
+	if got, err := texts(afterCopy); !errors.Is(err, store.ErrHistoryLost) {
+		t.Errorf("resume from a position made after the copy: %q, %v; want ErrHistoryLost", got, err)
+	}
+	errStop := errors.New("stop")
+	if err := restored.Follow(ctx, afterCopy, func(store.Batch) error { return errStop }); !errors.Is(err, store.ErrHistoryLost) {
+		t.Errorf("Follow from a lost position: %v; want ErrHistoryLost", err)
+	}
+
+	// Reopened, it moves nothing more.
+	if err := restored.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := testOpen(t, dir, Options{}, nil)
+	last := head(again)
+	mustPost(t, again, "r", "seven")
+	if got, want := head(again), again.pos(again.head.Load()); got != want || again.head.Load() != mustSeq(t, again, last)+1 {
+		t.Fatalf("after a reopen the next position is %s (head was %s): want the next one, no second move", got, last)
+	}
+}
+
+// mustSeq returns the sequence number of pos.
+func mustSeq(tb testing.TB, b *Store, pos string) uint64 {
+	tb.Helper()
+	seq, err := b.parsePos(pos)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return seq
+}

@@ -71,10 +71,17 @@ func (b *Store) checkAhead(tx *bbolt.Tx, seq uint64) error {
 }
 
 // checkRetained returns an error wrapping ErrHistoryLost if a change after
-// seq has been pruned.
+// seq has been pruned, or if seq is a position the store was restored
+// past (MarkRestore): the changes up to it were lost with the original.
 func (b *Store) checkRetained(tx *bbolt.Tx, seq uint64) error {
-	if pruned := decodeUint(tx.Bucket(metaBucket).Get(keyPruned)); seq < pruned {
+	meta := tx.Bucket(metaBucket)
+	if pruned := decodeUint(meta.Get(keyPruned)); seq < pruned {
 		return fmt.Errorf("changes after %s pruned up to %s: %w", b.pos(seq), b.pos(pruned), store.ErrHistoryLost)
+	}
+	if lost := meta.Get(keyLost); len(lost) == 16 {
+		if after, upTo := decodeUint(lost[:8]), decodeUint(lost[8:]); after < seq && seq < upTo {
+			return fmt.Errorf("position %s is after the backup this store was restored from (%s): %w", b.pos(seq), b.pos(after), store.ErrHistoryLost)
+		}
 	}
 	return nil
 }

@@ -71,7 +71,15 @@ var (
 	keyPruned     = []byte("pruned")     // every seq up to this one may be pruned
 	keyClock      = []byte("clock")      // unix seconds of the newest id, never decreases
 	keyProbe      = []byte("probe")      // unix nanoseconds of Ping's last probe write
+	keyRestore    = []byte("restore")    // set in a backup copy (MarkRestore); the next open moves the log on
+	keyLost       = []byte("lost")       // after, upTo: the positions a restore left with no change behind them
 )
+
+// restoreGap is how far a store opened from a backup copy moves its log's
+// sequence on: every position the original store may have made after the
+// copy was taken is then behind the new head, in a range no change of the
+// restored store will ever hold.
+const restoreGap = 1 << 40
 
 // Options configures an embedded store. The zero value of every field
 // selects its default.
@@ -267,6 +275,15 @@ func (b *Store) initMeta() error {
 		}
 		b.deployment = string(dep)
 		head = decodeUint(meta.Get(keySeq))
+		if meta.Get(keyRestore) != nil {
+			moved, err := moveOn(meta, head)
+			if err != nil {
+				return err
+			}
+			b.log.Warn("store opened from a backup copy: positions after the copy are lost; clients holding one are reset",
+				"copy", b.pos(head), "next", b.pos(moved+1))
+			head = moved
+		}
 		return nil
 	})
 	if err != nil {
