@@ -411,3 +411,12 @@ func ValidateMessage(room, author, text string) error {
 	}
 	return nil
 }
+
+// PresenceEntry is one user present on a topic, since the time they
+// joined: what the processes of a deployment tell each other about the
+// streams they hold (see the MongoDB store's SharePresence).
+type PresenceEntry struct {
+	Topic string
+	User  string
+	Since time.Time
+}

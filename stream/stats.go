@@ -33,6 +33,9 @@ type Stats struct {
 	BufferedBytes int
 	// Ready reports whether the feed is running.
 	Ready bool
+	// Applied is the feed's position: every change up to it has been
+	// handed to the subscribers ("" before Start).
+	Applied string
 }
 
 // Stats returns the Multiplexer's counters. It is safe for concurrent
@@ -44,6 +47,7 @@ func (m *Multiplexer) Stats() Stats {
 		Topics:             len(m.rings),
 		BufferedBytes:      m.bufBytes,
 		Ready:              m.ready,
+		Applied:            m.last,
 	}
 	m.mu.Unlock()
 	for _, n := range st.SubscribersByClass {

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -92,4 +93,29 @@ func headSeq(pos string) (int, bool) {
 		return 0, true
 	}
 	return fakeSeq(pos)
+}
+
+// TestStatsApplied: Stats.Applied is "" before Start, the head Start read,
+// then the position of the last change the feed handed on.
+func TestStatsApplied(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource()
+		src.add("rooms/a", "before")
+		m := New(src, Config{})
+		defer m.Close()
+		if got := m.Stats().Applied; got != "" {
+			t.Fatalf("Applied before Start: %q, want empty", got)
+		}
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Stats().Applied; got != fakePos(1) {
+			t.Fatalf("Applied after Start: %q, want the head %s", got, fakePos(1))
+		}
+		ev := src.add("rooms/a", "after")
+		synctest.Wait()
+		if got := m.Stats().Applied; got != ev.ID {
+			t.Fatalf("Applied after a change: %q, want %s", got, ev.ID)
+		}
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -122,38 +121,10 @@ func newMetrics() *metrics {
 }
 
 // watch registers the gauges and counters read from the multiplexer and
-// the store at scrape time. applied returns the position the multiplexer
-// has applied ("" before the feed starts), for the feed lag.
-func (m *metrics) watch(mux statser, b store.Backend, applied func() string) {
-	m.reg.MustRegister(&streamCollector{mux: mux, b: b, applied: applied})
-}
-
-// appliedSource is the multiplexer's Source with a note of the checkpoint
-// of the last batch of the feed the multiplexer applied, for the feed lag.
-// It costs one small allocation per batch.
-type appliedSource struct {
-	stream.Source
-	checkpoint atomic.Pointer[string]
-}
-
-// Follow is the Source's Follow, noting each batch fn applied.
-func (s *appliedSource) Follow(ctx context.Context, after string, fn func(stream.Batch) error) error {
-	return s.Source.Follow(ctx, after, func(b stream.Batch) error {
-		if err := fn(b); err != nil {
-			return err
-		}
-		cp := b.Checkpoint
-		s.checkpoint.Store(&cp)
-		return nil
-	})
-}
-
-// Applied returns the checkpoint of the last batch applied, "" before any.
-func (s *appliedSource) Applied() string {
-	if p := s.checkpoint.Load(); p != nil {
-		return *p
-	}
-	return ""
+// the store at scrape time; the feed lag compares the position the
+// multiplexer has applied (Stats.Applied) with b.
+func (m *metrics) watch(mux statser, b store.Backend) {
+	m.reg.MustRegister(&streamCollector{mux: mux, b: b})
 }
 
 // errProbed ends feedLag's Follow.
@@ -268,9 +239,8 @@ func (m *metrics) routeLabel(c echo.Context) string {
 
 // streamCollector reads the multiplexer's counters at scrape time.
 type streamCollector struct {
-	mux     statser
-	b       store.Backend
-	applied func() string
+	mux statser
+	b   store.Backend
 }
 
 var (
@@ -309,9 +279,9 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDropped, float64(st.DroppedSlow))
 	gauge(descCatchUpRun, float64(st.CatchUpsRunning))
 	counter(descCatchUps, float64(st.CatchUps))
-	if s.applied != nil {
+	if s.b != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if lag, ok := feedLag(ctx, s.b, s.applied(), time.Now()); ok {
+		if lag, ok := feedLag(ctx, s.b, st.Applied, time.Now()); ok {
 			gauge(descLag, lag)
 		}
 		cancel()

@@ -89,9 +89,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer b.Close()
 
 	met := newMetrics()
-	src := &appliedSource{Source: streamsource.New(b)}
-	mux := newMultiplexer(cfg, src, met, logger)
-	met.watch(mux, b, src.Applied)
+	mux := newMultiplexer(cfg, streamsource.New(b), met, logger)
+	met.watch(mux, b)
 	met.watchConns(ln)
 	if err := startFeed(ctx, mux); err != nil {
 		if errors.Is(err, errStoppedStarting) {

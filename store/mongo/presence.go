@@ -1,6 +1,7 @@
 package mongo
 
 import (
+	"changecast/store"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -48,15 +49,7 @@ const (
 	presenceGoodbye = 2 * time.Second
 )
 
-// PresenceEntry is one user present on a topic, since the time they
-// joined.
-type PresenceEntry struct {
-	Topic string
-	User  string
-	Since time.Time
-}
-
-// presenceDoc is a PresenceEntry as stored. The stored document also has
+// presenceDoc is a store.PresenceEntry as stored. The stored document also has
 // at, when it was written by the server's clock, which only the server
 // reads.
 type presenceDoc struct {
@@ -108,7 +101,7 @@ func serverNowMinus(d time.Duration) bson.D {
 // is the heartbeat. It also deletes the entries of processes whose
 // heartbeat is gone (and that are older than PresenceTTL, so that a
 // process just starting is not taken for a dead one).
-func (p *Presence) Sync(ctx context.Context, local []PresenceEntry) ([]PresenceEntry, error) {
+func (p *Presence) Sync(ctx context.Context, local []store.PresenceEntry) ([]store.PresenceEntry, error) {
 	if err := p.beat(ctx); err != nil {
 		return nil, err
 	}
@@ -125,7 +118,7 @@ func (p *Presence) Sync(ctx context.Context, local []PresenceEntry) ([]PresenceE
 		return nil, fmt.Errorf("presence: read: %w", err)
 	}
 	mine := make(map[string]bool)
-	var others []PresenceEntry
+	var others []store.PresenceEntry
 	var dead bson.A
 	deadSeen := make(map[string]bool)
 	for _, d := range docs {
@@ -133,7 +126,7 @@ func (p *Presence) Sync(ctx context.Context, local []PresenceEntry) ([]PresenceE
 		case d.Process == p.process:
 			mine[d.ID] = true
 		case live[d.Process]:
-			others = append(others, PresenceEntry{Topic: d.Topic, User: d.User, Since: d.Since})
+			others = append(others, store.PresenceEntry{Topic: d.Topic, User: d.User, Since: d.Since})
 		case !deadSeen[d.Process]:
 			deadSeen[d.Process] = true
 			dead = append(dead, d.Process)
@@ -155,7 +148,7 @@ func (p *Presence) Sync(ctx context.Context, local []PresenceEntry) ([]PresenceE
 		}
 	}
 	if others == nil {
-		others = []PresenceEntry{}
+		others = []store.PresenceEntry{}
 	}
 	return others, nil
 }
@@ -214,7 +207,7 @@ func (p *Presence) liveProcesses(ctx context.Context) (map[string]bool, error) {
 // inserts the missing ones (joins, and entries another process deleted
 // while this one's heartbeat was late) and deletes those not in local
 // (leaves). Nobody joining or leaving writes nothing.
-func (p *Presence) write(ctx context.Context, local []PresenceEntry, stored map[string]bool) error {
+func (p *Presence) write(ctx context.Context, local []store.PresenceEntry, stored map[string]bool) error {
 	var joins []mongodrv.WriteModel
 	want := make(map[string]bool, len(local))
 	for _, e := range local {
@@ -264,12 +257,18 @@ func (p *Presence) Leave(ctx context.Context) error {
 	return errors.Join(err, err2)
 }
 
+// SharePresence shares this process's present users with the other
+// processes of the deployment: RunPresence with a new Presence.
+func (m *Store) SharePresence(ctx context.Context, local func() []store.PresenceEntry, apply func([]store.PresenceEntry)) {
+	m.RunPresence(ctx, m.NewPresence(), local, apply)
+}
+
 // RunPresence calls Sync with local() every PresenceInterval, passing the
 // other processes' entries to apply, until ctx ends; then it deletes this
 // process's entries (Leave). When Sync has failed for longer than
 // PresenceTTL, apply gets nil: what it last read has expired. Errors go
 // to the Store's log.
-func (m *Store) RunPresence(ctx context.Context, p *Presence, local func() []PresenceEntry, apply func([]PresenceEntry)) {
+func (m *Store) RunPresence(ctx context.Context, p *Presence, local func() []store.PresenceEntry, apply func([]store.PresenceEntry)) {
 	defer func() {
 		gctx, cancel := context.WithTimeout(context.Background(), presenceGoodbye)
 		defer cancel()

@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"changecast/store"
 	"changecast/store/mongo"
 )
 
-func presentUsers(es []mongo.PresenceEntry) []string {
+func presentUsers(es []store.PresenceEntry) []string {
 	out := []string{}
 	for _, e := range es {
 		out = append(out, e.Topic+" "+e.User)
@@ -29,9 +30,9 @@ func TestRealPresenceTwoProcesses(t *testing.T) {
 	p1, p2, p3 := s1.NewPresence(), s2.NewPresence(), s3.NewPresence()
 	ctx := ctxWait(t)
 	now := time.Now()
-	alice := []mongo.PresenceEntry{{Topic: "rooms/a", User: "alice", Since: now}}
-	bob := []mongo.PresenceEntry{{Topic: "rooms/a", User: "bob", Since: now}}
-	sync := func(p *mongo.Presence, local []mongo.PresenceEntry, want ...string) {
+	alice := []store.PresenceEntry{{Topic: "rooms/a", User: "alice", Since: now}}
+	bob := []store.PresenceEntry{{Topic: "rooms/a", User: "bob", Since: now}}
+	sync := func(p *mongo.Presence, local []store.PresenceEntry, want ...string) {
 		t.Helper()
 		got, err := p.Sync(ctx, local)
 		if err != nil {
@@ -55,7 +56,7 @@ func TestRealPresenceTwoProcesses(t *testing.T) {
 	sync(p1, nil)
 
 	// p3 writes carol, then vanishes without a goodbye.
-	carol := []mongo.PresenceEntry{{Topic: "rooms/b", User: "carol", Since: now}}
+	carol := []store.PresenceEntry{{Topic: "rooms/b", User: "carol", Since: now}}
 	sync(p3, carol)
 	sync(p1, nil, "rooms/b carol")
 	deadline := time.Now().Add(mongo.PresenceTTL + mongo.PresenceInterval)

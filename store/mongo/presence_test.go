@@ -223,11 +223,11 @@ func (f *fakePresence) ids(coll string) []string {
 	return out
 }
 
-func manyUsers(n int) []PresenceEntry {
+func manyUsers(n int) []store.PresenceEntry {
 	since := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	out := make([]PresenceEntry, n)
+	out := make([]store.PresenceEntry, n)
 	for i := range out {
-		out[i] = PresenceEntry{Topic: store.RoomTopic(fmt.Sprintf("r%d", i%10)), User: fmt.Sprintf("u%d", i), Since: since}
+		out[i] = store.PresenceEntry{Topic: store.RoomTopic(fmt.Sprintf("r%d", i%10)), User: fmt.Sprintf("u%d", i), Since: since}
 	}
 	return out
 }
@@ -246,11 +246,11 @@ func TestPresenceWritesPerSecond(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.RunPresence(ctx, s.NewPresence(), func() []PresenceEntry {
+			s.RunPresence(ctx, s.NewPresence(), func() []store.PresenceEntry {
 				mu.Lock()
 				defer mu.Unlock()
 				return slices.Clone(local)
-			}, func([]PresenceEntry) {})
+			}, func([]store.PresenceEntry) {})
 		}()
 		synctest.Wait() // the first round: everyone joins
 		first, _ := f.counts()
@@ -294,9 +294,9 @@ func TestPresenceServerClock(t *testing.T) {
 		s := f.open(t)
 		p1, p2 := s.NewPresence(), s.NewPresence()
 		ctx := context.Background()
-		alice := []PresenceEntry{{Topic: "rooms/a", User: "alice", Since: time.Now()}}
-		bob := []PresenceEntry{{Topic: "rooms/a", User: "bob", Since: time.Now()}}
-		sync := func(p *Presence, local []PresenceEntry, want ...string) {
+		alice := []store.PresenceEntry{{Topic: "rooms/a", User: "alice", Since: time.Now()}}
+		bob := []store.PresenceEntry{{Topic: "rooms/a", User: "bob", Since: time.Now()}}
+		sync := func(p *Presence, local []store.PresenceEntry, want ...string) {
 			t.Helper()
 			got, err := p.Sync(ctx, local)
 			if err != nil {
@@ -367,7 +367,7 @@ func TestPresenceIndexAfterDrop(t *testing.T) {
 	s := f.open(t)
 	p := s.NewPresence()
 	ctx := context.Background()
-	local := []PresenceEntry{{Topic: "rooms/a", User: "alice", Since: time.Now()}}
+	local := []store.PresenceEntry{{Topic: "rooms/a", User: "alice", Since: time.Now()}}
 	for range 2 {
 		if _, err := p.Sync(ctx, local); err != nil {
 			t.Fatal(err)
