@@ -408,13 +408,16 @@ func TestCatchUpListTopics(t *testing.T) {
 }
 
 // Every clause of the catch-up's $match, for each kind of topic: the
-// events at after and until, an order's _id, a room, a customer's orders,
-// every order; and the $project after it.
+// events of after's and until's cluster times, an order's _id, a room and
+// a room's updates, a customer's orders and the orders' updates, every
+// order.
 func TestCatchUpFilterClauses(t *testing.T) {
-	after, until := eventTok(2), eventTok(8)
+	after, until := eventTok(2), hwmTok(8)
 	o1, o2 := bson.NewObjectID(), bson.NewObjectID()
-	ends := bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}
+	ends := bson.D{{Key: "clusterTime", Value: bson.D{{Key: "$in", Value: bson.A{bson.Timestamp{T: testSec, I: 2}, bson.Timestamp{T: testSec, I: 8}}}}}}
 	both := bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{"orders", "messages"}}}}}
+	orderUpdates := bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "operationType", Value: "update"}}
+	roomUpdates := bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "operationType", Value: "update"}}
 	for _, tt := range []struct {
 		name   string
 		topics []string
@@ -423,30 +426,27 @@ func TestCatchUpFilterClauses(t *testing.T) {
 		{"order", []string{store.OrderTopic(o1.Hex()), store.OrderTopic(o2.Hex()), store.OrderTopic(o1.Hex())}, bson.A{ends,
 			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: bson.A{o1, o2}}}}}}},
 		{"room", []string{store.RoomTopic("lobby"), store.RoomTopic("b")}, bson.A{ends,
-			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby", "b"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby", "b"}}}}}, roomUpdates}},
 		{"customer", []string{store.CustomerTopic("ann"), store.CustomerTopic("bob")}, bson.A{ends,
-			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann", "bob"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann", "bob"}}}}}, orderUpdates}},
 		{"every kind", []string{store.RoomTopic("lobby"), store.CustomerTopic("ann"), store.OrderTopic(o1.Hex())}, bson.A{ends,
-			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann"}}}}},
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann"}}}}}, orderUpdates,
 			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: bson.A{o1}}}}},
-			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}, roomUpdates}},
 		// Every order: the order and customer topics are within it.
 		{"orders list", []string{store.CustomerTopic("ann"), store.OrderListTopic, store.OrderTopic(o1.Hex()), store.RoomTopic("lobby")}, bson.A{ends,
 			bson.D{{Key: "ns.coll", Value: "orders"}},
-			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}, roomUpdates}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, pipeline, err := catchUpPipeline(tt.topics, after, until)
+			match, err := catchUpMatch(tt.topics, after, until)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := bson.A{
-				bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{both, bson.D{{Key: "$or", Value: tt.or}}}}}}},
-				bson.D{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: int32(0)}}}},
-			}
-			got, wantRaw := mustRaw(bson.D{{Key: "p", Value: pipeline}}), mustRaw(bson.D{{Key: "p", Value: want}})
+			want := bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{both, bson.D{{Key: "$or", Value: tt.or}}}}}}}
+			got, wantRaw := mustRaw(bson.D{{Key: "m", Value: match}}), mustRaw(bson.D{{Key: "m", Value: want}})
 			if !slices.Equal(got, wantRaw) {
-				t.Errorf("pipeline:\n got %s\nwant %s", got, wantRaw)
+				t.Errorf("$match:\n got %s\nwant %s", got, wantRaw)
 			}
 		})
 	}

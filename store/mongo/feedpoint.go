@@ -91,7 +91,7 @@ func (m *Store) stopFeed(gen uint64) {
 func (m *Store) reached(gen uint64, pos string, read bson.Timestamp) {
 	m.feedMu.Lock()
 	defer m.feedMu.Unlock()
-	if m.feedGen == gen && pos > m.feedAt.pos {
+	if m.feedGen == gen && comparePositionOrder(pos, m.feedAt.pos) > 0 {
 		m.feedAt.pos, m.feedAt.read = pos, read
 	}
 }
@@ -103,7 +103,7 @@ func (m *Store) saw(gen uint64, pos string, pending time.Time) {
 	m.feedMu.Lock()
 	defer m.feedMu.Unlock()
 	if m.feedGen == gen {
-		m.feedAt.seen = max(m.feedAt.seen, pos)
+		m.feedAt.seen = laterPosition(m.feedAt.seen, pos)
 		m.feedAt.pending = pending
 	}
 }
