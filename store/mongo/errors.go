@@ -284,33 +284,21 @@ func tokenVersion(pos string) (v int, ok bool) {
 	return int(b >> 1), true
 }
 
-// comparePositions compares positions a and b like strings.Compare. The
-// server guarantees bytewise order only between tokens of one format
-// version. Tokens start with their cluster time, so tokens of different
-// times compare right whatever their versions; two tokens of the same
-// time (events of one transaction, a high-water mark and an event) but of
-// different versions have no known order, and comparing them is an error
-// wrapping ErrInvalidPosition, so that the client holding one is reset
-// rather than skipped past changes.
+// comparePositions compares positions a and b in log order, as
+// comparePositionOrder does, where the log has an order. The server
+// guarantees bytewise order only between tokens of one format version;
+// tokens of different times order by their times, and a high-water mark
+// comes before every event of its time. Two events of the same time (a
+// transaction's) in different versions have no known order: comparing
+// them is an error wrapping ErrInvalidPosition, so that the client holding
+// one is reset rather than skipped past changes.
 func comparePositions(a, b string) (int, error) {
-	switch {
-	case a == b:
-		return 0, nil
-	case len(a) >= 18 && len(b) >= 18 && a[:18] != b[:18]:
-		if a < b {
-			return -1, nil
+	if a != b && clusterTimeOf(a) == clusterTimeOf(b) && !isHighWaterMark(a) && !isHighWaterMark(b) {
+		va, oka := tokenVersion(a)
+		vb, okb := tokenVersion(b)
+		if oka != okb || va != vb {
+			return 0, fmt.Errorf("positions %.40s and %.40s have the same cluster time but different token versions: %w", a, b, store.ErrInvalidPosition)
 		}
-		return 1, nil
 	}
-	va, oka := tokenVersion(a)
-	vb, okb := tokenVersion(b)
-	// A bare cluster time (no version) sorts before every token of its
-	// time in any version.
-	if len(a) > 18 && len(b) > 18 && (oka != okb || va != vb) {
-		return 0, fmt.Errorf("positions %.40s and %.40s have the same cluster time but different token versions: %w", a, b, store.ErrInvalidPosition)
-	}
-	if a < b {
-		return -1, nil
-	}
-	return 1, nil
+	return comparePositionOrder(a, b), nil
 }
