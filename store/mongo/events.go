@@ -270,4 +270,3 @@ func (m *Store) readAt(ctx context.Context, coll *mongodrv.Collection, filter bs
 	defer sess.EndSession(context.WithoutCancel(ctx))
 	return coll.FindOne(mongodrv.NewSessionContext(ctx, sess), filter).Raw()
 }
-

@@ -11,8 +11,8 @@ import (
 //
 // Head and Snapshot need a position, and opening a change stream just to
 // learn one costs a stream per client. Instead the store remembers where
-// its feed (the latest Follow, which the multiplexer runs once per
-// process) has got to: the checkpoint it last handed to its fn, with the
+// its feed (the first Follow running, which the multiplexer runs once
+// per process) has got to: the checkpoint it last handed to its fn, with the
 // cluster time at which the database's state holds exactly the changes up
 // to that checkpoint. Snapshot reads the documents at that cluster time
 // (readConcern snapshot with atClusterTime) and returns the checkpoint as
