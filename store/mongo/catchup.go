@@ -144,6 +144,9 @@ func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[str
 		return r, m.catchUpErr(ctx, from, err)
 	}
 	defer closeStream(ctx, cs)
+	// A part that reads the event over 16 MB without its document ends
+	// after it: the next one reads whole batches again.
+	stripped := l.read == readStripped
 	var split splitEvents
 	for {
 		if !cs.TryNext(ctx) {
@@ -194,7 +197,7 @@ func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[str
 			r.done = true
 			return r, nil
 		}
-		if ev.leftOut || len(r.changes) == catchUpBuffer {
+		if stripped || len(r.changes) == catchUpBuffer {
 			return r, nil
 		}
 	}

@@ -112,7 +112,11 @@ func (l *largeEvents) retry(log *slog.Logger, err error) bool {
 	if l.read == readStripped || !serverCode(err, codeBSONObjectTooLarge) {
 		return false
 	}
-	l.read++
+	if l.read == readBatches {
+		l.read = readOne
+	} else {
+		l.read = readStripped
+	}
 	log.Warn("a change event over 16 MB the server cannot send; reading past it one event at a time", "err", err)
 	return true
 }
