@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"changecast/store"
 )
@@ -34,21 +33,6 @@ const catchUpAwait = time.Second
 // in parts, each in a slot, resuming after the last event read.
 const catchUpBuffer = 128
 
-// catchUpMode is how a part of a catch-up reads its range.
-type catchUpMode int
-
-const (
-	// readBatches reads whole batches, with updateLookup.
-	readBatches catchUpMode = iota
-	// readOne reads one event a batch, with updateLookup: after a batch
-	// failed with 10334, it finds the one event over 16 MB and delivers
-	// the ordinary events before it.
-	readOne
-	// readStripped reads that one event without its document, so that
-	// it fits, and steps over it.
-	readStripped
-)
-
 // CatchUp calls fn, in log order, with each change on one of topics whose
 // position p has after < p <= until. It returns an error wrapping ErrInvalid
 // for a malformed topic, ErrInvalidPosition for a malformed or rejected
@@ -57,43 +41,44 @@ const (
 // wraps ErrInvalidPosition: retrying the same position could only fail
 // again.
 //
-// It opens a short-lived change stream resuming after after, filtered on
-// fields that never change: an order's _id, a message's room, the
-// collection (for the orders list topic) and an order's customer (for a
-// customer's list topic, fullDocument.customer). A delete event has no
-// fullDocument, so it is on the orders list but on no customer's, as
-// Follow's changes say; changecast never deletes orders. A $set update
-// made by someone else carries, with updateLookup, the document as it is
-// when read: a changed customer would file it under the new one, and an
-// order deleted since is skipped (as Follow skips it). Each event is passed
-// once, whichever of topics it matches.
+// It reads the events Follow reads, the same way (see events.go): the
+// same stages after its $match (so an event is split, and its fragments
+// joined, as the feed splits and joins it, and a split event's id is a
+// position to resume after), the same ids, and the same documents (an
+// update's read at its own cluster time). So a change caught up is the
+// change the feed handed out live.
+//
+// Its change stream resumes after after, filtered on fields that never
+// change: an order's _id, a message's room, the collection (for the orders
+// list topic) and an order's customer (for a customer's list topic,
+// fullDocument.customer). An update event carries no document in the
+// stream, so for rooms and customers' lists the filter keeps every update
+// of the collection and the topic is checked once the document is read,
+// as Follow does. A delete event has no fullDocument, so it is on the
+// orders list but on no customer's, as Follow's changes say; changecast
+// never deletes orders. Each event is passed once, whichever of topics it
+// matches.
 //
 // The stream is read in parts of at most catchUpBuffer changes, each in a
 // slot of the pool (at most Options.CatchUps streams open at once; others
 // wait for a slot): a part is read into memory, its stream closed and its
 // slot given back, and only then is fn called with its changes. The next
-// part resumes after the last event read.
-//
-// A batch the server cannot send because an event in it is over 16 MB
-// (10334, raised when the batch is serialized, at the opening aggregate as
-// well as at a getMore) does not fail the catch-up: the range is read
-// again from the last event read, one event a batch, and the event that
-// fails is read once more without its document (a $project after the
-// $match), so that it fits and is skipped, as its document could never be
-// sent; the events around it are delivered. The stream's events never
-// carry updateDescription, which changecast does not read.
+// part resumes after the last event read. An event over 16 MB that the
+// server cannot send is stepped over as Follow steps over it
+// (largeEvents): it never fails the catch-up.
 //
 // How the cost grows with the log: the server scans the oplog from after,
 // skipping other collections' entries in the scan; for a list topic every
 // order change in the range is built and matched, so catching up on
 // orders or on customers/<sub> costs the number of order changes since
 // after (the customer filter only shrinks what is sent), like a catch-up
-// on one order's topic. Since
-// MongoDB 6.0 a resume fails when the filter drops the resume token's own
-// event (SERVER-71565), so the filter also keeps the events whose token is
-// where the part resumes or until; the first is swallowed by the server's
-// resume, the second ends the catch-up at once. It stops at the first event
-// past until, or when the stream's post-batch token reaches until.
+// on one order's topic. Since MongoDB 6.0 a resume fails when the filter
+// drops the resume token's own event (SERVER-71565), so the filter also
+// keeps the events of the cluster times where the part resumes and of
+// until (an event's cluster time is in its id, also a split event's last
+// fragment's, whose whole event has another token). It stops at the
+// first event past until, or when the stream's post-batch token reaches
+// until.
 func (m *Store) CatchUp(ctx context.Context, topics []string, after, until string, fn func(store.Change) error) error {
 	if err := m.CheckPosition(after); err != nil {
 		return fmt.Errorf("catch up: %w", err)
@@ -101,7 +86,7 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 	if err := m.CheckPosition(until); err != nil {
 		return fmt.Errorf("catch up: until: %w", err)
 	}
-	wanted, _, err := catchUpPipeline(topics, after, until)
+	wanted, err := catchUpTopics(topics)
 	if err != nil {
 		return fmt.Errorf("catch up: %w", err)
 	}
@@ -113,9 +98,10 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 		return fmt.Errorf("catch up: %w", err)
 	}
 	defer end()
-	from, mode := after, readBatches
+	from := after
+	var large largeEvents // what the parts learn about events over 16 MB
 	for {
-		part, err := m.catchUpPart(ctx, topics, wanted, from, until, mode)
+		part, err := m.catchUpPart(ctx, topics, wanted, from, until, &large)
 		if err != nil {
 			return err
 		}
@@ -128,7 +114,7 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 		if part.done {
 			return nil
 		}
-		from, mode = part.read, part.next
+		from = part.read
 	}
 }
 
@@ -136,60 +122,38 @@ func (m *Store) CatchUp(ctx context.Context, topics []string, after, until strin
 type catchUpRead struct {
 	changes []store.Change // on the wanted topics, in log order
 	read    string         // the last event read: the next part resumes after it
-	next    catchUpMode    // how the next part reads
 	done    bool           // the range is read to until
 }
 
 // catchUpPart reads, in a slot of the pool, the changes on wanted with
-// from < position <= until, at most catchUpBuffer of them, reading as mode
+// from < position <= until, at most catchUpBuffer of them, reading as l
 // says. It gives the slot back and closes its stream before it returns.
-func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[string]bool, from, until string, mode catchUpMode) (catchUpRead, error) {
-	r := catchUpRead{read: from, next: readBatches}
-	_, pipeline, err := catchUpPipeline(topics, from, until)
+func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[string]bool, from, until string, l *largeEvents) (catchUpRead, error) {
+	r := catchUpRead{read: from}
+	match, err := catchUpMatch(topics, from, until)
 	if err != nil {
 		return r, fmt.Errorf("catch up: %w", err)
 	}
-	pipeline[len(pipeline)-1] = catchUpProject(mode)
 	release, err := m.slot(ctx)
 	if err != nil {
 		return r, m.catchUpErr(ctx, from, err)
 	}
 	defer release()
-	opts := options.ChangeStream().
-		SetResumeAfter(tokenDoc(from)).
-		SetMaxAwaitTime(catchUpAwait).
-		SetBatchSize(catchUpBuffer)
-	if mode != readBatches {
-		opts.SetBatchSize(1)
-	}
-	if mode != readStripped {
-		opts.SetFullDocument(options.UpdateLookup)
-	}
-	// tooLarge reports whether err is a batch over 16 MB that a
-	// narrower read can get past; then r says how.
-	tooLarge := func(err error) bool {
-		if mode == readStripped || !serverCode(err, codeBSONObjectTooLarge) {
-			return false
-		}
-		m.log.Warn("catch-up: a change event over 16 MB; reading past it one event at a time", "after", r.read, "err", err)
-		r.next = readOne
-		if mode == readOne {
-			r.next = readStripped
-		}
-		return true
-	}
-	cs, err := m.db.Watch(ctx, pipeline, opts)
+	cs, err := m.watch(ctx, m.db, match, from, false, catchUpAwait, catchUpBuffer, l)
 	if err != nil {
-		if tooLarge(err) {
-			return r, nil
-		}
 		return r, m.catchUpErr(ctx, from, err)
 	}
 	defer closeStream(ctx, cs)
+	// A part that reads the event over 16 MB without its document ends
+	// after it: the next one reads whole batches again.
+	stripped := l.read == readStripped
+	var split splitEvents
 	for {
 		if !cs.TryNext(ctx) {
 			if err := cs.Err(); err != nil {
-				if tooLarge(err) {
+				if l.retry(m.log, err) {
+					// An event over 16 MB: the next part reads past
+					// it, from the last event read.
 					return r, nil
 				}
 				return r, m.catchUpErr(ctx, from, err)
@@ -197,60 +161,79 @@ func (m *Store) catchUpPart(ctx context.Context, topics []string, wanted map[str
 			if cs.ID() == 0 {
 				return r, fmt.Errorf("catch up: the change stream ended before %.40s: %w", until, store.ErrHistoryLost)
 			}
+			if split.midEvent() {
+				continue
+			}
 			if tok := tokenData(cs.ResumeToken()); (tok != "" && comparePositionOrder(tok, until) >= 0) || scannedTo(tok, from, until) {
 				r.done = true
 				return r, nil
 			}
 			continue
 		}
-		pos, _, ch, ok, err := decode(cs.Current)
+		ev, whole, err := m.readEvent(ctx, &split, l, cs.Current)
 		if err != nil {
+			if ctx.Err() != nil {
+				return r, ctx.Err()
+			}
 			return r, fmt.Errorf("catch up: %w", err)
 		}
-		if c, err := comparePositions(pos, from); err != nil {
+		if !whole {
+			continue
+		}
+		if c, err := comparePositions(ev.pos, from); err != nil {
 			return r, fmt.Errorf("catch up: %w", err)
 		} else if c <= 0 {
 			continue
 		}
-		if comparePositionOrder(pos, until) > 0 {
+		if comparePositionOrder(ev.pos, until) > 0 {
 			r.done = true
 			return r, nil
 		}
-		r.read = pos
-		if mode == readStripped && !ok {
-			m.log.Warn("catch-up: a change event over 16 MB skipped", "pos", pos)
+		r.read = ev.pos
+		if ev.ok && onTopics(wanted, ev.change) {
+			r.changes = append(r.changes, ev.change)
 		}
-		if ok && onTopics(wanted, ch) {
-			r.changes = append(r.changes, ch)
-		}
-		if pos == until {
+		if ev.pos == until {
 			r.done = true
 			return r, nil
 		}
-		if mode == readStripped || len(r.changes) == catchUpBuffer {
+		if stripped || len(r.changes) == catchUpBuffer {
 			return r, nil
 		}
 	}
 }
 
-// catchUpPipeline returns the set of topics (each once) and the change
-// stream pipeline CatchUp reads: the changes on those topics, and the
-// events at after and until themselves so that the stream reaches them,
-// without the fields changecast does not read (catchUpProject). A
-// malformed topic is an error wrapping store.ErrInvalid.
-func catchUpPipeline(topics []string, after, until string) (map[string]bool, bson.A, error) {
+// catchUpTopics returns the set of topics, each once. A malformed topic
+// is an error wrapping store.ErrInvalid.
+func catchUpTopics(topics []string) (map[string]bool, error) {
 	wanted := make(map[string]bool, len(topics))
+	for _, t := range topics {
+		if _, _, ok := store.ParseTopic(t); !ok {
+			return nil, fmt.Errorf("topic %q: %w", t, store.ErrInvalid)
+		}
+		wanted[t] = true
+	}
+	return wanted, nil
+}
+
+// catchUpMatch returns the $match stage of a catch-up's change stream
+// resuming after after and reading to until: the changes on topics
+// (each topic once), and the events of the cluster times of after and
+// until, so that the stream finds its resume token's event and reaches
+// until. A malformed topic is an error wrapping store.ErrInvalid.
+func catchUpMatch(topics []string, after, until string) (bson.D, error) {
+	seen := make(map[string]bool, len(topics))
 	var orderIDs, rooms, customers bson.A
 	allOrders := false
 	for _, t := range topics {
 		kind, key, ok := store.ParseTopic(t)
 		if !ok {
-			return nil, nil, fmt.Errorf("topic %q: %w", t, store.ErrInvalid)
+			return nil, fmt.Errorf("topic %q: %w", t, store.ErrInvalid)
 		}
-		if wanted[t] {
+		if seen[t] {
 			continue
 		}
-		wanted[t] = true
+		seen[t] = true
 		switch kind {
 		case store.KindOrder:
 			oid, _ := bson.ObjectIDFromHex(key)
@@ -263,18 +246,28 @@ func catchUpPipeline(topics []string, after, until string) (map[string]bool, bso
 			rooms = append(rooms, key)
 		}
 	}
-	or := bson.A{bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}}
+	afterTime, err := positionTime(after)
+	if err != nil {
+		return nil, err
+	}
+	untilTime, err := positionTime(until)
+	if err != nil {
+		return nil, err
+	}
+	or := bson.A{bson.D{{Key: "clusterTime", Value: bson.D{{Key: "$in", Value: bson.A{afterTime, untilTime}}}}}}
 	if allOrders {
 		// Every order change: the order topics and customers' lists are
 		// within it.
 		orderIDs, customers = nil, nil
 		or = append(or, bson.D{{Key: "ns.coll", Value: ordersCollection}})
 	}
+	// An update event carries no document until readEvent reads it:
+	// onTopics decides then.
+	update := bson.E{Key: "operationType", Value: store.OpUpdate}
 	if len(customers) > 0 {
-		or = append(or, bson.D{
-			{Key: "ns.coll", Value: ordersCollection},
-			{Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: customers}}},
-		})
+		or = append(or,
+			bson.D{{Key: "ns.coll", Value: ordersCollection}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: customers}}}},
+			bson.D{{Key: "ns.coll", Value: ordersCollection}, update})
 	}
 	if len(orderIDs) > 0 {
 		or = append(or, bson.D{
@@ -283,44 +276,23 @@ func catchUpPipeline(topics []string, after, until string) (map[string]bool, bso
 		})
 	}
 	if len(rooms) > 0 {
-		or = append(or, bson.D{
-			{Key: "ns.coll", Value: messagesCollection},
-			{Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}},
-		})
+		or = append(or,
+			bson.D{{Key: "ns.coll", Value: messagesCollection}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: rooms}}}},
+			bson.D{{Key: "ns.coll", Value: messagesCollection}, update})
 	}
 	// The server pushes a $match into its oplog scan only where it can
-	// rewrite it to oplog fields: an $or only if every branch can be, and
-	// _id (the resume token) cannot. So the $or alone makes the server
-	// build every event of the database since after and filter it then.
+	// rewrite it to oplog fields: an $or only if every branch can be,
+	// which these are not all. So the $or alone makes the server build
+	// every event of the database since after and filter it then.
 	// ns.coll can be rewritten, and an $and is pushed down clause by
 	// clause, so the scan skips the other collections' entries. Both
 	// collections stay in it whatever the topics: the events at after and
 	// until may be in either, and a filter that drops the resume token's
 	// own event fails the resume (SERVER-71565).
-	pipeline := bson.A{
-		bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{
-			bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{ordersCollection, messagesCollection}}}}},
-			bson.D{{Key: "$or", Value: or}},
-		}}}}},
-		catchUpProject(readBatches),
-	}
-	return wanted, pipeline, nil
-}
-
-// catchUpProject is the $project stage of a catch-up's pipeline read as
-// mode says. It comes after the $match, which the server pushes down
-// before it builds the event, so it never changes what matches: it drops
-// what decode never reads (an update's description can be as large as
-// its document) and in readStripped the document too, so that an event
-// over 16 MB fits in a batch (the server checks the size when it
-// serializes the batch, after the whole pipeline). It keeps _id, the
-// resume token, which a change stream's pipeline must not change.
-func catchUpProject(mode catchUpMode) bson.D {
-	project := bson.D{{Key: "updateDescription", Value: 0}}
-	if mode == readStripped {
-		project = append(project, bson.E{Key: "fullDocument", Value: 0})
-	}
-	return bson.D{{Key: "$project", Value: project}}
+	return bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{
+		bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{ordersCollection, messagesCollection}}}}},
+		bson.D{{Key: "$or", Value: or}},
+	}}}}}, nil
 }
 
 // onTopics reports whether ch is on one of the wanted topics: its own or

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -14,36 +15,97 @@ import (
 	"changecast/store"
 )
 
-// fakeOplog is a change stream server for catch-ups over a fixed log of
-// events: an aggregate resumes after its resumeAfter token and answers
-// with up to its batch size of the events after it (101 by default, as
-// mongod), a getMore with the next ones. Like mongod, it fails a whole
-// batch with 10334 (BSONObjectTooLarge) when an event in it is over 16 MB
-// as serialized, that is after the pipeline: a large event fits once a
-// $project drops its fullDocument. It does not apply the $match: every
-// event is on the caught-up topics. It is safe for concurrent use.
+// fakeOplog is a change stream server over a fixed log of events, for
+// catch-ups and feeds alike. An aggregate resumes after its resumeAfter
+// token and answers with up to its batch size of the events after it (101
+// by default, as mongod), a getMore with the next ones; an empty getMore
+// answers with the last token read. Like mongod it:
+//   - applies the pipeline's first $match (ns.coll, operationType,
+//     clusterTime, documentKey._id, fullDocument.* with equality, $in, $and
+//     and $or) to the event before any split;
+//   - fails a resume with 280 when that $match drops the resume token's own
+//     event (SERVER-71565), or when the token is a split event's fragment's
+//     and the pipeline has no $changeStreamSplitLargeEvent;
+//   - sends an update without its document (the stored event's
+//     fullDocument is its post-image), unless fullDocument is updateLookup:
+//     then with the document as it is now, the newest in the log;
+//   - fails a whole batch with 10334 (BSONObjectTooLarge) when an event in
+//     it is over 16 MB as serialized, that is after the pipeline: a large
+//     event fits once a $project drops its fullDocument, and a split event
+//     (split) is sent as its fragments when the pipeline ends with the
+//     split stage, and is too large otherwise; a resume after a fragment
+//     skips the fragments up to it;
+//   - answers a find of one _id with the document as of its readConcern's
+//     atClusterTime (the newest without one).
+//
+// It is safe for concurrent use.
 type fakeOplog struct {
 	mu      sync.Mutex
 	events  []bson.D
 	tokens  []string
 	large   map[string]bool
+	split   map[string][]bson.D // the fragments of a large event, by its token
 	cursors map[int64]*fakeCursor
 	nextID  int64
 	aggs    []bson.Raw
+	finds   []bson.Raw
 }
 
 type fakeCursor struct {
-	next  int // index of the next event to send
-	batch int
-	strip bool // the pipeline drops fullDocument
+	next   int // index of the next event to send
+	frag   int // fragments of events[next] already sent
+	batch  int
+	strip  bool // the pipeline drops fullDocument
+	split  bool // the pipeline ends with $changeStreamSplitLargeEvent
+	lookup bool // fullDocument: updateLookup
+	match  bson.Raw
+	last   string // the last token sent
 }
 
 func newFakeOplog(events ...bson.D) *fakeOplog {
-	o := &fakeOplog{events: events, large: map[string]bool{}, cursors: map[int64]*fakeCursor{}, nextID: 100}
+	o := &fakeOplog{events: events, large: map[string]bool{}, split: map[string][]bson.D{}, cursors: map[int64]*fakeCursor{}, nextID: 100}
 	for _, ev := range events {
 		o.tokens = append(o.tokens, lookupString(mustRaw(ev), "_id", "_data"))
 	}
 	return o
+}
+
+// splitInto marks the event at inc as over 16 MB, split by the server into
+// n fragments (tokens fragTok(inc, 1..n)), each with its _id and
+// splitEvent: the first holds every other field but fullDocument, the
+// last fullDocument, those between nothing else (the server fills each
+// fragment up to the limit with whole top-level fields).
+func (o *fakeOplog) splitInto(inc uint32, n int) {
+	tok := eventTok(inc)
+	var ev bson.D
+	for i, t := range o.tokens {
+		if t == tok {
+			ev = o.events[i]
+		}
+	}
+	var head, full bson.D
+	for _, e := range ev {
+		switch e.Key {
+		case "_id":
+		case "fullDocument":
+			full = append(full, e)
+		default:
+			head = append(head, e)
+		}
+	}
+	frags := make([]bson.D, n)
+	for k := range n {
+		f := bson.D{{Key: "_id", Value: tokDoc(fragTok(inc, k+1))}, {Key: "splitEvent", Value: bson.D{{Key: "fragment", Value: int32(k + 1)}, {Key: "of", Value: int32(n)}}}}
+		switch k {
+		case 0:
+			f = append(f, head...)
+		case n - 1:
+			f = append(f, full...)
+		}
+		frags[k] = f
+	}
+	o.large[tok] = true
+	o.split[tok] = frags
 }
 
 func mustRaw(d bson.D) bson.Raw {
@@ -54,6 +116,42 @@ func mustRaw(d bson.D) bson.Raw {
 	return b
 }
 
+// fakeMatch reports whether doc passes the $match filter f.
+func fakeMatch(doc, f bson.Raw) bool {
+	elems, _ := f.Elements()
+	for _, e := range elems {
+		switch e.Key() {
+		case "$and", "$or":
+			clauses, _ := e.Value().Array().Values()
+			some := false
+			for _, c := range clauses {
+				ok := fakeMatch(doc, c.Document())
+				if e.Key() == "$and" && !ok {
+					return false
+				}
+				some = some || ok
+			}
+			if e.Key() == "$or" && !some {
+				return false
+			}
+		default:
+			v, err := doc.LookupErr(strings.Split(e.Key(), ".")...)
+			want := e.Value()
+			if in, ok := want.DocumentOK(); ok {
+				vals, _ := in.Lookup("$in").Array().Values()
+				if err != nil || !slices.ContainsFunc(vals, v.Equal) {
+					return false
+				}
+				continue
+			}
+			if err != nil || !v.Equal(want) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func (o *fakeOplog) reply(name string, body bson.Raw) bson.D {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -61,7 +159,7 @@ func (o *fakeOplog) reply(name string, body bson.Raw) bson.D {
 	case "aggregate":
 		o.aggs = append(o.aggs, body)
 		after := lookupString(body, "pipeline", "0", "$changeStream", "resumeAfter", "_data")
-		c := &fakeCursor{batch: 101}
+		c := &fakeCursor{batch: 101, lookup: lookupString(body, "pipeline", "0", "$changeStream", "fullDocument") == "updateLookup"}
 		if v, ok := body.Lookup("cursor", "batchSize").AsInt64OK(); ok {
 			c.batch = int(v)
 		}
@@ -70,13 +168,41 @@ func (o *fakeOplog) reply(name string, body bson.Raw) bson.D {
 			if v, ok := st.Document().Lookup("$project", "fullDocument").AsInt64OK(); ok && v == 0 {
 				c.strip = true
 			}
+			if _, err := st.Document().LookupErr("$changeStreamSplitLargeEvent"); err == nil {
+				c.split = true
+			}
+			if m, ok := st.Document().Lookup("$match").DocumentOK(); ok && c.match == nil {
+				c.match = m
+			}
 		}
-		for c.next < len(o.tokens) && o.tokens[c.next] <= after {
-			c.next++
+		// The event the token is in: its own, or one of its fragments'.
+		k := -1
+		c.next = slices.IndexFunc(o.tokens, func(tok string) bool {
+			k = slices.IndexFunc(o.split[tok], func(f bson.D) bool { return fragTokOf(f) == after })
+			return tok == after || k >= 0
+		})
+		if c.next < 0 { // a high-water mark: the events after it
+			c.next = 0
+			for c.next < len(o.tokens) && o.tokens[c.next] < after {
+				c.next++
+			}
+		} else {
+			frags := o.split[o.tokens[c.next]]
+			switch {
+			case k >= 0 && !c.split:
+				return serverErr(280, "ChangeStreamFatalError", "To resume from a split event, the $changeStream pipeline must include a $changeStreamSplitLargeEvent stage")
+			case !c.keeps(o.events[c.next]):
+				return serverErr(280, "ChangeStreamFatalError", "cannot resume stream; the resume token was not found")
+			case k >= 0 && k+1 < len(frags):
+				c.frag = k + 1
+			default:
+				c.next++
+			}
 		}
+		c.last = after
 		o.nextID++
 		o.cursors[o.nextID] = c
-		return o.batch(true, o.nextID, c, after)
+		return o.batch(true, o.nextID, c)
 	case "getMore":
 		id, _ := body.Lookup("getMore").AsInt64OK()
 		c := o.cursors[id]
@@ -86,32 +212,84 @@ func (o *fakeOplog) reply(name string, body bson.Raw) bson.D {
 		if v, ok := body.Lookup("batchSize").AsInt64OK(); ok {
 			c.batch = int(v)
 		}
-		return o.batch(false, id, c, o.tokens[max(c.next-1, 0)])
+		return o.batch(false, id, c)
+	case "find":
+		o.finds = append(o.finds, body)
+		return findReply(lookupString(body, "find"), o.document(body)...)
 	case "killCursors":
 		return okReply()
 	}
 	return errReply(59, "CommandNotFound")
 }
 
-// batch answers a cursor's next batch; pbrt is the post-batch token of an
-// empty one.
-func (o *fakeOplog) batch(first bool, id int64, c *fakeCursor, pbrt string) bson.D {
+func (c *fakeCursor) keeps(ev bson.D) bool { return c.match == nil || fakeMatch(mustRaw(ev), c.match) }
+
+// document returns the document a find of one _id reads: as of its
+// atClusterTime, or the newest.
+func (o *fakeOplog) document(body bson.Raw) []bson.D {
+	id := body.Lookup("filter", "_id")
+	atT, atI, hasAt := body.Lookup("readConcern", "atClusterTime").TimestampOK()
+	at := bson.Timestamp{T: atT, I: atI}
+	var doc bson.D
+	for _, ev := range o.events {
+		r := mustRaw(ev)
+		if !r.Lookup("documentKey", "_id").Equal(id) {
+			continue
+		}
+		if t, i := r.Lookup("clusterTime").Timestamp(); hasAt && (bson.Timestamp{T: t, I: i}).After(at) {
+			continue
+		}
+		for _, e := range ev {
+			if e.Key == "fullDocument" {
+				doc = e.Value.(bson.D)
+			}
+		}
+	}
+	if doc == nil {
+		return nil
+	}
+	return []bson.D{doc}
+}
+
+// batch answers a cursor's next batch.
+func (o *fakeOplog) batch(first bool, id int64, c *fakeCursor) bson.D {
 	var docs []bson.D
-	for i := c.next; i < len(o.events) && len(docs) < c.batch; i++ {
+	for c.next < len(o.events) && len(docs) < c.batch {
+		i, tok := c.next, o.tokens[c.next]
 		ev := o.events[i]
-		if c.strip {
-			ev = slices.DeleteFunc(slices.Clone(ev), func(e bson.E) bool { return e.Key == "fullDocument" })
-		} else if o.large[o.tokens[i]] {
+		if !c.keeps(ev) {
+			c.next++
+			continue
+		}
+		if frags := o.split[tok]; c.split && !c.strip && len(frags) > 0 {
+			docs = append(docs, frags[c.frag])
+			c.last = fragTokOf(frags[c.frag])
+			if c.frag++; c.frag == len(frags) {
+				c.next, c.frag = c.next+1, 0
+			}
+			continue
+		}
+		ev = slices.Clone(ev)
+		if c.strip || lookupString(mustRaw(ev), "operationType") == store.OpUpdate {
+			ev = slices.DeleteFunc(ev, func(e bson.E) bool { return e.Key == "fullDocument" })
+		}
+		if c.lookup && lookupString(mustRaw(ev), "operationType") == store.OpUpdate {
+			body := mustRaw(bson.D{{Key: "find", Value: "x"}, {Key: "filter", Value: bson.D{{Key: "_id", Value: mustRaw(ev).Lookup("documentKey", "_id")}}}})
+			if now := o.document(body); now != nil {
+				ev = append(ev, bson.E{Key: "fullDocument", Value: now[0]})
+			}
+		}
+		if !c.strip && o.large[tok] {
 			return errReply(codeBSONObjectTooLarge, "BSONObjectTooLarge")
 		}
 		docs = append(docs, ev)
+		c.last = tok
+		c.next++
 	}
-	c.next += len(docs)
-	if len(docs) > 0 {
-		pbrt = o.tokens[c.next-1]
-	}
-	return cursorReply(first, id, pbrt, docs...)
+	return cursorReply(first, id, c.last, docs...)
 }
+
+func fragTokOf(f bson.D) string { return lookupString(mustRaw(f), "_id", "_data") }
 
 func (o *fakeOplog) aggregates() []bson.Raw {
 	o.mu.Lock()
@@ -338,7 +516,9 @@ func TestCatchUpPastTooLargeEvent(t *testing.T) {
 				t.Errorf("changes: got %v, want %v", got, want)
 			}
 			stripped := 0
-			for _, a := range log.aggregates() {
+			for i, a := range log.aggregates() {
+				// The feed's stages: no updateLookup, the split last.
+				checkFeedStages(t, fmt.Sprintf("aggregate %d", i), command{Name: "aggregate", Body: a})
 				proj, ok := a.Lookup("pipeline", "2", "$project").DocumentOK()
 				if !ok {
 					t.Fatalf("aggregate %s: no $project after the $match", a.Lookup("pipeline"))
@@ -408,13 +588,16 @@ func TestCatchUpListTopics(t *testing.T) {
 }
 
 // Every clause of the catch-up's $match, for each kind of topic: the
-// events at after and until, an order's _id, a room, a customer's orders,
-// every order; and the $project after it.
+// events of after's and until's cluster times, an order's _id, a room and
+// a room's updates, a customer's orders and the orders' updates, every
+// order.
 func TestCatchUpFilterClauses(t *testing.T) {
-	after, until := eventTok(2), eventTok(8)
+	after, until := eventTok(2), hwmTok(8)
 	o1, o2 := bson.NewObjectID(), bson.NewObjectID()
-	ends := bson.D{{Key: "_id._data", Value: bson.D{{Key: "$in", Value: bson.A{after, until}}}}}
+	ends := bson.D{{Key: "clusterTime", Value: bson.D{{Key: "$in", Value: bson.A{bson.Timestamp{T: testSec, I: 2}, bson.Timestamp{T: testSec, I: 8}}}}}}
 	both := bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{"orders", "messages"}}}}}
+	orderUpdates := bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "operationType", Value: "update"}}
+	roomUpdates := bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "operationType", Value: "update"}}
 	for _, tt := range []struct {
 		name   string
 		topics []string
@@ -423,30 +606,27 @@ func TestCatchUpFilterClauses(t *testing.T) {
 		{"order", []string{store.OrderTopic(o1.Hex()), store.OrderTopic(o2.Hex()), store.OrderTopic(o1.Hex())}, bson.A{ends,
 			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: bson.A{o1, o2}}}}}}},
 		{"room", []string{store.RoomTopic("lobby"), store.RoomTopic("b")}, bson.A{ends,
-			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby", "b"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby", "b"}}}}}, roomUpdates}},
 		{"customer", []string{store.CustomerTopic("ann"), store.CustomerTopic("bob")}, bson.A{ends,
-			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann", "bob"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann", "bob"}}}}}, orderUpdates}},
 		{"every kind", []string{store.RoomTopic("lobby"), store.CustomerTopic("ann"), store.OrderTopic(o1.Hex())}, bson.A{ends,
-			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann"}}}}},
+			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "fullDocument.customer", Value: bson.D{{Key: "$in", Value: bson.A{"ann"}}}}}, orderUpdates,
 			bson.D{{Key: "ns.coll", Value: "orders"}, {Key: "documentKey._id", Value: bson.D{{Key: "$in", Value: bson.A{o1}}}}},
-			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}, roomUpdates}},
 		// Every order: the order and customer topics are within it.
 		{"orders list", []string{store.CustomerTopic("ann"), store.OrderListTopic, store.OrderTopic(o1.Hex()), store.RoomTopic("lobby")}, bson.A{ends,
 			bson.D{{Key: "ns.coll", Value: "orders"}},
-			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}}},
+			bson.D{{Key: "ns.coll", Value: "messages"}, {Key: "fullDocument.room", Value: bson.D{{Key: "$in", Value: bson.A{"lobby"}}}}}, roomUpdates}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, pipeline, err := catchUpPipeline(tt.topics, after, until)
+			match, err := catchUpMatch(tt.topics, after, until)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := bson.A{
-				bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{both, bson.D{{Key: "$or", Value: tt.or}}}}}}},
-				bson.D{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: int32(0)}}}},
-			}
-			got, wantRaw := mustRaw(bson.D{{Key: "p", Value: pipeline}}), mustRaw(bson.D{{Key: "p", Value: want}})
+			want := bson.D{{Key: "$match", Value: bson.D{{Key: "$and", Value: bson.A{both, bson.D{{Key: "$or", Value: tt.or}}}}}}}
+			got, wantRaw := mustRaw(bson.D{{Key: "m", Value: match}}), mustRaw(bson.D{{Key: "m", Value: want}})
 			if !slices.Equal(got, wantRaw) {
-				t.Errorf("pipeline:\n got %s\nwant %s", got, wantRaw)
+				t.Errorf("$match:\n got %s\nwant %s", got, wantRaw)
 			}
 		})
 	}

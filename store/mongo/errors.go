@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strconv"
 
@@ -21,20 +20,26 @@ import (
 // change event into a batch (plan_executor_pipeline.cpp), in the opening
 // aggregate as well as in a getMore, and resuming from the same point
 // meets the same event again. The size check is made on the event as the
-// pipeline leaves it, so every change stream of the store ends with
-// eventStages: it drops updateDescription, which changecast never reads
-// and which can be as large as the document itself, and, on servers that
-// have it (7.0, 6.0.9 and later), $changeStreamSplitLargeEvent splits an
-// event still over the limit into fragments that splitEvents joins again.
-// The store learns whether the server has the stage by asking for it: a
-// server without it refuses the pipeline with 40324 ("Unrecognized
-// pipeline stage name", document_source.cpp), or 224
-// (QueryFeatureNotAllowed) while the feature compatibility version is
-// older than the stage, and the stream is opened again without it. An
-// event too large all the same (a server without the stage) is left out:
-// 10334's message names the event's _id, and the stream is opened again
-// from the same point with a $match that drops that one event, so that
-// no other event of the failed batch is lost with it.
+// pipeline leaves it, so every change stream of the store that reads
+// events (the feed and catch-ups alike) ends with largeEvents.stages: it
+// drops updateDescription, which changecast never reads and which can be
+// as large as the document itself, and, on servers that have it (7.0,
+// 6.0.9 and later), $changeStreamSplitLargeEvent splits an event still
+// over the limit into fragments that splitEvents joins again. The store
+// learns whether the server has the stage by asking for it: a server
+// without it refuses the pipeline with 40324 ("Unrecognized pipeline
+// stage name", document_source.cpp), or 224 (QueryFeatureNotAllowed)
+// while the feature compatibility version is older than the stage, and
+// the stream is opened again without it.
+//
+// An event too large all the same (a server without the stage) is
+// stepped over, one way for every stream: the stream is opened again
+// from the last whole event read with batch size 1 and read one event a
+// batch, so that every ordinary event before the large one arrives; when
+// a batch fails again, the failing event is the next one, and it is read
+// once without its document (fullDocument projected away, so that it
+// fits), left out, and the stream opened again in whole batches after
+// it. This needs nothing from the error's message.
 
 // codeBSONObjectTooLarge is the error of a change event the server cannot
 // send, over 16 MB.
@@ -46,78 +51,91 @@ const (
 	codeQueryFeatureNotAllowed = 224
 )
 
+// readMode is how a change stream of the store reads its events.
+type readMode int
+
+const (
+	// readBatches reads whole batches.
+	readBatches readMode = iota
+	// readOne reads one event a batch: after a batch failed with 10334,
+	// it reads the ordinary events up to the one over 16 MB.
+	readOne
+	// readStripped reads that one event without its document, so that
+	// it fits, to step over it.
+	readStripped
+)
+
 // largeEvents is what a change stream of the store has learnt about
 // events over 16 MB: whether the server lacks $changeStreamSplitLargeEvent,
-// and the events it cannot send at all. The zero value asks for the split.
-// Each stream that reads events keeps one, and opens again while retry
-// says so.
+// and how to read past an event it cannot send. The zero value asks for
+// the split and reads whole batches. Each stream that reads events keeps
+// one, and opens again while retry says so.
 type largeEvents struct {
 	noSplit bool
-	skip    []string // positions of events too large to send
+	read    readMode
 }
 
 // stages returns the stages that end a change stream pipeline of the
-// store: the events too large to send left out (a separate $match, so the
-// pipeline's own first $match is still pushed into the oplog scan),
-// updateDescription projected away, and the split of events over 16 MB
-// (which must be the last stage) unless the server lacks it.
+// store: updateDescription projected away (and in readStripped the
+// document too), and the split of events over 16 MB (which must be the
+// last stage) unless the server lacks it.
 func (l *largeEvents) stages() bson.A {
-	var stages bson.A
-	if len(l.skip) > 0 {
-		skip := bson.A{}
-		for _, p := range l.skip {
-			skip = append(skip, p)
-		}
-		stages = append(stages, bson.D{{Key: "$match", Value: bson.D{{Key: "_id._data", Value: bson.D{{Key: "$nin", Value: skip}}}}}})
+	project := bson.D{{Key: "updateDescription", Value: 0}}
+	if l.read == readStripped {
+		project = append(project, bson.E{Key: "fullDocument", Value: 0})
 	}
-	stages = append(stages, bson.D{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: 0}}}})
+	stages := bson.A{bson.D{{Key: "$project", Value: project}}}
 	if !l.noSplit {
 		stages = append(stages, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
 	}
 	return stages
 }
 
-// retry reports whether opening the stream again with l's stages, which it
-// has just changed, gets past err: a server without the split stage, or an
-// event too large to send (never seen before) that is left out from now
-// on. It logs what it leaves out.
+// batchSize returns the batch size of a stream read as l says, given the
+// one wanted otherwise (0: the server's default).
+func (l *largeEvents) batchSize(size int32) int32 {
+	if l.read != readBatches {
+		return 1
+	}
+	return size
+}
+
+// retry reports whether opening the stream again as l now says, from the
+// last whole event read, gets past err: a server without the split stage,
+// or a batch that failed with 10334 (read one event a batch, then the
+// failing event without its document). It logs the latter.
 func (l *largeEvents) retry(log *slog.Logger, err error) bool {
 	if !l.noSplit && noSplitStage(err) {
 		l.noSplit = true
 		return true
 	}
-	if pos, ok := tooLargeEvent(err); ok && !slices.Contains(l.skip, pos) {
-		log.Error("change event over 16 MB that the server cannot send, even split: it is left out", "pos", pos, "err", err)
-		l.skip = append(l.skip, pos)
-		return true
+	if l.read == readStripped || !serverCode(err, codeBSONObjectTooLarge) {
+		return false
 	}
-	return false
+	if l.read == readBatches {
+		l.read = readOne
+	} else {
+		l.read = readStripped
+	}
+	log.Warn("a change event over 16 MB the server cannot send; reading past it one event at a time", "err", err)
+	return true
+}
+
+// leftOut reports whether the whole event just read is the one over 16 MB,
+// read without its document: it is then left out, and the stream must be
+// opened again after it to read whole batches.
+func (l *largeEvents) leftOut() bool {
+	if l.read != readStripped {
+		return false
+	}
+	l.read = readBatches
+	return true
 }
 
 // noSplitStage reports whether err is a server's refusal of
 // $changeStreamSplitLargeEvent: open the stream again without it.
 func noSplitStage(err error) bool {
 	return serverCode(err, codeUnknownStage, codeQueryFeatureNotAllowed)
-}
-
-// tooLargeRE finds the resume token in 10334's message, which names the
-// first element of the object too large: the change event's _id, as in
-// `First element: _id: { _data: "8266..." }`.
-var tooLargeRE = regexp.MustCompile(`First element: _id: \{ _data: "(82[0-9A-F]+)" \}`)
-
-// tooLargeEvent returns the position of the change event an error 10334
-// says is too large to send, with ok false for any other error or when
-// the message names none.
-func tooLargeEvent(err error) (pos string, ok bool) {
-	var se mongodrv.ServerError
-	if !errors.As(err, &se) || !se.HasErrorCode(codeBSONObjectTooLarge) {
-		return "", false
-	}
-	m := tooLargeRE.FindStringSubmatch(se.Error())
-	if m == nil || len(m[1]) > maxPosition {
-		return "", false
-	}
-	return m[1], true
 }
 
 // splitEvents joins the fragments of events split by
@@ -270,33 +288,21 @@ func tokenVersion(pos string) (v int, ok bool) {
 	return int(b >> 1), true
 }
 
-// comparePositions compares positions a and b like strings.Compare. The
-// server guarantees bytewise order only between tokens of one format
-// version. Tokens start with their cluster time, so tokens of different
-// times compare right whatever their versions; two tokens of the same
-// time (events of one transaction, a high-water mark and an event) but of
-// different versions have no known order, and comparing them is an error
-// wrapping ErrInvalidPosition, so that the client holding one is reset
-// rather than skipped past changes.
+// comparePositions compares positions a and b in log order, as
+// comparePositionOrder does, where the log has an order. The server
+// guarantees bytewise order only between tokens of one format version;
+// tokens of different times order by their times, and a high-water mark
+// comes before every event of its time. Two events of the same time (a
+// transaction's) in different versions have no known order: comparing
+// them is an error wrapping ErrInvalidPosition, so that the client holding
+// one is reset rather than skipped past changes.
 func comparePositions(a, b string) (int, error) {
-	switch {
-	case a == b:
-		return 0, nil
-	case len(a) >= 18 && len(b) >= 18 && a[:18] != b[:18]:
-		if a < b {
-			return -1, nil
+	if a != b && clusterTimeOf(a) == clusterTimeOf(b) && !isHighWaterMark(a) && !isHighWaterMark(b) {
+		va, oka := tokenVersion(a)
+		vb, okb := tokenVersion(b)
+		if oka != okb || va != vb {
+			return 0, fmt.Errorf("positions %.40s and %.40s have the same cluster time but different token versions: %w", a, b, store.ErrInvalidPosition)
 		}
-		return 1, nil
 	}
-	va, oka := tokenVersion(a)
-	vb, okb := tokenVersion(b)
-	// A bare cluster time (no version) sorts before every token of its
-	// time in any version.
-	if len(a) > 18 && len(b) > 18 && (oka != okb || va != vb) {
-		return 0, fmt.Errorf("positions %.40s and %.40s have the same cluster time but different token versions: %w", a, b, store.ErrInvalidPosition)
-	}
-	if a < b {
-		return -1, nil
-	}
-	return 1, nil
+	return comparePositionOrder(a, b), nil
 }

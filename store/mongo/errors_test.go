@@ -233,6 +233,8 @@ func TestComparePositions(t *testing.T) {
 		{tokenV1(3), eventTok(3), 0, true}, // same time, other versions
 		{eventTok(3), tokenV1(3), 0, true},
 		{eventTok(3)[:18], eventTok(3), -1, false}, // a bare time sorts first
+		{hwmV2(3), tokenV1(3), -1, false},          // a mark before the events of its time
+		{tokenV1(3), hwmV2(3), 1, false},
 	}
 	for _, tt := range tests {
 		got, err := comparePositions(tt.a, tt.b)

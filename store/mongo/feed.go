@@ -16,27 +16,6 @@ import (
 	"changecast/store"
 )
 
-// How change events carry documents.
-//
-// The feed asks for no updateLookup. changecast itself never sends $set
-// updates: it inserts orders and messages and replaces a whole order on a
-// status change, and insert and replace events always carry the document
-// exactly as written, straight from the oplog. So every process reading the
-// same event gets the same payload, however late it reads it. A $set
-// update made by someone else (an operator in mongosh) carries no
-// document; the feed reads it itself at the event's own cluster time
-// (readConcern snapshot with atClusterTime, see postImage), which is the
-// document exactly as that change left it. updateLookup would instead give
-// the document as it is when the event is read, possibly newer than the
-// change, so that a later event could show an older version of an order
-// than an earlier one. Only when the server no longer holds that point
-// (239 SnapshotTooOld, past minSnapshotHistoryWindowInSeconds, 300 s by
-// default, or 246 SnapshotUnavailable across a catalog change) is the
-// document read as it is now, as updateLookup would, with a warning in the
-// log. An event whose
-// document is gone is skipped (its delete follows). Message deletes are
-// skipped too: a delete event names only the _id, so its room is unknown.
-
 // Server error codes the change streams map.
 const (
 	codeBadValue             = 2
@@ -113,89 +92,6 @@ func tokenData(tok bson.Raw) string {
 	return s
 }
 
-// feedPipeline keeps the events of the two collections, and an
-// invalidate (which names no collection) so that Follow can start again
-// after it, then ends with the stages of l.
-func feedPipeline(l *largeEvents) bson.A {
-	match := bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "ns.coll", Value: bson.D{{Key: "$in", Value: bson.A{ordersCollection, messagesCollection}}}}},
-		bson.D{{Key: "operationType", Value: "invalidate"}},
-	}}}}}
-	return append(bson.A{match}, l.stages()...)
-}
-
-// changeEvent is the part of a change event the store reads. Decoding it
-// copies what it keeps out of the driver's buffer.
-type changeEvent struct {
-	ID struct {
-		Data string `bson:"_data"`
-	} `bson:"_id"`
-	OperationType string         `bson:"operationType"`
-	ClusterTime   bson.Timestamp `bson:"clusterTime"`
-	WallTime      time.Time      `bson:"wallTime"`
-	NS            struct {
-		Coll string `bson:"coll"`
-	} `bson:"ns"`
-	DocumentKey struct {
-		ID bson.RawValue `bson:"_id"`
-	} `bson:"documentKey"`
-	FullDocument bson.RawValue `bson:"fullDocument"`
-}
-
-// decode reads one change event. It returns the event's position, its
-// operation type, and the Change it makes with ok true, or ok false for an
-// event the store skips (other operations, a missing document, a message
-// delete). Only an event without a usable resume token is an error.
-func decode(raw bson.Raw) (pos, op string, ch store.Change, ok bool, err error) {
-	var ev changeEvent
-	if err := bson.Unmarshal(raw, &ev); err != nil {
-		return "", "", store.Change{}, false, fmt.Errorf("decode change event: %w", err)
-	}
-	pos = ev.ID.Data
-	if pos == "" {
-		return "", "", store.Change{}, false, errors.New("decode change event: no _id._data resume token")
-	}
-	op = ev.OperationType
-	ch = store.Change{Pos: pos, Op: op, Time: ev.WallTime.UTC()}
-	if ev.WallTime.IsZero() { // servers before 6.0 send only clusterTime
-		ch.Time = time.Unix(int64(ev.ClusterTime.T), 0).UTC()
-	}
-	hasDoc := ev.FullDocument.Type == bson.TypeEmbeddedDocument
-	switch {
-	case ev.NS.Coll == ordersCollection && op == store.OpDelete:
-		oid, isOID := ev.DocumentKey.ID.ObjectIDOK()
-		if !isOID {
-			return pos, op, store.Change{}, false, nil
-		}
-		ch.Topic = store.OrderTopic(oid.Hex())
-		// A delete event names only the _id: the customer, and so its
-		// list, is unknown. changecast never deletes an order.
-		ch.Lists = []string{store.OrderListTopic}
-		ch.Order = &store.Order{ID: oid.Hex()}
-		return pos, op, ch, true, nil
-	case ev.NS.Coll == ordersCollection && (op == store.OpInsert || op == store.OpUpdate || op == store.OpReplace) && hasDoc:
-		var doc orderDoc
-		if err := ev.FullDocument.Unmarshal(&doc); err != nil {
-			return pos, op, store.Change{}, false, nil // not an order changecast wrote
-		}
-		o := doc.order()
-		ch.Topic = store.OrderTopic(o.ID)
-		ch.Lists = store.OrderLists(o.Customer)
-		ch.Order = &o
-		return pos, op, ch, true, nil
-	case ev.NS.Coll == messagesCollection && (op == store.OpInsert || op == store.OpUpdate || op == store.OpReplace) && hasDoc:
-		var doc messageDoc
-		if err := ev.FullDocument.Unmarshal(&doc); err != nil || !store.ValidRoom(doc.Room) {
-			return pos, op, store.Change{}, false, nil
-		}
-		msg := doc.message()
-		ch.Topic = store.RoomTopic(msg.Room)
-		ch.Message = &msg
-		return pos, op, ch, true, nil
-	}
-	return pos, op, store.Change{}, false, nil
-}
-
 // serverCode reports whether err is a server error with one of codes.
 func serverCode(err error, codes ...int) bool {
 	var se mongodrv.ServerError
@@ -230,76 +126,6 @@ func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
 	_ = cs.Close(ctx)
-}
-
-// postImage returns raw with the document as the change left it when raw
-// is an update event of orders or messages without one (the feed asks for
-// no updateLookup): the document read at the event's cluster time in a
-// snapshot session. When the server no longer holds that time it is read
-// as it is now (what updateLookup gives). Other events, and an update
-// whose document is gone, are returned as they are (decode skips the
-// latter).
-func (m *Store) postImage(ctx context.Context, raw bson.Raw) (bson.Raw, error) {
-	var ev struct {
-		Op          string         `bson:"operationType"`
-		ClusterTime bson.Timestamp `bson:"clusterTime"`
-		NS          struct {
-			Coll string `bson:"coll"`
-		} `bson:"ns"`
-		DocumentKey struct {
-			ID bson.RawValue `bson:"_id"`
-		} `bson:"documentKey"`
-		FullDocument bson.RawValue `bson:"fullDocument"`
-	}
-	if err := bson.Unmarshal(raw, &ev); err != nil || ev.Op != store.OpUpdate || ev.FullDocument.Type == bson.TypeEmbeddedDocument {
-		return raw, nil
-	}
-	coll := m.orders
-	switch ev.NS.Coll {
-	case ordersCollection:
-	case messagesCollection:
-		coll = m.messages
-	default:
-		return raw, nil
-	}
-	filter := bson.D{{Key: "_id", Value: ev.DocumentKey.ID}}
-	doc, err := m.readAt(ctx, coll, filter, ev.ClusterTime)
-	if serverCode(err, codeSnapshotTooOld, codeSnapshotUnavailable) {
-		m.log.Warn("the document of an update is no longer held at its cluster time; reading it as it is now", "coll", ev.NS.Coll, "err", err)
-		doc, err = coll.FindOne(ctx, filter).Raw()
-	}
-	switch {
-	case errors.Is(err, mongodrv.ErrNoDocuments):
-		return raw, nil
-	case err != nil:
-		return nil, fmt.Errorf("read the document of an update: %w", err)
-	}
-	elems, err := raw.Elements()
-	if err != nil {
-		return nil, fmt.Errorf("decode change event: %w", err)
-	}
-	d := make(bson.D, 0, len(elems)+1)
-	for _, e := range elems {
-		if e.Key() != "fullDocument" {
-			d = append(d, bson.E{Key: e.Key(), Value: e.Value()})
-		}
-	}
-	d = append(d, bson.E{Key: "fullDocument", Value: bson.RawValue{Type: bson.TypeEmbeddedDocument, Value: doc}})
-	out, err := bson.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("add the document to an update event: %w", err)
-	}
-	return out, nil
-}
-
-// readAt reads the document filter selects in coll as of cluster time at.
-func (m *Store) readAt(ctx context.Context, coll *mongodrv.Collection, filter bson.D, at bson.Timestamp) (bson.Raw, error) {
-	sess, err := m.client.StartSession(options.Session().SetSnapshot(true).SetSnapshotTime(at))
-	if err != nil {
-		return nil, err
-	}
-	defer sess.EndSession(context.WithoutCancel(ctx))
-	return coll.FindOne(mongodrv.NewSessionContext(ctx, sess), filter).Raw()
 }
 
 // Head returns the position of now. While a Follow runs and has reached a
@@ -349,7 +175,7 @@ func (m *Store) head(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if pos > fresh {
+	if comparePositionOrder(pos, fresh) > 0 {
 		return "", fmt.Errorf("head: the stream started at %v reports %.40s, after the fresh stream's %.40s", applied, pos, fresh)
 	}
 	return pos, nil
@@ -364,7 +190,7 @@ func (m *Store) highWaterMark(ctx context.Context, startAt *bson.Timestamp) (str
 	if startAt != nil {
 		opts.SetStartAtOperationTime(startAt)
 	}
-	cs, err := m.db.Watch(ctx, feedPipeline(&largeEvents{noSplit: true}), opts)
+	cs, err := m.db.Watch(ctx, changeStreamPipeline(feedMatch(), &largeEvents{noSplit: true}), opts)
 	if err != nil {
 		return "", m.streamErr(ctx, "head", "", err)
 	}
@@ -377,37 +203,15 @@ func (m *Store) highWaterMark(ctx context.Context, startAt *bson.Timestamp) (str
 }
 
 // openFeed opens the feed's change stream after from (with startAfter
-// when from is an invalidate's token, which resumeAfter refuses), opening
-// it again while the server's refusal is one l gets past.
+// when from is an invalidate's token, which resumeAfter refuses).
 func (m *Store) openFeed(ctx context.Context, from string, startAfter bool, l *largeEvents) (*mongodrv.ChangeStream, error) {
-	for {
-		opts := options.ChangeStream().SetMaxAwaitTime(feedAwait)
-		if startAfter {
-			opts.SetStartAfter(tokenDoc(from))
-		} else {
-			opts.SetResumeAfter(tokenDoc(from))
-		}
-		cs, err := m.feedDB.Watch(ctx, feedPipeline(l), opts)
-		if err == nil {
-			return cs, nil
-		}
-		if !l.retry(m.log, err) {
-			return nil, err
-		}
-	}
+	return m.watch(ctx, m.feedDB, feedMatch(), from, startAfter, feedAwait, 0, l)
 }
 
 // eventAt is a change event's position and cluster time.
 type eventAt struct {
 	pos string
 	ts  bson.Timestamp
-}
-
-// inTransaction reports whether a change event belongs to a multi-document
-// transaction, whose events share one cluster time.
-func inTransaction(raw bson.Raw) bool {
-	_, err := raw.LookupErr("txnNumber")
-	return err == nil
 }
 
 // Follow calls fn with every change after position after, in log order,
@@ -483,7 +287,7 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			if read, ok := hwmRead(cp); ok {
 				m.reached(gen, cp, read)
 			}
-		} else if exact.pos != "" && exact.pos <= handed {
+		} else if exact.pos != "" && comparePositionOrder(exact.pos, handed) <= 0 {
 			m.reached(gen, exact.pos, exact.ts)
 		}
 		return nil
@@ -501,7 +305,7 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 				n--
 			}
 			cp = exact.pos
-			if cp == "" || !exact.ts.Before(last.ts) || cp <= handed {
+			if cp == "" || !exact.ts.Before(last.ts) || comparePositionOrder(cp, handed) <= 0 {
 				if n > 0 {
 					return fmt.Errorf("follow: changes before %.40s without a position", last.pos)
 				}
@@ -528,7 +332,8 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 					from, startAfter = invalidated, true
 				case large.retry(m.log, err):
 					// An event the server cannot send: opened again
-					// from the checkpoint, without it.
+					// from the checkpoint, to read up to it one event
+					// a batch, then it without its document.
 					if invalidated != "" {
 						from, startAfter = invalidated, true
 					}
@@ -553,7 +358,7 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			// transaction's last batch has come).
 			// Never the invalidate token itself: resumeAfter refuses it.
 			cp := checkpoint
-			if tok := tokenData(cs.ResumeToken()); tok > max(checkpoint, invalidated) {
+			if tok := tokenData(cs.ResumeToken()); tok != "" && comparePositionOrder(tok, laterPosition(checkpoint, invalidated)) > 0 {
 				checkpoint, invalidated, cp = tok, "", tok
 			}
 			if cp != handed || len(changes) > 0 {
@@ -563,11 +368,11 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			}
 			continue
 		}
-		// Current is only valid until the next call: split copies what
-		// it keeps, decode copies what it reads.
-		raw, whole, err := split.add(cs.Current)
+		// Current is only valid until the next call: readEvent copies
+		// what it keeps.
+		ev, whole, err := m.readEvent(ctx, &split, &large, cs.Current)
 		if err != nil {
-			return fmt.Errorf("follow: %w", err)
+			return m.streamErr(ctx, "follow", checkpoint, err)
 		}
 		if !whole {
 			if cs.RemainingBatchLength() == 0 && len(changes) > 0 {
@@ -577,14 +382,8 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 			}
 			continue
 		}
-		if raw, err = m.postImage(ctx, raw); err != nil {
-			return m.streamErr(ctx, "follow", checkpoint, err)
-		}
-		pos, op, ch, ok, err := decode(raw)
-		if err != nil {
-			return fmt.Errorf("follow: %w", err)
-		}
-		if op == "invalidate" {
+		pos := ev.pos
+		if ev.op == "invalidate" {
 			if len(changes) > 0 {
 				if err := hand(len(changes), checkpoint); err != nil {
 					return err
@@ -621,26 +420,33 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 		// usable now if fn already has it (else once hand gives it).
 		if last.pos != "" && last.ts.Before(ts) {
 			exact = last
-			if exact.pos <= handed {
+			if comparePositionOrder(exact.pos, handed) <= 0 {
 				m.reached(gen, exact.pos, exact.ts)
 			}
 		}
 		last = eventAt{pos: pos, ts: ts}
-		if pos > checkpoint {
-			checkpoint = pos
-		}
-		if pos > invalidated {
+		checkpoint = laterPosition(checkpoint, pos)
+		if comparePositionOrder(pos, invalidated) > 0 {
 			invalidated = ""
 		}
-		if ok {
-			changes = append(changes, ch)
+		if ev.ok {
+			changes = append(changes, ev.change)
 		}
-		lastTxn = inTransaction(raw)
+		lastTxn = ev.txn
 		if cs.RemainingBatchLength() > 0 {
 			continue
 		}
 		if err := endBatch(); err != nil {
 			return err
+		}
+		if ev.leftOut {
+			// The event over 16 MB is stepped over: whole batches
+			// again, after it.
+			closeStream(ctx, cs)
+			split = splitEvents{}
+			if cs, err = m.openFeed(ctx, checkpoint, false, &large); err != nil {
+				return m.streamErr(ctx, "follow", checkpoint, err)
+			}
 		}
 	}
 }

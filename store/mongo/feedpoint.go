@@ -11,8 +11,8 @@ import (
 //
 // Head and Snapshot need a position, and opening a change stream just to
 // learn one costs a stream per client. Instead the store remembers where
-// its feed (the latest Follow, which the multiplexer runs once per
-// process) has got to: the checkpoint it last handed to its fn, with the
+// its feed (the first Follow running, which the multiplexer runs once
+// per process) has got to: the checkpoint it last handed to its fn, with the
 // cluster time at which the database's state holds exactly the changes up
 // to that checkpoint. Snapshot reads the documents at that cluster time
 // (readConcern snapshot with atClusterTime) and returns the checkpoint as
@@ -91,7 +91,7 @@ func (m *Store) stopFeed(gen uint64) {
 func (m *Store) reached(gen uint64, pos string, read bson.Timestamp) {
 	m.feedMu.Lock()
 	defer m.feedMu.Unlock()
-	if m.feedGen == gen && pos > m.feedAt.pos {
+	if m.feedGen == gen && comparePositionOrder(pos, m.feedAt.pos) > 0 {
 		m.feedAt.pos, m.feedAt.read = pos, read
 	}
 }
@@ -103,7 +103,7 @@ func (m *Store) saw(gen uint64, pos string, pending time.Time) {
 	m.feedMu.Lock()
 	defer m.feedMu.Unlock()
 	if m.feedGen == gen {
-		m.feedAt.seen = max(m.feedAt.seen, pos)
+		m.feedAt.seen = laterPosition(m.feedAt.seen, pos)
 		m.feedAt.pending = pending
 	}
 }

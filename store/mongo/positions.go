@@ -51,3 +51,12 @@ func comparePositionOrder(a, b string) int {
 // clusterTimeOf returns the part of a position that holds its cluster
 // time: the type byte and 8 bytes, in hex.
 func clusterTimeOf(pos string) string { return pos[:min(len(pos), 18)] }
+
+// laterPosition returns the later of positions a and b in log order; ""
+// (no position) is earlier than any.
+func laterPosition(a, b string) string {
+	if comparePositionOrder(a, b) < 0 {
+		return b
+	}
+	return a
+}

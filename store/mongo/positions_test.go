@@ -2,6 +2,7 @@ package mongo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -80,5 +81,30 @@ func TestCatchUpUntilAcrossTokenVersions(t *testing.T) {
 	}
 	if s.ComparePositions(tokenV1(5), until) <= 0 {
 		t.Errorf("ComparePositions(event at T, version-2 mark at T) <= 0")
+	}
+}
+
+// The feed orders its checkpoints through comparePositionOrder: a quiet
+// getMore's version-2 high-water mark at the time of the version-1 event
+// just handed over is before that event in the log (although after it as
+// a string), so it is no new checkpoint; resuming from it would send the
+// event again. A later mark is.
+func TestFollowCheckpointsAcrossTokenVersions(t *testing.T) {
+	mm := openMock(t, Options{})
+	msg := bson.NewObjectID()
+	after := tokenV1(1)
+	mm.feed.AddResponses(
+		cursorReply(true, 42, after),
+		cursorReply(false, 42, tokenV1(5), eventDoc(tokenV1(5), "insert", messagesCollection, msg, messageBSON(msg, "lobby", "hi"))),
+		cursorReply(false, 42, hwmV2(5)),
+		cursorReply(false, 42, hwmV2(6)),
+		killReply(42),
+	)
+	got, err := followUntil(t, mm.store, after, func(bs []store.Batch) bool { return bs[len(bs)-1].Checkpoint == hwmV2(6) || len(bs) == 4 })
+	if !errors.Is(err, errTestStop) {
+		t.Fatalf("Follow: got %v, want the callback's error", err)
+	}
+	if want := []string{row(after), row(tokenV1(5), tokenV1(5)), row(hwmV2(6))}; !slices.Equal(batchRows(got), want) {
+		t.Errorf("batches:\n got %v\nwant %v", batchRows(got), want)
 	}
 }

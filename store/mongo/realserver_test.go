@@ -140,7 +140,7 @@ func follow(t *testing.T, s *mongo.Store, after string, restarts int) *feedRun {
 			err := s.Follow(ctx, from, func(b store.Batch) error {
 				f.mu.Lock()
 				f.changes = append(f.changes, b.Changes...)
-				if b.Checkpoint > f.checkpoint {
+				if s.ComparePositions(b.Checkpoint, f.checkpoint) > 0 {
 					f.checkpoint = b.Checkpoint
 				}
 				f.mu.Unlock()
@@ -329,7 +329,7 @@ func TestMongoRealMalformedHexToken(t *testing.T) {
 			if err := s.CheckPosition(pos); err != nil {
 				t.Fatalf("the damaged token must pass CheckPosition to test the server's answer: %v", err)
 			}
-			if pos >= until {
+			if s.ComparePositions(pos, until) >= 0 {
 				t.Fatalf("the damaged token %s sorts after until %s", pos, until)
 			}
 			if err := serverReply(t, r, pos); err != nil {
@@ -491,7 +491,7 @@ func TestMongoRealSnapshotPosition(t *testing.T) {
 		t.Errorf("the snapshot's position %s is at %v, after the newest oplog entry %v: no feed reaches it before the next write or no-op (up to 10 s idle)", pos, positionTime(t, pos), applied)
 	}
 	started := time.Now()
-	f.waitFor(t, "the feed to reach the snapshot's position", func(_ []store.Change, cp string) bool { return cp >= pos })
+	f.waitFor(t, "the feed to reach the snapshot's position", func(_ []store.Change, cp string) bool { return s.ComparePositions(cp, pos) >= 0 })
 	t.Logf("the running feed reached the snapshot's position after %v", time.Since(started))
 
 	m2 := post(t, s, room, "m2")
@@ -529,7 +529,7 @@ func TestMongoRealRestartQuiet(t *testing.T) {
 
 	other := r.open(t) // another process, its feed restarted from m1's id
 	g := follow(t, other, last, 0)
-	g.waitFor(t, "the restarted feed to open", func(_ []store.Change, cp string) bool { return cp >= last })
+	g.waitFor(t, "the restarted feed to open", func(_ []store.Change, cp string) bool { return other.ComparePositions(cp, last) >= 0 })
 	snaps, pos, err := other.Snapshot(ctxWait(t), []string{store.RoomTopic(room)})
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
@@ -541,7 +541,7 @@ func TestMongoRealRestartQuiet(t *testing.T) {
 	if positionTime(t, pos).After(before) {
 		t.Errorf("the snapshot's position %s is at %v, after the newest oplog entry %v", pos, positionTime(t, pos), before)
 	}
-	g.waitFor(t, "the restarted feed to reach the snapshot's position", func(_ []store.Change, cp string) bool { return cp >= pos })
+	g.waitFor(t, "the restarted feed to reach the snapshot's position", func(_ []store.Change, cp string) bool { return other.ComparePositions(cp, pos) >= 0 })
 	if after, _ := lastApplied(t, r); after != before {
 		t.Logf("an oplog entry was written (%v, then %v) before the feed reached the snapshot's position: the check that it needs none is inconclusive this run", before, after)
 	}
@@ -683,7 +683,7 @@ func TestMongoRealCatchUpFilter(t *testing.T) {
 	}
 	var wantMid []store.Change
 	for _, c := range want {
-		if c.Pos > mid {
+		if s.ComparePositions(c.Pos, mid) > 0 {
 			wantMid = append(wantMid, c)
 		}
 	}
@@ -815,8 +815,9 @@ func checkLargeDelivered(t *testing.T, what string, changes []store.Change, orde
 // order while the feed runs. The feed never wedges on it: it asks no
 // updateLookup, projects updateDescription away and splits what is still
 // too large, so it delivers the update (the document read at the event's
-// time) and later writes, with no restart; a catch-up over it finishes
-// with the same changes.
+// time) and later writes, with no restart; a catch-up over it, which reads
+// events the same way, gives the same changes with the same ids and
+// versions.
 func TestMongoRealLargeEvent(t *testing.T) {
 	r := realServer(t)
 	s := r.open(t)
@@ -834,15 +835,37 @@ func TestMongoRealLargeEvent(t *testing.T) {
 		t.Errorf("Follow returned %v; want it to read past the large event by itself", errs)
 	}
 	checkLargeDelivered(t, "Follow", all, o.ID, m)
-	topics := []string{store.OrderTopic(o.ID), store.RoomTopic(room)}
+	checkCaughtUpAsLive(t, s, all, after, until, o.ID, m, room)
+}
+
+// checkCaughtUpAsLive fails unless catch-ups from after to until over
+// the large event give what the feed gave live (all): on the order's and
+// the room's topics the same changes, with the same ids, ops and
+// versions (the update as version 1, read at its own time, as the feed
+// read it); on the room alone the message alone, its id the feed's.
+func checkCaughtUpAsLive(t *testing.T, s *mongo.Store, all []store.Change, after, until, order string, m store.Message, room string) {
+	t.Helper()
+	topics := []string{store.OrderTopic(order), store.RoomTopic(room)}
+	var live []store.Change
+	for _, c := range all {
+		if slices.Contains(topics, c.Topic) {
+			live = append(live, c)
+		}
+	}
 	got, err := catchUp(t, s, topics, after, until)
 	if err != nil {
 		t.Fatalf("CatchUp over the large event: %v", err)
 	}
-	checkLargeDelivered(t, "CatchUp", got, o.ID, m)
+	checkLargeDelivered(t, "CatchUp", got, order, m)
+	if describe(got) != describe(live) {
+		t.Errorf("CatchUp over the large event gave%s\nwant what the feed gave%s", describe(got), describe(live))
+	}
 	got, err = catchUp(t, s, []string{store.RoomTopic(room)}, after, until)
-	if err != nil || len(got) != 1 || got[0].Message == nil || got[0].Message.ID != m.ID {
-		t.Errorf("CatchUp of the room over the large event = %v%s; want the message alone", err, describe(got))
+	if err != nil {
+		t.Fatalf("CatchUp of the room over the large event: %v", err)
+	}
+	if len(got) != 1 || got[0].Message == nil || got[0].Message.ID != m.ID || got[0].Pos != live[len(live)-1].Pos {
+		t.Errorf("CatchUp of the room over the large event gave%s; want the message alone, at the feed's id %s", describe(got), live[len(live)-1].Pos)
 	}
 }
 
@@ -851,7 +874,8 @@ func TestMongoRealLargeEvent(t *testing.T) {
 // meets it while it fills the opening aggregate's first batch. A plain
 // change stream with updateLookup fails there with 10334 (the server
 // behaviour the feed's handling rests on); the feed's Follow from the same
-// position delivers the update and the later message.
+// position delivers the update and the later message, and a catch-up
+// from it the same changes.
 func TestMongoRealLargeEventAtWatch(t *testing.T) {
 	r := realServer(t)
 	s := r.open(t)
@@ -884,9 +908,10 @@ func TestMongoRealLargeEventAtWatch(t *testing.T) {
 	t.Logf("the server raised 10334 in %s: %v", where, err)
 
 	f := follow(t, s, after, 0)
-	all, _ := f.waitFor(t, "the message after the large event", hasMessage(m.ID))
+	all, until := f.waitFor(t, "the message after the large event", hasMessage(m.ID))
 	if errs := f.errors(); len(errs) > 0 {
 		t.Errorf("Follow returned %v; want it to open past the large event by itself", errs)
 	}
 	checkLargeDelivered(t, "Follow", all, o.ID, m)
+	checkCaughtUpAsLive(t, s, all, after, until, o.ID, m, room)
 }

@@ -120,9 +120,9 @@ type Store struct {
 	log      *slog.Logger
 
 	feedMu    sync.Mutex
-	feedGen   uint64    // counts Follow calls; the latest one is the feed
-	feedAlive bool      // the latest Follow's stream is open
-	feedAt    feedPoint // where the latest Follow has got to, if known
+	feedGen   uint64    // counts the Follows that became the feed (the first running; see startFeed)
+	feedAlive bool      // the feed of generation feedGen is running
+	feedAt    feedPoint // where the feed has got to, if known
 
 	done   context.Context // cancelled by Close
 	cancel context.CancelFunc
