@@ -123,6 +123,9 @@ func (m *Store) streamErr(ctx context.Context, what, pos string, err error) erro
 
 // closeStream closes a change stream (killCursors) even when ctx has ended.
 func closeStream(ctx context.Context, cs *mongodrv.ChangeStream) {
+	if cs == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
 	_ = cs.Close(ctx)
@@ -244,211 +247,253 @@ func (m *Store) Follow(ctx context.Context, after string, fn func(store.Batch) e
 	}
 	defer end()
 
-	var large largeEvents
-	cs, err := m.openFeed(ctx, after, false, &large)
-	if err != nil {
+	f := &feedRun{m: m, ctx: ctx, fn: fn, checkpoint: after, handed: after}
+	if err := f.reopen(after, false); err != nil {
 		return m.streamErr(ctx, "follow", after, err)
 	}
-	defer func() { closeStream(ctx, cs) }()
-	gen := m.startFeed(after)
-	defer m.stopFeed(gen)
+	defer func() { closeStream(ctx, f.cs) }()
+	f.gen = m.startFeed(after)
+	defer m.stopFeed(f.gen)
 	if err := fn(store.Batch{Checkpoint: after}); err != nil {
 		return err
 	}
 	// A high-water mark is exact at once: the state just before its time.
 	if read, ok := hwmRead(after); ok && isHighWaterMark(after) {
-		m.reached(gen, after, read)
+		m.reached(f.gen, after, read)
 	}
-
-	checkpoint := after // the newest position read, of a whole event or a quiet batch
-	handed := after     // the checkpoint of the last batch handed to fn
-	var changes []store.Change
-	// exact is the newest event known to be the last of its cluster time,
-	// whose state is the one at that time; last is the newest event read.
-	var exact, last eventAt
-	// hand gives fn the first n changes with checkpoint cp, then records
-	// the exact point if fn now has it.
-	hand := func(n int, cp string) error {
-		b := store.Batch{Changes: changes[:n:n], Checkpoint: cp}
-		changes = changes[n:]
-		if len(b.Changes) > 0 {
-			m.saw(gen, cp, b.Changes[0].Time)
+	for {
+		var err error
+		if f.cs.TryNext(ctx) {
+			err = f.event()
+		} else {
+			err = f.quiet()
 		}
-		if err := fn(b); err != nil {
+		if err != nil {
 			return err
 		}
-		handed = cp
-		pending := time.Time{}
-		if len(changes) > 0 {
-			pending = changes[0].Time
-		}
-		m.saw(gen, checkpoint, pending)
-		if isHighWaterMark(cp) {
-			if read, ok := hwmRead(cp); ok {
-				m.reached(gen, cp, read)
-			}
-		} else if exact.pos != "" && comparePositionOrder(exact.pos, handed) <= 0 {
-			m.reached(gen, exact.pos, exact.ts)
-		}
-		return nil
 	}
+}
+
+// feedRun is one Follow's state: the change stream it reads, and what it
+// has read and handed to fn. Follow drives it: event for each event the
+// stream has, quiet when it has none (an empty getMore, or an error).
+type feedRun struct {
+	m   *Store
+	ctx context.Context
+	fn  func(store.Batch) error
+	gen uint64 // the feed's generation (startFeed)
+	cs  *mongodrv.ChangeStream
+
+	large largeEvents
+	split splitEvents
+
+	checkpoint string // the newest position read, of a whole event or a quiet batch
+	handed     string // the checkpoint of the last batch handed to fn
+	changes    []store.Change
+	// exact is the newest event known to be the last of its cluster time,
+	// whose state is the one at that time; last is the newest event read.
+	exact, last eventAt
 	// lastTxn says whether the last event read belongs to a transaction.
-	lastTxn := false
-	// endBatch hands over what has been read at the end of a server
-	// batch, except the events of a transaction, whose later events may
-	// come in the next batch: they wait for an event of a later time or
-	// an empty batch.
-	endBatch := func() error {
-		n, cp := len(changes), checkpoint
-		if lastTxn {
-			for n > 0 && !changeTimeBefore(changes[n-1], last.ts) {
-				n--
-			}
-			cp = exact.pos
-			if cp == "" || !exact.ts.Before(last.ts) || comparePositionOrder(cp, handed) <= 0 {
-				if n > 0 {
-					return fmt.Errorf("follow: changes before %.40s without a position", last.pos)
-				}
-				m.saw(gen, checkpoint, firstTime(changes))
-				return nil
-			}
-		}
-		return hand(n, cp)
-	}
+	lastTxn bool
 	// invalidated is the invalidate token the stream was last started
 	// after, until the stream moves past it: while it is set, a resume
 	// must use startAfter, which the driver does not do.
-	invalidated := ""
-	var split splitEvents
-	for {
-		if !cs.TryNext(ctx) {
-			if err := cs.Err(); err != nil {
-				from, startAfter := checkpoint, false
-				switch {
-				case invalidated != "" && serverCode(err, codeInvalidResumeToken):
-					// The driver resumed with resumeAfter the
-					// invalidate token, which the server refuses.
-					m.log.Warn("change stream resume after invalidate refused; starting after it again", "pos", invalidated, "err", err)
-					from, startAfter = invalidated, true
-				case large.retry(m.log, err):
-					// An event the server cannot send: opened again
-					// from the checkpoint, to read up to it one event
-					// a batch, then it without its document.
-					if invalidated != "" {
-						from, startAfter = invalidated, true
-					}
-				default:
-					return m.streamErr(ctx, "follow", checkpoint, err)
-				}
-				closeStream(ctx, cs)
-				split = splitEvents{}
-				if cs, err = m.openFeed(ctx, from, startAfter, &large); err != nil {
-					return m.streamErr(ctx, "follow", checkpoint, err)
-				}
-				continue
-			}
-			if cs.ID() == 0 {
-				return fmt.Errorf("follow: the server closed the change stream after %.40s", checkpoint)
-			}
-			if split.midEvent() {
-				continue
-			}
-			// An empty getMore: the post-batch token is where the
-			// stream has read to, and every event read is whole (a
-			// transaction's last batch has come).
-			// Never the invalidate token itself: resumeAfter refuses it.
-			cp := checkpoint
-			if tok := tokenData(cs.ResumeToken()); tok != "" && comparePositionOrder(tok, laterPosition(checkpoint, invalidated)) > 0 {
-				checkpoint, invalidated, cp = tok, "", tok
-			}
-			if cp != handed || len(changes) > 0 {
-				if err := hand(len(changes), cp); err != nil {
-					return err
-				}
-			}
-			continue
+	invalidated string
+}
+
+// reopen closes the change stream, if one is open, and opens it again
+// after from (with startAfter for an invalidate's token, which
+// resumeAfter refuses): the one place a Follow opens its stream.
+func (f *feedRun) reopen(from string, startAfter bool) error {
+	closeStream(f.ctx, f.cs)
+	f.split = splitEvents{}
+	cs, err := f.m.openFeed(f.ctx, from, startAfter, &f.large)
+	f.cs = cs
+	return err
+}
+
+// hand gives fn the first n changes with checkpoint cp, then records the
+// exact point if fn now has it.
+func (f *feedRun) hand(n int, cp string) error {
+	m := f.m
+	b := store.Batch{Changes: f.changes[:n:n], Checkpoint: cp}
+	f.changes = f.changes[n:]
+	if len(b.Changes) > 0 {
+		m.saw(f.gen, cp, b.Changes[0].Time)
+	}
+	if err := f.fn(b); err != nil {
+		return err
+	}
+	f.handed = cp
+	pending := time.Time{}
+	if len(f.changes) > 0 {
+		pending = f.changes[0].Time
+	}
+	m.saw(f.gen, f.checkpoint, pending)
+	if isHighWaterMark(cp) {
+		if read, ok := hwmRead(cp); ok {
+			m.reached(f.gen, cp, read)
 		}
-		// Current is only valid until the next call: readEvent copies
-		// what it keeps.
-		ev, whole, err := m.readEvent(ctx, &split, &large, cs.Current)
-		if err != nil {
-			return m.streamErr(ctx, "follow", checkpoint, err)
+	} else if f.exact.pos != "" && comparePositionOrder(f.exact.pos, f.handed) <= 0 {
+		m.reached(f.gen, f.exact.pos, f.exact.ts)
+	}
+	return nil
+}
+
+// endBatch hands over what has been read at the end of a server batch,
+// except the events of a transaction, whose later events may come in the
+// next batch: they wait for an event of a later time or an empty batch.
+func (f *feedRun) endBatch() error {
+	n, cp := len(f.changes), f.checkpoint
+	if f.lastTxn {
+		for n > 0 && !changeTimeBefore(f.changes[n-1], f.last.ts) {
+			n--
 		}
-		if !whole {
-			if cs.RemainingBatchLength() == 0 && len(changes) > 0 {
-				if err := endBatch(); err != nil {
-					return err
-				}
+		cp = f.exact.pos
+		if cp == "" || !f.exact.ts.Before(f.last.ts) || comparePositionOrder(cp, f.handed) <= 0 {
+			if n > 0 {
+				return fmt.Errorf("follow: changes before %.40s without a position", f.last.pos)
 			}
-			continue
-		}
-		pos := ev.pos
-		if ev.op == "invalidate" {
-			if len(changes) > 0 {
-				if err := hand(len(changes), checkpoint); err != nil {
-					return err
-				}
-			}
-			// The invalidate token is no position to resume after
-			// (resumeAfter refuses it); startAfter accepts it.
-			m.log.Warn("change stream invalidated; starting after it", "pos", pos)
-			closeStream(ctx, cs)
-			// dropDatabase, the only invalidate of a database's
-			// stream, also dropped the indexes: make them again.
-			if err := m.createIndexes(ctx); err != nil {
-				m.log.Error("indexes not recreated after invalidate", "err", err)
-			}
-			invalidated = pos
-			split = splitEvents{}
-			if cs, err = m.openFeed(ctx, pos, true, &large); err != nil {
-				return m.streamErr(ctx, "follow after invalidate", checkpoint, err)
-			}
-			continue
-		}
-		// An event of the checkpoint's cluster time in another token
-		// version (a failover onto another server version in the middle
-		// of a transaction) has no order against it: start over.
-		if _, err := comparePositions(pos, checkpoint); err != nil {
-			return fmt.Errorf("follow: %w", err)
-		}
-		ts, err := positionTime(pos)
-		if err != nil {
-			return fmt.Errorf("follow: %w", err)
-		}
-		// An event of a later cluster time closes the previous one's:
-		// the previous event was the last at its time, an exact point,
-		// usable now if fn already has it (else once hand gives it).
-		if last.pos != "" && last.ts.Before(ts) {
-			exact = last
-			if comparePositionOrder(exact.pos, handed) <= 0 {
-				m.reached(gen, exact.pos, exact.ts)
-			}
-		}
-		last = eventAt{pos: pos, ts: ts}
-		checkpoint = laterPosition(checkpoint, pos)
-		if comparePositionOrder(pos, invalidated) > 0 {
-			invalidated = ""
-		}
-		if ev.ok {
-			changes = append(changes, ev.change)
-		}
-		lastTxn = ev.txn
-		if cs.RemainingBatchLength() > 0 {
-			continue
-		}
-		if err := endBatch(); err != nil {
-			return err
-		}
-		if ev.leftOut {
-			// The event over 16 MB is stepped over: whole batches
-			// again, after it.
-			closeStream(ctx, cs)
-			split = splitEvents{}
-			if cs, err = m.openFeed(ctx, checkpoint, false, &large); err != nil {
-				return m.streamErr(ctx, "follow", checkpoint, err)
-			}
+			f.m.saw(f.gen, f.checkpoint, firstTime(f.changes))
+			return nil
 		}
 	}
+	return f.hand(n, cp)
+}
+
+// quiet handles a TryNext that returned no event: an error (reopening the
+// stream where the error allows it), the server's end of the stream, or
+// an empty getMore, whose post-batch token moves the checkpoint.
+func (f *feedRun) quiet() error {
+	m, cs := f.m, f.cs
+	if err := cs.Err(); err != nil {
+		from, startAfter := f.checkpoint, false
+		switch {
+		case f.invalidated != "" && serverCode(err, codeInvalidResumeToken):
+			// The driver resumed with resumeAfter the invalidate
+			// token, which the server refuses.
+			m.log.Warn("change stream resume after invalidate refused; starting after it again", "pos", f.invalidated, "err", err)
+			from, startAfter = f.invalidated, true
+		case f.large.retry(m.log, err):
+			// An event the server cannot send: opened again from the
+			// checkpoint, to read up to it one event a batch, then it
+			// without its document.
+			if f.invalidated != "" {
+				from, startAfter = f.invalidated, true
+			}
+		default:
+			return m.streamErr(f.ctx, "follow", f.checkpoint, err)
+		}
+		if err := f.reopen(from, startAfter); err != nil {
+			return m.streamErr(f.ctx, "follow", f.checkpoint, err)
+		}
+		return nil
+	}
+	if cs.ID() == 0 {
+		return fmt.Errorf("follow: the server closed the change stream after %.40s", f.checkpoint)
+	}
+	if f.split.midEvent() {
+		return nil
+	}
+	// An empty getMore: the post-batch token is where the stream has read
+	// to, and every event read is whole (a transaction's last batch has
+	// come). Never the invalidate token itself: resumeAfter refuses it.
+	cp := f.checkpoint
+	if tok := tokenData(cs.ResumeToken()); tok != "" && comparePositionOrder(tok, laterPosition(f.checkpoint, f.invalidated)) > 0 {
+		f.checkpoint, f.invalidated, cp = tok, "", tok
+	}
+	if cp != f.handed || len(f.changes) > 0 {
+		return f.hand(len(f.changes), cp)
+	}
+	return nil
+}
+
+// event reads the stream's current event (or fragment of one) and hands
+// over what is due at the end of a server batch.
+func (f *feedRun) event() error {
+	m := f.m
+	// Current is only valid until the next call: readEvent copies what
+	// it keeps.
+	ev, whole, err := m.readEvent(f.ctx, &f.split, &f.large, f.cs.Current)
+	if err != nil {
+		return m.streamErr(f.ctx, "follow", f.checkpoint, err)
+	}
+	if !whole {
+		if f.cs.RemainingBatchLength() == 0 && len(f.changes) > 0 {
+			return f.endBatch()
+		}
+		return nil
+	}
+	pos := ev.pos
+	if ev.op == "invalidate" {
+		return f.invalidate(pos)
+	}
+	// An event of the checkpoint's cluster time in another token version
+	// (a failover onto another server version in the middle of a
+	// transaction) has no order against it: start over.
+	if _, err := comparePositions(pos, f.checkpoint); err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	ts, err := positionTime(pos)
+	if err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	// An event of a later cluster time closes the previous one's: the
+	// previous event was the last at its time, an exact point, usable now
+	// if fn already has it (else once hand gives it).
+	if f.last.pos != "" && f.last.ts.Before(ts) {
+		f.exact = f.last
+		if comparePositionOrder(f.exact.pos, f.handed) <= 0 {
+			m.reached(f.gen, f.exact.pos, f.exact.ts)
+		}
+	}
+	f.last = eventAt{pos: pos, ts: ts}
+	f.checkpoint = laterPosition(f.checkpoint, pos)
+	if comparePositionOrder(pos, f.invalidated) > 0 {
+		f.invalidated = ""
+	}
+	if ev.ok {
+		f.changes = append(f.changes, ev.change)
+	}
+	f.lastTxn = ev.txn
+	if f.cs.RemainingBatchLength() > 0 {
+		return nil
+	}
+	if err := f.endBatch(); err != nil {
+		return err
+	}
+	if ev.leftOut {
+		// The event over 16 MB is stepped over: whole batches again,
+		// after it.
+		if err := f.reopen(f.checkpoint, false); err != nil {
+			return m.streamErr(f.ctx, "follow", f.checkpoint, err)
+		}
+	}
+	return nil
+}
+
+// invalidate hands over what was read, and starts the stream again after
+// the invalidate event at pos (the database was dropped or renamed).
+func (f *feedRun) invalidate(pos string) error {
+	m := f.m
+	if len(f.changes) > 0 {
+		if err := f.hand(len(f.changes), f.checkpoint); err != nil {
+			return err
+		}
+	}
+	// The invalidate token is no position to resume after (resumeAfter
+	// refuses it); startAfter accepts it.
+	m.log.Warn("change stream invalidated; starting after it", "pos", pos)
+	// dropDatabase, the only invalidate of a database's stream, also
+	// dropped the indexes: make them again.
+	if err := m.createIndexes(f.ctx); err != nil {
+		m.log.Error("indexes not recreated after invalidate", "err", err)
+	}
+	f.invalidated = pos
+	if err := f.reopen(pos, true); err != nil {
+		return m.streamErr(f.ctx, "follow after invalidate", f.checkpoint, err)
+	}
+	return nil
 }
 
 // changeTimeBefore reports whether ch's cluster time is before ts.
