@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"changecast/protocol"
 	"changecast/store"
 )
 
@@ -284,11 +285,7 @@ func TestAllTopicsRefused(t *testing.T) {
 	foreign := e.createOrder(t, "bob")
 	alice := token(t, "alice", RoleCustomer, "lobby")
 	foreignT := store.OrderTopic(foreign.ID)
-	type ref struct {
-		Topic  string `json:"topic"`
-		Status int    `json:"status"`
-		Error  string `json:"error"`
-	}
+	type ref = protocol.Refused
 	for _, tt := range []struct {
 		name        string
 		topics      []string
