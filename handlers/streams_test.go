@@ -294,10 +294,10 @@ func TestAllTopicsRefused(t *testing.T) {
 		wantRefused []ref
 	}{
 		{"room not granted, then foreign order", []string{"rooms/kitchen", foreignT}, 404, "none of these topics may be streamed",
-			[]ref{{"rooms/kitchen", 403, "room kitchen is not granted to this token"}, {foreignT, 404, "order not found"}}},
+			[]ref{{Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}, {Topic: foreignT, Status: 404, Error: "order not found"}}},
 		{"rooms not granted", []string{"rooms/kitchen", "rooms/bar"}, 403, "none of these topics may be streamed",
-			[]ref{{"rooms/kitchen", 403, "room kitchen is not granted to this token"}, {"rooms/bar", 403, "room bar is not granted to this token"}}},
-		{"one foreign order", []string{foreignT}, 404, "order not found", []ref{{foreignT, 404, "order not found"}}},
+			[]ref{{Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}, {Topic: "rooms/bar", Status: 403, Error: "room bar is not granted to this token"}}},
+		{"one foreign order", []string{foreignT}, 404, "order not found", []ref{{Topic: foreignT, Status: 404, Error: "order not found"}}},
 		{"malformed beside an allowed room", []string{"rooms/lobby", "orders/" + strings.ToUpper(foreign.ID)}, 400,
 			`topic "orders/` + strings.ToUpper(foreign.ID) + `" is not orders/<id>, rooms/<room>, orders or customers/<sub>`, nil},
 	} {
