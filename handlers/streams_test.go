@@ -295,6 +295,9 @@ func TestAllTopicsRefused(t *testing.T) {
 	}{
 		{"room not granted, then foreign order", []string{"rooms/kitchen", foreignT}, 404, "none of these topics may be streamed",
 			[]ref{{Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}, {Topic: foreignT, Status: 404, Error: "order not found"}}},
+		// The 404 decides whichever place it has.
+		{"foreign order, then room not granted", []string{foreignT, "rooms/kitchen"}, 404, "none of these topics may be streamed",
+			[]ref{{Topic: foreignT, Status: 404, Error: "order not found"}, {Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}}},
 		{"rooms not granted", []string{"rooms/kitchen", "rooms/bar"}, 403, "none of these topics may be streamed",
 			[]ref{{Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}, {Topic: "rooms/bar", Status: 403, Error: "room bar is not granted to this token"}}},
 		{"one foreign order", []string{foreignT}, 404, "order not found", []ref{{Topic: foreignT, Status: 404, Error: "order not found"}}},
