@@ -3,6 +3,7 @@ package handlers
 import (
 	"log/slog"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -51,7 +52,7 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		req, res := c.Request(), c.Response()
 		attrs := []slog.Attr{
 			slog.String("method", clip(req.Method, maxLoggedValue)),
-			slog.String("path", clip(req.URL.Path, maxLoggedPath)),
+			slog.String("path", clip(redactTokens(req.URL.Path), maxLoggedPath)),
 		}
 		if req.URL.RawQuery != "" {
 			shown, others := loggedQuery(req.URL.RawQuery, c.QueryParams())
@@ -80,6 +81,21 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// tokenShape matches what looks like a JWT: three base64url segments
+// joined by dots, the first two long enough to hold a header and claims
+// (an unsigned token's third may be empty). A token pasted where a path
+// segment or a logged parameter belongs must not reach the logs.
+var tokenShape = regexp.MustCompile(`[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`)
+
+// redactTokens replaces every JWT-shaped run of s with REDACTED. It runs
+// before a value is clipped, so a clipped token cannot slip through.
+func redactTokens(s string) string {
+	if !strings.Contains(s, ".") {
+		return s
+	}
+	return tokenShape.ReplaceAllLiteralString(s, redacted)
+}
+
 // loggedQuery returns what the log shows of a raw query, given the
 // parameters the server parsed from it (url.ParseQuery, as the handlers
 // read them): the values of loggedParams, each clipped, at most
@@ -106,7 +122,7 @@ func loggedQuery(raw string, params url.Values) (shown string, others int) {
 params:
 	for _, k := range loggedParams {
 		for _, v := range params[k] {
-			if !add(k, clip(v, maxLoggedValue)) {
+			if !add(k, clip(redactTokens(v), maxLoggedValue)) {
 				break params
 			}
 		}

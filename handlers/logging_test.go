@@ -97,3 +97,51 @@ func TestLongRequestIDIsCut(t *testing.T) {
 		t.Errorf("got an X-Request-ID of %d bytes, want %d", got, maxRequestIDLen)
 	}
 }
+
+// TestTokenNeverLogged: a token pasted into any logged query parameter or
+// into the path is not in the log, whether the request succeeds or not;
+// the known-parameter rule still shows the parameters' other values.
+func TestTokenNeverLogged(t *testing.T) {
+	e := newEnv(t)
+	tok := token(t, "alice", RoleStaff, "*")
+	bearer := map[string]string{"Authorization": "Bearer " + tok}
+	paths := []string{
+		"/api/orders/" + tok,
+		"/api/orders/" + tok + "/events",
+		"/api/rooms/" + tok + "/messages",
+		"/api/orders?limit=" + tok,
+		"/api/orders?status=" + tok,
+		"/api/orders?before=" + tok,
+		"/api/orders?customer=" + tok,
+		"/api/orders?customer=bob&limit=" + tok,
+		"/api/events?topic=" + tok,
+		"/api/events?topic=rooms/lobby&topic=" + tok,
+		"/api/rooms/lobby/messages?before=x" + tok + "y",
+	}
+	for _, p := range paths {
+		r := e.do(t, req{method: "GET", path: p, header: bearer})
+		if r.status == 0 {
+			t.Fatalf("GET %s: no answer", p)
+		}
+	}
+	// A stream that opened: its line comes when it is live.
+	s := e.openStream(t, "/api/events?topic=rooms/lobby&lastEventId="+tok, bearer)
+	s.Close()
+	deadline := time.Now().Add(waitTimeout)
+	for strings.Count(e.logs.String(), "msg=request") < len(paths)+1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	logs := e.logs.String()
+	header, claims, _ := strings.Cut(tok, ".")
+	claims, sig, _ := strings.Cut(claims, ".")
+	for what, part := range map[string]string{"header": header, "claims": claims, "signature": sig} {
+		if strings.Contains(logs, part[:12]) {
+			t.Errorf("the token's %s is in the log:\n%s", what, logs)
+		}
+	}
+	for _, want := range []string{"customer=bob", "topic=rooms/lobby", "path=/api/orders/REDACTED"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q:\n%s", want, logs)
+		}
+	}
+}
