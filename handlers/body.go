@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -26,7 +27,8 @@ const MaxBodyBytes = 64 << 10
 // decodeJSON reads the request body as exactly one JSON value into v. It
 // answers 415 unless the body is declared application/json (a charset
 // parameter must be UTF-8), 413 past MaxBodyBytes, and 400 for anything
-// else wrong: bad syntax, a field of the wrong type, an unknown field,
+// else wrong: bad syntax, a field of the wrong type, an unknown field (a
+// field name is matched exactly, case included), a key given twice,
 // data after the value, or no body; 408 when the body stops arriving past
 // the connection's read deadline.
 func decodeJSON(c echo.Context, v any) error {
@@ -63,7 +65,9 @@ func decodeJSON(c echo.Context, v any) error {
 		if at := loneSurrogate(raw); at >= 0 {
 			return errorf(http.StatusBadRequest, "request body has a lone UTF-16 surrogate escape (at byte %d)", at)
 		}
-		return nil
+		// And match field names whatever their case, and keep the last
+		// of a key given twice.
+		return strictKeys(raw, reflect.TypeOf(v))
 	case isTooLarge(err):
 		return err
 	default:
