@@ -285,10 +285,12 @@ var (
 // ValidRoom reports whether room is a valid room name.
 func ValidRoom(room string) bool { return roomRE.MatchString(room) }
 
-// ValidCustomer reports whether sub can name a customer in a topic: a
-// valid customer name (see ValidateOrder) without a slash.
+// ValidCustomer reports whether sub can name a customer in a topic: any
+// valid customer name (see ValidateOrder). A subject an identity provider
+// makes may hold `|` or `/` (`auth0|123`, `user/42`): customers/<sub>
+// takes the rest of the topic whole, so it round-trips.
 func ValidCustomer(sub string) bool {
-	return validName("customer", sub) == nil && !strings.Contains(sub, "/")
+	return validName("customer", sub) == nil
 }
 
 // ValidOrderID reports whether id has the shape of an order id (24 lower-case hex characters).
