@@ -188,6 +188,7 @@ func (s *session) step() bool {
 		}
 		return true
 	}
+	s.settle()
 	if waiting, err := sw.rw.Blocked(); err != nil || waiting {
 		// What was written last still waits for the client: its
 		// frames wait in the queue (which drops the subscriber if it
@@ -486,11 +487,37 @@ func (sw *streamWriter) finish(last []byte) {
 	}
 }
 
-// send flushes the session's writer and counts what was delivered.
+// send flushes the session's writer and counts the events the socket
+// took as delivered. A write on the pool that the socket did not take
+// whole leaves its events in the connection's backlog: they count as
+// backlogged until the backlog is written (see settle).
 func (s *session) send() error {
 	n, err := s.sw.flush()
 	if n > 0 {
-		s.m.delivered.Add(uint64(n))
+		if waiting, _ := s.sw.rw.Blocked(); waiting {
+			s.unsent += n
+			s.m.backlogged.Add(int64(n))
+		} else {
+			s.m.delivered.Add(uint64(n))
+		}
 	}
 	return err
+}
+
+// settle counts the events of the connection's backlog once it has been
+// written: delivered if the socket took it, not at all if writing it
+// failed.
+func (s *session) settle() {
+	if s.unsent == 0 {
+		return
+	}
+	waiting, err := s.sw.rw.Blocked()
+	if waiting {
+		return
+	}
+	if err == nil {
+		s.m.delivered.Add(uint64(s.unsent))
+	}
+	s.m.backlogged.Add(-int64(s.unsent))
+	s.unsent = 0
 }

@@ -218,6 +218,9 @@ type Multiplexer struct {
 	openStreams, catchUpsRunning          atomic.Int64
 	delivered, droppedSlow, catchUpsTotal atomic.Uint64
 	lastEventNanos                        atomic.Int64
+	// backlogged counts the events written to connections whose socket
+	// has not taken them yet (see session.send).
+	backlogged atomic.Int64
 
 	// failpoint, set only by tests before Start, is called at the points
 	// named by the fp constants, where a goroutine switch changes the

@@ -89,6 +89,9 @@ type session struct {
 	spare []*frame // the queue's other slice
 	woken bool     // events came since the last heartbeat
 	over  bool     // step has ended the stream
+	// unsent counts events written to the connection's backlog, not yet
+	// taken by the socket (see send and settle).
+	unsent int
 	// onPool says the stream is live on the pool (modePool, after
 	// goLive): notify wakes task. Before that, and in the other modes,
 	// notify signals wake, which the stream's goroutine waits on.
@@ -316,6 +319,11 @@ func (s *session) end() {
 		s.opts.Done()
 	}
 	s.sw.finish(s.lastWords())
+	// finish waited for the backlog (within the write deadline).
+	s.settle()
+	if s.unsent > 0 {
+		s.m.backlogged.Add(-int64(s.unsent))
+	}
 	s.stopAfter()
 	s.cancel()
 	if s.mode != modeClosed {

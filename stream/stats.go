@@ -15,9 +15,13 @@ type Stats struct {
 	// their topics; a class without subscribers is absent. The map is
 	// the caller's.
 	SubscribersByClass map[string]int64
-	// Delivered counts events (snapshots and resets included) written to
-	// clients, counted per flush.
+	// Delivered counts events (snapshots and resets included) whose bytes
+	// the client's socket took, counted per flush.
 	Delivered uint64
+	// Backlogged counts events written to streams but still waiting, in
+	// their connection's backlog, for a client that does not read them
+	// yet; they move to Delivered when the socket takes them.
+	Backlogged int64
 	// DroppedSlow counts subscribers disconnected because their queue was full.
 	DroppedSlow uint64
 	// CatchUpsRunning counts catch-ups reading the Source now.
@@ -55,6 +59,7 @@ func (m *Multiplexer) Stats() Stats {
 	}
 	st.OpenStreams = m.openStreams.Load()
 	st.Delivered = m.delivered.Load()
+	st.Backlogged = m.backlogged.Load()
 	st.DroppedSlow = m.droppedSlow.Load()
 	st.CatchUpsRunning = m.catchUpsRunning.Load()
 	st.CatchUps = m.catchUpsTotal.Load()

@@ -156,3 +156,44 @@ func TestFinishAfterAbortEnds(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveredWhenTaken: events the socket of a client that does not read
+// has not taken count as backlogged, not delivered; once the client reads
+// them all they count as delivered and nothing is backlogged. (The client
+// keeps its default receive buffer: one far smaller than the loopback's
+// segment size never sends window updates, and TCP's zero-window probes
+// would pace the test instead.)
+func TestDeliveredWhenTaken(t *testing.T) {
+	src := newFakeSource()
+	m := startMux(t, src, Config{QueueSize: 1 << 16})
+	srv := httptest.NewUnstartedServer(streamHandler(m))
+	srv.Listener = smallBufferListener{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /?topic=rooms/a HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to be live", func() bool { return m.Stats().Subscribers == 1 && m.Stats().Delivered > 0 })
+	before := m.Stats().Delivered // the snapshot
+
+	big := strings.Repeat("x", 16<<10)
+	const n = 400 // ~6.5 MB: far more than the socket buffers hold
+	for range n {
+		src.add("rooms/a", big)
+	}
+	waitFor(t, "events to wait in the backlog", func() bool { return m.Stats().Backlogged > 0 })
+	if st := m.Stats(); st.Delivered-before >= n {
+		t.Fatalf("a client that reads nothing: %d delivered, %d backlogged; want fewer than %d delivered", st.Delivered-before, st.Backlogged, n)
+	}
+	// The client reads everything.
+	go io.Copy(io.Discard, conn)
+	waitFor(t, "every event to be delivered", func() bool {
+		st := m.Stats()
+		return st.Delivered-before == n && st.Backlogged == 0
+	})
+}

@@ -246,7 +246,8 @@ type streamCollector struct {
 var (
 	descOpen       = prometheus.NewDesc("changecast_streams_open", "SSE streams being served.", nil, nil)
 	descSubs       = prometheus.NewDesc("changecast_subscribers", "Subscribers by kind of topic (orders, rooms, multi).", []string{"kind"}, nil)
-	descDelivered  = prometheus.NewDesc("changecast_events_delivered_total", "Events written to clients.", nil, nil)
+	descDelivered  = prometheus.NewDesc("changecast_events_delivered_total", "Events whose bytes the clients' sockets took.", nil, nil)
+	descBacklogged = prometheus.NewDesc("changecast_events_backlogged", "Events written to streams whose clients have not taken them yet (waiting in the connections' backlogs).", nil, nil)
 	descDropped    = prometheus.NewDesc("changecast_subscribers_dropped_slow_total", "Subscribers disconnected because their queue was full.", nil, nil)
 	descCatchUpRun = prometheus.NewDesc("changecast_catchups_running", "Catch-ups reading the database log now.", nil, nil)
 	descCatchUps   = prometheus.NewDesc("changecast_catchups_total", "Catch-ups read from the database log.", nil, nil)
@@ -258,7 +259,7 @@ var (
 )
 
 func (s *streamCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descSubs, descDelivered, descDropped, descCatchUpRun, descCatchUps, descLag, descFeedUp, descTopics, descHeld, descWindow} {
+	for _, d := range []*prometheus.Desc{descOpen, descSubs, descDelivered, descBacklogged, descDropped, descCatchUpRun, descCatchUps, descLag, descFeedUp, descTopics, descHeld, descWindow} {
 		ch <- d
 	}
 }
@@ -276,6 +277,7 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descSubs, float64(st.SubscribersByClass[kind]), kind)
 	}
 	counter(descDelivered, float64(st.Delivered))
+	gauge(descBacklogged, float64(st.Backlogged))
 	counter(descDropped, float64(st.DroppedSlow))
 	gauge(descCatchUpRun, float64(st.CatchUpsRunning))
 	counter(descCatchUps, float64(st.CatchUps))
