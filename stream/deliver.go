@@ -239,6 +239,11 @@ func (s *session) step() bool {
 		s.reason = s.writeFailed()
 		return true
 	}
+	if s.agedDue.Load() {
+		// What was queued is written: the client resumes after it.
+		s.reason = EndMaxAge
+		return true
+	}
 	return false
 }
 

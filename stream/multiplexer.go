@@ -121,6 +121,14 @@ type Config struct {
 	// OnCatchUp, if set, is called with the duration of each catch-up
 	// from the Source.
 	OnCatchUp func(time.Duration)
+	// MaxAge, if not zero, bounds how long a stream stays open: each
+	// stream ends cleanly after a duration drawn uniformly from
+	// [3/4 MaxAge, MaxAge] (so streams opened together do not all end
+	// together), once what it has queued is written, and its client
+	// reconnects after the usual `retry:` and resumes from its last id.
+	// A proxy being reloaded, or a process added behind a load balancer,
+	// then gets every stream's client back within MaxAge. Zero: no limit.
+	MaxAge time.Duration
 	// Presence, if set, says which topics track who is on them: the
 	// streams of such a topic get protocol.EventPresence events, and a stream's
 	// StreamOptions.User is counted on it. It must be safe for concurrent

@@ -25,4 +25,8 @@ const (
 	EndSourceFailed EndReason = "source-failed"
 	// EndPanic: the stream panicked (a bug, logged with its stack).
 	EndPanic EndReason = "panic"
+	// EndMaxAge: the stream reached its age limit (Config.MaxAge) and
+	// ended cleanly; the client resumes from its last id, maybe on
+	// another process.
+	EndMaxAge EndReason = "max-age"
 )

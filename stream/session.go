@@ -99,10 +99,10 @@ type session struct {
 	pool   *httpconn.Pool
 	task   httpconn.Task
 	wake   chan struct{}
-	// The timers set pingDue and expiredDue, then notify; step sets
-	// beat again after each ping.
-	beat, expiry        *time.Timer
-	pingDue, expiredDue atomic.Bool
+	// The timers set pingDue, expiredDue and agedDue, then notify; step
+	// sets beat again after each ping.
+	beat, expiry, aged           *time.Timer
+	pingDue, expiredDue, agedDue atomic.Bool
 }
 
 // Serve writes the SSE response for opts.Topics to w: headers, a
@@ -246,6 +246,9 @@ func (s *session) open() bool {
 	if !s.opts.Expires.IsZero() {
 		s.expiry = s.wakeAfter(time.Until(s.opts.Expires), &s.expiredDue)
 	}
+	if d := m.cfg.MaxAge; d > 0 {
+		s.aged = s.wakeAfter(d-rand.N(d/4+1), &s.agedDue)
+	}
 	return true
 }
 
@@ -307,6 +310,9 @@ func (s *session) end() {
 	}
 	if s.expiry != nil {
 		s.expiry.Stop()
+	}
+	if s.aged != nil {
+		s.aged.Stop()
 	}
 	if s.sub != nil {
 		m.unsubscribe(s.sub)

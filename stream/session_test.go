@@ -514,3 +514,73 @@ func TestIdleStreamLetsGoOfQueue(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxAge: with Config.MaxAge a stream ends cleanly, with reason
+// EndMaxAge, between 3/4 MaxAge and MaxAge after it opened, having written
+// every event queued before; its client resumes from its last id with
+// nothing lost or twice. Without MaxAge a stream stays open.
+func TestMaxAge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource()
+		var ends []StreamEnd
+		var mu sync.Mutex
+		m := started(t, src, Config{MaxAge: time.Hour, OnStreamEnd: func(e StreamEnd) { mu.Lock(); ends = append(ends, e); mu.Unlock() }})
+		defer m.Close()
+		opened := time.Now()
+		w := newRecorder()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.Serve(w, httptest.NewRequest("GET", "/", nil), StreamOptions{Topics: []string{"rooms/a"}})
+		}()
+		synctest.Wait()
+		first := src.add("rooms/a", "one")
+		time.Sleep(30 * time.Minute)
+		second := src.add("rooms/a", "two")
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatalf("the stream ended after %s, before 3/4 of MaxAge", time.Since(opened))
+		default:
+		}
+		select {
+		case <-done:
+		case <-time.After(2 * time.Hour):
+			t.Fatal("the stream was still open after twice its MaxAge")
+		}
+		age := time.Since(opened)
+		if age < 45*time.Minute || age > time.Hour {
+			t.Fatalf("the stream ended after %s; want between 45m and 1h", age)
+		}
+		mu.Lock()
+		if len(ends) != 1 || ends[0].Reason != EndMaxAge {
+			t.Fatalf("stream ends %+v; want one, of reason %s", ends, EndMaxAge)
+		}
+		mu.Unlock()
+		p, evs := parseStream(w.text())
+		if len(evs) < 3 || evs[1].ID != first.ID || evs[2].ID != second.ID || p.lastID != second.ID {
+			t.Fatalf("the aged stream sent %q; want the snapshot, %s and %s", w.text(), first.ID, second.ID)
+		}
+		// The client resumes from its last id.
+		third := src.add("rooms/a", "three")
+		w2 := newRecorder()
+		stop := serveInBubble(m, w2, StreamOptions{Topics: []string{"rooms/a"}, LastEventID: p.lastID})
+		synctest.Wait()
+		if _, evs := parseStream(w2.text()); len(evs) != 1 || evs[0].ID != third.ID {
+			t.Fatalf("resumed after %s: %q; want only %s", p.lastID, w2.text(), third.ID)
+		}
+		stop()
+	})
+	synctest.Test(t, func(t *testing.T) {
+		m := started(t, newFakeSource(), Config{})
+		defer m.Close()
+		w := newRecorder()
+		stop := serveInBubble(m, w, StreamOptions{Topics: []string{"rooms/a"}})
+		time.Sleep(24 * time.Hour)
+		synctest.Wait()
+		if m.Stats().OpenStreams != 1 {
+			t.Fatal("without MaxAge a stream ended by itself")
+		}
+		stop()
+	})
+}

@@ -25,6 +25,7 @@ type config struct {
 	Heartbeat       time.Duration
 	ShutdownTimeout time.Duration
 	ShutdownRetry   [2]time.Duration // the least and the most
+	StreamMaxAge    time.Duration    // 0: no limit
 	CORSOrigins     []string
 	RetainChanges   int
 	RetainAge       time.Duration
@@ -102,6 +103,16 @@ var envVars = []envVar{
 		}
 		c.ShutdownRetry = [2]time.Duration{lo, hi}
 		return nil
+	}},
+	// Streams that let go: a proxy reloading, or a process added behind a
+	// load balancer, gets every client back within it (jittered, so they
+	// do not all come back at once); each resumes from its last id.
+	{"STREAM_MAX_AGE", "30m", "0 (no limit) or a duration from 1m to 24h, such as 30m", "a stream ends cleanly after a random time between 3/4 of this and this; its client resumes from its last id", func(c *config, v string) error {
+		if v == "0" {
+			c.StreamMaxAge = 0
+			return nil
+		}
+		return durationIn(time.Minute, 24*time.Hour, func(c *config, d time.Duration) { c.StreamMaxAge = d })(c, v)
 	}},
 	{"CORS_ORIGINS", "", "a comma-separated list of origins such as https://app.example.com", "origins allowed credentialed cross-origin use", func(c *config, v string) error {
 		c.CORSOrigins = nil

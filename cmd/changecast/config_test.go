@@ -159,3 +159,25 @@ func TestConnectionLimitConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamMaxAgeConfig(t *testing.T) {
+	env := func(k, v string) func(string) string {
+		return func(key string) string {
+			if key == k {
+				return v
+			}
+			return ""
+		}
+	}
+	for value, want := range map[string]time.Duration{"": 30 * time.Minute, "0": 0, "1m": time.Minute, "2h": 2 * time.Hour} {
+		c, err := loadConfig(env("STREAM_MAX_AGE", value))
+		if err != nil || c.StreamMaxAge != want {
+			t.Errorf("STREAM_MAX_AGE=%q: %v, %v; want %v", value, c.StreamMaxAge, err, want)
+		}
+	}
+	for _, v := range []string{"30s", "25h", "-1m", "0s", "forever", "30"} {
+		if _, err := loadConfig(env("STREAM_MAX_AGE", v)); err == nil || !strings.Contains(err.Error(), "STREAM_MAX_AGE") {
+			t.Errorf("STREAM_MAX_AGE=%q: %v; want an error naming it", v, err)
+		}
+	}
+}

@@ -222,6 +222,7 @@ func newMultiplexer(cfg config, src stream.Source, met *metrics, logger *slog.Lo
 				"duration", se.Duration.Round(time.Millisecond).String(), "events", se.Events, "reason", se.Reason)
 		},
 		ShutdownRetryMin: cfg.ShutdownRetry[0], ShutdownRetryMax: cfg.ShutdownRetry[1],
+		MaxAge: cfg.StreamMaxAge,
 	})
 }
 
