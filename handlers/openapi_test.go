@@ -124,7 +124,7 @@ func TestSpecCheckCatchesDrift(t *testing.T) {
 	errAnswer := func(status int, body string) answer {
 		return answer{status, map[string]string{"Content-Type": "application/json", "X-Request-ID": "r1"}, body}
 	}
-	streamHeaders := map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+	streamHeaders := map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
 		"X-Accel-Buffering": "no", "X-Request-ID": "r1"}
 	createBody := `{"customer":"alice","items":[{"sku":"pizza","qty":1}]}`
 	tests := []struct {

@@ -16,7 +16,7 @@ func TestOrderStream(t *testing.T) {
 	e := newEnv(t, dev)
 	o := e.createOrder(t, "alice")
 	s := e.openStream(t, "/api/orders/"+o.ID+"/events", nil)
-	for h, want := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
+	for h, want := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"} {
 		if got := s.header.Get(h); got != want && !(h == "Content-Type" && len(got) > len(want) && got[:len(want)] == want) {
 			t.Errorf("got %s %q, want %q", h, got, want)
 		}

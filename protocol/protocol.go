@@ -180,11 +180,13 @@ type Payload struct {
 const ContentType = "text/event-stream"
 
 // StreamHeaders are the headers a stream is answered with (a HEAD
-// request gets them alone): no caching, and no buffering by a proxy that
-// honours X-Accel-Buffering (nginx).
+// request gets them alone): no caching, no transformation (a proxy that
+// compresses, as HAProxy does with gzip on text/event-stream, would hold
+// each event until the next), and no buffering by a proxy that honours
+// X-Accel-Buffering (nginx).
 var StreamHeaders = [...][2]string{
 	{"Content-Type", ContentType},
-	{"Cache-Control", "no-cache"},
+	{"Cache-Control", "no-cache, no-transform"},
 	{"X-Accel-Buffering", "no"},
 }
 

@@ -83,7 +83,7 @@ func TestHeartbeatAndExpiry(t *testing.T) {
 		if !strings.HasPrefix(got, "retry: 2000\n\n") || !strings.Contains(got, "event: snapshot") || strings.Contains(got, "ping") {
 			t.Fatalf("at start the stream holds %q; want retry, then a snapshot, no ping", got)
 		}
-		if h := w.Header(); h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache" || h.Get("X-Accel-Buffering") != "no" {
+		if h := w.Header(); h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache, no-transform" || h.Get("X-Accel-Buffering") != "no" {
 			t.Fatalf("headers %v", h)
 		}
 
