@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"changecast/handlers"
+	"changecast/internal/sseclient"
 	"changecast/protocol"
 	"changecast/store"
 )
@@ -129,7 +130,7 @@ func TestBackupRestore(t *testing.T) {
 	startAuthBinary(t, bin, portA, t.TempDir(), logsA)
 	const room = "backup"
 	events := watch(t, baseA+"/api/rooms/"+room+"/events?access_token="+staff, "")
-	events.WaitFor(t, "the snapshot", func(evs []sseEvent) bool { return len(evs) > 0 })
+	events.WaitFor(t, "the snapshot", func(evs []sseclient.Event) bool { return len(evs) > 0 })
 
 	// Writers: messages (some larger than a page) and orders, each
 	// remembered once acknowledged.
@@ -274,7 +275,7 @@ func TestBackupRestore(t *testing.T) {
 
 	// The first server's events up to the copy's head, after lastID: what
 	// a client resuming from lastID on the copy must get, id for id.
-	all := events.WaitFor(t, "the first server's events up to the copy's head", func(evs []sseEvent) bool {
+	all := events.WaitFor(t, "the first server's events up to the copy's head", func(evs []sseclient.Event) bool {
 		return len(evs) > 0 && evs[len(evs)-1].ID >= head[1]
 	})
 	var want []string
@@ -291,7 +292,7 @@ func TestBackupRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := resumed.WaitFor(t, "the restored server's changes", func(evs []sseEvent) bool {
+	got := resumed.WaitFor(t, "the restored server's changes", func(evs []sseclient.Event) bool {
 		return len(evs) > 0 && evs[len(evs)-1].Name == "message" && payload(t, evs[len(evs)-1]).Message.ID == sentinel.ID
 	})
 	var gotIDs []string
@@ -325,7 +326,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost := watch(t, baseB+"/api/rooms/"+room+"/events?access_token="+staff, lostID)
-	evs := lost.WaitFor(t, "a reset and a snapshot", func(evs []sseEvent) bool { return len(evs) >= 2 })
+	evs := lost.WaitFor(t, "a reset and a snapshot", func(evs []sseclient.Event) bool { return len(evs) >= 2 })
 	if evs[0].Name != "reset" || payload(t, evs[0]).Reason != string(protocol.ResetHistoryLost) || evs[1].Name != "snapshot" {
 		t.Errorf("resumed on the restored server from %s, made after the copy: %s; want a history-lost reset, then a snapshot", lostID, describe(evs))
 	}

@@ -8,11 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"changecast/internal/sseclient"
 	"changecast/protocol"
 	"changecast/store"
 )
 
-func payload(tb testing.TB, ev sseEvent) protocol.Payload {
+func payload(tb testing.TB, ev sseclient.Event) protocol.Payload {
 	tb.Helper()
 	var p protocol.Payload
 	if err := json.Unmarshal(ev.Data, &p); err != nil {
@@ -51,7 +52,7 @@ func postMessage(tb testing.TB, base, room, text string) store.Message {
 
 // checkOrdered fails unless ids strictly increase (positions order like
 // the log) — which also means no event came twice.
-func checkOrdered(tb testing.TB, evs []sseEvent) {
+func checkOrdered(tb testing.TB, evs []sseclient.Event) {
 	tb.Helper()
 	for i := 1; i < len(evs); i++ {
 		if evs[i].ID <= evs[i-1].ID && evs[i].Name != "snapshot" && evs[i-1].Name != "reset" {
@@ -123,7 +124,7 @@ func TestResumeEndToEnd(t *testing.T) {
 			first := watch(t, tc.url(room, o.ID), "")
 			first.WaitN(t, 1)
 			postMessage(t, s.URL, room, "before the drop")
-			evs := first.WaitFor(t, "the first message", func(evs []sseEvent) bool { return len(evs) > 0 && evs[len(evs)-1].Name == "message" })
+			evs := first.WaitFor(t, "the first message", func(evs []sseclient.Event) bool { return len(evs) > 0 && evs[len(evs)-1].Name == "message" })
 			first.Stop(t)
 			last := evs[len(evs)-1].ID
 
@@ -147,7 +148,7 @@ func TestResumeEndToEnd(t *testing.T) {
 			postMessage(t, s.URL, room, "live after resume")
 			want = append(want, "message:live after resume")
 			got := second.WaitN(t, len(want))
-			checkOrdered(t, append([]sseEvent{evs[len(evs)-1]}, got...))
+			checkOrdered(t, append([]sseclient.Event{evs[len(evs)-1]}, got...))
 			for i, ev := range got {
 				p := payload(t, ev)
 				var g string

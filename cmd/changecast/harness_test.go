@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"changecast/internal/sseclient"
 )
 
 // e2eServer is changecast started in-process by run, on a real listener.
@@ -153,7 +155,7 @@ func doJSON(tb testing.TB, method, url string, body any, header http.Header, out
 // collector follows a stream in the background and keeps every event.
 type collector struct {
 	mu     sync.Mutex
-	events []sseEvent
+	events []sseclient.Event
 	more   chan struct{}
 	cancel context.CancelFunc
 	done   chan error
@@ -164,16 +166,16 @@ type collector struct {
 // log: the presence tests look at it with watchPresence).
 func watch(tb testing.TB, url, lastID string) *collector {
 	tb.Helper()
-	return watchWhere(tb, url, lastID, func(ev sseEvent) bool { return ev.Name != "presence" })
+	return watchWhere(tb, url, lastID, func(ev sseclient.Event) bool { return ev.Name != "presence" })
 }
 
 // watchWhere is watch keeping only the events keep accepts.
-func watchWhere(tb testing.TB, url, lastID string, keep func(sseEvent) bool) *collector {
+func watchWhere(tb testing.TB, url, lastID string, keep func(sseclient.Event) bool) *collector {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &collector{more: make(chan struct{}, 1), cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		c.done <- follow(ctx, followOptions{URL: url, LastEventID: lastID}, func(ev sseEvent) error {
+		c.done <- sseclient.Follow(ctx, sseclient.Options{URL: url, LastEventID: lastID}, func(ev sseclient.Event) error {
 			if !keep(ev) {
 				return nil
 			}
@@ -204,15 +206,15 @@ func (c *collector) Stop(tb testing.TB) {
 }
 
 // Events returns a copy of the events so far.
-func (c *collector) Events() []sseEvent {
+func (c *collector) Events() []sseclient.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]sseEvent(nil), c.events...)
+	return append([]sseclient.Event(nil), c.events...)
 }
 
 // WaitFor waits until ok holds for the events so far, failing after a
 // generous timeout (this bounds a hang; it does not measure speed).
-func (c *collector) WaitFor(tb testing.TB, what string, ok func([]sseEvent) bool) []sseEvent {
+func (c *collector) WaitFor(tb testing.TB, what string, ok func([]sseclient.Event) bool) []sseclient.Event {
 	tb.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -229,12 +231,12 @@ func (c *collector) WaitFor(tb testing.TB, what string, ok func([]sseEvent) bool
 }
 
 // WaitN waits for at least n events.
-func (c *collector) WaitN(tb testing.TB, n int) []sseEvent {
+func (c *collector) WaitN(tb testing.TB, n int) []sseclient.Event {
 	tb.Helper()
-	return c.WaitFor(tb, strconv.Itoa(n)+" events", func(evs []sseEvent) bool { return len(evs) >= n })
+	return c.WaitFor(tb, strconv.Itoa(n)+" events", func(evs []sseclient.Event) bool { return len(evs) >= n })
 }
 
-func describe(evs []sseEvent) string {
+func describe(evs []sseclient.Event) string {
 	var b strings.Builder
 	for i, ev := range evs {
 		if i == 20 && len(evs) > 40 {

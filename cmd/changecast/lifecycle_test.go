@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"changecast/internal/sseclient"
 	"changecast/store"
 )
 
@@ -235,7 +236,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	// The resumed client gets every message after its id exactly once.
 	r := watch(t, base+"/api/rooms/durable/events", lastID)
 	m := postMessage(t, base, "durable", "after restart")
-	evs := r.WaitFor(t, "the post-restart message", func(evs []sseEvent) bool {
+	evs := r.WaitFor(t, "the post-restart message", func(evs []sseclient.Event) bool {
 		return len(evs) > 0 && evs[len(evs)-1].Name == "message" && payload(t, evs[len(evs)-1]).Message.ID == m.ID
 	})
 	checkOrdered(t, evs)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"changecast/internal/sseclient"
 	"changecast/protocol"
 	"changecast/store"
 	"changecast/store/bolt"
@@ -17,7 +18,7 @@ import (
 type listSnapshot = protocol.ListSnapshot
 
 // change names an order event as "<order id>:<status>".
-func change(tb testing.TB, ev sseEvent) string {
+func change(tb testing.TB, ev sseclient.Event) string {
 	tb.Helper()
 	p := payload(tb, ev)
 	if ev.Name != "order" || p.Order == nil || p.Topic != store.OrderTopic(p.Order.ID) {

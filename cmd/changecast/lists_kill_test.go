@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"changecast/internal/sseclient"
 	"changecast/protocol"
 	"changecast/store"
 )
@@ -76,7 +77,7 @@ func TestListsAcrossSIGKILL(t *testing.T) {
 	}
 	// check fails unless evs are exactly want, as order events on each
 	// order's own topic, with ids increasing from after.
-	check := func(l list, what, after string, evs []sseEvent, want []listWrite) {
+	check := func(l list, what, after string, evs []sseclient.Event, want []listWrite) {
 		t.Helper()
 		prev := after
 		for i, ev := range evs {
@@ -182,7 +183,7 @@ func TestListsAcrossSIGKILL(t *testing.T) {
 		// Every caught-up change comes before the live one: wait for them
 		// (or for anything but an order event, which check reports).
 		w := want(r.l, r.from)
-		evs := r.w.WaitFor(t, fmt.Sprintf("%s %s: %d caught-up changes", r.l.name, r.what, len(w)), func(evs []sseEvent) bool {
+		evs := r.w.WaitFor(t, fmt.Sprintf("%s %s: %d caught-up changes", r.l.name, r.what, len(w)), func(evs []sseclient.Event) bool {
 			return len(evs) >= len(w) || (len(evs) > 0 && evs[len(evs)-1].Name != "order")
 		})
 		if len(evs) > len(w) || (len(evs) > 0 && evs[len(evs)-1].Name != "order") {
@@ -192,7 +193,7 @@ func TestListsAcrossSIGKILL(t *testing.T) {
 	a4 := create("alice")
 	for _, r := range rs {
 		w := want(r.l, r.from)
-		evs := r.w.WaitFor(t, fmt.Sprintf("%s %s: the live change of %s", r.l.name, r.what, a4.ID), func(evs []sseEvent) bool {
+		evs := r.w.WaitFor(t, fmt.Sprintf("%s %s: the live change of %s", r.l.name, r.what, a4.ID), func(evs []sseclient.Event) bool {
 			if len(evs) == 0 {
 				return false
 			}

@@ -21,6 +21,7 @@ import (
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"changecast/internal/sseclient"
 	"changecast/stream/sseparse"
 )
 
@@ -79,7 +80,7 @@ func startMongoProcess(t *testing.T, env map[string]string) *e2eServer {
 
 // messageTexts returns the texts of the message events in evs, and fails
 // on any event that is not a message.
-func messageTexts(t *testing.T, evs []sseEvent) []string {
+func messageTexts(t *testing.T, evs []sseclient.Event) []string {
 	t.Helper()
 	var out []string
 	for _, ev := range evs {
@@ -136,7 +137,7 @@ func TestMongoTwoProcessesMoveMidStream(t *testing.T) {
 
 	// The client drops off while the next writes are arriving.
 	phase2 := writer(10, 30, a)
-	onA.WaitFor(t, "m12 on A", func(evs []sseEvent) bool { return len(evs) >= 14 })
+	onA.WaitFor(t, "m12 on A", func(evs []sseclient.Event) bool { return len(evs) >= 14 })
 	onA.Stop(t)
 	<-phase2
 	seenOnA := onA.Events()[1:]
@@ -169,7 +170,7 @@ func TestMongoTwoProcessesMoveMidStream(t *testing.T) {
 
 // rawItem is an event or a comment read off a stream.
 type rawItem struct {
-	ev        sseEvent
+	ev        sseclient.Event
 	isComment bool
 	comment   string
 }
@@ -222,7 +223,7 @@ func openRaw(t *testing.T, url, lastID string) *rawStream {
 		}
 		dec := sseparse.Decoder{
 			OnEvent: func(ev *sseparse.Event) bool {
-				return push(rawItem{ev: sseEvent{ID: string(ev.ID), Name: string(ev.Name), Data: append([]byte(nil), ev.Data...)}})
+				return push(rawItem{ev: sseclient.Event{ID: string(ev.ID), Name: string(ev.Name), Data: append([]byte(nil), ev.Data...)}})
 			},
 			OnComment: func(text []byte) { push(rawItem{isComment: true, comment: string(text)}) },
 		}
@@ -256,7 +257,7 @@ func (r *rawStream) next(t *testing.T, what string) rawItem {
 }
 
 // nextEvent returns the next event, skipping comments.
-func (r *rawStream) nextEvent(t *testing.T, what string) sseEvent {
+func (r *rawStream) nextEvent(t *testing.T, what string) sseclient.Event {
 	t.Helper()
 	for {
 		if it := r.next(t, what); !it.isComment {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"changecast/internal/sseclient"
 )
 
 // holdStream opens a stream at url and keeps it open until the returned
@@ -103,15 +105,15 @@ func TestPresenceTwoProcessesMongo(t *testing.T) {
 	waitPresent(t, a.URL, "lobby", 5*time.Second, "alice")
 	// Bound: 2×PresenceInterval (10 s); the wait only guards against hangs.
 	waitPresent(t, b.URL, "lobby", mongoE2EWait, "alice")
-	watcher.WaitFor(t, "alice's join on the other process", func(evs []sseEvent) bool {
-		return slices.ContainsFunc(evs, func(e sseEvent) bool {
+	watcher.WaitFor(t, "alice's join on the other process", func(evs []sseclient.Event) bool {
+		return slices.ContainsFunc(evs, func(e sseclient.Event) bool {
 			return e.Name == "presence" && string(e.Data) == `{"topic":"rooms/lobby","op":"join","user":"alice"}`
 		})
 	})
 	closeAlice()
 	waitPresent(t, b.URL, "lobby", mongoE2EWait)
-	watcher.WaitFor(t, "alice's leave on the other process", func(evs []sseEvent) bool {
-		return slices.ContainsFunc(evs, func(e sseEvent) bool {
+	watcher.WaitFor(t, "alice's leave on the other process", func(evs []sseclient.Event) bool {
+		return slices.ContainsFunc(evs, func(e sseclient.Event) bool {
 			return e.Name == "presence" && string(e.Data) == `{"topic":"rooms/lobby","op":"leave","user":"alice"}`
 		})
 	})
@@ -126,5 +128,5 @@ func TestPresenceTwoProcessesMongo(t *testing.T) {
 // watchPresence is watch keeping only presence events.
 func watchPresence(tb testing.TB, url string) *collector {
 	tb.Helper()
-	return watchWhere(tb, url, "", func(ev sseEvent) bool { return ev.Name == "presence" })
+	return watchWhere(tb, url, "", func(ev sseclient.Event) bool { return ev.Name == "presence" })
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"changecast/internal/sseclient"
 	"changecast/store"
 )
 
@@ -143,7 +144,7 @@ func sameOrder(a, b store.Order) bool {
 // each order by GET, each message by paging its room, the changes since
 // start by a stream resumed from it (exactly live, event for event, as
 // the live stream gave them), and the orders board's snapshot.
-func readBack(t *testing.T, base, after string, topics string, want *sizedRecords, live []sseEvent) {
+func readBack(t *testing.T, base, after string, topics string, want *sizedRecords, live []sseclient.Event) {
 	t.Helper()
 	for id, o := range want.orders {
 		var got store.Order
@@ -182,7 +183,7 @@ func readBack(t *testing.T, base, after string, topics string, want *sizedRecord
 
 	resumed := watch(t, base+"/api/events?"+topics, after)
 	last := live[len(live)-1].ID
-	got := resumed.WaitFor(t, "the resumed stream to reach "+last, func(evs []sseEvent) bool {
+	got := resumed.WaitFor(t, "the resumed stream to reach "+last, func(evs []sseclient.Event) bool {
 		return len(evs) > 0 && evs[len(evs)-1].ID >= last
 	})
 	resumed.Stop(t)
@@ -274,10 +275,10 @@ func TestRecordSizesSurviveRestarts(t *testing.T) {
 
 // liveChanges waits until c has seen n changes (order and message
 // events), stops c and returns them.
-func liveChanges(t *testing.T, c *collector, n int) []sseEvent {
+func liveChanges(t *testing.T, c *collector, n int) []sseclient.Event {
 	t.Helper()
-	changes := func(evs []sseEvent) []sseEvent {
-		var out []sseEvent
+	changes := func(evs []sseclient.Event) []sseclient.Event {
+		var out []sseclient.Event
 		for _, ev := range evs {
 			if ev.Name == "order" || ev.Name == "message" {
 				out = append(out, ev)
@@ -285,7 +286,7 @@ func liveChanges(t *testing.T, c *collector, n int) []sseEvent {
 		}
 		return out
 	}
-	evs := c.WaitFor(t, fmt.Sprintf("%d changes", n), func(evs []sseEvent) bool { return len(changes(evs)) >= n })
+	evs := c.WaitFor(t, fmt.Sprintf("%d changes", n), func(evs []sseclient.Event) bool { return len(changes(evs)) >= n })
 	c.Stop(t)
 	if got := changes(evs); len(got) != n {
 		t.Fatalf("the live stream gave %d changes for %d writes", len(got), n)

@@ -12,19 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"changecast/internal/sseclient"
 	"changecast/stream/sseparse"
 )
 
 // readRawEvents parses complete SSE events (terminated by a blank line),
 // but presence events, from r until it fails, returning them and the error that ended it
 // (io.EOF at a clean end).
-func readRawEvents(r *bufio.Reader) ([]sseEvent, error) {
-	var evs []sseEvent
+func readRawEvents(r *bufio.Reader) ([]sseclient.Event, error) {
+	var evs []sseclient.Event
 	dec := sseparse.Decoder{OnEvent: func(ev *sseparse.Event) bool {
 		if string(ev.Name) == "presence" {
 			return true // beside the log
 		}
-		evs = append(evs, sseEvent{ID: string(ev.ID), Name: string(ev.Name), Data: append([]byte(nil), ev.Data...)})
+		evs = append(evs, sseclient.Event{ID: string(ev.ID), Name: string(ev.Name), Data: append([]byte(nil), ev.Data...)})
 		return true
 	}}
 	err := dec.Decode(r)
@@ -73,7 +74,7 @@ func TestSlowSubscriberEndToEnd(t *testing.T) {
 		}
 	}
 	body := newChunkedReader(br)
-	var snapshot sseEvent
+	var snapshot sseclient.Event
 	for snapshot.Name != "snapshot" {
 		line, err := body.ReadString('\n')
 		if err != nil {
@@ -117,7 +118,7 @@ func TestSlowSubscriberEndToEnd(t *testing.T) {
 	// The slow client was cut off: what it has buffered ends in EOF.
 	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
 	slowEvents, err := readRawEvents(body)
-	slowEvents = append([]sseEvent{snapshot}, slowEvents...)
+	slowEvents = append([]sseclient.Event{snapshot}, slowEvents...)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatalf("the slow client was not disconnected (read %d events, then nothing for 60s)", len(slowEvents))
 	}
@@ -130,7 +131,7 @@ func TestSlowSubscriberEndToEnd(t *testing.T) {
 	last := slowEvents[len(slowEvents)-1]
 	back := watch(t, s.URL+"/api/rooms/"+room+"/events", last.ID)
 	rest := back.WaitN(t, 1+writes-len(slowEvents))
-	all := append(append([]sseEvent{}, slowEvents...), rest...)
+	all := append(append([]sseclient.Event{}, slowEvents...), rest...)
 	if len(all) != 1+writes {
 		t.Fatalf("slow client has %d events after catching up, want %d", len(all), 1+writes)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"changecast/internal/sseclient"
 	"changecast/store/bolt"
 	"changecast/store/streamsource"
 	"changecast/stream"
@@ -65,5 +66,5 @@ func TestTwoMultiplexersSameIDs(t *testing.T) {
 			t.Fatalf("resumed on the other process: event %d is %s %q, want message %q", i, ev.Name, p.Message.Text, want)
 		}
 	}
-	checkOrdered(t, append([]sseEvent{evA[5]}, got...))
+	checkOrdered(t, append([]sseclient.Event{evA[5]}, got...))
 }

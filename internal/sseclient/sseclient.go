@@ -1,4 +1,8 @@
-package main
+// Package sseclient follows a changecast stream (or any Server-Sent
+// Events stream) with the r3labs/sse client: it reconnects with the last
+// id it saw, with exponential backoff, and stops on a client error. The
+// tail command and the end-to-end tests use it.
+package sseclient
 
 import (
 	"context"
@@ -31,15 +35,15 @@ const maxOrderJSON = (store.MaxItems+1)*(6*store.MaxNameLen+64) + 4<<10
 // reconnectMax caps the wait between reconnect attempts.
 const reconnectMax = 10 * time.Second
 
-// sseEvent is one event as a follower sees it.
-type sseEvent struct {
+// Event is one event as a follower sees it.
+type Event struct {
 	ID   string
 	Name string
 	Data []byte
 }
 
-// followOptions configure follow.
-type followOptions struct {
+// Options configure Follow.
+type Options struct {
 	// URL is the stream to follow.
 	URL string
 	// LastEventID resumes after that id on the first connection.
@@ -55,17 +59,17 @@ type followOptions struct {
 	OnConnect func(lastID string)
 }
 
-// errStop, returned by a follow callback, ends follow with a nil error.
-var errStop = errors.New("stop following")
+// ErrStop, returned by a Follow callback, ends Follow with a nil error.
+var ErrStop = errors.New("stop following")
 
-// follow reads the SSE stream at o.URL with the r3labs/sse client and calls
+// Follow reads the SSE stream at o.URL with the r3labs/sse client and calls
 // fn with each event until ctx ends (then it returns nil), fn returns an
-// error (errStop ends with nil; any other is returned), or the server
+// error (ErrStop ends with nil; any other is returned), or the server
 // answers with a client error such as 401 or 404 (returned). Dropped
 // connections, server errors and clean ends of the stream all reconnect
 // with the last id seen, with exponential backoff that never gives up.
 // Comments and retry-only blocks are not passed to fn.
-func follow(ctx context.Context, o followOptions, fn func(sseEvent) error) error {
+func Follow(ctx context.Context, o Options, fn func(Event) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -105,7 +109,7 @@ func follow(ctx context.Context, o followOptions, fn func(sseEvent) error) error
 		if stopErr != nil || (len(m.Event) == 0 && len(m.Data) == 0) {
 			return
 		}
-		err := fn(sseEvent{ID: string(m.ID), Name: string(m.Event), Data: append([]byte(nil), m.Data...)})
+		err := fn(Event{ID: string(m.ID), Name: string(m.Event), Data: append([]byte(nil), m.Data...)})
 		if err != nil {
 			stopErr = err
 			cancel()
@@ -115,7 +119,7 @@ func follow(ctx context.Context, o followOptions, fn func(sseEvent) error) error
 		err := c.SubscribeRawWithContext(ctx, handler)
 		switch {
 		case stopErr != nil:
-			if errors.Is(stopErr, errStop) {
+			if errors.Is(stopErr, ErrStop) {
 				return nil
 			}
 			return stopErr
