@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -127,7 +127,7 @@ func TestDamagedStoreFile(t *testing.T) {
 func runDamaged(t *testing.T, bin, dataDir string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(bin, "-dev")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(freePort(t)), "DATA_DIR="+dataDir)
+	cmd.Env = binaryEnv("PORT="+strconv.Itoa(freePort(t)), "DATA_DIR="+dataDir)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

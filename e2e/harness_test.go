@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -9,23 +9,29 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"changecast/internal/sseclient"
 )
 
-// e2eServer is changecast started in-process by run, on a real listener.
+// e2eServer is the built binary running on a real listener.
 type e2eServer struct {
 	URL     string
 	DataDir string
-	cancel  context.CancelFunc
-	done    chan error
-	logs    *lockedBuffer
+	// cancel sends the process SIGTERM, as a platform does to stop it.
+	cancel func()
+	// done receives the process's exit: nil for a status of 0.
+	done chan error
+	logs *lockedBuffer
+	proc *os.Process
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent use.
@@ -48,26 +54,36 @@ func (l *lockedBuffer) String() string {
 
 var listenRE = regexp.MustCompile(`listening on http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)`)
 
-// newE2EServer starts run with -dev (plus args) and env on top of
+// newE2EServer runs the binary with -dev (plus args) and env on top of
 // PORT=0 and a fresh DATA_DIR, waits until it listens, and stops it at
-// cleanup, failing the test if run returned an error.
+// cleanup, failing the test if it exits with a non-zero status.
 func newE2EServer(tb testing.TB, env map[string]string, args ...string) *e2eServer {
 	tb.Helper()
 	return startE2E(tb, env, append([]string{"-dev"}, args...))
 }
 
-// startE2E is newE2EServer with exactly args (no -dev unless given).
+// startE2E is newE2EServer with exactly args (no -dev unless given). The
+// process's environment is binaryEnv plus the variables: nothing else of
+// the tests' own environment reaches it.
 func startE2E(tb testing.TB, env map[string]string, args []string) *e2eServer {
 	tb.Helper()
+	bin := mustBinary(tb)
 	vars := map[string]string{"PORT": "0", "DATA_DIR": tb.TempDir(), "HEARTBEAT_INTERVAL": "1s"}
 	for k, v := range env {
 		vars[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.Command(bin, args...)
+	cmd.Env = binaryEnv(envList(vars)...)
 	pr, pw := io.Pipe()
-	s := &e2eServer{DataDir: vars["DATA_DIR"], cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
+	s := &e2eServer{DataDir: vars["DATA_DIR"], done: make(chan error, 1), logs: &lockedBuffer{}}
+	cmd.Stdout, cmd.Stderr = pw, s.logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	s.proc = cmd.Process
+	s.cancel = func() { s.proc.Signal(syscall.SIGTERM) }
 	go func() {
-		err := run(ctx, args, func(k string) string { return vars[k] }, pw, s.logs)
+		err := cmd.Wait()
 		pw.Close()
 		s.done <- err
 	}()
@@ -85,31 +101,37 @@ func startE2E(tb testing.TB, env map[string]string, args []string) *e2eServer {
 		}
 		io.Copy(io.Discard, pr)
 	}()
+	tb.Cleanup(func() { s.Stop(tb) })
 	select {
 	case s.URL = <-urlc:
 	case err := <-s.done:
-		tb.Fatalf("run returned before listening: %v\n%s", err, s.logs)
+		s.done <- err
+		tb.Fatalf("the server exited before listening: %v\n%s", err, s.logs)
 	case <-time.After(30 * time.Second):
 		tb.Fatalf("server did not listen within 30s\n%s", s.logs)
 	}
-	tb.Cleanup(func() { s.Stop(tb) })
 	return s
 }
 
-// Stop cancels run and waits for it; it may be called more than once.
+// Stop sends SIGTERM and waits for the process to exit, failing the test
+// on a non-zero status; after 30 s it kills the process. It may be called
+// more than once.
 func (s *e2eServer) Stop(tb testing.TB) {
 	tb.Helper()
 	s.cancel()
 	select {
 	case err, ok := <-s.done:
 		if ok && err != nil {
-			tb.Errorf("run: %v", err)
+			tb.Errorf("server: %v\n%s", err, s.logs)
 		}
 		if ok {
 			close(s.done)
 		}
 	case <-time.After(30 * time.Second):
-		tb.Errorf("run did not return 30s after cancel\n%s", s.logs)
+		tb.Errorf("server did not exit 30s after SIGTERM; killed\n%s", s.logs)
+		s.proc.Kill()
+		<-s.done
+		close(s.done)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,123 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"changecast/internal/sseclient"
 	"changecast/store"
 )
-
-// TestShutdownWithOpenStreams opens 100 streams, cancels run's context
-// (what SIGTERM does) and checks that every stream ends cleanly, run
-// returns within SHUTDOWN_TIMEOUT, and no goroutine is left behind.
-func TestShutdownWithOpenStreams(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	const streams = 100
-	const timeout = 5 * time.Second
-	s := newE2EServer(t, map[string]string{"SHUTDOWN_TIMEOUT": timeout.String()})
-	tr := &http.Transport{MaxIdleConnsPerHost: -1}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-
-	ends := make(chan error, streams)
-	var opened sync.WaitGroup
-	for i := range streams {
-		opened.Add(1)
-		go func() {
-			resp, err := client.Get(fmt.Sprintf("%s/api/rooms/room-%d/events", s.URL, i%10))
-			if err != nil {
-				opened.Done()
-				ends <- err
-				return
-			}
-			defer resp.Body.Close()
-			br := bufio.NewReader(resp.Body)
-			line, err := br.ReadString('\n')
-			opened.Done()
-			if err != nil || !strings.HasPrefix(line, "retry:") {
-				ends <- fmt.Errorf("first line %q, %v; want retry:", line, err)
-				return
-			}
-			_, err = io.Copy(io.Discard, br)
-			ends <- err // nil on a clean end of the body
-		}()
-	}
-	opened.Wait()
-
-	start := time.Now()
-	s.cancel()
-	select {
-	case err := <-s.done:
-		close(s.done)
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(timeout + 5*time.Second):
-		t.Fatalf("run did not return within SHUTDOWN_TIMEOUT=%s (+5s)", timeout)
-	}
-	if took := time.Since(start); took > timeout {
-		t.Errorf("shutdown took %s, more than SHUTDOWN_TIMEOUT=%s", took, timeout)
-	}
-	for range streams {
-		if err := <-ends; err != nil {
-			t.Errorf("stream did not end cleanly: %v", err)
-		}
-	}
-}
-
-// buildBinary builds cmd/changecast once per test binary.
-var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "changecast-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "changecast")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
-// startBinary runs the built binary with -dev on port and dataDir and
-// waits until it answers /healthz.
-func startBinary(tb testing.TB, bin string, port int, dataDir string) *exec.Cmd {
-	tb.Helper()
-	return startBinaryWith(tb, tb, bin, port, dataDir, io.Discard)
-}
-
-// startBinaryWith runs the built binary with -dev on port and dataDir and
-// env added, its output into out, and waits until it answers /healthz.
-// The process is killed when owner's test ends. If out can print itself
-// (a lockedBuffer), a failure to start shows what the server said.
-func startBinaryWith(tb, owner testing.TB, bin string, port int, dataDir string, out io.Writer, env ...string) *exec.Cmd {
-	tb.Helper()
-	cmd := exec.Command(bin, "-dev")
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "DATA_DIR=" + dataDir, "HEARTBEAT_INTERVAL=1s"}, env...)...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	owner.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return cmd
-			}
-		}
-		if time.Now().After(deadline) {
-			said := ""
-			if s, ok := out.(fmt.Stringer); ok {
-				said = "\n" + s.String()
-			}
-			tb.Fatalf("binary did not answer /healthz within 30s: %v%s", err, said)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // TestRestartAfterSIGKILL kills the server with SIGKILL while writers are
 // busy and a client watches, restarts it on the same DATA_DIR, and checks
@@ -289,7 +173,7 @@ func TestSIGTERMBinary(t *testing.T) {
 	port := freePort(t)
 	cmd := exec.Command(bin, "-dev")
 	var logs lockedBuffer
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+t.TempDir(), "SHUTDOWN_TIMEOUT="+timeout.String())
+	cmd.Env = binaryEnv("PORT="+strconv.Itoa(port), "DATA_DIR="+t.TempDir(), "SHUTDOWN_TIMEOUT="+timeout.String())
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

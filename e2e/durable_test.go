@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -52,7 +52,7 @@ func TestAcknowledgedWritesAreSynced(t *testing.T) {
 	cmd := exec.Command(straceBin, "-f", "-s", "32",
 		"-e", "trace=openat,fdatasync,fsync,sync_file_range,read,write",
 		"-o", traceFile, bin, "-dev")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir)
+	cmd.Env = binaryEnv("PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir)
 	cmd.Stderr = &straceErr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start strace: %v", err)

@@ -1,7 +1,6 @@
-package main
+package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,8 +35,6 @@ const browserStepBound = 5 * time.Second
 
 // browserWait bounds waits that include a reconnect or a page load.
 const browserWait = 20 * time.Second
-
-var browserListenRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
 
 // TestBrowserDemo drives the demo page in a real Chromium over the real
 // server (run with -dev on a fixed port and data directory):
@@ -435,13 +431,10 @@ func browserChromium(t *testing.T) string {
 	return ""
 }
 
-// browserServer is changecast started in-process by run with -dev.
+// browserServer is the binary run with -dev on a given port.
 type browserServer struct {
-	URL    string
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	logs   *lockedBuffer
+	*e2eServer
+	once sync.Once
 }
 
 // startBrowserServer runs the server on port and dataDir and waits until it
@@ -449,58 +442,18 @@ type browserServer struct {
 func startBrowserServer(tb testing.TB, port int, dataDir string) *browserServer {
 	tb.Helper()
 	env := map[string]string{"PORT": strconv.Itoa(port), "DATA_DIR": dataDir, "HEARTBEAT_INTERVAL": "5s", "SHUTDOWN_TIMEOUT": "5s"}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &browserServer{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
-	pr, pw := io.Pipe()
-	go func() {
-		err := run(ctx, []string{"-dev"}, func(k string) string { return env[k] }, pw, s.logs)
-		pw.Close()
-		s.done <- err
-	}()
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			s.logs.Write(append(sc.Bytes(), '\n'))
-			if m := browserListenRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case urlc <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case s.URL = <-urlc:
-	case err := <-s.done:
-		cancel()
-		tb.Fatalf("server returned before listening: %v\n%s", err, s.logs)
-	case <-time.After(browserWait):
-		s.stop(tb)
-		tb.Fatalf("server did not listen within %v\n%s", browserWait, s.logs)
-	}
+	s := &browserServer{e2eServer: newE2EServer(tb, env)}
 	if want := fmt.Sprintf("http://127.0.0.1:%d", port); s.URL != want {
 		tb.Errorf("server listens on %s, want %s", s.URL, want)
 	}
 	return s
 }
 
-// stop cancels the server's context and waits for run to return; it may be
-// called more than once.
+// stop sends SIGTERM and waits for the server to exit; it may be called
+// more than once.
 func (s *browserServer) stop(tb testing.TB) {
 	tb.Helper()
-	s.once.Do(func() {
-		s.cancel()
-		select {
-		case err := <-s.done:
-			if err != nil {
-				tb.Errorf("server: %v\n%s", err, s.logs)
-			}
-		case <-time.After(browserWait):
-			tb.Errorf("server did not stop within %v of cancel\n%s", browserWait, s.logs)
-		}
-	})
+	s.once.Do(func() { s.Stop(tb) })
 }
 
 // browserStub answers every request with 503, as a router does while no

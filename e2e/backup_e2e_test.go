@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -33,7 +33,7 @@ const backupSecret = "backup-test-secret-0123456789abcdef"
 func startAuthBinary(tb testing.TB, bin string, port int, dataDir string, logs *lockedBuffer) *exec.Cmd {
 	tb.Helper()
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "JWT_SECRET="+backupSecret,
+	cmd.Env = binaryEnv("PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "JWT_SECRET="+backupSecret,
 		"WRITES_PER_SECOND=-1", "HEARTBEAT_INTERVAL=1s")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -80,7 +80,7 @@ func issue(tb testing.TB, sub, role string) string {
 func runCLI(tb testing.TB, bin string, env []string, args ...string) (int, string, string) {
 	tb.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = binaryEnv(env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -380,7 +380,7 @@ func TestBackupRefusesBadCopies(t *testing.T) {
 				t.Fatal(err)
 			}
 			var stdout, stderr strings.Builder
-			code := runMain(t.Context(), []string{"backup", "-url", tt.srv.URL, "-o", out}, cliEnv("CHANGECAST_TOKEN", "tok"), &stdout, &stderr)
+			code := exitCode(runBinary(t.Context(), []string{"backup", "-url", tt.srv.URL, "-o", out}, map[string]string{"CHANGECAST_TOKEN": "tok"}, &stdout, &stderr))
 			_, tmpErr := os.Stat(out + ".tmp")
 			data, _ := os.ReadFile(out)
 			switch {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"changecast/cmd/internal/bidi"
+	"changecast/e2e/internal/bidi"
 	"changecast/store"
 	"changecast/store/bolt"
 )

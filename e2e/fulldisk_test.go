@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -72,7 +72,7 @@ func TestFullDiskStart(t *testing.T) {
 				cmd = exec.Command(os.Args[0], "-test.run=^TestFullDiskStart$")
 				cmd.Env = append(cmd.Env, fsizeLimitEnv+"="+strconv.FormatInt(free, 10), fsizeExecEnv+"="+bin)
 			}
-			cmd.Env = append(os.Environ(), append(cmd.Env, "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir)...)
+			cmd.Env = binaryEnv(append(cmd.Env, "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir)...)
 			first := startOrFail(t, cmd, port)
 			if first != "" {
 				if !strings.Contains(first, want) {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -7,15 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"changecast/cmd/internal/connlimit"
 	"changecast/handlers"
+	"changecast/internal/connlimit"
 )
 
 // Credentials of the hostile-client tests' server.
@@ -214,7 +213,7 @@ func startHostile(t *testing.T, env map[string]string) hostileServer {
 	}
 	port := freePort(t)
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+t.TempDir(), "HEARTBEAT_INTERVAL=1s",
+	cmd.Env = binaryEnv("PORT="+strconv.Itoa(port), "DATA_DIR="+t.TempDir(), "HEARTBEAT_INTERVAL=1s",
 		"JWT_SECRET="+hostileSecret, "METRICS_TOKEN="+hostileMetricsToken)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

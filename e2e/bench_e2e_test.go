@@ -1,28 +1,26 @@
-package main
+package e2e
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"changecast/cmd/internal/loadgen"
+	"changecast/internal/loadgen"
 )
 
-// benchRunJSON runs `changecast bench -json` against url, through run as
-// the command line does, and returns its result. The server runs in this
-// process, so -pid is this process.
-func benchRunJSON(tb testing.TB, url string, args ...string) loadgen.Result {
+// benchRunJSON runs `changecast bench -json` against s and returns its
+// result; -pid is the server's process.
+func benchRunJSON(tb testing.TB, s *e2eServer, args ...string) loadgen.Result {
 	tb.Helper()
 	var out, errOut bytes.Buffer
-	args = append([]string{"-url", url, "-json", "-pid", strconv.Itoa(os.Getpid())}, args...)
+	args = append([]string{"-url", s.URL, "-json", "-pid", strconv.Itoa(s.proc.Pid)}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := run(ctx, append([]string{"bench"}, args...), func(string) string { return "" }, &out, &errOut); err != nil {
+	if err := runBinary(ctx, append([]string{"bench"}, args...), nil, &out, &errOut); err != nil {
 		tb.Fatalf("bench %q: %v\nstdout:\n%s\nstderr:\n%s", args, err, out.String(), errOut.String())
 	}
 	var r loadgen.Result
@@ -53,7 +51,7 @@ func TestBenchFanout(t *testing.T) {
 
 func benchTestFanout(t *testing.T, reader string) {
 	s := newE2EServer(t, nil)
-	r := benchRunJSON(t, s.URL, "-reader", reader, "-conns", "20", "-rooms", "2", "-rate", "50", "-duration", "2s", "-warmup", "500ms")
+	r := benchRunJSON(t, s, "-reader", reader, "-conns", "20", "-rooms", "2", "-rate", "50", "-duration", "2s", "-warmup", "500ms")
 	benchCheckClean(t, r)
 	if r.Mode != "fanout" || r.Conns != 20 || r.Streams != 20 {
 		t.Errorf("mode %q, conns %d, open at the end %d; want fanout, 20, 20", r.Mode, r.Conns, r.Streams)
@@ -91,7 +89,7 @@ func TestBenchStorm(t *testing.T) {
 
 func benchTestStorm(t *testing.T, reader string) {
 	s := newE2EServer(t, nil)
-	r := benchRunJSON(t, s.URL, "-reader", reader, "-mode", "storm", "-conns", "10", "-rooms", "2", "-behind", "50", "-size", "100")
+	r := benchRunJSON(t, s, "-reader", reader, "-mode", "storm", "-conns", "10", "-rooms", "2", "-behind", "50", "-size", "100")
 	benchCheckClean(t, r)
 	if r.Writes != 100 || r.WriteErrors != 0 || r.Expected != 10*50 {
 		t.Errorf("got %d writes (%d failed), %d expected; want 100 writes, 500 expected", r.Writes, r.WriteErrors, r.Expected)
@@ -103,7 +101,7 @@ func benchTestStorm(t *testing.T, reader string) {
 
 func TestBenchIdle(t *testing.T) {
 	s := newE2EServer(t, nil)
-	r := benchRunJSON(t, s.URL, "-mode", "idle", "-conns", "30", "-rooms", "3", "-duration", "300ms", "-sources", "3")
+	r := benchRunJSON(t, s, "-mode", "idle", "-conns", "30", "-rooms", "3", "-duration", "300ms", "-sources", "3")
 	if r.Mode != "idle" || r.Streams != 30 || r.Errors != 0 || r.Reconnects != 0 || r.Resets != 0 {
 		t.Errorf("got mode %q, %d streams open, %d errors, %d reconnects, %d resets; want idle, 30, 0, 0, 0", r.Mode, r.Streams, r.Errors, r.Reconnects, r.Resets)
 	}
@@ -117,7 +115,7 @@ func TestBenchIdle(t *testing.T) {
 // every order the generator creates and moves along, once and in order.
 func TestBenchBoard(t *testing.T) {
 	s := newE2EServer(t, nil)
-	r := benchRunJSON(t, s.URL, "-mode", "board", "-conns", "10", "-rate", "40", "-duration", "1500ms", "-warmup", "300ms")
+	r := benchRunJSON(t, s, "-mode", "board", "-conns", "10", "-rate", "40", "-duration", "1500ms", "-warmup", "300ms")
 	benchCheckClean(t, r)
 	if r.Mode != "board" || r.Streams != 10 || r.Errors != 0 || r.Reconnects != 0 {
 		t.Errorf("mode %q, %d open at the end, %d errors, %d reconnects; want board, 10, 0, 0", r.Mode, r.Streams, r.Errors, r.Reconnects)

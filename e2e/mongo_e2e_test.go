@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of two changecast processes over one MongoDB database,
 // run only when MONGODB_URI names a replica set (see docs/mongodb.md); the
