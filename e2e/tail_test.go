@@ -87,7 +87,7 @@ func TestTailStopsOnClientError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := runBinary(ctx, []string{"tail", s.URL + "/api/orders/0123456789abcdef01234567/events"}, nil, &out, &errOut)
-	if err == nil || !strings.Contains(err.Error(), "404") || ctx.Err() != nil {
-		t.Fatalf("tail of an unknown order: %v; want a prompt 404 error", err)
+	if exitCode(err) != exitFailure || !strings.Contains(errOut.String(), "404") || ctx.Err() != nil {
+		t.Fatalf("tail of an unknown order: %v, stderr %q; want a prompt 404 error", err, errOut.String())
 	}
 }
