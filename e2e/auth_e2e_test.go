@@ -14,6 +14,7 @@ import (
 // token signed with JWT_SECRET, a customer sees only its own orders, and
 // the request log never shows an access_token.
 func TestAuthEndToEnd(t *testing.T) {
+	t.Parallel()
 	secret := strings.Repeat("k", 40)
 	s := startE2E(t, map[string]string{"JWT_SECRET": secret}, nil)
 	token := func(sub, role string, rooms ...string) http.Header {

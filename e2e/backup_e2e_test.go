@@ -119,6 +119,7 @@ var checkHeadRE = regexp.MustCompile(`\(head ([0-9a-f]{8}-[0-9a-f]{16})\)`)
 // backup began, and a stream resumed there with an id seen on the first
 // server before the backup must get exactly the copy's later changes.
 func TestBackupRestore(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -339,6 +340,7 @@ func TestBackupRestore(t *testing.T) {
 // whole answer whose file is not a sound store. Each time backup must
 // exit 1 and leave neither FILE nor FILE.tmp; a good copy replaces FILE.
 func TestBackupRefusesBadCopies(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	b := writeWhileDown(t, src, "lobby", "one", "two")
 	if len(b) != 2 {

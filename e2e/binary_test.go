@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,8 +59,12 @@ func mustBinary(tb testing.TB) string {
 }
 
 // binaryEnv is the environment of a process under test: PATH, HOME and
-// TMPDIR of the tests' own, then vars ("NAME=value"). Nothing else is
-// inherited (MONGODB_URI, say, only when a test passes it).
+// TMPDIR of the tests' own, GORACE, then vars ("NAME=value"). Nothing
+// else is inherited (MONGODB_URI, say, only when a test passes it).
+// GORACE starts with atexit_sleep_ms=0: a binary built with -race
+// otherwise sleeps a second before it exits, on every stop of every
+// server (races are reported when they happen, not at exit; the caller's
+// own GORACE options follow and win).
 func binaryEnv(vars ...string) []string {
 	var env []string
 	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
@@ -67,6 +72,7 @@ func binaryEnv(vars ...string) []string {
 			env = append(env, k+"="+v)
 		}
 	}
+	env = append(env, strings.TrimSpace("GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE")))
 	return append(env, vars...)
 }
 

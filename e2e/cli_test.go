@@ -18,6 +18,7 @@ import (
 // checkout's HEAD and checks that `version` names that commit, and that
 // -ldflags -X main.version still sets the version shown.
 func TestVersionOfBuiltBinary(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
@@ -100,6 +101,7 @@ func tailRun(t *testing.T, args []string, want string) (string, string, int) {
 // which id, prints a reset with its reason and no id (the contract's reset
 // has none), and ends on a 4xx with the server's own error text.
 func TestTailTellsWhatHappens(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	postMessage(t, s.URL, "told", "hello")
 	room := s.URL + "/api/rooms/told/events"
@@ -175,6 +177,7 @@ func TestTailTellsWhatHappens(t *testing.T) {
 // TestStartupSaysWhereThingsAre: the server prints the demo page's URL and
 // the store file's absolute path, and that file is where the data is.
 func TestStartupSaysWhereThingsAre(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	file := filepath.Join(s.DataDir, "changecast.db")
 	for _, want := range []string{"demo page: " + s.URL + "/", "data: " + file} {
@@ -193,6 +196,7 @@ func TestStartupSaysWhereThingsAre(t *testing.T) {
 // changecast_change_feed_lag_seconds is 0, however long ago the last
 // change was.
 func TestFeedLagIdleIsZero(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	w := watch(t, s.URL+"/api/rooms/lagged/events", "")
 	w.WaitN(t, 1)
@@ -207,6 +211,7 @@ func TestFeedLagIdleIsZero(t *testing.T) {
 // TestEveryMetricDocumented: each changecast_ metric /metrics exposes is
 // in docs/api.md's metric table.
 func TestEveryMetricDocumented(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../docs/api.md")
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 // each time it must exit 1 with one message naming the file and saying
 // what to do, never a Go crash (a signal, a panic, a goroutine dump).
 func TestDamagedStoreFile(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +156,7 @@ func runDamaged(t *testing.T, bin, dataDir string) (int, string) {
 // HTTP, the server stops on SIGTERM and starts again on the same data
 // directory, and serves them as written.
 func TestLongestMessageSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -62,6 +62,7 @@ func checkOrdered(tb testing.TB, evs []sseclient.Event) {
 }
 
 func TestOrderLifecycleEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	o := createOrder(t, s.URL, "alice")
 	if o.Status != store.StatusPlaced || o.Version != 1 || len(o.ID) != 24 {
@@ -103,6 +104,7 @@ func TestOrderLifecycleEndToEnd(t *testing.T) {
 // with the last id three ways: the Last-Event-ID header, the lastEventId
 // query parameter, and one id on the multi-topic stream.
 func TestResumeEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	const missed = 25
 	for _, tc := range []struct {
@@ -171,6 +173,7 @@ func TestResumeEndToEnd(t *testing.T) {
 // TestBadIDsEndToEnd: an id that is garbage, from another deployment, or
 // from the future never gets a non-200 answer: reset, snapshot, then live.
 func TestBadIDsEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	postMessage(t, s.URL, "lobby", "already here")
 	for _, id := range []string{"garbage", "0", strings.Repeat("f", 600), "deadbeef-0000000000000001", "\u00e9t\u00e9"} {

@@ -33,6 +33,7 @@ func change(tb testing.TB, ev sseclient.Event) string {
 // and (after a restart) from the log; and a position the log no longer
 // holds answered with `reset` and a fresh snapshot.
 func TestListsEndToEnd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := newE2EServer(t, map[string]string{"DATA_DIR": dir})
 	old := createOrder(t, s.URL, "alice")

@@ -38,6 +38,7 @@ func scrape(tb testing.TB, base, series string) float64 {
 }
 
 func TestMetricsEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	w := watch(t, s.URL+"/api/rooms/metered/events", "")
 	w.WaitN(t, 1)

@@ -9,6 +9,7 @@ import (
 // TestPprofAddrEndToEnd: with PPROF_ADDR set, the profiler answers on
 // that loopback address.
 func TestPprofAddrEndToEnd(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	s := newE2EServer(t, map[string]string{"PPROF_ADDR": "127.0.0.1:" + strconv.Itoa(port)})
 	_ = s

@@ -238,6 +238,7 @@ func roomsOf(want *sizedRecords) []string {
 // snapshot); then writes a second round, kills it with SIGKILL, starts
 // it again and reads both rounds back.
 func TestRecordSizesSurviveRestarts(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 // every message exactly once, in order, including those written while it
 // was away.
 func TestTailResumesAcrossRestart(t *testing.T) {
+	t.Parallel()
 	port, dir := freePort(t), t.TempDir()
 	env := map[string]string{"PORT": strconv.Itoa(port), "DATA_DIR": dir}
 	s := newE2EServer(t, env)
@@ -82,6 +83,7 @@ func TestTailResumesAcrossRestart(t *testing.T) {
 // TestTailStopsOnClientError: a 404 (unknown order) ends tail with an
 // error instead of retrying forever.
 func TestTailStopsOnClientError(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	var out, errOut strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
