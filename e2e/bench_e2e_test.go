@@ -44,6 +44,7 @@ func benchCheckClean(tb testing.TB, r loadgen.Result) {
 }
 
 func TestBenchFanout(t *testing.T) {
+	t.Parallel()
 	for _, reader := range []string{"epoll", "goroutine"} {
 		t.Run(reader, func(t *testing.T) { benchTestFanout(t, reader) })
 	}
@@ -82,6 +83,7 @@ func benchTestFanout(t *testing.T, reader string) {
 }
 
 func TestBenchStorm(t *testing.T) {
+	t.Parallel()
 	for _, reader := range []string{"epoll", "goroutine"} {
 		t.Run(reader, func(t *testing.T) { benchTestStorm(t, reader) })
 	}
@@ -100,6 +102,7 @@ func benchTestStorm(t *testing.T, reader string) {
 }
 
 func TestBenchIdle(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	r := benchRunJSON(t, s, "-mode", "idle", "-conns", "30", "-rooms", "3", "-duration", "300ms", "-sources", "3")
 	if r.Mode != "idle" || r.Streams != 30 || r.Errors != 0 || r.Reconnects != 0 || r.Resets != 0 {
@@ -114,6 +117,7 @@ func TestBenchIdle(t *testing.T) {
 // streams on the list topic orders (docs/api.md) get every change of
 // every order the generator creates and moves along, once and in order.
 func TestBenchBoard(t *testing.T) {
+	t.Parallel()
 	s := newE2EServer(t, nil)
 	r := benchRunJSON(t, s, "-mode", "board", "-conns", "10", "-rate", "40", "-duration", "1500ms", "-warmup", "300ms")
 	benchCheckClean(t, r)

@@ -19,6 +19,7 @@ import (
 // hostile or careless client would: made-up methods and paths, tokens in
 // odd query shapes, huge queries, a scrape of /metrics, HEAD requests.
 func TestHostileHTTP(t *testing.T) {
+	t.Parallel()
 	secret := strings.Repeat("k", 40)
 	const metricsToken = "scrape-me-0123456789abcdef"
 	s := startE2E(t, map[string]string{"JWT_SECRET": secret, "METRICS_TOKEN": metricsToken}, nil)

@@ -24,6 +24,7 @@ import (
 // that every acknowledged write is there and that the client, resuming
 // from an id it saw before the kill, gets every later event exactly once.
 func TestRestartAfterSIGKILL(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ func (w listWrite) String() string { return fmt.Sprintf("%s v%d (%s)", w.id, w.v
 // second snapshot, then live changes. The expectation is the writes the
 // test made (order id and version from the REST answers).
 func TestListsAcrossSIGKILL(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,7 @@ func waitPresent(t *testing.T, base, room string, within time.Duration, want ...
 // killed with SIGKILL and restarted on the same data, it lists nobody
 // (presence lives in the process, never in the embedded store).
 func TestPresenceAfterSIGKILL(t *testing.T) {
+	t.Parallel()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 // the same change log. They give every change the same id, so a client
 // that was on one resumes on the other with nothing lost or doubled.
 func TestTwoMultiplexersSameIDs(t *testing.T) {
+	t.Parallel()
 	b, err := bolt.Open(t.TempDir(), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
