@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io"
 
-	"changecast/cmd/internal/loadgen"
+	"changecast/internal/loadgen"
 )
 
 // runBench is `changecast bench`, the load generator in package loadgen:

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"changecast/cmd/internal/loadgen"
+	"changecast/internal/loadgen"
 )
 
 // Exit statuses of runMain.

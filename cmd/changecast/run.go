@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"changecast/cmd/internal/connlimit"
 	"changecast/handlers"
+	"changecast/internal/connlimit"
 	"changecast/static"
 	"changecast/store"
 	"changecast/store/bolt"

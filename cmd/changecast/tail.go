@@ -1,7 +1,6 @@
 package main
 
 import (
-	"changecast/protocol"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,9 @@ import (
 	"io"
 	"net/url"
 	"time"
+
+	"changecast/internal/sseclient"
+	"changecast/protocol"
 )
 
 // tailFlags are the tail command's flags.
@@ -58,7 +60,7 @@ func runTail(ctx context.Context, args []string, getenv func(string) string, std
 	if tok == "" {
 		tok = getenv("CHANGECAST_TOKEN")
 	}
-	o := followOptions{
+	o := sseclient.Options{
 		URL:         u.String(),
 		LastEventID: f.last,
 		Header:      map[string]string{},
@@ -76,7 +78,7 @@ func runTail(ctx context.Context, args []string, getenv func(string) string, std
 	if tok != "" {
 		o.Header["Authorization"] = "Bearer " + tok
 	}
-	return follow(ctx, o, func(ev sseEvent) error {
+	return sseclient.Follow(ctx, o, func(ev sseclient.Event) error {
 		id := ev.ID
 		if !protocol.EventName(ev.Name).HasID() || id == "" {
 			id = "-"

@@ -74,7 +74,7 @@ func roomTexts(tb testing.TB, b *Store, room string) []string {
 // commit (and every growth of the file). bbolt syncs inside Tx.Commit,
 // where the store has no hook, so the syscalls themselves are counted
 // against acknowledgements by TestAcknowledgedWritesAreSynced in
-// cmd/changecast, under strace; this is the in-process check.
+// e2e, under strace; this is the in-process check.
 func TestCommitsAreSynced(t *testing.T) {
 	b := testOpen(t, "", Options{}, nil)
 	if b.db.NoSync || b.db.NoGrowSync {

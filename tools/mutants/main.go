@@ -262,7 +262,7 @@ func (r *runner) one(ctx context.Context, m mutant, i int) result {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = r.root
 	// The overlay goes through GOFLAGS so that a test running `go build`
-	// itself (the built-binary tests of cmd/changecast) builds the mutant.
+	// itself (the end-to-end tests in e2e build the binary) builds the mutant.
 	cmd.Env = append(os.Environ(), "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -overlay="+ov))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
