@@ -209,18 +209,8 @@ func decode(raw bson.Raw) (pos, op string, ch store.Change, ok bool, err error) 
 // whose document is gone, are returned as they are (decode skips the
 // latter).
 func (m *Store) postImage(ctx context.Context, raw bson.Raw) (bson.Raw, error) {
-	var ev struct {
-		Op          string         `bson:"operationType"`
-		ClusterTime bson.Timestamp `bson:"clusterTime"`
-		NS          struct {
-			Coll string `bson:"coll"`
-		} `bson:"ns"`
-		DocumentKey struct {
-			ID bson.RawValue `bson:"_id"`
-		} `bson:"documentKey"`
-		FullDocument bson.RawValue `bson:"fullDocument"`
-	}
-	if err := bson.Unmarshal(raw, &ev); err != nil || ev.Op != store.OpUpdate || ev.FullDocument.Type == bson.TypeEmbeddedDocument {
+	var ev changeEvent
+	if err := bson.Unmarshal(raw, &ev); err != nil || ev.OperationType != store.OpUpdate || ev.FullDocument.Type == bson.TypeEmbeddedDocument {
 		return raw, nil
 	}
 	coll := m.orders
