@@ -273,7 +273,14 @@ func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexe
 	if !dev && cfg.MetricsToken == "" {
 		logger.Info("/metrics is off (404): set METRICS_TOKEN and scrape with Authorization: Bearer <METRICS_TOKEN> to turn it on")
 	}
+	// HTTP/2 without TLS (h2c, with prior knowledge) beside HTTP/1.1 on
+	// the same port, for a proxy or platform that speaks HTTP/2 to the
+	// app; browsers reach it through TLS at the edge.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
+		Protocols:         &protocols,
 		Handler:           connlimit.ServeReserve(handlers.GuardBodies(e, cfg.BodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
