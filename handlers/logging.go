@@ -53,6 +53,7 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		attrs := []slog.Attr{
 			slog.String("method", clip(req.Method, maxLoggedValue)),
 			slog.String("path", clip(redactTokens(req.URL.Path), maxLoggedPath)),
+			slog.String("client", c.RealIP()),
 		}
 		if req.URL.RawQuery != "" {
 			shown, others := loggedQuery(req.URL.RawQuery, c.QueryParams())

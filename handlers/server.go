@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -92,6 +93,10 @@ type Config struct {
 	// Now returns the current time (token expiry, write rates); nil means
 	// time.Now.
 	Now func() time.Time
+	// TrustedProxies are the peers whose Forwarded or X-Forwarded-For
+	// header names the client (the request log's client address); any
+	// other peer is the client itself. Empty trusts none.
+	TrustedProxies []netip.Prefix
 }
 
 // server holds what the route handlers share. Its methods are safe for
@@ -161,6 +166,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	// Nothing here buffers, compresses or times out a response: the stream
 	// routes need their writes to reach the client at once (FACTS.md).
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{

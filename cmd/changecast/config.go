@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -26,6 +27,7 @@ type config struct {
 	ShutdownTimeout time.Duration
 	ShutdownRetry   [2]time.Duration // the least and the most
 	StreamMaxAge    time.Duration    // 0: no limit
+	TrustedProxies  []netip.Prefix
 	CORSOrigins     []string
 	RetainChanges   int
 	RetainAge       time.Duration
@@ -113,6 +115,31 @@ var envVars = []envVar{
 			return nil
 		}
 		return durationIn(time.Minute, 24*time.Hour, func(c *config, d time.Duration) { c.StreamMaxAge = d })(c, v)
+	}},
+	// A PaaS router (Heroku's) always sets X-Forwarded-For and is the
+	// only way in: "*" trusts every peer there.
+	{"TRUSTED_PROXIES", "", "a comma-separated list of CIDRs or addresses such as 10.0.0.0/8,192.168.1.7, or * for every peer (a PaaS router that is the only way in)", "the proxies whose X-Forwarded-For or Forwarded names the client in the request log", func(c *config, v string) error {
+		c.TrustedProxies = nil
+		for _, f := range strings.Split(v, ",") {
+			f = strings.TrimSpace(f)
+			switch {
+			case f == "":
+				continue
+			case f == "*":
+				c.TrustedProxies = append(c.TrustedProxies, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+				continue
+			}
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				a, aerr := netip.ParseAddr(f)
+				if aerr != nil {
+					return errBadForm
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+		}
+		return nil
 	}},
 	{"CORS_ORIGINS", "", "a comma-separated list of origins such as https://app.example.com", "origins allowed credentialed cross-origin use", func(c *config, v string) error {
 		c.CORSOrigins = nil

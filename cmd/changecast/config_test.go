@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,34 @@ func TestMetricsTokenConfig(t *testing.T) {
 			t.Errorf("METRICS_TOKEN=%q: no error, want one", tc.value)
 		case !tc.ok && (strings.Contains(err.Error(), tc.value) || !strings.Contains(err.Error(), "METRICS_TOKEN")):
 			t.Errorf("METRICS_TOKEN=%q: error %q, want one naming the variable and not its value", tc.value, err)
+		}
+	}
+}
+
+func TestTrustedProxiesConfig(t *testing.T) {
+	get := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "TRUSTED_PROXIES" {
+				return v
+			}
+			return ""
+		}
+	}
+	for value, want := range map[string]string{
+		"":                        "[]",
+		"10.0.0.0/8, 192.168.1.7": "[10.0.0.0/8 192.168.1.7/32]",
+		"*":                       "[0.0.0.0/0 ::/0]",
+		"fd00::/8,2001:db8::1":    "[fd00::/8 2001:db8::1/128]",
+		"10.1.2.3/8":              "[10.0.0.0/8]",
+	} {
+		c, err := loadConfig(get(value))
+		if got := fmt.Sprint(c.TrustedProxies); err != nil || got != want {
+			t.Errorf("TRUSTED_PROXIES=%q: %s, %v; want %s", value, got, err, want)
+		}
+	}
+	for _, v := range []string{"10.0.0.0/33", "localhost", "10.0.0.0/8;*"} {
+		if _, err := loadConfig(get(v)); err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
+			t.Errorf("TRUSTED_PROXIES=%q: %v; want an error naming it", v, err)
 		}
 	}
 }

@@ -264,7 +264,8 @@ func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexe
 		Limits:      cfg.Limits,
 		Metrics:     met.handler(),
 
-		MetricsToken: cfg.MetricsToken,
+		MetricsToken:   cfg.MetricsToken,
+		TrustedProxies: cfg.TrustedProxies,
 	})
 	if err != nil {
 		return nil, err
