@@ -147,6 +147,7 @@ func (r *Result) addStreams(ss []*stream) {
 		r.MeasuredDelivers += s.measured
 	}
 	r.P50ms, r.P90ms, r.P99ms, r.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
+	r.P999ms = h.quantile(.999)
 }
 
 // addWrites adds what a fan-out's writers did, and the rates over the

@@ -52,6 +52,11 @@ type config struct {
 	Profile  string
 	Reader   string
 	Coalesce time.Duration
+	// The curve mode's.
+	Rates   string
+	SVG     string
+	Compare string
+	Name    string
 }
 
 // Run is `changecast bench`: a load generator for a changecast
@@ -62,6 +67,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	c, err := parseFlags(args, getenv, stdout)
 	if err != nil {
 		return err
+	}
+	if c.Mode == "curve" {
+		cv, err := curve(ctx, c, stderr)
+		if err != nil {
+			return err
+		}
+		if c.JSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(cv)
+		}
+		printCurve(stdout, cv)
+		return nil
 	}
 	res, err := measure(ctx, c, stderr)
 	if err != nil {
@@ -86,7 +104,11 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (co
 	fs.Usage = func() {}
 	var c config
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "server to load (loopback only)")
-	fs.StringVar(&c.Mode, "mode", "fanout", "fanout (latency under writes), board (staff streams on topic orders under order changes), idle (memory per stream) or storm (reconnect storm)")
+	fs.StringVar(&c.Mode, "mode", "fanout", "fanout (latency under writes), curve (fanout at rising -rates up to saturation), board (staff streams on topic orders under order changes), idle (memory per stream) or storm (reconnect storm)")
+	fs.StringVar(&c.Rates, "rates", defaultRates, "curve: the write rates per second to step through, rising; the sweep ends after the first that is not kept up with")
+	fs.StringVar(&c.SVG, "svg", "", "curve: write the plot (latency against load, log scale) to this SVG file")
+	fs.StringVar(&c.Compare, "compare", "", "curve: comma-separated JSON files of other -mode curve -json runs to plot beside this one")
+	fs.StringVar(&c.Name, "name", "changecast", "curve: this run's name in the plot")
 	fs.IntVar(&c.Conns, "conns", 100, "SSE connections (storm: clients)")
 	fs.IntVar(&c.Rooms, "rooms", 10, "rooms the connections and writes spread over (not board)")
 	fs.Float64Var(&c.Rate, "rate", 100, "fanout: writes per second, in total; board: order changes (creates and moves) per second")
@@ -127,10 +149,15 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (co
 		return config{}, errors.New("bench: -sources must be 1 to 254")
 	case c.Duration <= 0 || c.Warmup < 0 || c.Timeout <= 0 || c.Writers < 0 || c.Size < 0 || c.Size > 3000:
 		return config{}, errors.New("bench: -duration and -timeout must be positive, -warmup and -writers not negative, -size 0 to 3000")
-	case c.Mode != "fanout" && c.Mode != "board" && c.Mode != "idle" && c.Mode != "storm":
-		return config{}, fmt.Errorf("bench: -mode %q: want fanout, board, idle or storm", c.Mode)
+	case c.Mode != "fanout" && c.Mode != "curve" && c.Mode != "board" && c.Mode != "idle" && c.Mode != "storm":
+		return config{}, fmt.Errorf("bench: -mode %q: want fanout, curve, board, idle or storm", c.Mode)
 	case c.Reader != "epoll" && c.Reader != "goroutine":
 		return config{}, fmt.Errorf("bench: -reader %q: want epoll or goroutine", c.Reader)
+	}
+	if c.Mode == "curve" {
+		if _, err := parseRates(c.Rates); err != nil {
+			return config{}, err
+		}
 	}
 	return c, nil
 }

@@ -42,6 +42,7 @@ type Result struct {
 	P50ms            float64 `json:"p50ms"`
 	P90ms            float64 `json:"p90ms"`
 	P99ms            float64 `json:"p99ms"`
+	P999ms           float64 `json:"p999ms"`
 	MaxMs            float64 `json:"maxMs"`
 	CaughtUpSeconds  float64 `json:"caughtUpSeconds,omitempty"`
 	CaughtUp         int64   `json:"caughtUpClients,omitempty"`
