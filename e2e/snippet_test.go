@@ -271,6 +271,32 @@ func snippetScenario(t *testing.T, p jsPage, open func(url string)) {
 		}
 	})
 
+	// The module alone, every topic refused (the placeholder again), with
+	// short delays: offline comes before the refusal, each check repeats
+	// the refusal (as the server repeats it on every connection), and the
+	// rechecks say nothing else (no "reconnecting" that would hide it).
+	t.Run("every topic refused, rechecked", func(t *testing.T) {
+		p.eval(t, `(window.told = [], import("/changecast.js").then(({ connect }) => {
+			const f = connect({ topics: ["orders/<order-id>"], storageKey: null, minDelay: 100, maxDelay: 300 });
+			f.on("status", (s) => told.push(s.state + " " + (s.httpStatus ?? "")));
+			f.on("refused", (e) => told.push("refused " + e.topic + " " + e.data.status + " " + (e.id || "no id")));
+			window.refusedFeed = f;
+		}), true)`, new(bool))
+		p.waitUntil(t, browserWait, "three checks", `told.filter(s => s.startsWith("refused")).length >= 3`)
+		var told []string
+		p.eval(t, `(refusedFeed.close(), told)`, &told)
+		// The status does not change between checks (the same 400, the
+		// same wait: maxDelay after a 4xx), so it is told once.
+		want := []string{"connecting ", "offline 400"}
+		for range len(told) - 3 {
+			want = append(want, "refused orders/<order-id> 400 no id")
+		}
+		want = append(want, "closed ")
+		if !slices.Equal(told, want) {
+			t.Errorf("the feed told %q; want %q", told, want)
+		}
+	})
+
 	t.Run("React", func(t *testing.T) {
 		open(pages + "/react")
 		p.waitUntil(t, browserWait, "the page is ready", `typeof window.show === "function"`)
@@ -316,6 +342,8 @@ func snippetScenario(t *testing.T, p jsPage, open func(url string)) {
 //   - plain JavaScript as pasted (`orders/<order-id>` left in): the
 //     placeholder is warned once with 400 and the server's text, while the
 //     room streams and the title says live;
+//   - the module with that topic alone: connecting, offline 400, then the
+//     refusal again on each recheck and no other status in between;
 //   - React: the order's status shows and follows a change; an unknown
 //     order ends on "not found", not "offline";
 //   - the demo's event log shows no id on presence.
