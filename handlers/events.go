@@ -1,8 +1,10 @@
 package handlers
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -45,14 +47,14 @@ func (s *server) roomEvents(c echo.Context) error {
 // events handles GET /api/events?topic=...&topic=...: one stream for
 // several topics, each orders/<id>, rooms/<room>, orders (the list of
 // every order) or customers/<sub> (the list of one customer's orders).
-// Repeated topics count once. No topic, a malformed one, or more than
-// Limits.TopicsPerRequest is a 400. Then each topic is authorized: an
-// unknown or foreign order (the same answer, 404), a room not granted
-// (403), the orders list for a customer (403) or another customer's list
-// (404) is refused. The stream
-// carries the other topics and starts, on every connection, with one
-// `refused` event per refused topic. When every topic is refused the
-// answer is that error: 404 if any topic is 404, else 403.
+// Repeated topics count once. No topic, or more than
+// Limits.TopicsPerRequest, is a 400 for the whole request. Then each
+// topic is checked on its own: a malformed one (400), an unknown or
+// foreign order (the same answer, 404), a room not granted (403), the
+// orders list for a customer (403) or another customer's list (404) is
+// refused. The stream carries the other topics and starts, on every
+// connection, with one `refused` event per refused topic. When every
+// topic is refused the answer is an error: see allRefused.
 func (s *server) events(c echo.Context) error {
 	p := principal(c)
 	raw := c.QueryParams()["topic"]
@@ -62,9 +64,6 @@ func (s *server) events(c echo.Context) error {
 	seen := make(map[string]bool, len(raw))
 	topics := make([]string, 0, len(raw))
 	for _, t := range raw {
-		if _, _, ok := store.ParseTopic(t); !ok {
-			return errorf(http.StatusBadRequest, "topic %s is not orders/<id>, rooms/<room>, orders or customers/<sub>", strconv.QuoteToASCII(clip(t, 100)))
-		}
 		if !seen[t] {
 			seen[t] = true
 			topics = append(topics, t)
@@ -76,7 +75,12 @@ func (s *server) events(c echo.Context) error {
 	allowed := make([]string, 0, len(topics))
 	var refused []protocol.Refused
 	for _, t := range topics {
-		kind, key, _ := store.ParseTopic(t)
+		kind, key, ok := store.ParseTopic(t)
+		if !ok {
+			refused = append(refused, protocol.Refused{Topic: t, Status: http.StatusBadRequest,
+				Error: fmt.Sprintf("topic %s is not orders/<id>, rooms/<room>, orders or customers/<sub>", strconv.QuoteToASCII(clip(t, 100)))})
+			continue
+		}
 		switch kind {
 		case store.KindOrder:
 			if _, err := s.loadOrder(c, p, key); err != nil {
@@ -109,24 +113,33 @@ func (s *server) events(c echo.Context) error {
 	}
 	notices := make([]stream.Event, 0, len(refused))
 	for _, r := range refused {
-		data, err := json.Marshal(r)
-		if err != nil {
+		// As the error answers: <, > and & as they are (orders/<id>).
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(r); err != nil {
 			return err
 		}
+		data := bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 		notices = append(notices, stream.Event{Topic: r.Topic, Name: protocol.EventRefused, Data: data})
 	}
 	return s.serveStream(c, p, allowed, notices)
 }
 
 // allRefused is the answer when every topic of /api/events is refused:
-// 404 if any topic is 404 (so a customer learns no more than from the
-// single-topic routes), else 403; the message is the topic's own when
-// there is one topic, and every refusal is listed.
+// 400 if every topic is malformed, else 404 if any topic is 404 (so a
+// customer learns no more than from the single-topic routes), else 403
+// (malformed topics beside refused ones do not make it a 400); the
+// message is the topic's own when there is one topic, and every refusal
+// is listed.
 func allRefused(refused []protocol.Refused) error {
-	status := http.StatusForbidden
+	status := http.StatusBadRequest
 	for _, r := range refused {
-		if r.Status == http.StatusNotFound {
+		switch {
+		case r.Status == http.StatusNotFound:
 			status = http.StatusNotFound
+		case r.Status == http.StatusForbidden && status == http.StatusBadRequest:
+			status = http.StatusForbidden
 		}
 	}
 	msg := "none of these topics may be streamed"

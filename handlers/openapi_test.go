@@ -175,8 +175,12 @@ func TestSpecCheckCatchesDrift(t *testing.T) {
 			delete(h, "Cache-Control")
 			return answer{200, h, "retry: 1000\n\n"}
 		}(), true},
-		{"stream of a malformed topic taken", "GET", "/api/events?topic=rooms/Lobby", "",
+		{"stream without a topic taken", "GET", "/api/events", "",
 			answer{200, streamHeaders, "retry: 1000\n\n"}, true},
+		{"malformed topic refused", "GET", "/api/events?topic=rooms/Lobby", "",
+			errAnswer(400, `{"error":"topic \"rooms/Lobby\" is not orders/<id>, rooms/<room>, orders or customers/<sub>","refused":[{"topic":"rooms/Lobby","status":400,"error":"topic \"rooms/Lobby\" is not orders/<id>, rooms/<room>, orders or customers/<sub>"}]}`), false},
+		{"refused with an undocumented status", "GET", "/api/events?topic=rooms/Lobby", "",
+			errAnswer(400, `{"error":"x","refused":[{"topic":"rooms/Lobby","status":401,"error":"x"}]}`), true},
 		{"unauthorized without WWW-Authenticate", "GET", "/api/orders/" + specOrderID, "",
 			errAnswer(401, `{"error":"a token is required"}`), true},
 		{"unrouted method answers", "DELETE", "/api/orders/" + specOrderID, "",

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -184,6 +185,9 @@ func TestAuthorizationMultiTopic(t *testing.T) {
 		return refusedData("rooms/"+room, 403, "room "+room+" is not granted to this token")
 	}
 	mineT, foreignT, carolsT := store.OrderTopic(mine.ID), store.OrderTopic(foreign.ID), store.OrderTopic(carols.ID)
+	malformed := func(topic string) string {
+		return refusedData(topic, 400, "topic "+strconv.QuoteToASCII(topic)+" is not orders/<id>, rooms/<room>, orders or customers/<sub>")
+	}
 
 	for _, tt := range []struct {
 		name        string
@@ -207,6 +211,9 @@ func TestAuthorizationMultiTopic(t *testing.T) {
 			[]string{refusedData("customers/bob", 404, msgCustomerNotFound)}, []string{mineT}},
 		{"staff lists", staff, []string{"orders", "customers/bob", "customers/nobody"}, nil, []string{"orders", "customers/bob", "customers/nobody"}},
 		{"own list alone", alice, []string{"customers/alice"}, nil, []string{"customers/alice"}},
+		// A malformed topic is refused like the others (400), in its place.
+		{"malformed beside an allowed room", alice, []string{"orders/<order-id>", "rooms/lobby", "rooms/Lobby", mineT},
+			[]string{malformed("orders/<order-id>"), malformed("rooms/Lobby")}, []string{"rooms/lobby", mineT}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q := url.Values{"topic": tt.topics}
@@ -278,14 +285,17 @@ func TestRefusedTopicsResume(t *testing.T) {
 }
 
 // TestAllTopicsRefused: when no topic of /api/events may be streamed the
-// answer is the error (404 if any topic is 404, else 403) with every
-// refusal listed; a malformed topic is a 400 whatever the others are.
+// answer is the error (400 if every topic is malformed, else 404 if any
+// topic is 404, else 403) with every refusal listed.
 func TestAllTopicsRefused(t *testing.T) {
 	e := newEnv(t)
 	foreign := e.createOrder(t, "bob")
 	alice := token(t, "alice", RoleCustomer, "lobby")
 	foreignT := store.OrderTopic(foreign.ID)
 	type ref = protocol.Refused
+	bad := func(topic string) string {
+		return "topic " + strconv.QuoteToASCII(topic) + " is not orders/<id>, rooms/<room>, orders or customers/<sub>"
+	}
 	for _, tt := range []struct {
 		name        string
 		topics      []string
@@ -301,8 +311,14 @@ func TestAllTopicsRefused(t *testing.T) {
 		{"rooms not granted", []string{"rooms/kitchen", "rooms/bar"}, 403, "none of these topics may be streamed",
 			[]ref{{Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}, {Topic: "rooms/bar", Status: 403, Error: "room bar is not granted to this token"}}},
 		{"one foreign order", []string{foreignT}, 404, "order not found", []ref{{Topic: foreignT, Status: 404, Error: "order not found"}}},
-		{"malformed beside an allowed room", []string{"rooms/lobby", "orders/" + strings.ToUpper(foreign.ID)}, 400,
-			`topic "orders/` + strings.ToUpper(foreign.ID) + `" is not orders/<id>, rooms/<room>, orders or customers/<sub>`, nil},
+		{"one malformed topic", []string{"orders/<order-id>"}, 400, bad("orders/<order-id>"), []ref{{Topic: "orders/<order-id>", Status: 400, Error: bad("orders/<order-id>")}}},
+		{"malformed topics only", []string{"orders/" + strings.ToUpper(foreign.ID), "rooms/Lobby"}, 400, "none of these topics may be streamed",
+			[]ref{{Topic: "orders/" + strings.ToUpper(foreign.ID), Status: 400, Error: bad("orders/" + strings.ToUpper(foreign.ID))}, {Topic: "rooms/Lobby", Status: 400, Error: bad("rooms/Lobby")}}},
+		// A malformed topic beside refused ones: their status decides.
+		{"malformed and room not granted", []string{"rooms/Lobby", "rooms/kitchen"}, 403, "none of these topics may be streamed",
+			[]ref{{Topic: "rooms/Lobby", Status: 400, Error: bad("rooms/Lobby")}, {Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}}},
+		{"room not granted, malformed, foreign order", []string{"rooms/kitchen", "x", foreignT}, 404, "none of these topics may be streamed",
+			[]ref{{Topic: "rooms/kitchen", Status: 403, Error: "room kitchen is not granted to this token"}, {Topic: "x", Status: 400, Error: bad("x")}, {Topic: foreignT, Status: 404, Error: "order not found"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q := url.Values{"topic": tt.topics}

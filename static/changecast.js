@@ -19,13 +19,24 @@
 //     from the last id after an exponential, jittered delay (0.5 s → 30 s, at
 //     least what Retry-After asks; 30 s after a 4xx, which retrying rarely fixes);
 //   - "status" events: {state: "connecting"|"live"|"reconnecting"|"offline"|"closed",
-//     reason, httpStatus, retryInMs};
+//     reason, httpStatus, retryInMs}; the first ("connecting") comes after
+//     connect() returns (the EventSource opens on a microtask), so listeners
+//     added right after connect() see it;
 //   - typed events, each {type, id, topic, data}: order, message, snapshot,
-//     reset, expired, refused, presence (plus options.events).
+//     reset, expired, refused, presence (plus options.events); `id` is ""
+//     for the events that carry none (reset, expired, refused, presence);
+//   - a refused topic (malformed 400, not granted 403, unknown 404) is one
+//     "refused" event while the others stream. When every topic is refused
+//     the feed reports "offline" (with the HTTP status) and then one
+//     "refused" per topic, and rechecks quietly (no "reconnecting") every
+//     30 s: a refusal is never followed by a status that hides it.
 // feed.on(name, fn) returns a function that removes fn; the feed is also an
 // EventTarget whose events are CustomEvents carrying the same object in `detail`.
 
 export const EVENTS = ["snapshot", "order", "message", "reset", "expired", "refused", "presence"];
+// The events that carry an id, a position a stream resumes after; the
+// others' MessageEvent.lastEventId is only the connection's last id.
+const WITH_ID = new Set(["snapshot", "order", "message"]);
 const feeds = new Set(); // open feeds, to retry at once when the browser is back online
 
 /** connect opens a feed; see the top of this file for the options. */
@@ -55,11 +66,16 @@ export class Feed extends EventTarget {
     this.events = [...EVENTS, ...(o.events || [])];
     this.topics = [...(o.topics || [])];
     this.refused = new Map(); // topic → {status, error}, as the server last said
-    this.state = "";
+    this.state = "connecting";
     this.lastEventId = this.#load();
     this.#attempt = 0;
     feeds.add(this);
-    this.#open();
+    // Open after the caller has attached its listeners, so that the first
+    // status ("connecting") is seen; setTopics or reconnect before then
+    // opens at once.
+    queueMicrotask(() => {
+      if (!this.#closed && !this.#es && !this.#timer && !this.#probe) this.#open();
+    });
   }
 
   #es = null; // the one EventSource, or null
@@ -130,7 +146,8 @@ export class Feed extends EventTarget {
     if (this.#closed) return;
     const es = new EventSource(this.streamURL(), { withCredentials: this.withCredentials });
     this.#es = es;
-    if (this.state !== "live") this.#status(this.state === "" ? "connecting" : "reconnecting", this.#last);
+    if (this.#statusKey === "") this.#status("connecting");
+    else if (this.state !== "live" && !this.#allRefused()) this.#status("reconnecting", this.#last);
     es.onopen = () => {
       this.#attempt = 0;
       this.#status("live");
@@ -166,7 +183,8 @@ export class Feed extends EventTarget {
     const topic = (data && typeof data.topic === "string" && data.topic) || "";
     if (type === "refused") this.refused.set(topic, { status: data?.status, error: data?.error });
     else if (topic) this.refused.delete(topic);
-    this.dispatchEvent(new CustomEvent(type, { detail: { type, id: e.lastEventId || "", topic, data } }));
+    const id = WITH_ID.has(type) || !EVENTS.includes(type) ? e.lastEventId || "" : "";
+    this.dispatchEvent(new CustomEvent(type, { detail: { type, id, topic, data } }));
     if (type === "expired") {
       // The token ran out: the stream ends, and retrying with it is useless.
       this.#stop();
@@ -183,6 +201,7 @@ export class Feed extends EventTarget {
     let status = 0;
     let reason = "the server cannot be reached";
     let wait = 0;
+    let listed = null; // the answer's `refused` list, if any
     try {
       const url = this.streamURL();
       const head = await fetch(url, { ...init, method: "HEAD" });
@@ -195,6 +214,7 @@ export class Feed extends EventTarget {
           // An error answer is short; a 200 would be a stream: not read.
           const body = await res.json().catch(() => null);
           if (body && typeof body.error === "string") reason = body.error;
+          if (body && Array.isArray(body.refused)) listed = body.refused;
         }
       }
     } catch {
@@ -208,17 +228,26 @@ export class Feed extends EventTarget {
       return;
     }
     const client = status >= 400 && status < 500 && status !== 408 && status !== 429;
-    if (status === 403 || status === 404) {
-      // Every topic was refused (else the answer is 200 with `refused`
-      // events): say so per topic, as the server would have.
-      for (const topic of this.topics) {
-        if (this.refused.has(topic)) continue;
-        const data = { topic, status, error: reason };
-        this.refused.set(topic, { status, error: reason });
-        this.dispatchEvent(new CustomEvent("refused", { detail: { type: "refused", id: "", topic, data } }));
-      }
+    // Every topic was refused (else the answer is 200 with `refused`
+    // events): say so per topic, as the server would have, after the
+    // status, so that the refusal is the last word.
+    let refusals = [];
+    if (listed) {
+      refusals = listed.filter((r) => r && this.topics.includes(r.topic));
+    } else if (status === 403 || status === 404) {
+      refusals = this.topics.map((topic) => ({ topic, status, error: reason }));
     }
     this.#retry(status, reason, Math.max(wait, client ? this.maxDelay : 0));
+    for (const r of refusals) {
+      const data = { topic: r.topic, status: r.status, error: r.error };
+      this.refused.set(r.topic, { status: r.status, error: r.error });
+      this.dispatchEvent(new CustomEvent("refused", { detail: { type: "refused", id: "", topic: r.topic, data } }));
+    }
+  }
+
+  // #allRefused: the server refused every topic, as far as the feed knows.
+  #allRefused() {
+    return this.topics.length > 0 && this.topics.every((t) => this.refused.has(t));
   }
 
   #retry(httpStatus, reason, minDelay) {
