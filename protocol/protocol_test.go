@@ -31,6 +31,34 @@ func TestBrowserClientExportsTheEventNames(t *testing.T) {
 	}
 }
 
+// The browser client gives an id to the events that carry one, the same
+// set as HasID.
+func TestBrowserClientKnowsWhichEventsHaveIDs(t *testing.T) {
+	src, err := os.ReadFile("../static/changecast.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^const WITH_ID = new Set\(\[([^\]]*)\]\);$`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("static/changecast.js declares no WITH_ID set")
+	}
+	var js []EventName
+	if err := json.Unmarshal(append(append([]byte("["), m[1]...), ']'), &js); err != nil {
+		t.Fatalf("WITH_ID %s: %v", m[1], err)
+	}
+	var want []EventName
+	for _, n := range Events {
+		if n.HasID() {
+			want = append(want, n)
+		}
+	}
+	slices.Sort(js)
+	slices.Sort(want)
+	if !slices.Equal(js, want) {
+		t.Errorf("changecast.js gives ids to %v, protocol to %v", js, want)
+	}
+}
+
 func TestHasID(t *testing.T) {
 	for _, n := range Events {
 		want := n == EventOrder || n == EventMessage || n == EventSnapshot
