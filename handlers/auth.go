@@ -277,6 +277,7 @@ func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			var ae *authError
 			if errors.As(err, &ae) && ae.status == http.StatusServiceUnavailable {
+				// The key set is down, not the token wrong: try again.
 				c.Response().Header().Set("Retry-After", "10")
 				return errorf(ae.status, "%s", ae.msg)
 			}

@@ -206,7 +206,7 @@ func (k *keySet) key(ctx context.Context, kid string) (jwkset.JWK, error) {
 	case k.down.Load():
 		return jwkset.JWK{}, errKeySetDown
 	}
-	return jwkset.JWK{}, errors.New("token kid is not in the identity provider's key set")
+	return jwkset.JWK{}, &authError{http.StatusUnauthorized, "token kid is not in the identity provider's key set"}
 }
 
 // keyAlg is the one algorithm key may verify: the key decides, never the
@@ -230,7 +230,7 @@ func (k *keySet) keyfunc(ctx context.Context) jwt.Keyfunc {
 	return func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
-			return nil, errors.New("token has no kid")
+			return nil, &authError{http.StatusUnauthorized, "token has no kid"}
 		}
 		j, err := k.key(ctx, kid)
 		if err != nil {
@@ -242,7 +242,7 @@ func (k *keySet) keyfunc(ctx context.Context) jwt.Keyfunc {
 		}
 		alg, ok := keyAlg(key)
 		if a := j.Marshal().ALG.String(); !ok || t.Method.Alg() != alg || (a != "" && a != alg) {
-			return nil, errors.New("token alg is not its key's")
+			return nil, &authError{http.StatusUnauthorized, "token alg is not its key's"}
 		}
 		return key, nil
 	}
@@ -266,8 +266,12 @@ func (a *authenticator) idpPrincipal(ctx context.Context, token string) (Princip
 		return Principal{}, ae
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, errors.New("token expired")
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && mc["exp"] == nil:
 		return Principal{}, errors.New("token has no expiry")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && mc["iss"] == nil:
+		return Principal{}, errors.New("token has no iss; JWT_ISSUER is set")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return Principal{}, errors.New("token has no aud; JWT_AUDIENCE is set")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return Principal{}, errors.New("token iss is not JWT_ISSUER")
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
