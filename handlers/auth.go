@@ -170,15 +170,7 @@ func (a *authenticator) principal(token string) (Principal, error) {
 		return a.idpPrincipal(a.keys.ctx, token)
 	}
 	var c claims
-	tok, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
-		if len(a.secret) == 0 {
-			return nil, errors.New("no secret")
-		}
-		if len(a.previous) == 0 {
-			return a.secret, nil
-		}
-		return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{a.secret, a.previous}}, nil
-	})
+	tok, err := a.parser.ParseWithClaims(token, &c, a.hmacKey)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, errors.New("token expired")
@@ -205,6 +197,18 @@ func (a *authenticator) principal(token string) (Principal, error) {
 		Rooms:   c.Rooms,
 		Expires: c.ExpiresAt.Time,
 	}, nil
+}
+
+// hmacKey returns the HS256 secrets a token may be signed with: the
+// current one, and the previous one during a rotation.
+func (a *authenticator) hmacKey(*jwt.Token) (any, error) {
+	if len(a.secret) == 0 {
+		return nil, errors.New("no secret")
+	}
+	if len(a.previous) == 0 {
+		return a.secret, nil
+	}
+	return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{a.secret, a.previous}}, nil
 }
 
 // headerAlg returns the alg of token's header, or "" if it has none.

@@ -19,15 +19,15 @@ import (
 
 // config is everything the server reads from its environment, read once.
 type config struct {
-	Port            int
-	MongoURI        string
-	MongoDatabase   string
-	DataDir         string
-	JWTSecret       string
+	Port          int
+	MongoURI      string
+	MongoDatabase string
+	DataDir       string
+	JWTSecret     string
 	// JWTSecretPrevious is an older HS256 secret accepted during rotation.
 	JWTSecretPrevious string
 	// IdP is the identity provider whose tokens are accepted too.
-	IdP handlers.IdP
+	IdP             handlers.IdP
 	Heartbeat       time.Duration
 	ShutdownTimeout time.Duration
 	ShutdownRetry   [2]time.Duration // the least and the most
