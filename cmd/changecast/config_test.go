@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -225,5 +226,66 @@ func TestTrustedProxiesConfig(t *testing.T) {
 		if _, err := loadConfig(get(v)); err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
 			t.Errorf("TRUSTED_PROXIES=%q: %v; want an error naming it", v, err)
 		}
+	}
+}
+
+// TestIdPConfig: the identity provider's variables are checked at start,
+// each error naming its variable, and read into the config.
+func TestIdPConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{"JWT_SECRET": strings.Repeat("s", 32)}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	c, err := loadConfig(env("JWT_ISSUER", "https://tenant.auth0.com/", "JWT_AUDIENCE", "https://api.example.com",
+		"JWT_ROLE_CLAIM", "app_metadata.role", "JWT_ROOMS_CLAIM", "https://example.com/rooms", "JWT_STAFF_ROLES", "admin, support",
+		"JWT_SECRET_PREVIOUS", strings.Repeat("p", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "https://tenant.auth0.com/ https://api.example.com app_metadata.role https://example.com/rooms [admin support] " + strings.Repeat("p", 32)
+	if got := fmt.Sprintf("%s %s %s %s %v %s", c.IdP.Issuer, c.IdP.Audience, c.IdP.RoleClaim, c.IdP.RoomsClaim, c.IdP.StaffRoles, c.JWTSecretPrevious); got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if c, err := loadConfig(env()); err != nil || c.IdP.On() || c.IdP.RoleClaim != "role" || c.IdP.RoomsClaim != "rooms" || fmt.Sprint(c.IdP.StaffRoles) != "[staff]" {
+		t.Errorf("defaults: %+v %v", c.IdP, err)
+	}
+	for _, tc := range []struct{ name, value, wantErr string }{
+		{"JWKS_URL", "ftp://idp.example/keys", `JWKS_URL="ftp://idp.example/keys": want`},
+		{"JWKS_URL", "/keys", "JWKS_URL"},
+		{"JWT_ISSUER", "tenant.auth0.com", "JWT_ISSUER"},
+		{"JWT_ROLE_CLAIM", "app_metadata..role", "JWT_ROLE_CLAIM"},
+		{"JWT_ROOMS_CLAIM", ".rooms", "JWT_ROOMS_CLAIM"},
+		{"JWT_STAFF_ROLES", " , ", "JWT_STAFF_ROLES"},
+		{"JWT_SECRET_PREVIOUS", "short", "JWT_SECRET_PREVIOUS is too short"},
+	} {
+		_, err := loadConfig(env(tc.name, tc.value))
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s=%q: error %v, want one containing %q", tc.name, tc.value, err, tc.wantErr)
+		}
+	}
+	_, err = loadConfig(func(k string) string {
+		if k == "JWT_SECRET_PREVIOUS" {
+			return strings.Repeat("p", 32)
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET_PREVIOUS is set without JWT_SECRET") {
+		t.Errorf("JWT_SECRET_PREVIOUS alone: %v", err)
+	}
+	// Without JWT_SECRET, an identity provider is enough to serve.
+	err = run(t.Context(), nil, func(k string) string {
+		switch k {
+		case "PORT":
+			return "http"
+		case "JWKS_URL":
+			return "https://idp.example/keys"
+		}
+		return ""
+	}, io.Discard, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "JWT_SECRET is required") {
+		t.Errorf("JWKS_URL without JWT_SECRET: %v, want only the PORT error", err)
 	}
 }
