@@ -89,7 +89,14 @@ func TestIdPEndToEnd(t *testing.T) {
 		}
 		_ = json.NewEncoder(w).Encode(set)
 	})
-	idp = httptest.NewUnstartedServer(mux)
+	// Exact paths only, as at a real provider (no redirect of "//").
+	idp = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/keys" && r.URL.Path != "/.well-known/openid-configuration" {
+			http.NotFound(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	issuer = "http://" + idp.Listener.Addr().String() + "/"
 	idp.Start()
 	t.Cleanup(idp.Close)

@@ -91,7 +91,15 @@ func newTestIdP(tb testing.TB, kids ...string) *testIdP {
 		}
 		_ = json.NewEncoder(w).Encode(set)
 	})
-	p.srv = httptest.NewServer(mux)
+	// Exact paths only: a discovery URL with a doubled slash is 404 here, as
+	// at a real provider (ServeMux would redirect it to the clean path).
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/jwks" && r.URL.Path != "/.well-known/openid-configuration" {
+			http.NotFound(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	tb.Cleanup(p.srv.Close)
 	p.issuer = p.srv.URL + "/"
 	return p
@@ -101,6 +109,12 @@ func (p *testIdP) publish(kid string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.keys[kid] = idpKeys()[kid]
+}
+
+func (p *testIdP) remove(kid string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.keys, kid)
 }
 
 func (p *testIdP) setDown(down bool) {
@@ -413,5 +427,30 @@ func TestIdPSubjects(t *testing.T) {
 				t.Fatalf("snapshot of %s: %+v", topic, ev)
 			}
 		})
+	}
+}
+
+// TestIdPBackgroundRefresh: the key set is fetched again every Refresh
+// without a token asking: a key published meanwhile is accepted with no
+// fetch for its kid left (MinRefresh spent), and a key withdrawn is
+// refused.
+func TestIdPBackgroundRefresh(t *testing.T) {
+	p := newTestIdP(t, "rsa")
+	e := idpEnv(t, p, func(i *IdP) { i.Refresh, i.MinRefresh = 20 * time.Millisecond, time.Hour })
+	// Spend the one fetch an unknown kid may make.
+	mustStatusText(t, e.do(t, req{method: "GET", path: "/api/orders", token: idpToken(t, "ec", nil, p.claims("alice"))}), http.StatusUnauthorized, "kid")
+	p.publish("ec")
+	p.remove("rsa")
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ec := e.do(t, req{method: "GET", path: "/api/orders", token: idpToken(t, "ec", nil, p.claims("alice"))})
+		rs := e.do(t, req{method: "GET", path: "/api/orders", token: idpToken(t, "rsa", nil, p.claims("alice"))})
+		if ec.status == http.StatusOK && rs.status == http.StatusUnauthorized {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after background refreshes (%d fetches): the new key's token %d, the withdrawn key's %d", p.fetches.Load(), ec.status, rs.status)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
