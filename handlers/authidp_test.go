@@ -436,7 +436,7 @@ func TestIdPSubjects(t *testing.T) {
 // refused.
 func TestIdPBackgroundRefresh(t *testing.T) {
 	p := newTestIdP(t, "rsa")
-	e := idpEnv(t, p, func(i *IdP) { i.Refresh, i.MinRefresh = 20 * time.Millisecond, time.Hour })
+	e := idpEnv(t, p, func(i *IdP) { i.Refresh, i.MinRefresh = 20*time.Millisecond, time.Hour })
 	// Spend the one fetch an unknown kid may make.
 	mustStatusText(t, e.do(t, req{method: "GET", path: "/api/orders", token: idpToken(t, "ec", nil, p.claims("alice"))}), http.StatusUnauthorized, "kid")
 	p.publish("ec")
