@@ -73,9 +73,12 @@ type keySet struct {
 	// down is true while the last fetch (or discovery) failed.
 	down atomic.Bool
 
-	mu     sync.Mutex
-	cached jwkset.Storage // the keys in memory; nil until discovered
-	remote jwkset.Storage // fetches on a KeyRead of an unknown kid
+	// starting is held by the one start at a time; mu guards the
+	// storages it sets.
+	starting sync.Mutex
+	mu       sync.Mutex
+	cached   jwkset.Storage // the keys in memory; nil until discovered
+	remote   jwkset.Storage // fetches on a KeyRead of an unknown kid
 }
 
 // newKeySet starts fetching the key set of cfg until ctx ends. A key set
@@ -94,9 +97,7 @@ func newKeySet(ctx context.Context, cfg IdP) *keySet {
 	}
 	k := &keySet{cfg: cfg, ctx: ctx, limiter: rate.NewLimiter(rate.Every(cfg.MinRefresh), 1)}
 	k.client = &http.Client{Timeout: client.Timeout, Transport: watchTransport{k: k, next: client.Transport}}
-	k.mu.Lock()
 	k.start()
-	k.mu.Unlock()
 	return k
 }
 
@@ -116,9 +117,14 @@ func (w watchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// start discovers the key set's URL if need be and starts fetching it.
-// k.mu is held.
+// start discovers the key set's URL if need be and starts fetching it,
+// unless an earlier start has.
 func (k *keySet) start() {
+	k.starting.Lock()
+	defer k.starting.Unlock()
+	if c, _ := k.storages(); c != nil {
+		return
+	}
 	u := k.cfg.JWKSURL
 	if u == "" {
 		var err error
@@ -148,7 +154,15 @@ func (k *keySet) start() {
 		k.down.Store(true)
 		return
 	}
+	k.mu.Lock()
 	k.cached, k.remote = cached, remote
+	k.mu.Unlock()
+}
+
+func (k *keySet) storages() (cached, remote jwkset.Storage) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cached, k.remote
 }
 
 // discover returns the jwks_uri of the issuer's OpenID configuration. An
@@ -185,12 +199,11 @@ var errKeySetDown = &authError{status: http.StatusServiceUnavailable, msg: "the 
 // key returns the key of kid, fetching the set again (rate-limited) when
 // it has none.
 func (k *keySet) key(ctx context.Context, kid string) (jwkset.JWK, error) {
-	k.mu.Lock()
-	if k.cached == nil && k.limiter.Allow() {
+	cached, remote := k.storages()
+	if cached == nil && k.limiter.Allow() {
 		k.start()
+		cached, remote = k.storages()
 	}
-	cached, remote := k.cached, k.remote
-	k.mu.Unlock()
 	if cached == nil {
 		return jwkset.JWK{}, errKeySetDown
 	}

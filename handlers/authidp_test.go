@@ -39,6 +39,8 @@ type testIdP struct {
 	mu   sync.Mutex
 	keys map[string]crypto.Signer // by kid, published
 	down bool
+	// discoveryDown makes down take discovery down too.
+	discoveryDown bool
 }
 
 // idpKeys are one key of each kind, made once (RSA is slow to make).
@@ -70,6 +72,13 @@ func newTestIdP(tb testing.TB, kids ...string) *testIdP {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		down := p.down && p.discoveryDown
+		p.mu.Unlock()
+		if down {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": p.issuer, "jwks_uri": p.srv.URL + "/jwks"})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
@@ -453,4 +462,18 @@ func TestIdPBackgroundRefresh(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestIdPDiscoveryDown: with JWT_ISSUER alone and the provider down at
+// start (discovery too), the server starts; its tokens are 503 until the
+// provider answers, then accepted.
+func TestIdPDiscoveryDown(t *testing.T) {
+	p := newTestIdP(t, "ed")
+	p.down, p.discoveryDown = true, true
+	e := idpEnv(t, p, func(i *IdP) { i.MinRefresh = time.Millisecond })
+	tok := idpToken(t, "ed", nil, p.claims("alice"))
+	mustStatusText(t, e.do(t, req{method: "GET", path: "/api/orders", token: tok}), http.StatusServiceUnavailable, "key set")
+	p.setDown(false)
+	time.Sleep(5 * time.Millisecond) // past MinRefresh
+	mustStatus(t, e.do(t, req{method: "GET", path: "/api/orders", token: tok}), http.StatusOK)
 }
