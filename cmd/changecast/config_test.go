@@ -1,11 +1,20 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -287,5 +296,49 @@ func TestIdPConfig(t *testing.T) {
 	}, io.Discard, io.Discard)
 	if err == nil || strings.Contains(err.Error(), "JWT_SECRET is required") {
 		t.Errorf("JWKS_URL without JWT_SECRET: %v, want only the PORT error", err)
+	}
+}
+
+// TestTokenWithKey: `changecast token -key` signs with the key file's
+// algorithm (ES256 for a P-256 key) and names the kid, iss and aud given;
+// it refuses a key without -kid and an EC key off P-256.
+func TestTokenWithKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, curve elliptic.Curve) (string, *ecdsa.PrivateKey) {
+		k, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f, k
+	}
+	p256, key := write("p256.pem", elliptic.P256())
+	p384, _ := write("p384.pem", elliptic.P384())
+	none := func(string) string { return "" }
+	var out, errOut strings.Builder
+	if err := run(t.Context(), []string{"token", "-sub", "auth0|1", "-role", "staff", "-rooms", "lobby", "-key", p256, "-kid", "k1", "-iss", "https://idp.test/", "-aud", "api"}, none, &out, &errOut); err != nil {
+		t.Fatalf("token -key: %v %s", err, errOut.String())
+	}
+	var c jwt.MapClaims
+	tok, err := jwt.ParseWithClaims(strings.TrimSpace(out.String()), &c, func(*jwt.Token) (any, error) { return &key.PublicKey, nil },
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithIssuer("https://idp.test/"), jwt.WithAudience("api"), jwt.WithExpirationRequired())
+	if err != nil || tok.Header["kid"] != "k1" || c["sub"] != "auth0|1" || c["role"] != "staff" {
+		t.Fatalf("token -key: %v, header %v, claims %v", err, tok.Header, c)
+	}
+	for _, args := range [][]string{
+		{"token", "-sub", "a", "-key", p256},
+		{"token", "-sub", "a", "-key", p384, "-kid", "k"},
+		{"token", "-sub", "a", "-key", filepath.Join(dir, "missing.pem"), "-kid", "k"},
+	} {
+		if err := run(t.Context(), args, none, &out, &errOut); err == nil {
+			t.Errorf("run %q: no error", args)
+		}
 	}
 }
