@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,7 +99,14 @@ func checkSubject(sub string) error {
 // authenticator checks tokens. It is safe for concurrent use.
 type authenticator struct {
 	secret []byte
-	parser *jwt.Parser
+	// previous is an older secret still accepted during a rotation.
+	previous []byte
+	parser   *jwt.Parser
+	// idp, keys and idpParser check an identity provider's tokens; keys
+	// is nil when none is configured.
+	idp       IdP
+	keys      *keySet
+	idpParser *jwt.Parser
 }
 
 func newAuthenticator(secret []byte, now func() time.Time) *authenticator {
@@ -110,6 +119,36 @@ func newAuthenticator(secret []byte, now func() time.Time) *authenticator {
 			jwt.WithStrictDecoding(), // one token, one spelling
 		),
 	}
+}
+
+// withIdP makes a accept the tokens of idp too, fetching its key set
+// until ctx ends.
+func (a *authenticator) withIdP(ctx context.Context, idp IdP, now func() time.Time) {
+	if idp.RoleClaim == "" {
+		idp.RoleClaim = "role"
+	}
+	if idp.RoomsClaim == "" {
+		idp.RoomsClaim = "rooms"
+	}
+	if len(idp.StaffRoles) == 0 {
+		idp.StaffRoles = []string{RoleStaff}
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(idpMethods),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(idpLeeway),
+		jwt.WithTimeFunc(now),
+		jwt.WithStrictDecoding(),
+	}
+	if idp.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(idp.Issuer))
+	}
+	if idp.Audience != "" {
+		opts = append(opts, jwt.WithAudience(idp.Audience))
+	}
+	a.idp, a.idpParser = idp, jwt.NewParser(opts...)
+	a.keys = newKeySet(ctx, idp)
 }
 
 // MaxTokenLen is the longest token accepted, in bytes (8 KiB). A token of
@@ -127,8 +166,11 @@ func (a *authenticator) principal(token string) (Principal, error) {
 	if len(token) > MaxTokenLen {
 		return Principal{}, fmt.Errorf("token is longer than %d bytes", MaxTokenLen)
 	}
+	if a.keys != nil && headerAlg(token) != signingMethod.Alg() {
+		return a.idpPrincipal(a.keys.ctx, token)
+	}
 	var c claims
-	tok, err := a.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil })
+	tok, err := a.parser.ParseWithClaims(token, &c, a.hmacKey)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, errors.New("token expired")
@@ -155,6 +197,34 @@ func (a *authenticator) principal(token string) (Principal, error) {
 		Rooms:   c.Rooms,
 		Expires: c.ExpiresAt.Time,
 	}, nil
+}
+
+// hmacKey returns the HS256 secrets a token may be signed with: the
+// current one, and the previous one during a rotation.
+func (a *authenticator) hmacKey(*jwt.Token) (any, error) {
+	if len(a.secret) == 0 {
+		return nil, errors.New("no secret")
+	}
+	if len(a.previous) == 0 {
+		return a.secret, nil
+	}
+	return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{a.secret, a.previous}}, nil
+}
+
+// headerAlg returns the alg of token's header, or "" if it has none.
+func headerAlg(token string) string {
+	head, _, _ := strings.Cut(token, ".")
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return ""
+	}
+	return h.Alg
 }
 
 // expIsNumber reports whether the exp claim of token, a token the parser
@@ -208,6 +278,12 @@ func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			tok, err := tokenFrom(c)
 			if err == nil {
 				p, err = s.auth.principal(tok)
+			}
+			var ae *authError
+			if errors.As(err, &ae) && ae.status == http.StatusServiceUnavailable {
+				// The key set is down, not the token wrong: try again.
+				c.Response().Header().Set("Retry-After", "10")
+				return errorf(ae.status, "%s", ae.msg)
 			}
 			if err != nil {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="changecast"`)

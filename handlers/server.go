@@ -72,8 +72,17 @@ type Config struct {
 	// Principal{Subject: "dev", Role: RoleStaff, Rooms: ["*"], Dev: true},
 	// and the per-subject bounds of Limits do not apply.
 	Dev bool
-	// Secret is the HS256 key tokens are signed with; required unless Dev.
+	// Secret is the HS256 key tokens are signed with; required unless Dev
+	// or IdP is on.
 	Secret []byte
+	// SecretPrevious, when set, is an older HS256 key still accepted
+	// during a rotation of Secret.
+	SecretPrevious []byte
+	// IdP, when on, is an identity provider whose tokens are accepted too.
+	IdP IdP
+	// Ctx ends the background work of New (the IdP's key refreshes); nil
+	// is context.Background.
+	Ctx context.Context
 	// Static is served at GET / (its index.html) and below; nil serves nothing.
 	Static fs.FS
 	// CORSOrigins are the origins allowed to make credentialed
@@ -128,7 +137,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Streams == nil {
 		return nil, errors.New("handlers: Config.Streams is required")
 	}
-	if !cfg.Dev && len(cfg.Secret) == 0 {
+	if !cfg.Dev && len(cfg.Secret) == 0 && !cfg.IdP.On() {
 		return nil, errors.New("handlers: a token secret is required unless in dev mode")
 	}
 	limits, err := cfg.Limits.withDefaults()
@@ -157,6 +166,14 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	if !cfg.Dev {
 		s.auth = newAuthenticator(cfg.Secret, s.now)
+		s.auth.previous = cfg.SecretPrevious
+		if cfg.IdP.On() {
+			ctx := cfg.Ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			s.auth.withIdP(ctx, cfg.IdP, s.now)
+		}
 	}
 	s.open = newStreamCounter(limits.StreamsPerSubject)
 	s.writes = newWriteLimiter(limits.WritesPerSecond, limits.WriteBurst)

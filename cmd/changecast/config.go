@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,11 +19,15 @@ import (
 
 // config is everything the server reads from its environment, read once.
 type config struct {
-	Port            int
-	MongoURI        string
-	MongoDatabase   string
-	DataDir         string
-	JWTSecret       string
+	Port          int
+	MongoURI      string
+	MongoDatabase string
+	DataDir       string
+	JWTSecret     string
+	// JWTSecretPrevious is an older HS256 secret accepted during rotation.
+	JWTSecretPrevious string
+	// IdP is the identity provider whose tokens are accepted too.
+	IdP             handlers.IdP
 	Heartbeat       time.Duration
 	ShutdownTimeout time.Duration
 	ShutdownRetry   [2]time.Duration // the least and the most
@@ -52,7 +57,7 @@ type envVar struct {
 }
 
 // secretVars are never echoed in errors: a URI may carry a password.
-var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true, "METRICS_TOKEN": true}
+var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true, "JWT_SECRET_PREVIOUS": true, "METRICS_TOKEN": true}
 
 var envVars = []envVar{
 	{"PORT", "8080", "a port number 0-65535", "the port to listen on (set by the platform)", func(c *config, v string) error {
@@ -89,6 +94,45 @@ var envVars = []envVar{
 			return errTooShort
 		}
 		c.JWTSecret = v
+		return nil
+	}},
+	{"JWT_SECRET_PREVIOUS", "", "a secret of at least 32 bytes", "an older HS256 key still accepted while tokens signed with it expire (a rotation of JWT_SECRET)", func(c *config, v string) error {
+		if v != "" && len(v) < 32 {
+			return errTooShort
+		}
+		c.JWTSecretPrevious = v
+		return nil
+	}},
+	{"JWKS_URL", "", "an https:// (or http://) URL of a JWK Set", "the identity provider's JWK Set: its RS256, ES256 and EdDSA tokens are accepted", func(c *config, v string) error {
+		if v != "" && !httpURL(v) {
+			return errBadForm
+		}
+		c.IdP.JWKSURL = v
+		return nil
+	}},
+	{"JWT_ISSUER", "", "an https:// (or http://) URL, exactly as the tokens' iss", "tokens of the identity provider must have this iss; alone, the JWK Set is found at <JWT_ISSUER>/.well-known/openid-configuration", func(c *config, v string) error {
+		if v != "" && !httpURL(v) {
+			return errBadForm
+		}
+		c.IdP.Issuer = v
+		return nil
+	}},
+	{"JWT_AUDIENCE", "", "the API's audience, such as https://api.example.com", "tokens of the identity provider must have it in aud (set it when the IdP serves other apps)", func(c *config, v string) error {
+		c.IdP.Audience = v
+		return nil
+	}},
+	{"JWT_ROLE_CLAIM", "role", "a claim name or a dot path such as app_metadata.role", "where an identity provider's token carries the role (a string or an array)", claimPath(func(c *config, v string) { c.IdP.RoleClaim = v })},
+	{"JWT_ROOMS_CLAIM", "rooms", "a claim name or a dot path such as app_metadata.rooms", "where an identity provider's token carries the rooms (a string or an array)", claimPath(func(c *config, v string) { c.IdP.RoomsClaim = v })},
+	{"JWT_STAFF_ROLES", "staff", "a comma-separated list of role values such as admin,support", "the roles of an identity provider's token that mean staff; any other is a customer", func(c *config, v string) error {
+		c.IdP.StaffRoles = nil
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				c.IdP.StaffRoles = append(c.IdP.StaffRoles, r)
+			}
+		}
+		if len(c.IdP.StaffRoles) == 0 {
+			return errBadForm
+		}
 		return nil
 	}},
 	{"HEARTBEAT_INTERVAL", "15s", "a duration from 1s to 50s, such as 15s", "how often a stream sends a `: ping` comment", durationIn(time.Second, 50*time.Second, func(c *config, d time.Duration) { c.Heartbeat = d })},
@@ -216,6 +260,23 @@ var envVars = []envVar{
 
 var errBadForm = errors.New("bad form")
 
+// httpURL reports whether v is an absolute http or https URL.
+func httpURL(v string) bool {
+	u, err := url.Parse(v)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
+
+// claimPath accepts dot-separated claim names, none empty.
+func claimPath(set func(*config, string)) func(*config, string) error {
+	return func(c *config, v string) error {
+		if slices.Contains(strings.Split(v, "."), "") || strings.ContainsAny(v, " \t") {
+			return errBadForm
+		}
+		set(c, v)
+		return nil
+	}
+}
+
 // errTooShort is a secret that is set but too short to use.
 var errTooShort = errors.New("is too short")
 
@@ -267,6 +328,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err := checkDataDir(c.DataDir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.JWTSecretPrevious != "" && c.JWTSecret == "" {
+		errs = append(errs, errors.New("JWT_SECRET_PREVIOUS is set without JWT_SECRET: the previous secret is accepted beside the current one"))
 	}
 	if len(errs) > 0 {
 		return config{}, errors.Join(errs...)

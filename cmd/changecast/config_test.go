@@ -1,10 +1,20 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -224,6 +234,111 @@ func TestTrustedProxiesConfig(t *testing.T) {
 	for _, v := range []string{"10.0.0.0/33", "localhost", "10.0.0.0/8;*"} {
 		if _, err := loadConfig(get(v)); err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
 			t.Errorf("TRUSTED_PROXIES=%q: %v; want an error naming it", v, err)
+		}
+	}
+}
+
+// TestIdPConfig: the identity provider's variables are checked at start,
+// each error naming its variable, and read into the config.
+func TestIdPConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{"JWT_SECRET": strings.Repeat("s", 32)}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	c, err := loadConfig(env("JWT_ISSUER", "https://tenant.auth0.com/", "JWT_AUDIENCE", "https://api.example.com",
+		"JWT_ROLE_CLAIM", "app_metadata.role", "JWT_ROOMS_CLAIM", "https://example.com/rooms", "JWT_STAFF_ROLES", "admin, support",
+		"JWT_SECRET_PREVIOUS", strings.Repeat("p", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "https://tenant.auth0.com/ https://api.example.com app_metadata.role https://example.com/rooms [admin support] " + strings.Repeat("p", 32)
+	if got := fmt.Sprintf("%s %s %s %s %v %s", c.IdP.Issuer, c.IdP.Audience, c.IdP.RoleClaim, c.IdP.RoomsClaim, c.IdP.StaffRoles, c.JWTSecretPrevious); got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if c, err := loadConfig(env()); err != nil || c.IdP.On() || c.IdP.RoleClaim != "role" || c.IdP.RoomsClaim != "rooms" || fmt.Sprint(c.IdP.StaffRoles) != "[staff]" {
+		t.Errorf("defaults: %+v %v", c.IdP, err)
+	}
+	for _, tc := range []struct{ name, value, wantErr string }{
+		{"JWKS_URL", "ftp://idp.example/keys", `JWKS_URL="ftp://idp.example/keys": want`},
+		{"JWKS_URL", "/keys", "JWKS_URL"},
+		{"JWT_ISSUER", "tenant.auth0.com", "JWT_ISSUER"},
+		{"JWT_ROLE_CLAIM", "app_metadata..role", "JWT_ROLE_CLAIM"},
+		{"JWT_ROOMS_CLAIM", ".rooms", "JWT_ROOMS_CLAIM"},
+		{"JWT_STAFF_ROLES", " , ", "JWT_STAFF_ROLES"},
+		{"JWT_SECRET_PREVIOUS", "short", "JWT_SECRET_PREVIOUS is too short"},
+	} {
+		_, err := loadConfig(env(tc.name, tc.value))
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s=%q: error %v, want one containing %q", tc.name, tc.value, err, tc.wantErr)
+		}
+	}
+	_, err = loadConfig(func(k string) string {
+		if k == "JWT_SECRET_PREVIOUS" {
+			return strings.Repeat("p", 32)
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET_PREVIOUS is set without JWT_SECRET") {
+		t.Errorf("JWT_SECRET_PREVIOUS alone: %v", err)
+	}
+	// Without JWT_SECRET, an identity provider is enough to serve.
+	err = run(t.Context(), nil, func(k string) string {
+		switch k {
+		case "PORT":
+			return "http"
+		case "JWKS_URL":
+			return "https://idp.example/keys"
+		}
+		return ""
+	}, io.Discard, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "JWT_SECRET is required") {
+		t.Errorf("JWKS_URL without JWT_SECRET: %v, want only the PORT error", err)
+	}
+}
+
+// TestTokenWithKey: `changecast token -key` signs with the key file's
+// algorithm (ES256 for a P-256 key) and names the kid, iss and aud given;
+// it refuses a key without -kid and an EC key off P-256.
+func TestTokenWithKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, curve elliptic.Curve) (string, *ecdsa.PrivateKey) {
+		k, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f, k
+	}
+	p256, key := write("p256.pem", elliptic.P256())
+	p384, _ := write("p384.pem", elliptic.P384())
+	none := func(string) string { return "" }
+	var out, errOut strings.Builder
+	if err := run(t.Context(), []string{"token", "-sub", "auth0|1", "-role", "staff", "-rooms", "lobby", "-key", p256, "-kid", "k1", "-iss", "https://idp.test/", "-aud", "api"}, none, &out, &errOut); err != nil {
+		t.Fatalf("token -key: %v %s", err, errOut.String())
+	}
+	var c jwt.MapClaims
+	tok, err := jwt.ParseWithClaims(strings.TrimSpace(out.String()), &c, func(*jwt.Token) (any, error) { return &key.PublicKey, nil },
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithIssuer("https://idp.test/"), jwt.WithAudience("api"), jwt.WithExpirationRequired())
+	if err != nil || tok.Header["kid"] != "k1" || c["sub"] != "auth0|1" || c["role"] != "staff" {
+		t.Fatalf("token -key: %v, header %v, claims %v", err, tok.Header, c)
+	}
+	for _, args := range [][]string{
+		{"token", "-sub", "a", "-key", p256},
+		{"token", "-sub", "a", "-key", p384, "-kid", "k"},
+		{"token", "-sub", "a", "-key", filepath.Join(dir, "missing.pem"), "-kid", "k"},
+	} {
+		if err := run(t.Context(), args, none, &out, &errOut); err == nil {
+			t.Errorf("run %q: no error", args)
 		}
 	}
 }

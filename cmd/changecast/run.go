@@ -67,8 +67,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	cfg, err := loadConfig(getenv)
-	if !dev && strings.TrimSpace(getenv("JWT_SECRET")) == "" {
-		err = errors.Join(err, errors.New("JWT_SECRET is required (at least 32 bytes); or run with -dev for local use without auth"))
+	if !dev && strings.TrimSpace(getenv("JWT_SECRET")) == "" && strings.TrimSpace(getenv("JWKS_URL")) == "" && strings.TrimSpace(getenv("JWT_ISSUER")) == "" {
+		err = errors.Join(err, errors.New("JWT_SECRET is required (at least 32 bytes) unless JWKS_URL or JWT_ISSUER is set; or run with -dev for local use without auth"))
 	}
 	if err != nil {
 		return err
@@ -103,7 +103,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	stopPresence := sharePresence(ctx, b, mux)
 	defer stopPresence()
 
-	srv, err := newHTTPServer(cfg, dev, b, mux, met, logger)
+	srv, err := newHTTPServer(ctx, cfg, dev, b, mux, met, logger)
 	if err != nil {
 		return err
 	}
@@ -248,10 +248,13 @@ func startFeed(ctx context.Context, mux *stream.Multiplexer) error {
 
 // newHTTPServer builds the HTTP server: the API's routes behind the
 // connection reserve and the body guard, with the timeouts of cfg.
-func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexer, met *metrics, logger *slog.Logger) (*http.Server, error) {
-	var secret []byte
-	if !dev {
-		secret = []byte(cfg.JWTSecret)
+func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, mux *stream.Multiplexer, met *metrics, logger *slog.Logger) (*http.Server, error) {
+	var secret, previous []byte
+	if !dev && cfg.JWTSecret != "" {
+		secret, previous = []byte(cfg.JWTSecret), []byte(cfg.JWTSecretPrevious)
+	}
+	if dev {
+		cfg.IdP = handlers.IdP{}
 	}
 	e, err := handlers.New(handlers.Config{
 		Store:       b,
@@ -259,6 +262,8 @@ func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexe
 		Logger:      logger,
 		Dev:         dev,
 		Secret:      secret,
+		IdP:         cfg.IdP,
+		Ctx:         ctx,
 		Static:      static.FS,
 		CORSOrigins: cfg.CORSOrigins,
 		Limits:      cfg.Limits,
@@ -266,6 +271,7 @@ func newHTTPServer(cfg config, dev bool, b store.Backend, mux *stream.Multiplexe
 
 		MetricsToken:   cfg.MetricsToken,
 		TrustedProxies: cfg.TrustedProxies,
+		SecretPrevious: previous,
 	})
 	if err != nil {
 		return nil, err
