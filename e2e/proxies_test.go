@@ -19,8 +19,8 @@ import (
 )
 
 // The proxy tests run changecast behind Debian's nginx, HAProxy and Caddy
-// with the configurations of docs/proxies (the files docs/deploy.md
-// shows), each proxy an unprivileged process on a loopback port with its
+// with the configurations docs/deploy.md gives (read from its code
+// blocks), each proxy an unprivileged process on a loopback port with its
 // files in a temporary directory. Under CI=true a missing proxy fails the
 // test; elsewhere it skips, saying so.
 
@@ -61,22 +61,29 @@ func needProxy(t *testing.T, k proxyKind) {
 	}
 }
 
-// proxyConfig reads docs/proxies/name and applies edits (pairs of old and
-// new text; each old text must be there).
-func proxyConfig(t *testing.T, name string, edits ...string) string {
+// proxyConfig returns the configuration block of docs/deploy.md fenced as
+// lang (nginx, haproxy or caddy) with edits applied (pairs of old and new
+// text; each old text must be there). The doc is the configs' one home.
+func proxyConfig(t *testing.T, lang string, edits ...string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "docs", "proxies", name))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "deploy.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := string(b)
+	_, conf, ok := strings.Cut(string(b), "\n```"+lang+"\n")
+	if ok {
+		conf, _, ok = strings.Cut(conf, "\n```\n")
+	}
+	if !ok {
+		t.Fatalf("docs/deploy.md has no ```%s block", lang)
+	}
 	for i := 0; i+1 < len(edits); i += 2 {
 		if !strings.Contains(conf, edits[i]) {
-			t.Fatalf("docs/proxies/%s has no %q to replace", name, edits[i])
+			t.Fatalf("the %s block of docs/deploy.md has no %q to replace", lang, edits[i])
 		}
 		conf = strings.ReplaceAll(conf, edits[i], edits[i+1])
 	}
-	return conf
+	return conf + "\n"
 }
 
 // upstreamPort is the port of a server's URL.
@@ -143,7 +150,7 @@ func startNginx(t *testing.T, upstream int, edits ...string) *runningProxy {
 	dir, port := t.TempDir(), freePort(t)
 	// Workers may run as nobody when the test runs as root.
 	os.Chmod(dir, 0o755)
-	site := proxyConfig(t, "nginx.conf", append([]string{
+	site := proxyConfig(t, "nginx", append([]string{
 		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port),
 		"server 127.0.0.1:8080;", fmt.Sprintf("server 127.0.0.1:%d;", upstream),
 	}, edits...)...)
@@ -234,7 +241,7 @@ func pidsGone(pids []int) <-chan struct{} {
 func startHAProxy(t *testing.T, upstream int, edits ...string) *runningProxy {
 	t.Helper()
 	dir, port := t.TempDir(), freePort(t)
-	conf := proxyConfig(t, "haproxy.cfg", append([]string{
+	conf := proxyConfig(t, "haproxy", append([]string{
 		"bind :80", fmt.Sprintf("bind 127.0.0.1:%d", port),
 		"server app1 127.0.0.1:8080", fmt.Sprintf("server app1 127.0.0.1:%d", upstream),
 	}, edits...)...)
@@ -252,8 +259,15 @@ func startHAProxy(t *testing.T, upstream int, edits ...string) *runningProxy {
 			t.Helper()
 			// The new process takes over the port and tells the old one
 			// (-sf) to stop listening and finish its connections.
-			oldExited := exited
+			oldExited, stopped := exited, strings.Count(logs.String(), "Proxy web stopped")
 			cmd, exited = startProcess(t, logs, nil, "haproxy", "-db", "-f", file, "-sf", strconv.Itoa(cmd.Process.Pid))
+			// The old process says so when it has stopped listening.
+			for deadline := time.Now().Add(10 * time.Second); strings.Count(logs.String(), "Proxy web stopped") == stopped; {
+				if time.Now().After(deadline) {
+					t.Fatalf("the old HAProxy did not stop listening within 10s:\n%s", logs)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 			return oldExited
 		},
 	}
@@ -262,7 +276,7 @@ func startHAProxy(t *testing.T, upstream int, edits ...string) *runningProxy {
 func startCaddy(t *testing.T, upstream int, edits ...string) *runningProxy {
 	t.Helper()
 	dir, port, admin := t.TempDir(), freePort(t), freePort(t)
-	site := proxyConfig(t, "Caddyfile", append([]string{
+	site := proxyConfig(t, "caddy", append([]string{
 		"example.com {", fmt.Sprintf("http://127.0.0.1:%d {", port),
 		"reverse_proxy 127.0.0.1:8080", fmt.Sprintf("reverse_proxy 127.0.0.1:%d", upstream),
 	}, edits...)...)
@@ -305,7 +319,7 @@ type proxiedStream struct {
 	events   chan timedEvent
 	comments chan string
 	ended    chan struct{}
-	last     timedEvent // the last block, read after ended
+	err      error // how the body ended (nil: cleanly), read after ended
 }
 
 // openProxiedStream opens url with header through client, checks for a 200
@@ -344,7 +358,7 @@ func openProxiedStream(t *testing.T, client *http.Client, url string, header htt
 					ev.at = time.Now()
 					s.events <- ev
 				}
-				s.last, ev = ev, timedEvent{}
+				ev = timedEvent{}
 			case strings.HasPrefix(line, ":"):
 				s.comments <- line
 			case strings.HasPrefix(line, "id: "):
@@ -357,6 +371,7 @@ func openProxiedStream(t *testing.T, client *http.Client, url string, header htt
 				ev.retry = line[7:]
 			}
 		}
+		s.err = sc.Err()
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -596,11 +611,13 @@ func TestProxyResumeAfterSIGKILL(t *testing.T) {
 }
 
 // TestProxyReload reloads each proxy while a stream is open through it,
-// with STREAM_MAX_AGE=1m (the smallest allowed): the stream ends with a
-// retry: within a minute, and the process that served before the reload
-// (nginx's old worker, HAProxy's old process) exits within the minute
-// and a grace. With STREAM_MAX_AGE=0 neither ever happens while the
-// client stays. The three proxies reload at once.
+// with STREAM_MAX_AGE=1m (the smallest allowed). nginx's old worker and
+// HAProxy's old process keep serving the stream (a message posted after
+// the reload still comes on it); changecast ends it cleanly within the
+// minute, and the old process exits within the minute and a grace.
+// With STREAM_MAX_AGE=0 neither ever happens while the client stays.
+// Caddy reloads in place and cuts the stream at once (the client resumes
+// from its last id). The three proxies reload at once.
 func TestProxyReload(t *testing.T) {
 	t.Parallel()
 	const maxAge = time.Minute
@@ -609,6 +626,7 @@ func TestProxyReload(t *testing.T) {
 		s       *proxiedStream
 		at      time.Time
 		oldGone <-chan struct{}
+		logs    *lockedBuffer
 	}
 	var rs []reloading
 	for _, k := range proxyKinds {
@@ -619,14 +637,16 @@ func TestProxyReload(t *testing.T) {
 		s.next(t)
 		at := time.Now()
 		gone := p.reload(t)
-		// The stream still carries events after the reload.
-		postMessage(t, up.URL, "reload", "after reload")
-		if ev := s.next(t); ev.name != "message" {
-			t.Fatalf("%s: got %s after the reload, want the message", k.name, ev.name)
+		if gone != nil {
+			// The old process still carries the stream's events.
+			postMessage(t, up.URL, "reload", "after reload")
+			if ev := s.next(t); ev.name != "message" {
+				t.Fatalf("%s: got %s after the reload, want the message", k.name, ev.name)
+			}
 		}
 		// A new stream goes through the reloaded proxy.
 		openProxiedStream(t, plainClient(t), p.URL+"/api/rooms/reload/events", nil).next(t)
-		rs = append(rs, reloading{k.name, s, at, gone})
+		rs = append(rs, reloading{k.name, s, at, gone, p.logs})
 	}
 	limit := time.After(maxAge + 20*time.Second)
 	for _, r := range rs {
@@ -636,17 +656,18 @@ func TestProxyReload(t *testing.T) {
 			t.Fatalf("%s: the stream open across the reload did not end within STREAM_MAX_AGE", r.name)
 		}
 		ended := time.Since(r.at)
-		if r.s.last.retry == "" {
-			t.Errorf("%s: the stream's last block %+v has no retry:", r.name, r.s.last)
-		}
 		if r.oldGone == nil {
-			t.Logf("%s: reloaded in place; the stream open across the reload ended %v after it", r.name, ended.Round(time.Millisecond))
+			t.Logf("%s: reloaded in place; it cut the stream open across the reload %v after it", r.name, ended.Round(time.Millisecond))
 			continue
+		}
+		if r.s.err != nil {
+			t.Errorf("%s: the stream open across the reload broke: %v", r.name, r.s.err)
 		}
 		select {
 		case <-r.oldGone:
 		case <-limit:
-			t.Fatalf("%s: the process serving before the reload did not exit within STREAM_MAX_AGE", r.name)
+			out, _ := exec.Command("ps", "-ef").CombinedOutput()
+			t.Fatalf("%s: the process serving before the reload did not exit within STREAM_MAX_AGE\n%s\n%s", r.name, r.logs, out)
 		}
 		t.Logf("%s: the stream ended %v after the reload, the old process exited %v after it", r.name, ended.Round(time.Millisecond), time.Since(r.at).Round(time.Millisecond))
 	}
