@@ -124,19 +124,26 @@ func startProcess(t *testing.T, logs *lockedBuffer, env []string, name string, a
 	return cmd, exited
 }
 
-// waitListening waits until something accepts on 127.0.0.1:port.
-func waitListening(t *testing.T, port int, logs *lockedBuffer, exited <-chan struct{}) {
+// waitListening waits until something accepts on 127.0.0.1:port. It
+// returns false if the proxy exited because the port was taken meanwhile
+// (freePort's port went to another test's listener): the caller starts
+// again on another port.
+func waitListening(t *testing.T, port int, logs *lockedBuffer, exited <-chan struct{}) bool {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; {
+		select {
+		case <-exited:
+			if strings.Contains(strings.ToLower(logs.String()), "address already in use") {
+				t.Logf("port %d was taken; starting the proxy on another", port)
+				return false
+			}
+			t.Fatalf("proxy exited before listening:\n%s", logs)
+		default:
+		}
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("proxy exited before listening:\n%s", logs)
-		default:
+			return true
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("proxy not listening on %d within 20s: %v\n%s", port, err, logs)
@@ -180,7 +187,9 @@ http {
 	args := []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}
 	logs := &lockedBuffer{}
 	cmd, exited := startProcess(t, logs, nil, "nginx", args...)
-	waitListening(t, port, logs, exited)
+	if !waitListening(t, port, logs, exited) {
+		return startNginx(t, upstream, edits...)
+	}
 	return &runningProxy{
 		URL:  fmt.Sprintf("http://127.0.0.1:%d", port),
 		logs: logs,
@@ -251,7 +260,9 @@ func startHAProxy(t *testing.T, upstream int, edits ...string) *runningProxy {
 	}
 	logs := &lockedBuffer{}
 	cmd, exited := startProcess(t, logs, nil, "haproxy", "-db", "-f", file)
-	waitListening(t, port, logs, exited)
+	if !waitListening(t, port, logs, exited) {
+		return startHAProxy(t, upstream, edits...)
+	}
 	return &runningProxy{
 		URL:  fmt.Sprintf("http://127.0.0.1:%d", port),
 		logs: logs,
@@ -290,7 +301,9 @@ func startCaddy(t *testing.T, upstream int, edits ...string) *runningProxy {
 	env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}
 	logs := &lockedBuffer{}
 	_, exited := startProcess(t, logs, env, "caddy", "run", "--config", file, "--adapter", "caddyfile")
-	waitListening(t, port, logs, exited)
+	if !waitListening(t, port, logs, exited) {
+		return startCaddy(t, upstream, edits...)
+	}
 	return &runningProxy{
 		URL:  fmt.Sprintf("http://127.0.0.1:%d", port),
 		logs: logs,
