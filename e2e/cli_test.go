@@ -40,13 +40,17 @@ func TestVersionOfBuiltBinary(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "changecast")
 	for _, tc := range []struct {
-		ldflags string
-		want    []string
+		ldflags  string
+		buildvcs string
+		want     []string
 	}{
-		{"", []string{"commit " + rev}},
-		{"-X main.version=v9.9.9", []string{"changecast v9.9.9 ", "commit " + rev}},
+		{"", "true", []string{"commit " + rev}},
+		{"-X main.version=v9.9.9", "true", []string{"changecast v9.9.9 ", "commit " + rev}},
+		// The Heroku buildpack's way: no VCS stamp, the commit as the
+		// version. The line says what it knows.
+		{"-X main.version=abc1234", "false", []string{"changecast abc1234 (go"}},
 	} {
-		build := exec.Command("go", "build", "-buildvcs=true", "-ldflags", tc.ldflags, "-o", bin, "./cmd/changecast")
+		build := exec.Command("go", "build", "-buildvcs="+tc.buildvcs, "-ldflags", tc.ldflags, "-o", bin, "./cmd/changecast")
 		build.Dir = clone
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("go build: %v\n%s", err, out)
@@ -60,6 +64,9 @@ func TestVersionOfBuiltBinary(t *testing.T) {
 				if !strings.Contains(string(out), w) {
 					t.Errorf("ldflags %q, %s: %q lacks %q", tc.ldflags, args[0], out, w)
 				}
+			}
+			if strings.Contains(string(out), "unknown") {
+				t.Errorf("ldflags %q, %s: %q says what it misses", tc.ldflags, args[0], out)
 			}
 			if strings.Contains(string(out), "dirty") {
 				t.Errorf("%s from a clean clone says dirty: %q", args[0], out)

@@ -212,10 +212,12 @@ func versionLine() string {
 	return describeVersion(version, info, ok)
 }
 
-// describeVersion describes a build: the version (override, else the main
-// module's, else "dev"), the VCS revision with "+dirty" when the tree had
-// changes, and its commit time, or "unknown revision" when the build
-// carries none (a test binary, or a build outside a git checkout).
+// describeVersion describes a build by what it knows: the version
+// (override, else the main module's, else "dev"), the VCS revision with
+// "+dirty" when the tree had changes and its commit time when the build
+// carries them (not a test binary, nor a build outside a git checkout,
+// such as the Heroku buildpack's, whose override is the commit), and the
+// Go version.
 func describeVersion(override string, info *debug.BuildInfo, ok bool) string {
 	v, goVersion := override, runtime.Version()
 	var rev, at string
@@ -241,15 +243,15 @@ func describeVersion(override string, info *debug.BuildInfo, ok bool) string {
 	if v == "" || v == "(devel)" {
 		v = "dev"
 	}
-	commit := "unknown revision"
-	if rev != "" {
-		commit = "commit " + rev
-		if dirty {
-			commit += "+dirty"
-		}
-		if at != "" {
-			commit += " of " + at
-		}
+	if rev == "" {
+		return fmt.Sprintf("changecast %s (%s)", v, goVersion)
+	}
+	commit := "commit " + rev
+	if dirty {
+		commit += "+dirty"
+	}
+	if at != "" {
+		commit += " of " + at
 	}
 	return fmt.Sprintf("changecast %s (%s, %s)", v, commit, goVersion)
 }

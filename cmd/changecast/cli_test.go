@@ -76,8 +76,8 @@ func TestCLI(t *testing.T) {
 		{name: "help token", args: []string{"help", "token"}, code: 0, stdout: []string{"usage: changecast token", "-rooms", "JWT_SECRET"}},
 		{name: "token -h", args: []string{"token", "-h"}, code: 0, stdout: []string{"usage: changecast token", "-sub", "-ttl"}},
 		{name: "tail -h documents the output", args: []string{"tail", "-h"}, code: 0, stdout: []string{"usage: changecast tail", "<event> <id> <data>", "CHANGECAST_TOKEN"}},
-		{name: "version", args: []string{"version"}, code: 0, stdoutRE: []string{`^changecast \S+ \((commit [0-9a-f]+|unknown revision)`}},
-		{name: "-version", args: []string{"-version"}, code: 0, stdoutRE: []string{`^changecast \S+ \((commit [0-9a-f]+|unknown revision)`}},
+		{name: "version", args: []string{"version"}, code: 0, stdoutRE: []string{`^changecast \S+ \((commit [0-9a-f]+|go[0-9.]+)`}},
+		{name: "-version", args: []string{"-version"}, code: 0, stdoutRE: []string{`^changecast \S+ \((commit [0-9a-f]+|go[0-9.]+)`}},
 		{name: "unknown command", args: []string{"serve2"}, code: 2, stderr: []string{`unknown command "serve2"`, "run 'changecast -h' for usage"}},
 		{name: "token bad duration", args: []string{"token", "-sub", "a", "-ttl", "5x"}, env: cliEnv("JWT_SECRET", testSecret), code: 2,
 			stderr: []string{`"5x" for flag -ttl: not a duration`, "such as 90m", "run 'changecast token -h' for usage"}, noStderr: []string{"-sub string", "Usage"}, onceStderr: "5x"},
@@ -168,7 +168,8 @@ func TestCLI(t *testing.T) {
 
 // TestDescribeVersion: the version line names the commit from the build
 // info (with +dirty for a modified tree), honours -X main.version, and
-// says "unknown revision" without VCS information.
+// without VCS information (a Heroku build: -X main.version=<commit>) says
+// what it knows, not what it misses.
 func TestDescribeVersion(t *testing.T) {
 	info := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v0.0.0-20260101120000-0123456789ab"},
 		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123456789abcdef"}, {Key: "vcs.time", Value: "2026-01-01T12:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}
@@ -179,10 +180,14 @@ func TestDescribeVersion(t *testing.T) {
 	}{
 		{"", info, []string{"changecast v0.0.0-20260101120000-0123456789ab ", "commit 0123456789abcdef+dirty", "2026-01-01T12:00:00Z", "go1.26.0"}},
 		{"1.2.3", info, []string{"changecast 1.2.3 ", "commit 0123456789abcdef+dirty"}},
-		{"", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, []string{"changecast dev ", "unknown revision"}},
-		{"abc", nil, []string{"changecast abc ", "unknown revision"}},
+		{"", &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "(devel)"}}, []string{"changecast dev (go1.26.0)"}},
+		{"abc1234", &debug.BuildInfo{GoVersion: "go1.26.0"}, []string{"changecast abc1234 (go1.26.0)"}},
+		{"abc", nil, []string{"changecast abc ("}},
 	} {
 		got := describeVersion(tc.override, tc.info, tc.info != nil)
+		if strings.Contains(got, "unknown") {
+			t.Errorf("describeVersion(%q) = %q: it should say what it knows, not what it misses", tc.override, got)
+		}
 		for _, w := range tc.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("describeVersion(%q) = %q, want it to hold %q", tc.override, got, w)
