@@ -292,15 +292,9 @@ func (a *authenticator) idpPrincipal(ctx context.Context, token string) (Princip
 	case err != nil:
 		return Principal{}, errors.New("invalid token")
 	}
-	if _, ok := tok.Header["crit"]; ok {
-		return Principal{}, errors.New("token has a crit header; no extension is supported")
-	}
-	if !a.expIsNumber(token) {
-		return Principal{}, errors.New("token exp must be a number")
-	}
 	sub, _ := mc["sub"].(string)
-	if err := checkSubject(sub); err != nil {
-		return Principal{}, errors.New("the token's " + err.Error())
+	if err := a.checkVerified(tok, token, sub); err != nil {
+		return Principal{}, err
 	}
 	exp, _ := mc.GetExpirationTime()
 	p := Principal{Subject: sub, Role: RoleCustomer, Expires: exp.Time}
