@@ -15,7 +15,6 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +23,6 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
-
-	"changecast/store"
 )
 
 // testIdP is a local identity provider: an OpenID discovery document at
@@ -416,25 +413,7 @@ func TestIdPSubjects(t *testing.T) {
 	e := idpEnv(t, p)
 	for _, sub := range []string{"auth0|123", "google-oauth2|1043", "user/42"} {
 		t.Run(sub, func(t *testing.T) {
-			tok := idpToken(t, "rsa", nil, p.claims(sub))
-			body, _ := json.Marshal(map[string]any{"customer": sub, "items": []map[string]any{{"sku": "pizza", "qty": 1}}})
-			r := e.do(t, req{method: "POST", path: "/api/orders", token: tok, body: string(body)})
-			mustStatus(t, r, http.StatusCreated)
-			var o store.Order
-			r.decode(t, &o)
-			var page struct{ Orders []store.Order }
-			r = e.do(t, req{method: "GET", path: "/api/orders", token: tok})
-			mustStatus(t, r, http.StatusOK)
-			r.decode(t, &page)
-			if len(page.Orders) != 1 || page.Orders[0].ID != o.ID {
-				t.Fatalf("GET /api/orders as %q: %+v, want its order", sub, page.Orders)
-			}
-			topic := store.CustomerTopic(sub)
-			s := e.openStream(t, "/api/events?topic="+url.QueryEscape(topic), map[string]string{"Authorization": "Bearer " + tok})
-			defer s.Close()
-			if ev := s.next(t); ev.Event != "snapshot" || ev.payload(t).Topic != topic || len(ev.payload(t).Orders) != 1 {
-				t.Fatalf("snapshot of %s: %+v", topic, ev)
-			}
+			subjectRoundTrip(t, e, sub, idpToken(t, "rsa", nil, p.claims(sub)))
 		})
 	}
 }

@@ -96,6 +96,36 @@ func TestListOrders(t *testing.T) {
 	mustStatus(t, r, http.StatusOK)
 }
 
+// subjectRoundTrip has the customer sub, holding tok, create an order,
+// find it in GET /api/orders and at /api/orders/:id, and open a stream
+// on customers/<sub> whose snapshot holds it; it returns the order and
+// the stream (closed at the test's end).
+func subjectRoundTrip(t *testing.T, e *env, sub, tok string) (store.Order, *sseStream) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"customer": sub, "items": []map[string]any{{"sku": "pizza", "qty": 1}}})
+	r := e.do(t, req{method: "POST", path: "/api/orders", token: tok, body: string(body)})
+	mustStatus(t, r, http.StatusCreated)
+	var o store.Order
+	r.decode(t, &o)
+
+	var page struct{ Orders []store.Order }
+	r = e.do(t, req{method: "GET", path: "/api/orders", token: tok})
+	mustStatus(t, r, http.StatusOK)
+	r.decode(t, &page)
+	if len(page.Orders) != 1 || page.Orders[0].ID != o.ID {
+		t.Fatalf("GET /api/orders as %q: %+v, want its order", sub, page.Orders)
+	}
+	mustStatus(t, e.do(t, req{method: "GET", path: "/api/orders/" + o.ID, token: tok}), http.StatusOK)
+
+	topic := store.CustomerTopic(sub)
+	s := e.openStream(t, "/api/events?topic="+url.QueryEscape(topic), map[string]string{"Authorization": "Bearer " + tok})
+	t.Cleanup(s.Close)
+	if ev := s.next(t); ev.Event != "snapshot" || ev.payload(t).Topic != topic || len(ev.payload(t).Orders) != 1 {
+		t.Fatalf("snapshot of %s: %+v", topic, ev)
+	}
+	return o, s
+}
+
 // TestSubjectsOfIdentityProviders: subjects as identity providers make
 // them (`auth0|123`, `google-oauth2|…`, `user/42`) round-trip: their
 // customer creates an order, lists it, reads it, streams it on
@@ -105,37 +135,17 @@ func TestSubjectsOfIdentityProviders(t *testing.T) {
 	staff := token(t, "kitchen", RoleStaff, "*")
 	for _, sub := range []string{"auth0|123", "google-oauth2|1043", "user/42", "org/acme/user 7"} {
 		t.Run(sub, func(t *testing.T) {
-			tok := token(t, sub, RoleCustomer)
-			body, _ := json.Marshal(map[string]any{"customer": sub, "items": []map[string]any{{"sku": "pizza", "qty": 1}}})
-			r := e.do(t, req{method: "POST", path: "/api/orders", token: tok, body: string(body)})
-			mustStatus(t, r, http.StatusCreated)
-			var o store.Order
-			r.decode(t, &o)
-
+			o, s := subjectRoundTrip(t, e, sub, token(t, sub, RoleCustomer))
 			var page struct{ Orders []store.Order }
-			r = e.do(t, req{method: "GET", path: "/api/orders", token: tok})
-			mustStatus(t, r, http.StatusOK)
-			r.decode(t, &page)
-			if len(page.Orders) != 1 || page.Orders[0].ID != o.ID {
-				t.Fatalf("GET /api/orders as %q: %+v, want its order", sub, page.Orders)
-			}
-			r = e.do(t, req{method: "GET", path: "/api/orders?customer=" + url.QueryEscape(sub), token: staff})
+			r := e.do(t, req{method: "GET", path: "/api/orders?customer=" + url.QueryEscape(sub), token: staff})
 			mustStatus(t, r, http.StatusOK)
 			r.decode(t, &page)
 			if len(page.Orders) != 1 || page.Orders[0].ID != o.ID {
 				t.Fatalf("staff GET /api/orders?customer=%s: %+v, want the order", sub, page.Orders)
 			}
-			mustStatus(t, e.do(t, req{method: "GET", path: "/api/orders/" + o.ID, token: tok}), http.StatusOK)
-
-			topic := store.CustomerTopic(sub)
-			s := e.openStream(t, "/api/events?topic="+url.QueryEscape(topic), map[string]string{"Authorization": "Bearer " + tok})
-			defer s.Close()
-			if ev := s.next(t); ev.Event != "snapshot" || ev.payload(t).Topic != topic || len(ev.payload(t).Orders) != 1 {
-				t.Fatalf("snapshot of %s: %+v", topic, ev)
-			}
 			mustStatus(t, e.do(t, req{method: "PATCH", path: "/api/orders/" + o.ID, token: staff, body: `{"status":"preparing"}`}), http.StatusOK)
 			if ev := s.next(t); ev.Event != "order" || ev.payload(t).Order == nil || ev.payload(t).Order.Status != store.StatusPreparing {
-				t.Fatalf("change on %s: %+v", topic, ev)
+				t.Fatalf("change on %s: %+v", store.CustomerTopic(sub), ev)
 			}
 		})
 	}
