@@ -169,7 +169,8 @@ master_process on;
 worker_processes 1;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log notice;
-events { worker_connections 1024; }
+worker_rlimit_nofile 20000;
+events { worker_connections 10000; }
 http {
 	access_log off;
 	client_body_temp_path %[1]s/body;
