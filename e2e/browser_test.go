@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -35,6 +37,43 @@ const browserStepBound = 5 * time.Second
 
 // browserWait bounds waits that include a reconnect or a page load.
 const browserWait = 20 * time.Second
+
+// browserOtherMachineJS runs before a page's scripts: every order the
+// page reads over REST or receives on its stream says that a placed order
+// may move to preparing or delivered (not cancelled). The demo has no
+// copy of the status machine, so it must offer those moves.
+const browserOtherMachineJS = `(() => {
+  const widen = (o) => {
+    if (o && typeof o === "object" && o.status === "placed" && Array.isArray(o.allowed)) o.allowed = ["preparing", "delivered"];
+  };
+  const rewrite = (v) => {
+    if (!v || typeof v !== "object") return;
+    widen(v);
+    widen(v.order);
+    if (Array.isArray(v.orders)) v.orders.forEach(widen);
+  };
+  const fetch0 = window.fetch;
+  window.fetch = async (input, init) => {
+    const res = await fetch0(input, init);
+    if (!res.ok || !String(input).startsWith("/api/orders")) return res;
+    const body = await res.clone().json().catch(() => undefined);
+    if (body === undefined) return res;
+    rewrite(body);
+    return new Response(JSON.stringify(body), { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+  const ES = window.EventSource;
+  window.EventSource = class extends ES {
+    addEventListener(type, fn, opts) {
+      if (type !== "snapshot" && type !== "order") return super.addEventListener(type, fn, opts);
+      return super.addEventListener(type, (e) => {
+        let d;
+        try { d = JSON.parse(e.data); } catch { return fn(e); }
+        rewrite(d);
+        fn(new MessageEvent(e.type, { data: JSON.stringify(d), lastEventId: e.lastEventId }));
+      }, opts);
+    }
+  };
+})();`
 
 // TestBrowserDemo drives the demo page in a real Chromium over the real
 // server (run with -dev on a fixed port and data directory):
@@ -249,6 +288,47 @@ func TestBrowserDemo(t *testing.T) {
 			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "cancelled"`, browserJS(fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(cancelledID)))))
 		second.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
 		second.checkNoProblems(t, true)
+	})
+	if !ok {
+		return
+	}
+
+	ok = t.Run("the moves offered are the order's allowed", func(t *testing.T) {
+		// A page whose every order (REST answers, snapshots, events) says
+		// a placed order may go straight to delivered and not be
+		// cancelled, as a server with another status machine would: the
+		// page offers exactly those moves, and the real server's 409
+		// shows when one is tried.
+		var o store.Order
+		browserREST(t, http.MethodPost, srv.URL+"/api/orders", `{"customer":"zoe","items":[{"sku":"pad-thai","qty":1}]}`, "", http.StatusCreated, &o)
+		p := newBrowserPage(t, first.ctx, "moves", chromedp.WithNewBrowserContext())
+		t.Cleanup(func() {
+			if t.Failed() {
+				p.saveScreenshot(t, os.TempDir(), "failure")
+			}
+		})
+		p.do(t, "rewrite allowed", func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: browserOtherMachineJS})
+			return chromedp.Void{}, err
+		})
+		p.do(t, "open the order's link", chromedp.Navigate(srv.URL+"/#order="+o.ID))
+		card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(o.ID))
+		moves := fmt.Sprintf(`[...document.querySelectorAll(%s)].map(b => b.dataset.action + " " + b.dataset.next + " " + b.textContent).join(", ")`,
+			browserJS(card+" button[data-next]"))
+		p.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
+		p.waitUntil(t, browserWait, "the placed order offers the rewritten moves",
+			moves+` === "advance preparing Start preparing, advance delivered Mark delivered"`)
+		p.click(t, card+` button[data-next="delivered"]`)
+		p.waitUntil(t, browserWait, "the server's 409 shows on the card", fmt.Sprintf(
+			`(document.querySelector(%s)?.textContent || "").includes("cannot move an order from placed to delivered")`, browserJS(card+" .form-error")))
+		if got := p.evalString(t, card, "dataset.status"); got != store.StatusPlaced {
+			t.Errorf("after the refused move the card shows %q, want placed", got)
+		}
+		// The server's own moves, once the order is no longer placed.
+		browserREST(t, http.MethodPatch, srv.URL+"/api/orders/"+o.ID, `{"status":"preparing"}`, "", http.StatusOK, nil)
+		p.waitUntil(t, browserWait, "the preparing order offers the server's moves",
+			moves+` === "advance out_for_delivery Send out, cancel cancelled Cancel"`)
+		p.checkNoProblems(t, false) // the 409 is a failed request
 	})
 	if !ok {
 		return
