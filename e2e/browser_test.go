@@ -75,6 +75,43 @@ const browserOtherMachineJS = `(() => {
   };
 })();`
 
+// allowedMovesScenario opens, with open, a page that runs
+// browserOtherMachineJS on a placed order's link (the server at base):
+// the card offers exactly the rewritten moves (preparing, delivered; no
+// cancel), the server's 409 shows on the card when the page tries
+// delivered, and once the order is preparing the card offers the
+// server's own moves. The demo keeps no copy of the status machine, so
+// its buttons follow allowed wherever it comes from.
+func allowedMovesScenario(t *testing.T, p jsPage, base string, open func(url string)) {
+	t.Helper()
+	var o store.Order
+	browserREST(t, http.MethodPost, base+"/api/orders", `{"customer":"zoe","items":[{"sku":"pad-thai","qty":1}]}`, "", http.StatusCreated, &o)
+	open(base + "/#order=" + o.ID)
+	card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(o.ID))
+	moves := fmt.Sprintf(`[...document.querySelectorAll(%s)].map(b => b.dataset.action + " " + b.dataset.next + " " + b.textContent).join(", ")`,
+		browserJS(card+" button[data-next]"))
+	p.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn")?.dataset.state === "live"`)
+	p.waitUntil(t, browserWait, "the placed order offers the rewritten moves",
+		moves+` === "advance preparing Start preparing, advance delivered Mark delivered"`)
+	var clicked bool
+	p.eval(t, fmt.Sprintf(`(() => { const b = document.querySelector(%s); b?.click(); return Boolean(b); })()`,
+		browserJS(card+` button[data-next="delivered"]:not(:disabled)`)), &clicked)
+	if !clicked {
+		t.Fatal("no enabled button moves the order to delivered")
+	}
+	p.waitUntil(t, browserWait, "the server's 409 shows on the card", fmt.Sprintf(
+		`(document.querySelector(%s)?.textContent || "").includes("cannot move an order from placed to delivered")`, browserJS(card+" .form-error")))
+	var status string
+	p.eval(t, fmt.Sprintf(`document.querySelector(%s).dataset.status`, browserJS(card)), &status)
+	if status != store.StatusPlaced {
+		t.Errorf("after the refused move the card shows %q, want placed", status)
+	}
+	// The server's own moves, once the order is no longer placed.
+	browserREST(t, http.MethodPatch, base+"/api/orders/"+o.ID, `{"status":"preparing"}`, "", http.StatusOK, nil)
+	p.waitUntil(t, browserWait, "the preparing order offers the server's moves",
+		moves+` === "advance out_for_delivery Send out, cancel cancelled Cancel"`)
+}
+
 // TestBrowserDemo drives the demo page in a real Chromium over the real
 // server (run with -dev on a fixed port and data directory):
 //   - the page loads with no console error; an order placed on it moves
@@ -294,13 +331,6 @@ func TestBrowserDemo(t *testing.T) {
 	}
 
 	ok = t.Run("the moves offered are the order's allowed", func(t *testing.T) {
-		// A page whose every order (REST answers, snapshots, events) says
-		// a placed order may go straight to delivered and not be
-		// cancelled, as a server with another status machine would: the
-		// page offers exactly those moves, and the real server's 409
-		// shows when one is tried.
-		var o store.Order
-		browserREST(t, http.MethodPost, srv.URL+"/api/orders", `{"customer":"zoe","items":[{"sku":"pad-thai","qty":1}]}`, "", http.StatusCreated, &o)
 		p := newBrowserPage(t, first.ctx, "moves", chromedp.WithNewBrowserContext())
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -311,23 +341,7 @@ func TestBrowserDemo(t *testing.T) {
 			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: browserOtherMachineJS})
 			return chromedp.Void{}, err
 		})
-		p.do(t, "open the order's link", chromedp.Navigate(srv.URL+"/#order="+o.ID))
-		card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(o.ID))
-		moves := fmt.Sprintf(`[...document.querySelectorAll(%s)].map(b => b.dataset.action + " " + b.dataset.next + " " + b.textContent).join(", ")`,
-			browserJS(card+" button[data-next]"))
-		p.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
-		p.waitUntil(t, browserWait, "the placed order offers the rewritten moves",
-			moves+` === "advance preparing Start preparing, advance delivered Mark delivered"`)
-		p.click(t, card+` button[data-next="delivered"]`)
-		p.waitUntil(t, browserWait, "the server's 409 shows on the card", fmt.Sprintf(
-			`(document.querySelector(%s)?.textContent || "").includes("cannot move an order from placed to delivered")`, browserJS(card+" .form-error")))
-		if got := p.evalString(t, card, "dataset.status"); got != store.StatusPlaced {
-			t.Errorf("after the refused move the card shows %q, want placed", got)
-		}
-		// The server's own moves, once the order is no longer placed.
-		browserREST(t, http.MethodPatch, srv.URL+"/api/orders/"+o.ID, `{"status":"preparing"}`, "", http.StatusOK, nil)
-		p.waitUntil(t, browserWait, "the preparing order offers the server's moves",
-			moves+` === "advance out_for_delivery Send out, cancel cancelled Cancel"`)
+		allowedMovesScenario(t, p, srv.URL, func(url string) { p.do(t, "open "+url, chromedp.Navigate(url)) })
 		p.checkNoProblems(t, false) // the 409 is a failed request
 	})
 	if !ok {

@@ -338,7 +338,22 @@ func TestFirefoxDemo(t *testing.T) {
 	page.checkLogs(t, firefoxDownErrors(base))
 	if t.Failed() {
 		t.Log(page.state(t))
+		return
 	}
+
+	// The moves a card offers are its order's allowed (see
+	// allowedMovesScenario), in a tab that rewrites them.
+	moves := newFirefoxTab(t, b, "moves", false)
+	ctx, cancel := context.WithTimeout(t.Context(), browserWait)
+	defer cancel()
+	if _, err := b.Call(ctx, "script.addPreloadScript", map[string]any{
+		"functionDeclaration": "() => { " + browserOtherMachineJS + " }",
+		"contexts":            []string{moves.tab.ID()},
+	}); err != nil {
+		t.Fatalf("add the preload script: %v", err)
+	}
+	allowedMovesScenario(t, moves, base, func(url string) { moves.navigate(t, url) })
+	moves.checkLogs(t, nil)
 }
 
 // jsPage is a browser tab in either engine: a *browserPage (Chromium) or
