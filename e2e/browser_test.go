@@ -119,6 +119,8 @@ func allowedMovesScenario(t *testing.T, p jsPage, base string, open func(url str
 //     another order is cancelled;
 //   - a second browser context (its own storage) posts in the room and the
 //     first page shows it, and the other way round;
+//   - allowedMovesScenario: the moves a card offers are its order's
+//     allowed (a page that rewrites allowed gets other buttons);
 //   - the server is stopped, changes are written to its data directory while
 //     it is down, a stand-in answers 503 (as a router does during a deploy),
 //     then the server comes back on the same port and directory; changes

@@ -242,7 +242,8 @@ func stayDown(killedAt time.Time) {
 // directory, and more chat and order changes follow. Every order and
 // message event is in the page's event log exactly once, the order shows
 // its last status, and the page logged no error except Firefox's
-// connection errors for the stream while the server was down.
+// connection errors for the stream while the server was down. Then
+// allowedMovesScenario: the moves a card offers are its order's allowed.
 func TestFirefoxDemo(t *testing.T) {
 	b := startFirefox(t)
 	bin, err := buildBinary()
