@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -36,6 +38,80 @@ const browserStepBound = 5 * time.Second
 // browserWait bounds waits that include a reconnect or a page load.
 const browserWait = 20 * time.Second
 
+// browserOtherMachineJS runs before a page's scripts: every order the
+// page reads over REST or receives on its stream says that a placed order
+// may move to preparing or delivered (not cancelled). The demo has no
+// copy of the status machine, so it must offer those moves.
+const browserOtherMachineJS = `(() => {
+  const widen = (o) => {
+    if (o && typeof o === "object" && o.status === "placed" && Array.isArray(o.allowed)) o.allowed = ["preparing", "delivered"];
+  };
+  const rewrite = (v) => {
+    if (!v || typeof v !== "object") return;
+    widen(v);
+    widen(v.order);
+    if (Array.isArray(v.orders)) v.orders.forEach(widen);
+  };
+  const fetch0 = window.fetch;
+  window.fetch = async (input, init) => {
+    const res = await fetch0(input, init);
+    if (!res.ok || !String(input).startsWith("/api/orders")) return res;
+    const body = await res.clone().json().catch(() => undefined);
+    if (body === undefined) return res;
+    rewrite(body);
+    return new Response(JSON.stringify(body), { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+  const ES = window.EventSource;
+  window.EventSource = class extends ES {
+    addEventListener(type, fn, opts) {
+      if (type !== "snapshot" && type !== "order") return super.addEventListener(type, fn, opts);
+      return super.addEventListener(type, (e) => {
+        let d;
+        try { d = JSON.parse(e.data); } catch { return fn(e); }
+        rewrite(d);
+        fn(new MessageEvent(e.type, { data: JSON.stringify(d), lastEventId: e.lastEventId }));
+      }, opts);
+    }
+  };
+})();`
+
+// allowedMovesScenario opens, with open, a page that runs
+// browserOtherMachineJS on a placed order's link (the server at base):
+// the card offers exactly the rewritten moves (preparing, delivered; no
+// cancel), the server's 409 shows on the card when the page tries
+// delivered, and once the order is preparing the card offers the
+// server's own moves. The demo keeps no copy of the status machine, so
+// its buttons follow allowed wherever it comes from.
+func allowedMovesScenario(t *testing.T, p jsPage, base string, open func(url string)) {
+	t.Helper()
+	var o store.Order
+	browserREST(t, http.MethodPost, base+"/api/orders", `{"customer":"zoe","items":[{"sku":"pad-thai","qty":1}]}`, "", http.StatusCreated, &o)
+	open(base + "/#order=" + o.ID)
+	card := fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(o.ID))
+	moves := fmt.Sprintf(`[...document.querySelectorAll(%s)].map(b => b.dataset.action + " " + b.dataset.next + " " + b.textContent).join(", ")`,
+		browserJS(card+" button[data-next]"))
+	p.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn")?.dataset.state === "live"`)
+	p.waitUntil(t, browserWait, "the placed order offers the rewritten moves",
+		moves+` === "advance preparing Start preparing, advance delivered Mark delivered"`)
+	var clicked bool
+	p.eval(t, fmt.Sprintf(`(() => { const b = document.querySelector(%s); b?.click(); return Boolean(b); })()`,
+		browserJS(card+` button[data-next="delivered"]:not(:disabled)`)), &clicked)
+	if !clicked {
+		t.Fatal("no enabled button moves the order to delivered")
+	}
+	p.waitUntil(t, browserWait, "the server's 409 shows on the card", fmt.Sprintf(
+		`(document.querySelector(%s)?.textContent || "").includes("cannot move an order from placed to delivered")`, browserJS(card+" .form-error")))
+	var status string
+	p.eval(t, fmt.Sprintf(`document.querySelector(%s).dataset.status`, browserJS(card)), &status)
+	if status != store.StatusPlaced {
+		t.Errorf("after the refused move the card shows %q, want placed", status)
+	}
+	// The server's own moves, once the order is no longer placed.
+	browserREST(t, http.MethodPatch, base+"/api/orders/"+o.ID, `{"status":"preparing"}`, "", http.StatusOK, nil)
+	p.waitUntil(t, browserWait, "the preparing order offers the server's moves",
+		moves+` === "advance out_for_delivery Send out, cancel cancelled Cancel"`)
+}
+
 // TestBrowserDemo drives the demo page in a real Chromium over the real
 // server (run with -dev on a fixed port and data directory):
 //   - the page loads with no console error; an order placed on it moves
@@ -43,6 +119,8 @@ const browserWait = 20 * time.Second
 //     another order is cancelled;
 //   - a second browser context (its own storage) posts in the room and the
 //     first page shows it, and the other way round;
+//   - allowedMovesScenario: the moves a card offers are its order's
+//     allowed (a page that rewrites allowed gets other buttons);
 //   - the server is stopped, changes are written to its data directory while
 //     it is down, a stand-in answers 503 (as a router does during a deploy),
 //     then the server comes back on the same port and directory; changes
@@ -249,6 +327,24 @@ func TestBrowserDemo(t *testing.T) {
 			fmt.Sprintf(`document.querySelector(%s)?.dataset.status === "cancelled"`, browserJS(fmt.Sprintf(`#orders [data-order-id=%s]`, browserJS(cancelledID)))))
 		second.waitUntil(t, browserWait, "the page is live", `document.getElementById("conn").dataset.state === "live"`)
 		second.checkNoProblems(t, true)
+	})
+	if !ok {
+		return
+	}
+
+	ok = t.Run("the moves offered are the order's allowed", func(t *testing.T) {
+		p := newBrowserPage(t, first.ctx, "moves", chromedp.WithNewBrowserContext())
+		t.Cleanup(func() {
+			if t.Failed() {
+				p.saveScreenshot(t, os.TempDir(), "failure")
+			}
+		})
+		p.do(t, "rewrite allowed", func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: browserOtherMachineJS})
+			return chromedp.Void{}, err
+		})
+		allowedMovesScenario(t, p, srv.URL, func(url string) { p.do(t, "open "+url, chromedp.Navigate(url)) })
+		p.checkNoProblems(t, false) // the 409 is a failed request
 	})
 	if !ok {
 		return

@@ -242,7 +242,8 @@ func stayDown(killedAt time.Time) {
 // directory, and more chat and order changes follow. Every order and
 // message event is in the page's event log exactly once, the order shows
 // its last status, and the page logged no error except Firefox's
-// connection errors for the stream while the server was down.
+// connection errors for the stream while the server was down. Then
+// allowedMovesScenario: the moves a card offers are its order's allowed.
 func TestFirefoxDemo(t *testing.T) {
 	b := startFirefox(t)
 	bin, err := buildBinary()
@@ -338,7 +339,22 @@ func TestFirefoxDemo(t *testing.T) {
 	page.checkLogs(t, firefoxDownErrors(base))
 	if t.Failed() {
 		t.Log(page.state(t))
+		return
 	}
+
+	// The moves a card offers are its order's allowed (see
+	// allowedMovesScenario), in a tab that rewrites them.
+	moves := newFirefoxTab(t, b, "moves", false)
+	ctx, cancel := context.WithTimeout(t.Context(), browserWait)
+	defer cancel()
+	if _, err := b.Call(ctx, "script.addPreloadScript", map[string]any{
+		"functionDeclaration": "() => { " + browserOtherMachineJS + " }",
+		"contexts":            []string{moves.tab.ID()},
+	}); err != nil {
+		t.Fatalf("add the preload script: %v", err)
+	}
+	allowedMovesScenario(t, moves, base, func(url string) { moves.navigate(t, url) })
+	moves.checkLogs(t, nil)
 }
 
 // jsPage is a browser tab in either engine: a *browserPage (Chromium) or

@@ -104,7 +104,8 @@ const (
 	specOrderJSON = `{"id":"65f1c0d2a4b5c6d7e8f90123","customer":"alice",` +
 		`"items":[{"sku":"pizza","qty":1}],"status":"placed","version":1,` +
 		`"history":[{"status":"placed","at":"2026-01-02T15:04:05Z"}],` +
-		`"createdAt":"2026-01-02T15:04:05Z","updatedAt":"2026-01-02T15:04:05Z"}`
+		`"createdAt":"2026-01-02T15:04:05Z","updatedAt":"2026-01-02T15:04:05Z",` +
+		`"allowed":["preparing","cancelled"]}`
 )
 
 // TestSpecCheckCatchesDrift runs the check every API test's server runs

@@ -151,18 +151,6 @@ func (s *server) patchOrder(c echo.Context) error {
 var statuses = []string{store.StatusPlaced, store.StatusPreparing, store.StatusOutForDelivery,
 	store.StatusDelivered, store.StatusCancelled}
 
-// allowedFrom returns the statuses an order may move to from status
-// from: empty, not nil, when there is none.
-func allowedFrom(from string) []string {
-	allowed := []string{}
-	for _, to := range statuses {
-		if store.CanTransition(from, to) {
-			allowed = append(allowed, to)
-		}
-	}
-	return allowed
-}
-
 // conflict answers a staff move the store refused as a transition its
 // status machine does not allow (err wraps store.ErrConflict): 409 saying
 // from which status, with the statuses the order may move to. It reads
@@ -177,7 +165,7 @@ func (s *server) conflict(c echo.Context, id, to string, err error) error {
 	if o.Status == to {
 		msg = "the order is already " + to
 	}
-	return &apiError{status: http.StatusConflict, body: errorBody{Error: msg, Allowed: allowedFrom(o.Status)}}
+	return &apiError{status: http.StatusConflict, body: errorBody{Error: msg, Allowed: store.NextStatuses(o.Status)}}
 }
 
 // customerRefused is the 403 for a move a customer may not make on o,

@@ -15,6 +15,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -110,6 +111,18 @@ type Order struct {
 	History   []StatusChange `json:"history" bson:"history"`
 	CreatedAt time.Time      `json:"createdAt" bson:"createdAt"`
 	UpdatedAt time.Time      `json:"updatedAt" bson:"updatedAt"`
+}
+
+// MarshalJSON encodes the order with its fields and "allowed": the
+// statuses it may move to next (NextStatuses of its status, [] for
+// none), so that a client offers the moves of the status machine
+// without a copy of it. Decoding ignores "allowed".
+func (o Order) MarshalJSON() ([]byte, error) {
+	type fields Order // without this method
+	return json.Marshal(struct {
+		fields
+		Allowed []string `json:"allowed"`
+	}{fields(o), NextStatuses(o.Status)})
 }
 
 // StatusChange is one step of an order's history: the status the order
@@ -317,10 +330,19 @@ func ParseTopic(topic string) (kind TopicKind, key string, ok bool) {
 	return "", "", false
 }
 
+// transitions is the status machine: the statuses an order may move to
+// from each status, in the order an order moves through them.
 var transitions = map[string][]string{
 	StatusPlaced:         {StatusPreparing, StatusCancelled},
 	StatusPreparing:      {StatusOutForDelivery, StatusCancelled},
 	StatusOutForDelivery: {StatusDelivered},
+}
+
+// NextStatuses returns the statuses an order may move to from status
+// from, in the order an order moves through them: empty, not nil, for
+// a final or unknown status. The caller owns the slice.
+func NextStatuses(from string) []string {
+	return append([]string{}, transitions[from]...)
 }
 
 // ValidStatus reports whether s is a known order status.

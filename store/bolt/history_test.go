@@ -119,3 +119,52 @@ func TestOrderWithoutHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowedIsNotStored: what store.Order's JSON derives for clients
+// (allowed) is not written to the order or its log entries, after a
+// create and after an update; the stored form keeps the order's own
+// fields, and GetOrder's JSON has allowed.
+func TestAllowedIsNotStored(t *testing.T) {
+	b := testOpen(t, "", Options{}, nil)
+	ctx := context.Background()
+	check := func(what string, want int) {
+		t.Helper()
+		var stored []string
+		err := b.db.View(func(tx *bbolt.Tx) error {
+			for _, name := range [][]byte{orderBucket, logBucket} {
+				if err := tx.Bucket(name).ForEach(func(_, v []byte) error {
+					stored = append(stored, string(v))
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stored) != want {
+			t.Fatalf("after %s: stored %d values, want the order and %d log entries: %q", what, len(stored), want-1, stored)
+		}
+		for _, v := range stored {
+			if !strings.Contains(v, `"status":`) || strings.Contains(v, `"allowed"`) {
+				t.Errorf("after %s: stored %s; want the order's fields without allowed", what, v)
+			}
+		}
+	}
+	o := mustOrder(t, b, "ann")
+	check("CreateOrder", 2)
+	if _, err := b.UpdateOrderStatus(ctx, o.ID, store.StatusPreparing, 0); err != nil {
+		t.Fatalf("UpdateOrderStatus: %v", err)
+	}
+	check("UpdateOrderStatus", 3)
+	got, err := b.GetOrder(ctx, o.ID)
+	if err != nil {
+		t.Fatalf("GetOrder: %v", err)
+	}
+	data, _ := json.Marshal(got)
+	if !strings.Contains(string(data), `"allowed":["out_for_delivery","cancelled"]`) {
+		t.Errorf("GetOrder's JSON %s has no allowed moves", data)
+	}
+}

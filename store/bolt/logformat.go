@@ -41,10 +41,14 @@ type record struct {
 	// before list topics (see lists).
 	Lists   []string       `json:"lists,omitempty"`
 	Op      string         `json:"op"`
-	Order   *store.Order   `json:"order,omitempty"`
+	Order   *storedOrder   `json:"order,omitempty"`
 	Message *store.Message `json:"message,omitempty"`
 	Time    time.Time      `json:"time"`
 }
+
+// storedOrder is an order as the store writes it: its own fields, without
+// what store.Order's MarshalJSON derives from them for clients (allowed).
+type storedOrder store.Order
 
 // append logs a change with sequence number seq (from alloc) and indexes it
 // under its topic and its list topics.

@@ -319,8 +319,9 @@ func (b *Store) decodeChange(seq uint64, v []byte) (store.Change, error) {
 	if err := json.Unmarshal(v, &r); err != nil {
 		return store.Change{}, fmt.Errorf("decode change %d: %w", seq, err)
 	}
-	if r.Order != nil {
-		fillHistory(r.Order) // a change logged before histories were kept
+	o := (*store.Order)(r.Order)
+	if o != nil {
+		fillHistory(o) // a change logged before histories were kept
 	}
-	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: r.Order, Message: r.Message, Time: r.Time}, nil
+	return store.Change{Pos: b.pos(seq), Topic: r.Topic, Lists: r.lists(), Op: r.Op, Order: o, Message: r.Message, Time: r.Time}, nil
 }

@@ -32,9 +32,9 @@ func (b *Store) CreateOrder(ctx context.Context, customer string, items []store.
 			CreatedAt: t.now,
 			UpdatedAt: t.now,
 		}
-		t.putJSON(orderBucket, []byte(o.ID), &o)
+		t.putJSON(orderBucket, []byte(o.ID), (*storedOrder)(&o))
 		t.indexOrder(&o)
-		t.append(seq, &record{Topic: store.OrderTopic(o.ID), Lists: store.OrderLists(o.Customer), Op: store.OpInsert, Order: &o})
+		t.append(seq, &record{Topic: store.OrderTopic(o.ID), Lists: store.OrderLists(o.Customer), Op: store.OpInsert, Order: (*storedOrder)(&o)})
 		return nil
 	})
 	if err != nil {
@@ -115,9 +115,9 @@ func (b *Store) UpdateOrderStatus(ctx context.Context, id, status string, ifVers
 		o.Version++
 		o.UpdatedAt = t.now
 		o.History = store.AppendHistory(o.History, status, t.now)
-		t.putJSON(orderBucket, []byte(o.ID), &o)
+		t.putJSON(orderBucket, []byte(o.ID), (*storedOrder)(&o))
 		t.indexOrder(&o)
-		t.append(t.alloc(), &record{Topic: store.OrderTopic(o.ID), Lists: store.OrderLists(o.Customer), Op: store.OpUpdate, Order: &o})
+		t.append(t.alloc(), &record{Topic: store.OrderTopic(o.ID), Lists: store.OrderLists(o.Customer), Op: store.OpUpdate, Order: (*storedOrder)(&o)})
 		return nil
 	})
 	if err != nil {
