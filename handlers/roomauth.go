@@ -271,7 +271,8 @@ func (a *roomAsker) post(ctx context.Context, k roomKey) (int, []byte, error) {
 }
 
 // roomVerdictOf reads the backend's answer, failing closed: only a 2xx
-// whose body is a JSON object with "allowed": true (a JSON true) allows,
+// whose body is a JSON object with "allowed": true (a JSON true; the key
+// spelled so, once) allows,
 // and only "allowed": false is a plain no. A 5xx or 429 is
 // roomUnavailable (the backend failed: a retry may be answered);
 // anything else is roomDenied. The error says what was neither yes nor
@@ -283,13 +284,15 @@ func roomVerdictOf(status int, body []byte) (roomVerdict, error) {
 	case status/100 != 2:
 		return roomDenied, fmt.Errorf("status %d is not 2xx", status)
 	}
-	var ans struct {
-		Allowed json.RawMessage `json:"allowed"`
-	}
+	// A map: its keys match exactly ("Allowed" is not "allowed").
+	var ans map[string]json.RawMessage
 	if err := json.Unmarshal(body, &ans); err != nil {
 		return roomDenied, fmt.Errorf("the body is not a JSON object: %w", err)
 	}
-	switch string(ans.Allowed) {
+	if err := strictKeys(body, nil); err != nil {
+		return roomDenied, err // a key given twice: which one counts?
+	}
+	switch string(ans["allowed"]) {
 	case "true":
 		return roomAllowed, nil
 	case "false":
