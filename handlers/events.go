@@ -56,9 +56,10 @@ func (s *server) roomEvents(c echo.Context) error {
 // Repeated topics count once. No topic, or more than
 // Limits.TopicsPerRequest, is a 400 for the whole request. Then each
 // topic is checked on its own: a malformed one (400), an unknown or
-// foreign order (the same answer, 404), a room not granted (403), the
-// orders list for a customer (403) or another customer's list (404) is
-// refused. The stream carries the other topics and starts, on every
+// foreign order (the same answer, 404), a room not granted (403, or 503
+// when the app's backend could not be asked), the orders list for a
+// customer (403) or another customer's list (404) is refused. Rooms the
+// backend granted are asked about again while the stream runs. The stream carries the other topics and starts, on every
 // connection, with one `refused` event per refused topic. When every
 // topic is refused the answer is an error: see allRefused.
 func (s *server) events(c echo.Context) error {

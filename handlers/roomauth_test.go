@@ -104,7 +104,7 @@ func (b *roomBackend) questions() []roomQuestion {
 // fakeClock is a Config.Now the test moves.
 type fakeClock struct{ offset atomic.Int64 }
 
-func (c *fakeClock) now() time.Time           { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *fakeClock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *fakeClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // roomEnv starts a server asking b about rooms, with cfg's other fields
