@@ -91,6 +91,7 @@ func TestRoomAuthEndToEnd(t *testing.T) {
 	mu.Lock()
 	delete(members, "alice kitchen read")
 	mu.Unlock()
+	withdrawn := time.Now()
 	refused := func(evs []sseclient.Event) int {
 		for i, ev := range evs {
 			if ev.Name == "refused" && strings.Contains(string(ev.Data), `"topic":"rooms/kitchen","status":403`) {
@@ -100,6 +101,7 @@ func TestRoomAuthEndToEnd(t *testing.T) {
 		return -1
 	}
 	c.WaitFor(t, "rooms/kitchen refused", func(evs []sseclient.Event) bool { return refused(evs) >= 0 })
+	t.Logf("the withdrawal reached the open stream after %s (ROOM_AUTH_CACHE 1s)", time.Since(withdrawn).Round(10*time.Millisecond))
 	post("kitchen", "k2")
 	post("lobby", "l2")
 	evs := c.WaitFor(t, "l2", func(evs []sseclient.Event) bool { return message(evs, "l2") >= 0 })

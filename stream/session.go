@@ -137,7 +137,8 @@ type session struct {
 // count once.
 //
 // The stream ends when the client goes, the Multiplexer closes, the
-// subscriber falls too far behind, or the token expires; the response
+// subscriber falls too far behind, the token expires, or opts.Recheck
+// withdraws every topic; the response
 // then ends cleanly so the client reconnects (after Close, with a last
 // `retry:` drawn from the shutdown window).
 //
