@@ -161,7 +161,9 @@ func newRoomAsker(ctx context.Context, cfg RoomAuth, now func() time.Time, log *
 	if client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = cfg.MaxCalls // one kept per slot
-		client = &http.Client{Transport: t}
+		// A redirect is an answer, not a yes: never followed (nor the
+		// secret sent elsewhere).
+		client = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	return &roomAsker{
 		cfg: cfg, ctx: ctx, client: client, now: now, log: log,
@@ -272,11 +274,10 @@ func (a *roomAsker) post(ctx context.Context, k roomKey) (int, []byte, error) {
 
 // roomVerdictOf reads the backend's answer, failing closed: only a 2xx
 // whose body is a JSON object with "allowed": true (a JSON true; the key
-// spelled so, once) allows,
-// and only "allowed": false is a plain no. A 5xx or 429 is
-// roomUnavailable (the backend failed: a retry may be answered);
-// anything else is roomDenied. The error says what was neither yes nor
-// no.
+// spelled so, once) allows, and only "allowed": false is a plain no. A
+// 5xx or 429 is roomUnavailable (the backend failed: a retry may be
+// answered); anything else is roomDenied. The error says what was
+// neither yes nor no.
 func roomVerdictOf(status int, body []byte) (roomVerdict, error) {
 	switch {
 	case status >= 500 || status == http.StatusTooManyRequests:

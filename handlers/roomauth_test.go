@@ -24,6 +24,8 @@ type roomBackend struct {
 	asked   []roomQuestion
 	headers []http.Header
 	hold    chan struct{} // when not nil, each question waits for it to close
+	// redirects counts the answers that redirect (to the same URL).
+	redirects int
 
 	calls, inFlight, maxInFlight atomic.Int64
 }
@@ -65,6 +67,9 @@ func newRoomBackend(tb testing.TB, allow ...string) *roomBackend {
 			}
 		}
 		status, body := reply(q)
+		if status/100 == 3 {
+			w.Header().Set("Location", r.URL.String())
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		io.WriteString(w, body)
@@ -210,6 +215,7 @@ func TestRoomAuthFailsClosed(t *testing.T) {
 		"nullvalue": {200, `{"allowed":null}`},
 		"forbidden": {403, `{"allowed":true}`},
 		"redirect":  {302, `{"allowed":true}`},
+		"moved":     {307, `{"allowed":true}`}, // to /yes, which would say yes
 		"error":     {500, `{"allowed":true}`},
 		"badgw":     {502, ``},
 		"busy":      {429, `{"allowed":true}`},
@@ -218,6 +224,11 @@ func TestRoomAuthFailsClosed(t *testing.T) {
 	b.setReply(func(q roomQuestion) (int, string) {
 		if q.Room == "slow" {
 			time.Sleep(2 * time.Second) // past the Timeout below
+		}
+		if q.Room == "moved" {
+			b.mu.Lock()
+			b.redirects++
+			b.mu.Unlock()
 		}
 		r := replies[q.Room]
 		return r.status, r.body
@@ -238,6 +249,12 @@ func TestRoomAuthFailsClosed(t *testing.T) {
 			t.Errorf("backend answering %d %q: %d with Retry-After %q", replies[room].status, replies[room].body, r.status, ra)
 		}
 	}
+
+	b.mu.Lock()
+	if b.redirects != 1 {
+		t.Errorf("a redirect was followed: %d questions redirected, want 1", b.redirects)
+	}
+	b.mu.Unlock()
 
 	// Nobody listening at all.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
