@@ -30,18 +30,24 @@ func (s *server) orderEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.serveStream(c, p, []string{store.OrderTopic(o.ID)}, nil)
+	return s.serveStream(c, p, []string{store.OrderTopic(o.ID)}, nil, nil)
 }
 
 // roomEvents handles GET /api/rooms/:room/events: the stream of one room
-// the principal may use (else 403).
+// the principal may read (else 403 or 503, see roomParam). A room the
+// app's backend granted is asked about again while the stream runs.
 func (s *server) roomEvents(c echo.Context) error {
 	p := principal(c)
-	room, err := roomParam(c, p)
+	room, g, err := s.roomParam(c, p, roomRead)
 	if err != nil {
 		return err
 	}
-	return s.serveStream(c, p, []string{store.RoomTopic(room)}, nil)
+	topic := store.RoomTopic(room)
+	var asked []string
+	if g == grantBackend {
+		asked = []string{topic}
+	}
+	return s.serveStream(c, p, []string{topic}, nil, asked)
 }
 
 // events handles GET /api/events?topic=...&topic=...: one stream for
@@ -50,9 +56,10 @@ func (s *server) roomEvents(c echo.Context) error {
 // Repeated topics count once. No topic, or more than
 // Limits.TopicsPerRequest, is a 400 for the whole request. Then each
 // topic is checked on its own: a malformed one (400), an unknown or
-// foreign order (the same answer, 404), a room not granted (403), the
-// orders list for a customer (403) or another customer's list (404) is
-// refused. The stream carries the other topics and starts, on every
+// foreign order (the same answer, 404), a room not granted (403, or 503
+// when the app's backend could not be asked), the orders list for a
+// customer (403) or another customer's list (404) is refused. Rooms the
+// backend granted are asked about again while the stream runs. The stream carries the other topics and starts, on every
 // connection, with one `refused` event per refused topic. When every
 // topic is refused the answer is an error: see allRefused.
 func (s *server) events(c echo.Context) error {
@@ -74,6 +81,7 @@ func (s *server) events(c echo.Context) error {
 	}
 	allowed := make([]string, 0, len(topics))
 	var refused []protocol.Refused
+	var asked []string // rooms the app's backend granted
 	for _, t := range topics {
 		kind, key, ok := store.ParseTopic(t)
 		if !ok {
@@ -91,9 +99,14 @@ func (s *server) events(c echo.Context) error {
 				continue
 			}
 		case store.KindRoom:
-			if !p.CanRoom(key) {
-				refused = append(refused, protocol.Refused{Topic: t, Status: http.StatusForbidden, Error: msgRoomNotGranted(key)})
+			g := s.roomAccess(c.Request().Context(), p, key, roomRead)
+			if !g.ok() {
+				status, msg := g.refusal(key)
+				refused = append(refused, protocol.Refused{Topic: t, Status: status, Error: msg})
 				continue
+			}
+			if g == grantBackend {
+				asked = append(asked, t)
 			}
 		case store.KindOrderList:
 			if !p.IsStaff() {
@@ -109,33 +122,43 @@ func (s *server) events(c echo.Context) error {
 		allowed = append(allowed, t)
 	}
 	if len(allowed) == 0 {
-		return allRefused(refused)
+		err := allRefused(refused)
+		if err.status == http.StatusServiceUnavailable {
+			retryAfter(c.Response().Header())
+		}
+		return err
 	}
 	notices := make([]stream.Event, 0, len(refused))
 	for _, r := range refused {
-		// As the error answers: <, > and & as they are (orders/<id>).
-		var b bytes.Buffer
-		enc := json.NewEncoder(&b)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-		data := bytes.TrimSuffix(b.Bytes(), []byte("\n"))
-		notices = append(notices, stream.Event{Topic: r.Topic, Name: protocol.EventRefused, Data: data})
+		notices = append(notices, refusedEvent(r))
 	}
-	return s.serveStream(c, p, allowed, notices)
+	return s.serveStream(c, p, allowed, notices, asked)
+}
+
+// refusedEvent is the `refused` event of r, its data encoded as the error
+// answers are: <, > and & as they are (orders/<id>).
+func refusedEvent(r protocol.Refused) stream.Event {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(r) // strings and an int: it always encodes
+	data := bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	return stream.Event{Topic: r.Topic, Name: protocol.EventRefused, Data: data}
 }
 
 // allRefused is the answer when every topic of /api/events is refused:
-// 400 if every topic is malformed, else 404 if any topic is 404 (so a
-// customer learns no more than from the single-topic routes), else 403
-// (malformed topics beside refused ones do not make it a 400); the
-// message is the topic's own when there is one topic, and every refusal
-// is listed.
-func allRefused(refused []protocol.Refused) error {
+// 503 if the app's backend could not be asked about a room (a retry may
+// stream it: the caller adds Retry-After), else 400 if every topic is
+// malformed, else 404 if any topic is 404 (so a customer learns no more
+// than from the single-topic routes), else 403 (malformed topics beside
+// refused ones do not make it a 400); the message is the topic's own
+// when there is one topic, and every refusal is listed.
+func allRefused(refused []protocol.Refused) *apiError {
 	status := http.StatusBadRequest
 	for _, r := range refused {
 		switch {
+		case r.Status == http.StatusServiceUnavailable || status == http.StatusServiceUnavailable:
+			status = http.StatusServiceUnavailable
 		case r.Status == http.StatusNotFound:
 			status = http.StatusNotFound
 		case r.Status == http.StatusForbidden && status == http.StatusBadRequest:
@@ -152,8 +175,10 @@ func allRefused(refused []protocol.Refused) error {
 // serveStream hands the response to the multiplexer for topics, which the
 // caller has validated and authorized, within the principal's bound on
 // open streams.
-// Notices are sent first on every connection.
-func (s *server) serveStream(c echo.Context, p Principal, topics []string, notices []stream.Event) error {
+// Notices are sent first on every connection. The topics of asked, rooms
+// the app's backend granted, are asked about again while the stream
+// runs, and withdrawn when no longer granted.
+func (s *server) serveStream(c echo.Context, p Principal, topics []string, notices []stream.Event, asked []string) error {
 	user, err := streamUser(c, p)
 	if err != nil {
 		return err
@@ -170,12 +195,15 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string, notic
 	}
 
 	r := c.Request()
+	recheck, every := s.recheckRooms(p, asked)
 	opts := stream.StreamOptions{
-		Topics:      topics,
-		LastEventID: lastEventID(c),
-		Notices:     notices,
-		User:        user,
-		Expires:     p.Expires,
+		Topics:       topics,
+		LastEventID:  lastEventID(c),
+		Notices:      notices,
+		User:         user,
+		Expires:      p.Expires,
+		Recheck:      recheck,
+		RecheckEvery: every,
 		// The stream may outlive this call: it gives its slot back
 		// when it ends.
 		Done: release,

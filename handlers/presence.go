@@ -24,9 +24,10 @@ type presencePage struct {
 }
 
 // roomPresence handles GET /api/rooms/:room/presence: who has a stream
-// open on a room the principal may use (else 403), by user.
+// open on a room the principal may read (else 403 or 503, see
+// roomParam), by user.
 func (s *server) roomPresence(c echo.Context) error {
-	room, err := roomParam(c, principal(c))
+	room, _, err := s.roomParam(c, principal(c), roomRead)
 	if err != nil {
 		return err
 	}

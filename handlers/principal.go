@@ -19,7 +19,9 @@ type Principal struct {
 	Subject string
 	// Role is RoleCustomer or RoleStaff.
 	Role string
-	// Rooms are the rooms the principal may read and post to; "*" is all.
+	// Rooms are the rooms the token lists, which the principal may read
+	// and post to; "*" is all. The app's backend may grant others
+	// (RoomAuth).
 	Rooms []string
 	// Expires is the token's "exp"; zero means never (dev mode).
 	Expires time.Time
@@ -30,7 +32,9 @@ type Principal struct {
 // IsStaff reports whether p may do everything.
 func (p Principal) IsStaff() bool { return p.Role == RoleStaff }
 
-// CanRoom reports whether p may read and post to room.
+// CanRoom reports whether p's token lists room (or "*"). Whether p may
+// use a room it does not list is the app's backend's say: every route
+// asks server.roomAccess, which calls this first.
 func (p Principal) CanRoom(room string) bool {
 	return slices.Contains(p.Rooms, "*") || slices.Contains(p.Rooms, room)
 }

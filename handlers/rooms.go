@@ -29,7 +29,7 @@ const defaultListLimit = store.SnapshotMessages
 // postMessage handles POST /api/rooms/:room/messages: 201 with the message.
 func (s *server) postMessage(c echo.Context) error {
 	p := principal(c)
-	room, err := roomParam(c, p)
+	room, _, err := s.roomParam(c, p, roomPost)
 	if err != nil {
 		return err
 	}
@@ -64,8 +64,7 @@ func (s *server) postMessage(c echo.Context) error {
 // to limit (1 to store.MaxListLimit, default 50) messages just before
 // message id before (default: the newest), oldest first.
 func (s *server) listMessages(c echo.Context) error {
-	p := principal(c)
-	room, err := roomParam(c, p)
+	room, _, err := s.roomParam(c, principal(c), roomRead)
 	if err != nil {
 		return err
 	}
@@ -93,16 +92,22 @@ func (s *server) listMessages(c echo.Context) error {
 }
 
 // roomParam returns the :room path parameter if it is a valid room name
-// (else 400) that p may use (else 403).
-func roomParam(c echo.Context, p Principal) (string, error) {
+// (else 400) that p may use for action (else 403, or 503 with
+// Retry-After when the app's backend could not be asked), and how p may.
+func (s *server) roomParam(c echo.Context, p Principal, action roomAction) (string, roomGrant, error) {
 	room := c.Param("room")
 	if !store.ValidRoom(room) {
-		return "", errorf(http.StatusBadRequest, "%s", msgBadRoom)
+		return "", grantRefused, errorf(http.StatusBadRequest, "%s", msgBadRoom)
 	}
-	if !p.CanRoom(room) {
-		return "", errorf(http.StatusForbidden, "%s", msgRoomNotGranted(room))
+	g := s.roomAccess(c.Request().Context(), p, room, action)
+	if !g.ok() {
+		status, msg := g.refusal(room)
+		if status == http.StatusServiceUnavailable {
+			retryAfter(c.Response().Header())
+		}
+		return "", g, errorf(status, "%s", msg)
 	}
-	return room, nil
+	return room, g, nil
 }
 
 // msgRoomNotGranted says that the token does not grant room.

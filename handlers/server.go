@@ -80,8 +80,11 @@ type Config struct {
 	SecretPrevious []byte
 	// IdP, when on, is an identity provider whose tokens are accepted too.
 	IdP IdP
-	// Ctx ends the background work of New (the IdP's key refreshes); nil
-	// is context.Background.
+	// RoomAuth, when on, is the app's backend, asked about the rooms a
+	// token does not list (not in dev mode, where every room is open).
+	RoomAuth RoomAuth
+	// Ctx ends the background work of New (the IdP's key refreshes, the
+	// questions to RoomAuth); nil is context.Background.
 	Ctx context.Context
 	// Static is served at GET / (its index.html) and below; nil serves nothing.
 	Static fs.FS
@@ -116,6 +119,7 @@ type server struct {
 	log     *slog.Logger
 	dev     bool
 	auth    *authenticator
+	rooms   *roomAsker // nil: a token's rooms are all it may use
 	now     func() time.Time
 	limits  Limits
 	open    *streamCounter
@@ -164,15 +168,18 @@ func New(cfg Config) (*echo.Echo, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	ctx := cfg.Ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if !cfg.Dev {
 		s.auth = newAuthenticator(cfg.Secret, s.now)
 		s.auth.previous = cfg.SecretPrevious
 		if cfg.IdP.On() {
-			ctx := cfg.Ctx
-			if ctx == nil {
-				ctx = context.Background()
-			}
 			s.auth.withIdP(ctx, cfg.IdP, s.now)
+		}
+		if cfg.RoomAuth.On() {
+			s.rooms = newRoomAsker(ctx, cfg.RoomAuth, s.now, s.log)
 		}
 	}
 	s.open = newStreamCounter(limits.StreamsPerSubject)
@@ -250,8 +257,8 @@ func (s *server) logPanic(c echo.Context, err error, stack []byte) error {
 
 // String makes a Config safe to print: it never shows the secret.
 func (c Config) String() string {
-	return fmt.Sprintf("handlers.Config{Dev:%t Secret:%d bytes MetricsToken:%d bytes CORSOrigins:%q Limits:%+v}",
-		c.Dev, len(c.Secret), len(c.MetricsToken), c.CORSOrigins, c.Limits)
+	return fmt.Sprintf("handlers.Config{Dev:%t Secret:%d bytes MetricsToken:%d bytes RoomAuth:%t CORSOrigins:%q Limits:%+v}",
+		c.Dev, len(c.Secret), len(c.MetricsToken), c.RoomAuth.On(), c.CORSOrigins, c.Limits)
 }
 
 // corsMiddleware allows credentialed cross-origin requests from exactly

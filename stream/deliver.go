@@ -3,6 +3,7 @@ package stream
 import (
 	"errors"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,7 +183,9 @@ func (s *session) step() bool {
 			// (A client that is not reading gets no more bytes, nor
 			// more time to take them.)
 			for _, t := range s.opts.Topics {
-				sw.add(expiredFrame(t))
+				if !slices.Contains(s.gone, t) {
+					sw.add(expiredFrame(t))
+				}
 			}
 			s.send()
 		}
@@ -199,6 +202,11 @@ func (s *session) step() bool {
 			return true
 		}
 		return false
+	}
+	if s.withdrawDue.Swap(false) && s.writeWithdrawn() {
+		s.reason = EndWithdrawn
+		s.send()
+		return true
 	}
 	frames, done := sub.take(s.spare)
 	if len(frames) > 0 {
@@ -258,8 +266,12 @@ func expiredFrame(topic string) []byte {
 
 // write adds f to the response unless the client has it already: its
 // position is not after s.after, the last one sent (which it then
-// becomes), or it is an injected frame up to s.synced.
+// becomes), or it is an injected frame up to s.synced; or it is only of
+// topics withdrawn (withdraw.go).
 func (s *session) write(f *frame) {
+	if !s.carries(f) {
+		return // of a topic withdrawn since it was queued
+	}
 	if f.seq != 0 {
 		if f.seq > s.synced {
 			s.sw.addEvent(f.wire)

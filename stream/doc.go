@@ -27,6 +27,7 @@
 // mode), resume.go (what a stream sends before it is live: snapshot,
 // catch-up, reset), deliver.go (a live stream: its queue, its step, its
 // writes), presence.go (who is on a topic, apart from the fan-out),
+// withdraw.go (a live stream giving up topics its Recheck refuses),
 // reasons.go (why a stream ended). The event names, payloads and headers
 // it sends are package protocol's. The HTTP/1.x transport under it, a
 // connection taken over from net/http, is internal/httpconn.

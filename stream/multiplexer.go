@@ -194,7 +194,9 @@ type Multiplexer struct {
 	// goroutine of its own (go s.end(), which may wait for the client).
 	// Timers run their functions on goroutines of their own: a stream's
 	// heartbeat and expiry only notify it; presence's grace timers take
-	// presence.mu, then mu.
+	// presence.mu, then mu. A stream with a Recheck has a checker
+	// goroutine (withdraw.go), which end stops and waits for: it takes mu
+	// alone (leave), then presence.mu, then notifies the stream.
 	mu       sync.Mutex
 	last     string // the feed's checkpoint
 	floor    string // topics without a ring are complete after floor

@@ -29,4 +29,7 @@ const (
 	// ended cleanly; the client resumes from its last id, maybe on
 	// another process.
 	EndMaxAge EndReason = "max-age"
+	// EndWithdrawn: every topic of the stream was withdrawn
+	// (StreamOptions.Recheck); the stream sent their events.
+	EndWithdrawn EndReason = "withdrawn"
 )

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,19 @@ type StreamOptions struct {
 	// they never move the client's position. A notice whose Name cannot
 	// be sent (see AppendEvent) is left out.
 	Notices []Event
+	// Recheck, if set, is asked every RecheckEvery while the stream is
+	// live whether its topics are still allowed: it gets the topics the
+	// stream still carries and returns one event (a refusal, say) for
+	// each topic to withdraw, whose Topic names it. A withdrawn topic's
+	// events stop, its event is sent without an `id:` line after what
+	// the client already has of that topic, and the other topics stream
+	// on; when none is left the stream ends (EndWithdrawn). It runs on a
+	// goroutine of the stream's own, under a context that ends with the
+	// stream, so it may block (ask another service); returned events of
+	// topics the stream does not carry are ignored.
+	Recheck func(ctx context.Context, topics []string) []Event
+	// RecheckEvery is the interval of Recheck; not positive: no recheck.
+	RecheckEvery time.Duration
 	// Done, if set, is called once when the stream has ended (whatever
 	// Serve returned), before the client sees the end of the response.
 	// Serve may return before the stream ends: Done, not Serve's return,
@@ -103,6 +117,16 @@ type session struct {
 	// sets beat again after each ping.
 	beat, expiry, aged           *time.Timer
 	pingDue, expiredDue, agedDue atomic.Bool
+
+	// Withdrawal (StreamOptions.Recheck, withdraw.go): the checker's
+	// goroutine leaves topics and hands their events over in withdrawn,
+	// then sets withdrawDue; step writes them and adds their topics to
+	// gone, whose frames it no longer writes.
+	stopCheck   func() // stops the checker and waits for it
+	withdrawMu  sync.Mutex
+	withdrawn   []Event
+	withdrawDue atomic.Bool
+	gone        []string // step's own
 }
 
 // Serve writes the SSE response for opts.Topics to w: headers, a
@@ -113,7 +137,8 @@ type session struct {
 // count once.
 //
 // The stream ends when the client goes, the Multiplexer closes, the
-// subscriber falls too far behind, or the token expires; the response
+// subscriber falls too far behind, the token expires, or opts.Recheck
+// withdraws every topic; the response
 // then ends cleanly so the client reconnects (after Close, with a last
 // `retry:` drawn from the shutdown window).
 //
@@ -167,6 +192,7 @@ func (m *Multiplexer) Serve(w http.ResponseWriter, r *http.Request, opts StreamO
 	s.sw.release()
 	s.after = after
 	s.beat = s.wakeAfter(m.cfg.Heartbeat, &s.pingDue)
+	s.startCheck()
 	live = true
 	switch s.mode {
 	case modeHandler:
@@ -305,6 +331,9 @@ func (s *session) ended() EndReason {
 // the subscriber and the counters, then the hooks, then the response.
 func (s *session) end() {
 	m := s.m
+	if s.stopCheck != nil {
+		s.stopCheck()
+	}
 	if s.beat != nil {
 		s.beat.Stop()
 	}

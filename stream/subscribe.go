@@ -71,6 +71,7 @@ func (m *Multiplexer) unsubscribe(s *subscriber) {
 	if m.classes[s.class] == 0 {
 		delete(m.classes, s.class)
 	}
+	topics := s.topics // those left (withdraw.go) are gone from it
 	m.mu.Unlock()
-	m.presence.leave(s.user, s.topics)
+	m.presence.leave(s.user, topics)
 }

@@ -27,7 +27,9 @@ type config struct {
 	// JWTSecretPrevious is an older HS256 secret accepted during rotation.
 	JWTSecretPrevious string
 	// IdP is the identity provider whose tokens are accepted too.
-	IdP             handlers.IdP
+	IdP handlers.IdP
+	// RoomAuth is the app's backend asked about rooms a token does not list.
+	RoomAuth        handlers.RoomAuth
 	Heartbeat       time.Duration
 	ShutdownTimeout time.Duration
 	ShutdownRetry   [2]time.Duration // the least and the most
@@ -57,7 +59,8 @@ type envVar struct {
 }
 
 // secretVars are never echoed in errors: a URI may carry a password.
-var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true, "JWT_SECRET_PREVIOUS": true, "METRICS_TOKEN": true}
+var secretVars = map[string]bool{"MONGODB_URI": true, "JWT_SECRET": true, "JWT_SECRET_PREVIOUS": true, "METRICS_TOKEN": true,
+	"ROOM_AUTH_URL": true, "ROOM_AUTH_SECRET": true}
 
 var envVars = []envVar{
 	{"PORT", "8080", "a port number 0-65535", "the port to listen on (set by the platform)", func(c *config, v string) error {
@@ -135,6 +138,24 @@ var envVars = []envVar{
 		}
 		return nil
 	}},
+	// The app's backend decides room membership (handlers.RoomAuth).
+	{"ROOM_AUTH_URL", "", "an https:// (or http://) URL", "the app's backend, asked (POST {\"sub\",\"room\",\"action\"}) whether a user may read or post in a room their token does not list; only {\"allowed\": true} allows", func(c *config, v string) error {
+		if v != "" && !httpURL(v) {
+			return errBadForm
+		}
+		c.RoomAuth.URL = v
+		return nil
+	}},
+	{"ROOM_AUTH_SECRET", "", "a secret of at least 16 printable ASCII characters without spaces", "sent to ROOM_AUTH_URL as Authorization: Bearer <ROOM_AUTH_SECRET>", func(c *config, v string) error {
+		if v != "" && (len(v) < 16 || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0) {
+			return errBadForm
+		}
+		c.RoomAuth.Secret = v
+		return nil
+	}},
+	{"ROOM_AUTH_CACHE", "15s", "a duration from 1s to 10m, such as 15s", "how long an answer of ROOM_AUTH_URL is kept, and how often an open stream's rooms it granted are asked about again", durationIn(time.Second, 10*time.Minute, func(c *config, d time.Duration) { c.RoomAuth.Cache = d })},
+	{"ROOM_AUTH_TIMEOUT", "2s", "a duration from 100ms to 30s, such as 2s", "how long a question to ROOM_AUTH_URL may take, waiting for a free slot included (past it: 503)", durationIn(100*time.Millisecond, 30*time.Second, func(c *config, d time.Duration) { c.RoomAuth.Timeout = d })},
+	{"ROOM_AUTH_CONCURRENCY", "16", "a whole number of questions from 1 to 1000", "questions to ROOM_AUTH_URL in flight at once", intIn(1, 1000, func(c *config, n int) { c.RoomAuth.MaxCalls = n })},
 	{"HEARTBEAT_INTERVAL", "15s", "a duration from 1s to 50s, such as 15s", "how often a stream sends a `: ping` comment", durationIn(time.Second, 50*time.Second, func(c *config, d time.Duration) { c.Heartbeat = d })},
 	{"SHUTDOWN_TIMEOUT", "10s", "a duration from 1s to 25s, such as 10s", "how long a shutdown waits for requests to end", durationIn(time.Second, 25*time.Second, func(c *config, d time.Duration) { c.ShutdownTimeout = d })},
 	// The reconnect delay a stream is told, drawn per stream from this
@@ -331,6 +352,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.JWTSecretPrevious != "" && c.JWTSecret == "" {
 		errs = append(errs, errors.New("JWT_SECRET_PREVIOUS is set without JWT_SECRET: the previous secret is accepted beside the current one"))
+	}
+	if c.RoomAuth.Secret != "" && c.RoomAuth.URL == "" {
+		errs = append(errs, errors.New("ROOM_AUTH_SECRET is set without ROOM_AUTH_URL: the secret is sent to that URL"))
 	}
 	if len(errs) > 0 {
 		return config{}, errors.Join(errs...)

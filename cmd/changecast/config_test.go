@@ -342,3 +342,48 @@ func TestTokenWithKey(t *testing.T) {
 		}
 	}
 }
+
+// TestRoomAuthConfig: the ROOM_AUTH_ variables are read with their
+// defaults, bad values are refused naming the variable (the URL and the
+// secret without their values), and a secret needs a URL.
+func TestRoomAuthConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{"JWT_SECRET": strings.Repeat("s", 32)}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	c, err := loadConfig(env())
+	if err != nil || c.RoomAuth.On() || c.RoomAuth.Cache != 15*time.Second || c.RoomAuth.Timeout != 2*time.Second || c.RoomAuth.MaxCalls != 16 {
+		t.Fatalf("defaults: %+v %v", c.RoomAuth, err)
+	}
+	c, err = loadConfig(env("ROOM_AUTH_URL", "https://app.example/rooms/check", "ROOM_AUTH_SECRET", "0123456789abcdef",
+		"ROOM_AUTH_CACHE", "30s", "ROOM_AUTH_TIMEOUT", "500ms", "ROOM_AUTH_CONCURRENCY", "4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%s %s %s %s %d", c.RoomAuth.URL, c.RoomAuth.Secret, c.RoomAuth.Cache, c.RoomAuth.Timeout, c.RoomAuth.MaxCalls); got != "https://app.example/rooms/check 0123456789abcdef 30s 500ms 4" {
+		t.Errorf("got %s", got)
+	}
+	for _, tc := range []struct{ name, value string }{
+		{"ROOM_AUTH_URL", "ftp://user:pw@app.example/rooms"},
+		{"ROOM_AUTH_SECRET", "short secret!"},
+		{"ROOM_AUTH_CACHE", "0s"},
+		{"ROOM_AUTH_TIMEOUT", "1m"},
+		{"ROOM_AUTH_CONCURRENCY", "0"},
+	} {
+		kv := []string{tc.name, tc.value}
+		if tc.name != "ROOM_AUTH_URL" {
+			kv = append(kv, "ROOM_AUTH_URL", "https://app.example/rooms")
+		}
+		_, err := loadConfig(env(kv...))
+		secret := tc.name == "ROOM_AUTH_URL" || tc.name == "ROOM_AUTH_SECRET"
+		if err == nil || !strings.Contains(err.Error(), tc.name) || (secret && strings.Contains(err.Error(), tc.value)) {
+			t.Errorf("%s=%q: error %v, want one naming the variable (and not a secret's value)", tc.name, tc.value, err)
+		}
+	}
+	if _, err := loadConfig(env("ROOM_AUTH_SECRET", "0123456789abcdef")); err == nil || !strings.Contains(err.Error(), "ROOM_AUTH_SECRET is set without ROOM_AUTH_URL") {
+		t.Errorf("ROOM_AUTH_SECRET alone: %v", err)
+	}
+}

@@ -263,6 +263,7 @@ func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, m
 		Dev:         dev,
 		Secret:      secret,
 		IdP:         cfg.IdP,
+		RoomAuth:    cfg.RoomAuth,
 		Ctx:         ctx,
 		Static:      static.FS,
 		CORSOrigins: cfg.CORSOrigins,
