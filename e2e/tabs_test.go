@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +45,7 @@ window.EventSource = class extends Native {
 };
 window.rest = () => fetch("BASE/api/rooms/tabs-rest/messages?limit=1").then((r) => r.status, (e) => String(e));
 window.got = [];
+window.startPos = sessionStorage.getItem("tabs.lastEventId") || "";
 // Not awaited: the page loads even while the module waits for a connection.
 import("BASE/changecast.js").then(({ connect }) => {
   const q = new URLSearchParams(location.search);
@@ -61,8 +61,9 @@ import("BASE/changecast.js").then(({ connect }) => {
 // tabsBrowser opens and closes tabs of one browser (one profile: they
 // share an origin's connections, locks and channels).
 type tabsBrowser struct {
-	open  func(tb testing.TB, name, url string) jsPage
-	close func(tb testing.TB, p jsPage)
+	open     func(tb testing.TB, name, url string) jsPage
+	navigate func(tb testing.TB, p jsPage, url string)
+	close    func(tb testing.TB, p jsPage)
 }
 
 // tabsTab is one open tab of the scenario and the topics it watches.
@@ -70,7 +71,8 @@ type tabsTab struct {
 	name   string
 	p      jsPage
 	topics []string
-	from   map[string]int // topic → how many messages it had when the tab opened (its snapshot holds those)
+	from   int // how many messages were written before it opened (its snapshot holds those)
+	snaps  int            // snapshots it must have per topic: 1, or 0 when it resumed
 }
 
 // tabsScenario runs the sharing scenario in one engine; see TestTabsChromium.
@@ -100,7 +102,9 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 
 	var tabs []*tabsTab
 	opened := 0
-	sent := map[string][]string{} // topic → ids of the messages written to it, in order
+	// sent is every message written, in log order (writes are one at a
+	// time): [topic, message id].
+	var sent [][2]string
 	share := "0"
 	if tabsShare {
 		share = "1"
@@ -110,11 +114,9 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		for _, tp := range topics {
 			q += "&topic=" + tp
 		}
-		tab := &tabsTab{name: fmt.Sprintf("tab%d", opened), topics: topics, from: map[string]int{}}
+		tab := &tabsTab{name: fmt.Sprintf("tab%d", opened), topics: topics, snaps: 1}
 		opened++
-		for _, tp := range topics {
-			tab.from[tp] = len(sent[tp])
-		}
+		tab.from = len(sent)
 		tab.p = br.open(t, tab.name, pages.URL+"/"+q)
 		tabs = append(tabs, tab)
 		return tab
@@ -155,7 +157,7 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		t.Helper()
 		var m store.Message
 		browserREST(t, http.MethodPost, base+"/api/rooms/"+room+"/messages", fmt.Sprintf(`{"author":"tabs","text":%s}`, browserJS(text)), "", http.StatusCreated, &m)
-		sent["rooms/"+room] = append(sent["rooms/"+room], m.ID)
+		sent = append(sent, [2]string{"rooms/" + room, m.ID})
 		return m
 	}
 	// checkAll waits until last reaches the tabs that watch its room, then
@@ -184,20 +186,18 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 					snapshots[e.Topic]++
 				}
 			}
-			// Messages of several topics interleave in log order: ids
-			// compare in log order (DESIGN.md), so sorting the sent ids
-			// gives the order one stream delivers them in.
 			var want []string
-			for _, tp := range tab.topics {
-				want = append(want, sent[tp][tab.from[tp]:]...)
+			for _, m := range sent[tab.from:] {
+				if slices.Contains(tab.topics, m[0]) {
+					want = append(want, m[1])
+				}
 			}
-			sort.Strings(want)
 			if !slices.Equal(msgs, want) {
 				t.Errorf("%s (topics %v) received messages %v, want each of %v once, in order", tab.name, tab.topics, msgs, want)
 			}
 			for _, tp := range tab.topics {
-				if snapshots[tp] != 1 {
-					t.Errorf("%s: %d snapshots of %s, want 1", tab.name, snapshots[tp], tp)
+				if snapshots[tp] != tab.snaps {
+					t.Errorf("%s: %d snapshots of %s, want %d", tab.name, snapshots[tp], tp, tab.snaps)
 				}
 			}
 		}
@@ -239,7 +239,7 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		}
 		for _, tab := range tabs {
 			var s string
-			tab.p.eval(t, `JSON.stringify({role: feed.role, state: feed.state, last: feed.lastEventId, es: esLog.slice(-3), got: got.slice(-8).map(e => [e.type, e.topic, e.id, e.mid].join(" "))})`, &s)
+			tab.p.eval(t, `JSON.stringify({role: window.feed?.role, state: window.feed?.state, last: window.feed?.lastEventId, es: esLog.slice(-3), got: got.slice(-8).map(e => [e.type, e.topic, e.id, e.mid].join(" "))})`, &s)
 			t.Logf("%s %v: %s", tab.name, tab.topics, s)
 		}
 	}
@@ -287,7 +287,7 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 
 		killedAt := sigkill(t, cmd)
 		for _, m := range writeWhileDown(t, dataDir, "tabs", "written while down #0", "written while down #1") {
-			sent["rooms/tabs"] = append(sent["rooms/tabs"], m.ID)
+			sent = append(sent, [2]string{"rooms/tabs", m.ID})
 		}
 		stayDown(killedAt)
 		cmd = start()
@@ -297,6 +297,42 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		}
 		settle(t)
 		checkAll(t, last)
+	})
+	if !ok {
+		return
+	}
+
+	ok = t.Run("a tab that comes back resumes from its own position", func(t *testing.T) {
+		defer dump(t)
+		// A follower leaves for another page, messages are written, and it
+		// comes back (sessionStorage keeps its position): the leader's
+		// stream restarts from that earlier position, the tab gets exactly
+		// what it missed, and the others, who had it, get nothing twice.
+		var back *tabsTab
+		for _, tab := range tabs {
+			var role string
+			tab.p.eval(t, `feed.role`, &role)
+			if role == "follow" {
+				back = tab
+				break
+			}
+		}
+		var startPos string
+		back.p.eval(t, `feed.lastEventId`, &startPos)
+		br.navigate(t, back.p, "about:blank")
+		back.from = len(sent)
+		for i := range 3 {
+			post(t, "tabs", fmt.Sprintf("while a tab is away #%d", i))
+		}
+		br.navigate(t, back.p, pages.URL+"/?share="+share+"&topic=rooms/tabs")
+		var stored string
+		back.p.eval(t, `startPos`, &stored)
+		if stored != startPos || stored == "" {
+			t.Fatalf("the tab came back with position %q, want %q", stored, startPos)
+		}
+		back.snaps = 0
+		settle(t)
+		checkAll(t, post(t, "tabs", "after the tab came back"))
 	})
 	if !ok {
 		return
@@ -321,14 +357,18 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		// position on (none written before the move), and u's no more.
 		var pos string
 		u.p.eval(t, `(feed.setTopics(["rooms/tabs-v"]), feed.lastEventId)`, &pos)
-		vBefore := len(sent["rooms/tabs-v"])
+		moved := len(sent)
 		post(t, "tabs-u", "u after the move")
 		last = post(t, "tabs-v", "v after the move")
 		u.p.waitUntil(t, browserWait, "the moved tab receives v", fmt.Sprintf(`got.some(e => e.mid === %s)`, browserJS(last.ID)))
 		var got []string
 		u.p.eval(t, `got.filter(e => e.type === "message").map(e => e.mid)`, &got)
-		uSent := sent["rooms/tabs-u"]
-		want := append(slices.Clone(uSent[u.from["rooms/tabs-u"]:len(uSent)-1]), sent["rooms/tabs-v"][vBefore:]...)
+		var want []string
+		for i, m := range sent[u.from:] {
+			if m[0] == "rooms/tabs-u" && u.from+i < moved || m[0] == "rooms/tabs-v" && u.from+i >= moved {
+				want = append(want, m[1])
+			}
+		}
 		if !slices.Equal(got, want) {
 			t.Errorf("the tab moved from u to v received %v, want %v", got, want)
 		}
@@ -396,6 +436,10 @@ func TestTabsChromium(t *testing.T) {
 			p.do(tb, "open "+url, chromedp.Navigate(url))
 			return p
 		},
+		navigate: func(tb testing.TB, p jsPage, url string) {
+			tb.Helper()
+			p.(*browserPage).do(tb, "open "+url, chromedp.Navigate(url))
+		},
 		close: func(tb testing.TB, p jsPage) {
 			tb.Helper()
 			bp := p.(*browserPage)
@@ -420,6 +464,10 @@ func TestTabsFirefox(t *testing.T) {
 			n++
 			p.navigate(tb, url)
 			return p
+		},
+		navigate: func(tb testing.TB, p jsPage, url string) {
+			tb.Helper()
+			p.(*firefoxTab).navigate(tb, url)
 		},
 		close: func(tb testing.TB, p jsPage) {
 			tb.Helper()
