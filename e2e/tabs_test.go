@@ -72,7 +72,7 @@ type tabsTab struct {
 	p      jsPage
 	topics []string
 	from   int // how many messages were written before it opened (its snapshot holds those)
-	snaps  int            // snapshots it must have per topic: 1, or 0 when it resumed
+	snaps  int // snapshots it must have per topic: 1, or 0 when it resumed
 }
 
 // tabsScenario runs the sharing scenario in one engine; see TestTabsChromium.
