@@ -376,6 +376,24 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		br.close(t, u.p)
 		settle(t)
 		checkAll(t, post(t, "tabs-v", "v after the moved tab closed"))
+
+		// A tab whose topics would take the shared stream over the
+		// server's 32 topics per stream streams alone; the others go on.
+		var many []string
+		for i := range 30 {
+			many = append(many, fmt.Sprintf("rooms/tabs-many-%d", i))
+		}
+		big := open(t, many...)
+		big.p.waitUntil(t, browserWait, "the tab with 30 topics streams alone", `window.feed?.role === "solo" && feed.state === "live" && !feed.share`)
+		for deadline := time.Now().Add(browserWait); streams(t) != 2; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("with a tab streaming alone: changecast_streams_open is %d, want 2", streams(t))
+			}
+		}
+		checkAll(t, post(t, "tabs-many-29", "to the tab with 30 topics"))
+		tabs = slices.DeleteFunc(tabs, func(x *tabsTab) bool { return x == big })
+		br.close(t, big.p)
+		settle(t)
 	})
 	if !ok {
 		return

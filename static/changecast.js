@@ -47,6 +47,9 @@ export const EVENTS = ["snapshot", "order", "message", "reset", "expired", "refu
 // others' MessageEvent.lastEventId is only the connection's last id.
 const WITH_ID = new Set(["snapshot", "order", "message"]);
 const feeds = new Set(); // open feeds, to retry at once when the browser is back online
+// The most topics a shared stream names: the server's default
+// TOPICS_PER_STREAM. A tab whose topics would take it further streams alone.
+const SHARED_TOPICS = 32;
 // Sharing needs both (secure contexts only: HTTPS or localhost).
 const canShare = () => typeof navigator !== "undefined" && !!navigator.locks && typeof BroadcastChannel === "function" && !!globalThis.crypto?.subtle;
 
@@ -316,7 +319,8 @@ export class Feed extends EventTarget {
   // topics or answers "lead"), "bye", "lead" (a new leader asks who is
   // there), "open" (the leader opened stream g from position `at`; the
   // members listed are covered by it), "cover" (one more member covered by
-  // g), "ev" (an event of stream g), "status" (the leader's status). A
+  // g), "full" (a member whose topics do not fit: it streams alone), "ev"
+  // (an event of stream g), "status" (the leader's status). A
   // member covered by g holds every event of its topics up to the last id
   // g brought, so it takes only ids after its own position.
   #sh = null; // the group: {name, me, seq, ch, stop, members, lead, leader, g, n, topics, wait, prune}
@@ -358,7 +362,7 @@ export class Feed extends EventTarget {
     this.#sh = sh;
     this.#fresh = false;
     sh.ch.onmessage = (e) => this.#sh === sh && this.#onShare(e.data);
-    const hold = () => new Promise((r) => stop.signal.addEventListener("abort", r));
+    const hold = () => (stop.signal.aborted ? undefined : new Promise((r) => stop.signal.addEventListener("abort", r)));
     const leadNow = () => {
       if (this.#sh !== sh) return undefined;
       this.#lead();
@@ -433,6 +437,11 @@ export class Feed extends EventTarget {
         const member = { topics: m.topics, pos: m.pos, seq: m.seq, cover: "", answered: true, at: Date.now() };
         sh.members.set(m.from, member);
         if (!sh.lead) return;
+        if (this.#union().length > SHARED_TOPICS) {
+          sh.members.delete(m.from);
+          this.#post({ k: "full", id: m.from });
+          return;
+        }
         if (this.#statusKey) this.#post({ k: "status", detail: JSON.parse(this.#statusKey) });
         if (sh.wait) {
           // Taking over: open as soon as every member said where it is.
@@ -444,6 +453,7 @@ export class Feed extends EventTarget {
         } else if (this.#es && sh.g && m.topics.every((t) => sh.topics.includes(t)) && m.pos >= this.lastEventId) {
           member.cover = sh.g; // everything after its position is still to come on g
           this.#post({ k: "cover", g: sh.g, id: m.from, seq: m.seq });
+          this.#shrink(); // it may have dropped a topic no one else has
         } else {
           this.#regroup(); // it needs the stream from earlier, or more topics
         }
@@ -471,6 +481,13 @@ export class Feed extends EventTarget {
         }
         return;
       }
+      case "full":
+        if (m.id !== sh.me) return;
+        // Its topics do not fit on the group's stream: it streams alone.
+        this.#leave();
+        this.share = false;
+        this.#open();
+        return;
       case "cover":
         if (m.id === sh.me && m.seq === sh.seq) sh.cover = m.g;
         return;
