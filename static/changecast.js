@@ -118,8 +118,8 @@ export class Feed extends EventTarget {
     if (next.join("\n") === this.topics.join("\n") && (this.#es || this.#timer || this.#probe || this.#sh)) return;
     this.topics = next;
     for (const t of this.refused.keys()) if (!next.includes(t)) this.refused.delete(t);
-    if (this.#sh) this.#shareTopics();
-    else this.reconnect();
+    if (this.#sh && !this.#moved()) this.#shareTopics();
+    else if (!this.#sh) this.reconnect();
   }
 
   /** setToken reconnects with another access token ("" for none). */
@@ -127,14 +127,12 @@ export class Feed extends EventTarget {
     this.token = token || "";
     this.refused.clear();
     if (!this.share) return this.reconnect();
-    this.#leave(); // another token is another group
-    this.#stop();
-    this.#start();
+    this.#rejoin(); // another token is another group
   }
 
   /** reconnect opens a new stream now, from the last id. */
   reconnect() {
-    if (this.#closed || this.role === "follow") return; // a follower's stream is the leader's
+    if (this.#closed || this.#moved() || this.role === "follow") return; // a follower's stream is the leader's
     this.#attempt = 0;
     this.#open();
   }
@@ -345,10 +343,10 @@ export class Feed extends EventTarget {
 
   async #join() {
     this.#joining = true;
-    const token = this.token;
+    const { token, url } = this;
     let name;
     try {
-      const key = [new URL(this.url, location.href).href, token, this.withCredentials, [...this.events].sort().join(",")].join("\n");
+      const key = [new URL(url, location.href).href, token, this.withCredentials, [...this.events].sort().join(",")].join("\n");
       const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)));
       name = "changecast " + [...sum].map((b) => b.toString(16).padStart(2, "0")).join("");
     } catch {
@@ -356,9 +354,9 @@ export class Feed extends EventTarget {
     }
     this.#joining = false;
     if (this.#closed || this.#sh) return;
-    if (!this.share || token !== this.token) return this.#start();
+    if (!this.share || token !== this.token || url !== this.url) return this.#start();
     const stop = new AbortController();
-    const sh = { name, me: crypto.randomUUID(), seq: 0, ch: new BroadcastChannel(name), stop, members: new Map(), lead: false, leader: "", g: "", n: 0, topics: [], wait: 0, prune: 0, cover: "" };
+    const sh = { name, url, me: crypto.randomUUID(), seq: 0, ch: new BroadcastChannel(name), stop, members: new Map(), lead: false, leader: "", g: "", n: 0, topics: [], wait: 0, prune: 0, cover: "" };
     this.#sh = sh;
     this.#fresh = false;
     sh.ch.onmessage = (e) => this.#sh === sh && this.#onShare(e.data);
@@ -383,6 +381,20 @@ export class Feed extends EventTarget {
         return navigator.locks.request(name, { signal: stop.signal }, leadNow);
       })
       .catch(() => {});
+  }
+
+  // #moved: the page changed feed.url since the feed joined its group; it
+  // joins the group of the new URL instead.
+  #moved() {
+    if (!this.#sh || this.#sh.url === this.url) return false;
+    this.#rejoin();
+    return true;
+  }
+
+  #rejoin() {
+    this.#leave();
+    this.#stop();
+    if (!this.#closed) this.#start();
   }
 
   #post(m) {
