@@ -45,6 +45,8 @@ window.EventSource = class extends Native {
     this.addEventListener("open", () => r.opened ||= Date.now());
   }
 };
+// ?nolocks=1: a browser without Web Locks.
+if (new URLSearchParams(location.search).get("nolocks") === "1") Object.defineProperty(Navigator.prototype, "locks", { get: () => undefined });
 window.rest = () => fetch("BASE/api/rooms/tabs-rest/messages?limit=1").then((r) => r.status, (e) => String(e));
 window.got = [];
 window.startPos = sessionStorage.getItem("tabs.lastEventId") || "";
@@ -406,7 +408,7 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 		return
 	}
 
-	t.Run("20 tabs leave the page's REST calls a connection", func(t *testing.T) {
+	ok = t.Run("20 tabs leave the page's REST calls a connection", func(t *testing.T) {
 		defer dump(t)
 		for len(tabs) < 20 {
 			open(t, "rooms/tabs-w")
@@ -423,6 +425,29 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 			tab.p.waitUntil(t, browserWait, tab.name+"'s REST call completes", `window.restStatus === 200`)
 		}
 		checkAll(t, post(t, "tabs-w", "to 20 tabs"))
+	})
+	if !ok {
+		return
+	}
+
+	t.Run("without Web Locks each tab streams alone", func(t *testing.T) {
+		defer dump(t)
+		before := streams(t)
+		var alone []*tabsTab
+		for range 2 {
+			tab := &tabsTab{name: fmt.Sprintf("tab%d", opened), topics: []string{"rooms/tabs-w"}, from: len(sent), snaps: 1}
+			opened++
+			tab.p = br.open(t, tab.name, pages.URL+"/?nolocks=1&share="+share+"&topic=rooms/tabs-w")
+			tab.p.waitUntil(t, browserWait, tab.name+" streams alone", `window.feed?.state === "live" && feed.role === "solo" && !feed.share`)
+			alone = append(alone, tab)
+		}
+		for deadline := time.Now().Add(browserWait); streams(t) != before+2; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("two tabs without Web Locks: changecast_streams_open is %d, want %d", streams(t), before+2)
+			}
+		}
+		tabs = append(tabs, alone...)
+		checkAll(t, post(t, "tabs-w", "to tabs with and without Web Locks"))
 	})
 	t.Logf("server streams open: %v (tabs: streams)", measured)
 }
@@ -442,7 +467,9 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 //     from its position on and the old one's no more;
 //   - with 20 tabs, each tab's own fetch to changecast's origin completes
 //     (six HTTP/1.1 connections per origin: without sharing, the seventh
-//     tab's module never even loads).
+//     tab's module never even loads);
+//   - tabs of a browser without Web Locks each stream alone, as before
+//     sharing, and get their messages too.
 //
 // It logs the streams open for 1, 8 and 20 tabs and the takeover times.
 func TestTabsChromium(t *testing.T) {
