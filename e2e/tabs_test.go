@@ -349,11 +349,24 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 
 	ok = t.Run("tabs with other topics get only theirs", func(t *testing.T) {
 		defer dump(t)
+		_, lead := leader(t)
+		var pos string
+		var streamsBefore int
+		lead.p.eval(t, `feed.lastEventId`, &pos)
+		lead.p.eval(t, `esLog.length`, &streamsBefore)
 		u := open(t, "rooms/tabs-u")
 		open(t, "rooms/tabs-u")
 		open(t, "rooms/tabs-v")
 		open(t, "rooms/tabs-u", "rooms/tabs-v")
 		settle(t)
+		// Tabs joining with new topics restart the leader's stream from
+		// the position every tab holds (nothing was written meanwhile),
+		// not from further back.
+		var from []string
+		lead.p.eval(t, fmt.Sprintf(`esLog.slice(%d).map((e) => new URL(e.url).searchParams.get("lastEventId"))`, streamsBefore), &from)
+		if len(from) == 0 || slices.ContainsFunc(from, func(f string) bool { return f != pos }) {
+			t.Errorf("the leader's streams for the new tabs resume from %v, want each from %s", from, pos)
+		}
 		var last store.Message
 		for i := range 3 {
 			post(t, "tabs", fmt.Sprintf("t #%d", i))
@@ -364,8 +377,7 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 
 		// One tab moves from u to v: it gets v's messages from its own
 		// position on (none written before the move), and u's no more.
-		var pos string
-		u.p.eval(t, `(feed.setTopics(["rooms/tabs-v"]), feed.lastEventId)`, &pos)
+		u.p.eval(t, `(feed.setTopics(["rooms/tabs-v"]), true)`, new(bool))
 		moved := len(sent)
 		post(t, "tabs-u", "u after the move")
 		last = post(t, "tabs-v", "v after the move")
