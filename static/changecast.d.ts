@@ -88,7 +88,17 @@ export interface Options {
   maxDelay?: number;
   /** More event names to dispatch. */
   events?: string[];
+  /**
+   * Share one stream among the tabs of this origin with the same url, token,
+   * withCredentials and events: one tab leads (a Web Lock) and relays events
+   * over a BroadcastChannel. Default true; off where Web Locks,
+   * BroadcastChannel or crypto.subtle are missing (plain-HTTP origins).
+   */
+  share?: boolean;
 }
+
+/** "solo": this feed streams for itself; "lead": for every tab of its group; "follow": another tab streams for it. */
+export type Role = "solo" | "lead" | "follow";
 
 export declare class Feed extends EventTarget {
   constructor(options?: Options);
@@ -106,6 +116,10 @@ export declare class Feed extends EventTarget {
   readonly state: State;
   /** The id a new connection resumes after ("" for none). */
   readonly lastEventId: string;
+  /** Whether this feed shares a stream with other tabs (the option, where supported). */
+  readonly share: boolean;
+  /** This feed's part in its share group. */
+  readonly role: Role;
 
   /** Calls fn for each event called name; returns a function that removes fn. */
   on(name: "status", fn: (status: Status) => void): () => void;

@@ -30,6 +30,15 @@
 //     the feed reports "offline" (with the HTTP status) and then one
 //     "refused" per topic, and rechecks quietly (no "reconnecting") every
 //     30 s: a refusal is never followed by a status that hides it.
+//   - sharing (option `share`, on by default where Web Locks and
+//     BroadcastChannel exist): the tabs of an origin with the same stream
+//     URL and token hold one EventSource among them. One tab leads (a Web
+//     Lock) and streams the union of every tab's topics; it relays each
+//     event over a BroadcastChannel and each tab keeps only its own topics'
+//     events, exactly once and in order (by id). When the leader goes,
+//     another tab takes the lock and resumes from the earliest position a
+//     tab holds. A tab with no position yet streams alone until its
+//     snapshots arrive, then joins. `feed.role` is "solo", "lead" or "follow".
 // feed.on(name, fn) returns a function that removes fn; the feed is also an
 // EventTarget whose events are CustomEvents carrying the same object in `detail`.
 
@@ -38,6 +47,11 @@ export const EVENTS = ["snapshot", "order", "message", "reset", "expired", "refu
 // others' MessageEvent.lastEventId is only the connection's last id.
 const WITH_ID = new Set(["snapshot", "order", "message"]);
 const feeds = new Set(); // open feeds, to retry at once when the browser is back online
+// The most topics a shared stream names: the server's default
+// TOPICS_PER_STREAM. A tab whose topics would take it further streams alone.
+const SHARED_TOPICS = 32;
+// Sharing needs both (secure contexts only: HTTPS or localhost).
+const canShare = () => typeof navigator !== "undefined" && !!navigator.locks && typeof BroadcastChannel === "function" && !!globalThis.crypto?.subtle;
 
 /** connect opens a feed; see the top of this file for the options. */
 export function connect(options) {
@@ -54,6 +68,7 @@ export class Feed extends EventTarget {
    * @param {boolean} [o.withCredentials=false] send cookies cross-origin
    * @param {number} [o.minDelay=500] @param {number} [o.maxDelay=30000] reconnect backoff bounds, ms
    * @param {string[]} [o.events] more event names to dispatch
+   * @param {boolean} [o.share] share one stream among this origin's tabs (default: where supported)
    */
   constructor(o = {}) {
     super();
@@ -68,13 +83,19 @@ export class Feed extends EventTarget {
     this.refused = new Map(); // topic → {status, error}, as the server last said
     this.state = "connecting";
     this.lastEventId = this.#load();
+    this.share = (o.share ?? true) && canShare();
+    this.role = "solo";
+    this.#fresh = !this.lastEventId;
     this.#attempt = 0;
     feeds.add(this);
+    // A closing tab says so at once (else the leader finds its lock gone
+    // within seconds).
+    if (this.share) addEventListener("pagehide", (e) => e.persisted || this.#post({ k: "bye" }));
     // Open after the caller has attached its listeners, so that the first
     // status ("connecting") is seen; setTopics or reconnect before then
     // opens at once.
     queueMicrotask(() => {
-      if (!this.#closed && !this.#es && !this.#timer && !this.#probe) this.#open();
+      if (!this.#closed && !this.#es && !this.#timer && !this.#probe && !this.#sh && !this.#joining) this.#start();
     });
   }
 
@@ -94,28 +115,31 @@ export class Feed extends EventTarget {
   /** setTopics reconnects with a new topic set from the same position. */
   setTopics(topics) {
     const next = [...topics];
-    if (next.join("\n") === this.topics.join("\n") && (this.#es || this.#timer || this.#probe)) return;
+    if (next.join("\n") === this.topics.join("\n") && (this.#es || this.#timer || this.#probe || this.#sh)) return;
     this.topics = next;
     for (const t of this.refused.keys()) if (!next.includes(t)) this.refused.delete(t);
-    this.reconnect();
+    if (this.#sh && !this.#moved()) this.#shareTopics();
+    else if (!this.#sh) this.reconnect();
   }
 
   /** setToken reconnects with another access token ("" for none). */
   setToken(token) {
     this.token = token || "";
     this.refused.clear();
-    this.reconnect();
+    if (!this.share) return this.reconnect();
+    this.#rejoin(); // another token is another group
   }
 
   /** reconnect opens a new stream now, from the last id. */
   reconnect() {
-    if (this.#closed) return;
+    if (this.#closed || this.#moved() || this.role === "follow") return; // a follower's stream is the leader's
     this.#attempt = 0;
     this.#open();
   }
 
   /** close ends the feed for good. */
   close() {
+    this.#leave();
     this.#stop();
     this.#closed = true;
     feeds.delete(this);
@@ -126,8 +150,10 @@ export class Feed extends EventTarget {
   streamURL() {
     const u = new URL(this.url, location.href);
     u.searchParams.delete("topic");
-    for (const t of this.topics) u.searchParams.append("topic", t);
-    if (this.lastEventId) u.searchParams.set("lastEventId", this.lastEventId);
+    const lead = this.#sh?.lead;
+    for (const t of lead ? this.#union() : this.topics) u.searchParams.append("topic", t);
+    const from = lead ? this.#from() : this.lastEventId;
+    if (from) u.searchParams.set("lastEventId", from);
     if (this.token) u.searchParams.set("access_token", this.token);
     return u.href;
   }
@@ -143,9 +169,12 @@ export class Feed extends EventTarget {
 
   #open() {
     this.#stop();
-    if (this.#closed) return;
+    if (this.#closed || this.role === "follow") return;
+    const sh = this.#sh?.lead ? this.#sh : null;
+    if (sh && !this.#union().length) return; // no tab watches anything
     const es = new EventSource(this.streamURL(), { withCredentials: this.withCredentials });
     this.#es = es;
+    if (sh) this.#opened(sh);
     if (this.#statusKey === "") this.#status("connecting");
     else if (this.state !== "live" && !this.#allRefused()) this.#status("reconnecting", this.#last);
     es.onopen = () => {
@@ -164,16 +193,14 @@ export class Feed extends EventTarget {
     };
     for (const type of this.events) {
       es.addEventListener(type, (e) => {
-        if (this.#es === es) this.#event(type, e);
+        if (this.#es !== es) return;
+        if (this.#sh?.lead) this.#post({ k: "ev", g: this.#sh.g, type, last: e.lastEventId, data: e.data });
+        this.#event(type, e);
       });
     }
   }
 
   #event(type, e) {
-    if (e.lastEventId && e.lastEventId !== this.lastEventId) {
-      this.lastEventId = e.lastEventId;
-      this.#save();
-    }
     let data = null;
     try {
       data = JSON.parse(e.data);
@@ -181,11 +208,21 @@ export class Feed extends EventTarget {
       data = e.data;
     }
     const topic = (data && typeof data.topic === "string" && data.topic) || "";
+    if (this.#sh) {
+      if (!this.#shared(type, e.lastEventId || "", topic, data)) return;
+    } else if (e.lastEventId && e.lastEventId !== this.lastEventId) {
+      this.lastEventId = e.lastEventId;
+      this.#save();
+    }
+    if (!this.#sh && this.share && this.#fresh && (WITH_ID.has(type) || type === "refused")) {
+      this.#snapped.add(topic);
+      queueMicrotask(() => this.#maybeJoin());
+    }
     if (type === "refused") this.refused.set(topic, { status: data?.status, error: data?.error });
     else if (topic) this.refused.delete(topic);
     const id = WITH_ID.has(type) || !EVENTS.includes(type) ? e.lastEventId || "" : "";
     this.dispatchEvent(new CustomEvent(type, { detail: { type, id, topic, data } }));
-    if (type === "expired") {
+    if (type === "expired" && this.role !== "follow") {
       // The token ran out: the stream ends, and retrying with it is useless.
       this.#stop();
       this.#retry(401, "the access token expired", this.maxDelay);
@@ -232,16 +269,17 @@ export class Feed extends EventTarget {
     // events): say so per topic, as the server would have, after the
     // status, so that the refusal is the last word.
     let refusals = [];
+    const topics = this.#sh?.lead ? this.#union() : this.topics;
     if (listed) {
-      refusals = listed.filter((r) => r && this.topics.includes(r.topic));
+      refusals = listed.filter((r) => r && topics.includes(r.topic));
     } else if (status === 403 || status === 404) {
-      refusals = this.topics.map((topic) => ({ topic, status, error: reason }));
+      refusals = topics.map((topic) => ({ topic, status, error: reason }));
     }
     this.#retry(status, reason, Math.max(wait, client ? this.maxDelay : 0));
     for (const r of refusals) {
-      const data = { topic: r.topic, status: r.status, error: r.error };
-      this.refused.set(r.topic, { status: r.status, error: r.error });
-      this.dispatchEvent(new CustomEvent("refused", { detail: { type: "refused", id: "", topic: r.topic, data } }));
+      const data = JSON.stringify({ topic: r.topic, status: r.status, error: r.error });
+      if (this.#sh?.lead) this.#post({ k: "ev", g: this.#sh.g, type: "refused", last: "", data });
+      this.#event("refused", { lastEventId: "", data });
     }
   }
 
@@ -268,10 +306,314 @@ export class Feed extends EventTarget {
     if (key === this.#statusKey) return;
     this.#statusKey = key;
     this.state = state;
+    if (this.#sh?.lead && state !== "closed") this.#post({ k: "status", detail });
     this.dispatchEvent(new CustomEvent("status", { detail }));
   }
 
   #statusKey = "";
+
+  // Sharing one stream among tabs. Messages on the group's channel, each
+  // {k, from, ...}: "hello" (a tab's topics and position: it joined, changed
+  // topics or answers "lead"), "bye", "lead" (a new leader asks who is
+  // there), "open" (the leader opened stream g from position `at`; the
+  // members listed are covered by it), "cover" (one more member covered by
+  // g), "full" (a member whose topics do not fit: it streams alone), "ev"
+  // (an event of stream g), "status" (the leader's status). A
+  // member covered by g holds every event of its topics up to the last id
+  // g brought, so it takes only ids after its own position.
+  #sh = null; // the group: {name, me, seq, ch, stop, members, lead, leader, g, n, topics, wait, prune}
+  #joining = false;
+  #fresh; // no position at start: join once every topic's snapshot arrived
+  #snapped = new Set(); // topics whose snapshot (or refusal) arrived while alone
+  #snapAt = new Map(); // topic → id of the last snapshot delivered
+
+  #start() {
+    if (this.share && this.#joinable()) this.#join();
+    else this.#open();
+  }
+
+  #joinable() {
+    if (!this.#fresh) return true;
+    return !!this.lastEventId && this.topics.every((t) => this.#snapped.has(t) || this.refused.has(t));
+  }
+
+  #maybeJoin() {
+    if (this.share && !this.#closed && !this.#sh && !this.#joining && this.#joinable()) this.#join();
+  }
+
+  async #join() {
+    this.#joining = true;
+    const { token, url } = this;
+    let name;
+    try {
+      const key = [new URL(url, location.href).href, token, this.withCredentials, [...this.events].sort().join(",")].join("\n");
+      const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)));
+      name = "changecast " + [...sum].map((b) => b.toString(16).padStart(2, "0")).join("");
+    } catch {
+      this.share = false; // no sharing here: as before
+    }
+    this.#joining = false;
+    if (this.#closed || this.#sh) return;
+    if (!this.share || token !== this.token || url !== this.url) return this.#start();
+    const stop = new AbortController();
+    const sh = { name, url, me: crypto.randomUUID(), seq: 0, ch: new BroadcastChannel(name), stop, members: new Map(), lead: false, leader: "", g: "", n: 0, topics: [], wait: 0, prune: 0, cover: "" };
+    this.#sh = sh;
+    this.#fresh = false;
+    sh.ch.onmessage = (e) => this.#sh === sh && this.#onShare(e.data);
+    const hold = () => (stop.signal.aborted ? undefined : new Promise((r) => stop.signal.addEventListener("abort", r)));
+    const leadNow = () => {
+      if (this.#sh !== sh) return undefined;
+      this.#lead();
+      return hold();
+    };
+    // This member's own lock lives as long as it does: the leader drops
+    // members whose lock is gone (a closed or crashed tab).
+    navigator.locks.request(name + " " + sh.me, { signal: stop.signal }, hold).catch(() => {});
+    navigator.locks
+      .request(name, { ifAvailable: true }, (lock) => (lock ? leadNow() : null))
+      .then((r) => {
+        if (r !== null || this.#sh !== sh) return;
+        // Another tab leads: follow it, and wait in line for the lock.
+        this.role = "follow";
+        this.#stop();
+        if (this.#statusKey === "") this.#status("connecting");
+        this.#hello();
+        return navigator.locks.request(name, { signal: stop.signal }, leadNow);
+      })
+      .catch(() => {});
+  }
+
+  // #moved: the page changed feed.url since the feed joined its group; it
+  // joins the group of the new URL instead.
+  #moved() {
+    if (!this.#sh || this.#sh.url === this.url) return false;
+    this.#rejoin();
+    return true;
+  }
+
+  #rejoin() {
+    this.#leave();
+    this.#stop();
+    if (!this.#closed) this.#start();
+  }
+
+  #post(m) {
+    const sh = this.#sh;
+    if (sh) sh.ch.postMessage({ ...m, from: sh.me });
+  }
+
+  #hello() {
+    this.#post({ k: "hello", topics: this.topics, pos: this.lastEventId, seq: this.#sh.seq });
+  }
+
+  #lead() {
+    const sh = this.#sh;
+    this.role = "lead";
+    sh.lead = true;
+    sh.members.delete(sh.leader); // the leader before is gone
+    sh.leader = sh.me;
+    sh.prune = setInterval(() => this.#prune(), 2000);
+    this.#post({ k: "lead" });
+    if (this.#es && sh.members.size === 0) {
+      // The tab streamed alone until now: that stream becomes the group's.
+      this.#opened(sh);
+      return;
+    }
+    // Members answer "lead" with where they are; open once they have.
+    for (const m of sh.members.values()) m.answered = false;
+    clearTimeout(sh.wait);
+    sh.wait = setTimeout(() => this.#regroup(), sh.members.size ? 150 : 0);
+  }
+
+  // #opened: the leader's new stream is generation g, covering every member.
+  #opened(sh) {
+    sh.g = sh.me + "/" + ++sh.n;
+    sh.topics = this.#union();
+    const from = this.#from();
+    for (const m of sh.members.values()) m.cover = sh.g;
+    this.#post({ k: "open", g: sh.g, at: from, members: [...sh.members].map(([id, m]) => [id, m.seq]) });
+  }
+
+  #regroup() {
+    const sh = this.#sh;
+    clearTimeout(sh.wait);
+    sh.wait = 0;
+    this.reconnect();
+  }
+
+  #onShare(m) {
+    const sh = this.#sh;
+    switch (m.k) {
+      case "hello": {
+        const was = sh.members.get(m.from);
+        const member = { topics: m.topics, pos: m.pos, seq: m.seq, cover: "", answered: true, at: Date.now() };
+        sh.members.set(m.from, member);
+        if (!sh.lead) return;
+        if (this.#union().length > SHARED_TOPICS) {
+          sh.members.delete(m.from);
+          this.#post({ k: "full", id: m.from });
+          return;
+        }
+        if (this.#statusKey) this.#post({ k: "status", detail: JSON.parse(this.#statusKey) });
+        if (sh.wait) {
+          // Taking over: open as soon as every member said where it is.
+          if ([...sh.members.values()].every((x) => x.answered)) this.#regroup();
+          return;
+        }
+        if (sh.g && was && was.seq === m.seq && was.cover === sh.g) {
+          member.cover = sh.g; // it only said where it is
+        } else if (this.#es && sh.g && m.topics.every((t) => sh.topics.includes(t)) && m.pos >= this.lastEventId) {
+          member.cover = sh.g; // everything after its position is still to come on g
+          this.#post({ k: "cover", g: sh.g, id: m.from, seq: m.seq });
+          this.#shrink(); // it may have dropped a topic no one else has
+        } else {
+          this.#regroup(); // it needs the stream from earlier, or more topics
+        }
+        return;
+      }
+      case "bye":
+        sh.members.delete(m.from);
+        if (sh.lead) this.#shrink();
+        return;
+      case "lead":
+        sh.members.delete(sh.leader);
+        sh.leader = m.from;
+        this.#hello();
+        return;
+      case "open": {
+        sh.leader = m.from;
+        const mine = m.members.find(([id]) => id === sh.me);
+        if (mine && mine[1] === sh.seq && (!m.at || !this.lastEventId || m.at <= this.lastEventId)) {
+          sh.cover = m.g;
+        } else {
+          // The leader does not know where this tab is: say it anew.
+          sh.cover = "";
+          sh.seq++;
+          this.#hello();
+        }
+        return;
+      }
+      case "full":
+        if (m.id !== sh.me) return;
+        // Its topics do not fit on the group's stream: it streams alone.
+        this.#leave();
+        this.share = false;
+        this.#open();
+        return;
+      case "cover":
+        if (m.id === sh.me && m.seq === sh.seq) sh.cover = m.g;
+        return;
+      case "ev":
+        if (m.g === sh.cover) this.#event(m.type, { lastEventId: m.last, data: m.data });
+        return;
+      case "status":
+        if (!sh.lead) {
+          const { state, ...extra } = m.detail;
+          this.#status(state, extra);
+        }
+        return;
+    }
+  }
+
+  // #shared decides whether this member takes a relayed (or its own
+  // stream's) event, and moves its position on: ids after the position
+  // only, of its own topics only. Every event on a stream that covers the
+  // member moves its position, whatever its topic.
+  #shared(type, last, topic, data) {
+    if (type === "reset") {
+      // The stream started over (the position was unknown or too old):
+      // the ids that follow may be of another deployment.
+      this.lastEventId = "";
+      this.#snapAt.clear();
+    }
+    const mine = this.#wants(topic, data);
+    if (!(WITH_ID.has(type) || !EVENTS.includes(type)) || !last) return mine;
+    const seen = type === "snapshot" ? last < this.lastEventId || this.#snapAt.get(topic) === last : last <= this.lastEventId;
+    if (last > this.lastEventId) {
+      this.lastEventId = last;
+      this.#save();
+    }
+    if (seen || !mine) return false;
+    if (type === "snapshot") this.#snapAt.set(topic, last);
+    return true;
+  }
+
+  // #wants: an event of topic is this member's. List topics ("orders",
+  // "customers/<sub>") get their members' order events, which carry the
+  // order's own topic.
+  #wants(topic, data) {
+    if (this.topics.includes(topic)) return true;
+    if (!topic.startsWith("orders/")) return false;
+    return this.topics.includes("orders") || (!!data?.order?.customer && this.topics.includes("customers/" + data.order.customer));
+  }
+
+  // #union: the topics of every member, the leader's first.
+  #union() {
+    const u = new Set(this.topics);
+    for (const m of this.#sh.members.values()) for (const t of m.topics) u.add(t);
+    return [...u];
+  }
+
+  // #from: where the leader's next stream starts: the earliest position of
+  // the leader and of the members its stream does not cover. An earlier
+  // start than a member needs is safe: each takes only ids after its own.
+  #from() {
+    let from = this.lastEventId;
+    for (const m of this.#sh.members.values()) {
+      if (m.cover === this.#sh.g) continue; // it holds what the leader holds
+      if (m.topics.length && m.pos && (!from || m.pos < from)) from = m.pos;
+    }
+    return from;
+  }
+
+  #shareTopics() {
+    const sh = this.#sh;
+    sh.seq++;
+    if (sh.lead) {
+      if (this.#union().join("\n") !== sh.topics.join("\n")) this.reconnect();
+      return;
+    }
+    sh.cover = ""; // until the leader's stream has the new topics
+    this.#hello();
+  }
+
+  // #shrink reconnects when the members' topics no longer need all the stream's.
+  #shrink() {
+    const sh = this.#sh;
+    const u = this.#union();
+    if (!sh.wait && (u.length !== sh.topics.length || u.some((t) => !sh.topics.includes(t)))) this.reconnect();
+  }
+
+  async #prune() {
+    const sh = this.#sh;
+    const { held = [], pending = [] } = await navigator.locks.query();
+    if (this.#sh !== sh) return;
+    const live = new Set([...held, ...pending].map((l) => l.name));
+    let gone = false;
+    for (const [id, m] of sh.members) {
+      if (!live.has(sh.name + " " + id) && Date.now() - m.at > 3000) {
+        sh.members.delete(id);
+        gone = true;
+      }
+    }
+    if (gone) this.#shrink();
+  }
+
+  // #leave quits the group: the leader's stream ends, the lock goes to the
+  // next tab in line.
+  #leave() {
+    const sh = this.#sh;
+    this.#joining = false;
+    if (!sh) return;
+    this.#post({ k: "bye" });
+    this.#sh = null;
+    sh.stop.abort();
+    clearInterval(sh.prune);
+    clearTimeout(sh.wait);
+    sh.ch.close();
+    if (this.role === "lead") this.#stop();
+    this.role = "solo";
+  }
 
   #load() {
     try {

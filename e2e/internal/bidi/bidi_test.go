@@ -112,6 +112,14 @@ func TestFirefox(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// A closed tab is gone: evaluating in it fails.
+	if err := tab2.Close(ctx); err != nil {
+		t.Fatalf("close the second tab: %v", err)
+	}
+	if _, err := tab2.Eval(ctx, `1`); err == nil {
+		t.Error("eval in a closed tab: no error, want one")
+	}
+
 	closed = true
 	if err := b.Close(); err != nil {
 		t.Errorf("close: %v\n%s", err, b.Output())

@@ -50,6 +50,12 @@ func (b *Browser) NewTab(ctx context.Context) (*Tab, error) {
 	return &Tab{b: b, id: r.Context}, nil
 }
 
+// Close closes the tab, as a user does (the page unloads).
+func (t *Tab) Close(ctx context.Context) error {
+	_, err := t.b.Call(ctx, "browsingContext.close", map[string]any{"context": t.id, "promptUnload": false})
+	return err
+}
+
 // ID returns the tab's browsing context id, as LogEntry.Context names it.
 func (t *Tab) ID() string { return t.id }
 

@@ -29,3 +29,6 @@ feed.on("message", ({ data }) => data.message.text.toFixed());
 feed.on("status", (s) => s.state === "online");
 // @ts-expect-error the order's status is one of five
 feed.on("order", ({ data }) => data.order.status === "shipped");
+const alone: Feed = connect({ topics: ["rooms/lobby"], share: false });
+const role: "solo" | "lead" | "follow" = alone.role;
+console.log(role, alone.share);
