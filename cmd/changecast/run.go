@@ -204,7 +204,7 @@ func listen(cfg config, dev bool, maxConns int) (*connlimit.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
-	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation), nil
+	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation, connlimit.Grace), nil
 }
 
 // newMultiplexer builds the multiplexer over src, the store's change feed,
@@ -247,7 +247,8 @@ func startFeed(ctx context.Context, mux *stream.Multiplexer) error {
 }
 
 // newHTTPServer builds the HTTP server: the API's routes behind the
-// connection reserve and the body guard, with the timeouts of cfg.
+// connection bound (which learns from it which connections serve
+// requests) and the body guard, with the timeouts of cfg.
 func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, mux *stream.Multiplexer, met *metrics, logger *slog.Logger) (*http.Server, error) {
 	var secret, previous []byte
 	if !dev && cfg.JWTSecret != "" {
@@ -288,10 +289,11 @@ func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, m
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Protocols:         &protocols,
-		Handler:           connlimit.ServeReserve(handlers.GuardBodies(e, cfg.BodyTimeout)),
+		Handler:           connlimit.Serve(handlers.GuardBodies(e, cfg.BodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
-		ConnContext:       connlimit.MarkReserve,
+		ConnContext:       connlimit.ConnContext,
+		ConnState:         connlimit.ConnState,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: it would cut SSE streams. Stream writes push their
 		// own deadlines forward. No ReadTimeout either: it would end a
