@@ -311,3 +311,76 @@ func TestTakenConnKeepsPlace(t *testing.T) {
 		t.Errorf("Open() = %d, want 1", got)
 	}
 }
+
+// TestHTTP2ConnPlace: an HTTP/2 connection holds one place whatever it
+// carries; it keeps it while any of its streams is served, and gives it
+// up, once idle past the grace, to a newcomer.
+func TestHTTP2ConnPlace(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(tcp, 1, 0, time.Hour, 20*time.Millisecond)
+	entered, release := make(chan struct{}, 4), make(chan struct{})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Protocols: &protocols,
+		Handler: Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/block" {
+				entered <- struct{}{}
+				<-release
+			}
+			io.WriteString(w, r.Proto)
+		})),
+		ConnContext: ConnContext,
+		ConnState:   ConnState,
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	defer func() { closeOnce(release); srv.Close(); <-done }()
+
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &h2}, Timeout: 10 * time.Second}
+	base := "http://" + tcp.Addr().String()
+	results := make(chan error, 2)
+	for range 2 {
+		go func() {
+			resp, err := hc.Get(base + "/block")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 {
+					err = errors.New("answered over " + resp.Proto)
+				}
+			}
+			results <- err
+		}()
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("HTTP/2 request not served within 10s")
+		}
+	}
+	if got := l.Open(); got != 1 {
+		t.Errorf("Open() with two HTTP/2 streams = %d, want 1 connection", got)
+	}
+	c := &client{Conn: dialT(t, tcp.Addr().String())}
+	c.wantClosed(t, "newcomer while the HTTP/2 connection serves")
+	closeOnce(release)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Fatalf("HTTP/2 request: %v", err)
+		}
+	}
+	newcomer := &client{Conn: dialT(t, tcp.Addr().String())}
+	newcomer.get(t, "/")
+	if resp := newcomer.answer(t); resp.StatusCode != http.StatusOK {
+		t.Errorf("newcomer after the HTTP/2 streams ended: status %d, want 200", resp.StatusCode)
+	}
+	if l.Refused() != 1 || l.Evicted() != 1 {
+		t.Errorf("Refused() = %d, Evicted() = %d, want 1 and 1", l.Refused(), l.Evicted())
+	}
+}
