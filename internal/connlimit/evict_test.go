@@ -384,3 +384,40 @@ func TestHTTP2ConnPlace(t *testing.T) {
 		t.Errorf("Refused() = %d, Evicted() = %d, want 1 and 1", l.Refused(), l.Evicted())
 	}
 }
+
+// TestCloseWhileWaiting: an Accept waiting for a place to come free
+// returns once the Listener is closed, and the newcomer is closed.
+func TestCloseWhileWaiting(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(tcp, 1, 0, time.Hour, time.Hour)
+	defer l.Close()
+	dialT(t, tcp.Addr().String())
+	holder, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	newcomer := &client{Conn: dialT(t, tcp.Addr().String())}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	newcomer.wantOpen(t, "newcomer while the holder's grace lasts", 100*time.Millisecond)
+	l.Close()
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept still waiting 10s after Close")
+	}
+	newcomer.wantClosed(t, "newcomer once the listener is closed")
+}
