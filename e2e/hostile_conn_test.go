@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"changecast/handlers"
-	"changecast/internal/connlimit"
 )
 
 // Credentials of the hostile-client tests' server.
@@ -90,44 +89,6 @@ func TestHostileConnections(t *testing.T) {
 			},
 		},
 		{
-			name: "connections past MAX_CONNECTIONS are refused; health checks still answer",
-			env:  map[string]string{"MAX_CONNECTIONS": "50"},
-			run: func(t *testing.T, s hostileServer) {
-				const held, extra = 50 + connlimit.HealthReserve, 10
-				conns := make([]net.Conn, 0, held+extra)
-				defer func() {
-					for _, c := range conns {
-						c.Close()
-					}
-				}()
-				for range held + extra {
-					conns = append(conns, s.dial(t))
-				}
-				// The last ones dialed are past the cap and the reserve:
-				// closed on arrival, long before the 10 s the server gives
-				// a silent connection to send its request.
-				for i, c := range conns[len(conns)-extra/2:] {
-					c.SetReadDeadline(time.Now().Add(5 * time.Second))
-					if _, err := c.Read(make([]byte, 1)); !isClosed(err) {
-						t.Errorf("connection %d past the cap: read %v, want it closed at once", held+extra/2+i, err)
-					}
-				}
-				// With every ordinary place held, /healthz gets in through
-				// the reserve (once idle clients' probation there ends).
-				if code := s.poll(t, "/healthz", nil, func(code int, _ string) bool { return code == http.StatusOK }); code != http.StatusOK {
-					t.Errorf("/healthz answered %d with every connection held, want 200", code)
-				}
-				for _, c := range conns {
-					c.Close()
-				}
-				s.poll(t, "/metrics", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+hostileMetricsToken) },
-					func(code int, body string) bool {
-						n, ok := metricValue(body, "changecast_connections_refused_total")
-						return code == http.StatusOK && ok && n >= extra/2
-					})
-			},
-		},
-		{
 			name: "stream outlives the body, idle and reserve timeouts",
 			env:  map[string]string{"BODY_TIMEOUT": "1s", "IDLE_TIMEOUT": "1s", "MAX_CONNECTIONS": "50"},
 			run: func(t *testing.T, s hostileServer) {
@@ -151,7 +112,7 @@ func TestHostileConnections(t *testing.T) {
 					}
 				}()
 				// HEARTBEAT_INTERVAL is 1 s: four pings are past every
-				// timeout above (1 s, 1 s, connlimit.ReserveProbation 2 s).
+				// timeout above (1 s, 1 s, the health reserve's probation, 2 s).
 				timer := time.NewTimer(hostileWait)
 				defer timer.Stop()
 				for pings := 0; pings < 4; {

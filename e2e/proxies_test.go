@@ -154,6 +154,13 @@ func waitListening(t *testing.T, port int, logs *lockedBuffer, exited <-chan str
 
 func startNginx(t *testing.T, upstream int, edits ...string) *runningProxy {
 	t.Helper()
+	return startNginxWith(t, 1024, upstream, edits...)
+}
+
+// startNginxWith is startNginx with workerConns as the worker's
+// worker_connections (and twice that as its open-file limit).
+func startNginxWith(t *testing.T, workerConns, upstream int, edits ...string) *runningProxy {
+	t.Helper()
 	dir, port := t.TempDir(), freePort(t)
 	// Workers may run as nobody when the test runs as root.
 	os.Chmod(dir, 0o755)
@@ -169,8 +176,8 @@ master_process on;
 worker_processes 1;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log notice;
-worker_rlimit_nofile 20000;
-events { worker_connections 10000; }
+worker_rlimit_nofile %[2]d;
+events { worker_connections %[3]d; }
 http {
 	access_log off;
 	client_body_temp_path %[1]s/body;
@@ -180,7 +187,7 @@ http {
 	scgi_temp_path %[1]s/scgi;
 	include %[1]s/changecast.conf;
 }
-`, dir)
+`, dir, 2*workerConns, workerConns)
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(main), 0o644); err != nil {
 		t.Fatal(err)
@@ -189,7 +196,7 @@ http {
 	logs := &lockedBuffer{}
 	cmd, exited := startProcess(t, logs, nil, "nginx", args...)
 	if !waitListening(t, port, logs, exited) {
-		return startNginx(t, upstream, edits...)
+		return startNginxWith(t, workerConns, upstream, edits...)
 	}
 	return &runningProxy{
 		URL:  fmt.Sprintf("http://127.0.0.1:%d", port),

@@ -38,7 +38,7 @@ func TestProxyReloadManyStreams(t *testing.T) {
 	up := newE2EServer(t, map[string]string{
 		"STREAM_MAX_AGE": maxAge.String(), "HEARTBEAT_INTERVAL": "15s", "STREAMS_PER_SUBJECT": "-1",
 	})
-	p := startNginx(t, upstreamPort(t, up.URL))
+	p := startNginxWith(t, 4*n+64, upstreamPort(t, up.URL))
 
 	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: n}
 	t.Cleanup(tr.CloseIdleConnections)

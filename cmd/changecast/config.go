@@ -263,7 +263,7 @@ var envVars = []envVar{
 	}},
 	{"RETAIN_AGE", "168h", "a duration of at least 1m, such as 168h", "embedded store: how long the log keeps a change", durationIn(time.Minute, 100*365*24*time.Hour, func(c *config, d time.Duration) { c.RetainAge = d })},
 	// Connection limits (package connlimit, handlers.GuardBodies).
-	{"MAX_CONNECTIONS", "", "a whole number of connections from 1 up, or unset to derive it from the open-file limit", "connections served at once; more are closed on arrival", func(c *config, v string) error {
+	{"MAX_CONNECTIONS", "", "a whole number of connections from 1 up, or unset to derive it from the open-file limit", "TCP connections held at once; past it a new one takes the place of one that has sent no request for 1 s, then of the longest idle one; 8 more for health checks", func(c *config, v string) error {
 		if v == "" {
 			c.MaxConnections = 0
 			return nil

@@ -308,10 +308,11 @@ func (s *streamCollector) Collect(ch chan<- prometheus.Metric) {
 type connCounter interface {
 	Open() int64
 	Refused() uint64
+	Evicted() uint64
 }
 
-// watchConns registers the connection gauge and refusal counter, read
-// from l at scrape time. Neither has labels.
+// watchConns registers the connection gauge and the refusal and eviction
+// counters, read from l at scrape time. None has labels.
 func (m *metrics) watchConns(l connCounter) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -320,7 +321,11 @@ func (m *metrics) watchConns(l connCounter) {
 		}, func() float64 { return float64(l.Open()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "changecast_connections_refused_total",
-			Help: "Connections closed on arrival because MAX_CONNECTIONS and the health reserve were full.",
+			Help: "Connections closed on arrival because every place, the health reserve included, served a request.",
 		}, func() float64 { return float64(l.Refused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "changecast_connections_evicted_total",
+			Help: "Connections that served no request (silent or idle past the grace) closed to make room for a new one.",
+		}, func() float64 { return float64(l.Evicted()) }),
 	)
 }

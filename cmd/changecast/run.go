@@ -204,7 +204,7 @@ func listen(cfg config, dev bool, maxConns int) (*connlimit.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
-	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation), nil
+	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation, connlimit.Grace), nil
 }
 
 // newMultiplexer builds the multiplexer over src, the store's change feed,
@@ -246,8 +246,19 @@ func startFeed(ctx context.Context, mux *stream.Multiplexer) error {
 	return nil
 }
 
+// h2MaxStreams is how many streams (requests, SSE streams included) one
+// HTTP/2 connection may have open at once; past it the client opens
+// another connection (a new stream is refused with REFUSED_STREAM, which
+// clients retry). MAX_CONNECTIONS counts the connection once whatever it
+// carries, so this bounds what one place can hold: Go's default, which a
+// proxy multiplexing many browsers (Caddy or Envoy with an h2c upstream,
+// Cloud Run's front end) fills before it opens a second connection,
+// while a user's own streams stay bounded by STREAMS_PER_SUBJECT.
+const h2MaxStreams = 250
+
 // newHTTPServer builds the HTTP server: the API's routes behind the
-// connection reserve and the body guard, with the timeouts of cfg.
+// connection bound (which learns from it which connections serve
+// requests) and the body guard, with the timeouts of cfg.
 func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, mux *stream.Multiplexer, met *metrics, logger *slog.Logger) (*http.Server, error) {
 	var secret, previous []byte
 	if !dev && cfg.JWTSecret != "" {
@@ -289,10 +300,12 @@ func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, m
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Protocols:         &protocols,
-		Handler:           connlimit.ServeReserve(handlers.GuardBodies(e, cfg.BodyTimeout)),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h2MaxStreams},
+		Handler:           connlimit.Serve(handlers.GuardBodies(e, cfg.BodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
-		ConnContext:       connlimit.MarkReserve,
+		ConnContext:       connlimit.ConnContext,
+		ConnState:         connlimit.ConnState,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: it would cut SSE streams. Stream writes push their
 		// own deadlines forward. No ReadTimeout either: it would end a

@@ -2,10 +2,15 @@
 // rest fast, and raises the process's limit on open files.
 //
 // A Listener keeps at most a given number of connections open for
-// ordinary traffic and a small reserve more for health checks; a
-// connection past both is accepted and closed at once, so a flood of
-// connections never runs the server out of file descriptors. MarkReserve
-// and ServeReserve make an http.Server answer only health checks on
-// reserve connections. RaiseFileLimit and DefaultMax size the bound from
-// the limit on open files.
+// ordinary traffic and a small reserve more for health checks. When it is
+// full, a new connection takes the place of one that serves no request
+// (first one that has not sent a whole request header, then the longest
+// idle keep-alive one) once that one has served nothing for a short
+// grace; a connection serving a request or a stream keeps its place. So a
+// flood of idle connections never runs the server out of file
+// descriptors, nor keeps working clients out. Serve, ConnContext and
+// ConnState, set on the http.Server, tell the Listener which connections
+// serve requests, and make it answer only health checks on reserve
+// connections. RaiseFileLimit and DefaultMax size the bound from the
+// limit on open files.
 package connlimit
