@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -276,15 +278,34 @@ func describe(evs []sseclient.Event) string {
 	return b.String()
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// nextPort is the last port freePort handed out. The ports come from
+// below the kernel's ephemeral range (32768 and up on Linux), so an
+// outgoing connection of another test never takes one between freePort
+// and the process that listens on it, and each is handed out once per
+// run.
+var nextPort atomic.Int32
+
+func init() { nextPort.Store(int32(20000 + rand.IntN(6000))) }
+
+// freePort returns a loopback port that was free a moment ago and that
+// no other test of this run was given.
 func freePort(tb testing.TB) int {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	for range 1000 {
+		p := int(nextPort.Add(1))
+		if p >= 32768 {
+			nextPort.Store(20000)
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	tb.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
