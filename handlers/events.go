@@ -58,8 +58,10 @@ func (s *server) roomEvents(c echo.Context) error {
 // topic is checked on its own: a malformed one (400), an unknown or
 // foreign order (the same answer, 404), a room not granted (403, or 503
 // when the app's backend could not be asked), the orders list for a
-// customer (403) or another customer's list (404) is refused. Rooms the
-// backend granted are asked about again while the stream runs. The stream carries the other topics and starts, on every
+// customer (403) or another customer's list (404) is refused. The rooms
+// the token does not list are asked of the backend at once (see
+// roomsAccess), and those it granted are asked about again while the
+// stream runs. The stream carries the other topics and starts, on every
 // connection, with one `refused` event per refused topic. When every
 // topic is refused the answer is an error: see allRefused.
 func (s *server) events(c echo.Context) error {
@@ -79,6 +81,14 @@ func (s *server) events(c echo.Context) error {
 	if len(topics) > s.limits.TopicsPerRequest {
 		return errorf(http.StatusBadRequest, "a stream carries at most %d topics", s.limits.TopicsPerRequest)
 	}
+	// The rooms first, asked of the app's backend all at once.
+	var rooms []string
+	for _, t := range topics {
+		if kind, key, ok := store.ParseTopic(t); ok && kind == store.KindRoom {
+			rooms = append(rooms, key)
+		}
+	}
+	grants := s.roomsAccess(c.Request().Context(), p, rooms, roomRead)
 	allowed := make([]string, 0, len(topics))
 	var refused []protocol.Refused
 	var asked []string // rooms the app's backend granted
@@ -99,7 +109,8 @@ func (s *server) events(c echo.Context) error {
 				continue
 			}
 		case store.KindRoom:
-			g := s.roomAccess(c.Request().Context(), p, key, roomRead)
+			g := grants[0] // rooms' order is topics'
+			grants = grants[1:]
 			if !g.ok() {
 				status, msg := g.refusal(key)
 				refused = append(refused, protocol.Refused{Topic: t, Status: status, Error: msg})
@@ -197,13 +208,14 @@ func (s *server) serveStream(c echo.Context, p Principal, topics []string, notic
 	r := c.Request()
 	recheck, every := s.recheckRooms(p, asked)
 	opts := stream.StreamOptions{
-		Topics:       topics,
-		LastEventID:  lastEventID(c),
-		Notices:      notices,
-		User:         user,
-		Expires:      p.Expires,
-		Recheck:      recheck,
-		RecheckEvery: every,
+		Topics:        topics,
+		LastEventID:   lastEventID(c),
+		Notices:       notices,
+		User:          user,
+		Expires:       p.Expires,
+		Recheck:       recheck,
+		RecheckEvery:  every,
+		RecheckTopics: asked,
 		// The stream may outlive this call: it gives its slot back
 		// when it ends.
 		Done: release,

@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -47,6 +47,11 @@ type RoomAuth struct {
 	// MaxCalls bounds the questions in flight at once; 0:
 	// DefaultRoomAuthCalls.
 	MaxCalls int
+	// MaxCallsPerSub bounds the questions about one sub in flight at
+	// once: a question past it is "cannot tell now" at once, for that
+	// sub alone, and takes none of MaxCalls. 0: DefaultRoomAuthCallsPerSub;
+	// at most MaxCalls.
+	MaxCallsPerSub int
 	// Client asks; nil: a client of its own.
 	Client *http.Client
 }
@@ -64,6 +69,11 @@ const (
 	// answer, 800 a second, while a flood of subscriptions keeps at most
 	// 16 of the backend's connections busy.
 	DefaultRoomAuthCalls = 16
+	// DefaultRoomAuthCallsPerSub bounds one user's questions in flight,
+	// so one token asking about many rooms cannot take every slot from
+	// the others: 4 asks the rooms of one /api/events request 4 at a
+	// time.
+	DefaultRoomAuthCallsPerSub = 4
 )
 
 // On reports whether the backend is asked.
@@ -107,6 +117,9 @@ const (
 	// maxRoomAnswer bounds the answer body read: {"allowed":true} is 16
 	// bytes.
 	maxRoomAnswer = 4 << 10
+	// roomUnknownGrace is how many Cache periods an open stream keeps a
+	// room the backend granted while the backend cannot be asked.
+	roomUnknownGrace = 2
 	// roomSweepMin is the least number of answers kept before the
 	// expired ones are swept out.
 	roomSweepMin = 1024
@@ -143,6 +156,7 @@ type roomAsker struct {
 	calls  singleflight.Group
 
 	mu      sync.Mutex
+	busy    map[string]int // questions in flight per sub
 	answers map[roomKey]roomAnswer
 	sweepAt int // sweep the expired answers when this many are kept
 }
@@ -157,6 +171,10 @@ func newRoomAsker(ctx context.Context, cfg RoomAuth, now func() time.Time, log *
 	if cfg.MaxCalls <= 0 {
 		cfg.MaxCalls = DefaultRoomAuthCalls
 	}
+	if cfg.MaxCallsPerSub <= 0 {
+		cfg.MaxCallsPerSub = DefaultRoomAuthCallsPerSub
+	}
+	cfg.MaxCallsPerSub = min(cfg.MaxCallsPerSub, cfg.MaxCalls)
 	client := cfg.Client
 	if client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -168,6 +186,7 @@ func newRoomAsker(ctx context.Context, cfg RoomAuth, now func() time.Time, log *
 	return &roomAsker{
 		cfg: cfg, ctx: ctx, client: client, now: now, log: log,
 		slots:   make(chan struct{}, cfg.MaxCalls),
+		busy:    make(map[string]int),
 		answers: make(map[roomKey]roomAnswer),
 		sweepAt: roomSweepMin,
 	}
@@ -175,8 +194,10 @@ func newRoomAsker(ctx context.Context, cfg RoomAuth, now func() time.Time, log *
 
 // ask returns the backend's answer for sub doing action in room: a kept
 // one if it is fresh, else a new one. Identical questions at once share
-// one call. When ctx ends first (the client went) it returns
-// roomUnavailable; the call goes on, within Timeout, for the others.
+// one call. A question past sub's MaxCallsPerSub is roomUnavailable at
+// once, and not kept. When ctx ends first (the client went, or its
+// deadline passed) it returns roomUnavailable; the call goes on, within
+// Timeout, for the others.
 func (a *roomAsker) ask(ctx context.Context, sub, room string, action roomAction) roomVerdict {
 	k := roomKey{sub: sub, room: room, action: action}
 	a.mu.Lock()
@@ -187,6 +208,10 @@ func (a *roomAsker) ask(ctx context.Context, sub, room string, action roomAction
 	}
 	// No control character is in a subject or a room: NUL separates.
 	ch := a.calls.DoChan(string(action)+"\x00"+room+"\x00"+sub, func() (any, error) {
+		if !a.enter(sub) {
+			return roomUnavailable, nil
+		}
+		defer a.exit(sub)
 		v := a.call(k)
 		a.keep(k, v)
 		return v, nil
@@ -196,6 +221,27 @@ func (a *roomAsker) ask(ctx context.Context, sub, room string, action roomAction
 		return r.Val.(roomVerdict)
 	case <-ctx.Done():
 		return roomUnavailable
+	}
+}
+
+// enter counts a question about sub in flight, unless sub has
+// MaxCallsPerSub in flight already: then it returns false.
+func (a *roomAsker) enter(sub string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.busy[sub] >= a.cfg.MaxCallsPerSub {
+		return false
+	}
+	a.busy[sub]++
+	return true
+}
+
+// exit counts a question about sub, counted by enter, done.
+func (a *roomAsker) exit(sub string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.busy[sub]--; a.busy[sub] == 0 {
+		delete(a.busy, sub)
 	}
 }
 
@@ -358,27 +404,86 @@ func (s *server) roomAccess(ctx context.Context, p Principal, room string, actio
 	return grantRefused
 }
 
+// roomsAccess is roomAccess for several rooms at once, its answers in
+// rooms' order. The backend is asked about the rooms the token does not
+// list concurrently, MaxCallsPerSub at a time, all within one Timeout:
+// a room not answered by then is grantUnknown. So a request of many
+// rooms waits about one question's time, not one per room.
+func (s *server) roomsAccess(ctx context.Context, p Principal, rooms []string, action roomAction) []roomGrant {
+	grants := make([]roomGrant, len(rooms))
+	var ask []int // indexes of the rooms to ask about
+	for i, room := range rooms {
+		if p.CanRoom(room) || s.rooms == nil {
+			grants[i] = s.roomAccess(ctx, p, room, action) // asks nothing
+			continue
+		}
+		ask = append(ask, i)
+	}
+	if len(ask) == 0 {
+		return grants
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.rooms.cfg.Timeout)
+	defer cancel()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(ask), s.rooms.cfg.MaxCallsPerSub) {
+		wg.Go(func() {
+			for {
+				n := int(next.Add(1)) - 1
+				if n >= len(ask) {
+					return
+				}
+				i := ask[n]
+				grants[i] = s.roomAccess(ctx, p, rooms[i], action)
+			}
+		})
+	}
+	wg.Wait()
+	return grants
+}
+
 // recheckRooms is the Recheck of a stream of p whose topics granted
 // holds rooms the backend granted: every RoomAuth.Cache it asks about
-// those again, and returns a `refused` event (403, or 503 when the
-// backend cannot be asked: fail closed) for each no longer granted.
+// those again (as roomsAccess), and returns a `refused` event for each
+// the backend no longer grants: at once on a no (403); when the backend
+// cannot be asked, once its last yes for the stream is twice Cache old
+// (503): an outage, or a flood of another user's questions, withdraws
+// nothing at first, yet fails closed in the end.
 // It returns nil when granted is empty: nothing to ask again.
 func (s *server) recheckRooms(p Principal, granted []string) (func(context.Context, []string) []stream.Event, time.Duration) {
 	if len(granted) == 0 {
 		return nil, 0
 	}
+	every := s.rooms.cfg.Cache
+	// The time of each topic's last yes; read and written by the
+	// stream's checker alone, one Recheck at a time.
+	lastYes := make(map[string]time.Time, len(granted))
+	for _, t := range granted {
+		lastYes[t] = s.now()
+	}
 	return func(ctx context.Context, topics []string) []stream.Event {
-		var out []stream.Event
+		var asked, rooms []string
 		for _, t := range topics {
-			if !slices.Contains(granted, t) {
-				continue
-			}
-			_, room, _ := store.ParseTopic(t)
-			if g := s.roomAccess(ctx, p, room, roomRead); !g.ok() {
-				status, msg := g.refusal(room)
-				out = append(out, refusedEvent(protocol.Refused{Topic: t, Status: status, Error: msg}))
+			if _, ok := lastYes[t]; ok {
+				_, room, _ := store.ParseTopic(t)
+				asked, rooms = append(asked, t), append(rooms, room)
 			}
 		}
+		grants := s.roomsAccess(ctx, p, rooms, roomRead)
+		now := s.now()
+		var out []stream.Event
+		for i, g := range grants {
+			t := asked[i]
+			switch {
+			case g.ok():
+				lastYes[t] = now
+				continue
+			case g == grantUnknown && now.Sub(lastYes[t]) < roomUnknownGrace*every:
+				continue // cannot tell now: still granted for a while
+			}
+			status, msg := g.refusal(rooms[i])
+			out = append(out, refusedEvent(protocol.Refused{Topic: t, Status: status, Error: msg}))
+		}
 		return out
-	}, s.rooms.cfg.Cache
+	}, every
 }

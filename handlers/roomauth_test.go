@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,9 +379,9 @@ func TestRoomAuthWithdrawal(t *testing.T) {
 	}
 }
 
-// TestRoomAuthConcurrencyBound: many distinct questions at once never
-// have more than MaxCalls in flight at the backend; the others wait for
-// a slot and are answered.
+// TestRoomAuthConcurrencyBound: many distinct questions at once, of as
+// many users, never have more than MaxCalls in flight at the backend;
+// the others wait for a slot and are answered.
 func TestRoomAuthConcurrencyBound(t *testing.T) {
 	const bound, requests = 3, 12
 	b := newRoomBackend(t)
@@ -388,11 +389,11 @@ func TestRoomAuthConcurrencyBound(t *testing.T) {
 	hold := make(chan struct{})
 	b.hold = hold
 	e := roomEnv(t, b, RoomAuth{MaxCalls: bound, Timeout: waitTimeout})
-	alice := token(t, "alice", RoleCustomer)
 	var wg sync.WaitGroup
 	for i := range requests {
+		user := token(t, "user-"+strconv.Itoa(i), RoleCustomer)
 		wg.Go(func() {
-			e.expect(t, req{method: "GET", path: "/api/rooms/room-" + string(rune('a'+i)) + "/messages", token: alice}, http.StatusOK)
+			e.expect(t, req{method: "GET", path: "/api/rooms/room-" + string(rune('a'+i)) + "/messages", token: user}, http.StatusOK)
 		})
 	}
 	// The bound reached, give the others a moment to (wrongly) get in.
@@ -474,5 +475,144 @@ func TestRoomVerdictOf(t *testing.T) {
 		if refAllows != tt.want && !strings.Contains(tt.body, `"Allowed"`) && strings.Count(tt.body, `"allowed"`) < 2 && !strings.Contains(tt.body, "ALLOWED") {
 			t.Errorf("body %q: encoding/json reads allowed=%t, the table says %t", tt.body, refAllows, tt.want)
 		}
+	}
+}
+
+// TestRoomAuthPerSubBound: one user asking about many rooms at once
+// (the flood of the review: 32 unlisted rooms) has at most
+// MaxCallsPerSub questions in flight; the rest are 503 at once without
+// reaching the backend, and another user's question, meanwhile, takes
+// a free slot and gets its answer.
+func TestRoomAuthPerSubBound(t *testing.T) {
+	const rooms = 32
+	b := newRoomBackend(t, "bob kitchen read")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before the backend closes
+	b.setReply(func(q roomQuestion) (int, string) {
+		if q.Sub == "mallory" {
+			if q.Room != "free" {
+				<-release
+			}
+			return http.StatusOK, `{"allowed":false}`
+		}
+		return http.StatusOK, `{"allowed":true}`
+	})
+	e := roomEnv(t, b, RoomAuth{Timeout: waitTimeout}) // 16 slots, 4 a user
+	mallory := token(t, "mallory", RoleCustomer)
+	statuses := make(chan int, rooms)
+	var wg sync.WaitGroup
+	for i := range rooms {
+		wg.Go(func() {
+			statuses <- e.do(t, req{method: "GET", path: "/api/rooms/room-" + strconv.Itoa(i) + "/messages", token: mallory}).status
+		})
+	}
+	for range rooms - DefaultRoomAuthCallsPerSub {
+		select {
+		case s := <-statuses:
+			if s != http.StatusServiceUnavailable {
+				t.Fatalf("a question past the user's bound: %d, want 503", s)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatalf("the questions past the user's bound were not answered 503 at once (%d at the backend)", b.inFlight.Load())
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // time for another to (wrongly) reach the backend
+
+	e.expect(t, req{method: "GET", path: "/api/rooms/kitchen/messages", token: token(t, "bob", RoleCustomer)}, http.StatusOK)
+	release <- struct{}{} // one held question answered: its place is free again
+	if s := <-statuses; s != http.StatusForbidden {
+		t.Fatalf("a question of the user's bound: %d, want the backend's no, 403", s)
+	}
+	e.expect(t, req{method: "GET", path: "/api/rooms/free/messages", token: mallory}, http.StatusForbidden)
+	for range DefaultRoomAuthCallsPerSub - 1 {
+		release <- struct{}{}
+	}
+	wg.Wait()
+	n := 0
+	for _, q := range b.questions() {
+		if q.Sub == "mallory" {
+			n++
+		}
+	}
+	if m := b.maxInFlight.Load(); n != DefaultRoomAuthCallsPerSub+1 || m > DefaultRoomAuthCallsPerSub+1 {
+		t.Fatalf("%d of the user's questions reached the backend, at most %d in flight; want %d, at most %d", n, m, DefaultRoomAuthCallsPerSub+1, DefaultRoomAuthCallsPerSub+1)
+	}
+}
+
+// TestRoomAuthEventsAsksAtOnce: the rooms of one /api/events request
+// are asked about together, MaxCallsPerSub at a time: a backend that
+// answers only once that many questions are in flight opens them all
+// (asked one after another, each would wait for its timeout).
+func TestRoomAuthEventsAsksAtOnce(t *testing.T) {
+	const bound, rooms = 3, 7
+	b := newRoomBackend(t)
+	b.setReply(func(roomQuestion) (int, string) {
+		for deadline := time.Now().Add(waitTimeout); b.maxInFlight.Load() < bound && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return http.StatusOK, `{"allowed":true}`
+	})
+	e := roomEnv(t, b, RoomAuth{MaxCallsPerSub: bound, Timeout: 3 * time.Second})
+	alice := token(t, "alice", RoleCustomer)
+	q := make([]string, rooms)
+	for i := range q {
+		q[i] = "topic=rooms/r" + strconv.Itoa(i)
+	}
+	s := e.openStream(t, "/api/events?"+strings.Join(q, "&"), map[string]string{"Authorization": "Bearer " + alice})
+	for range rooms {
+		if ev := s.next(t); ev.Event != "snapshot" {
+			t.Fatalf("got %+v, want a snapshot of each room", ev)
+		}
+	}
+	if n, m := b.calls.Load(), b.maxInFlight.Load(); n != rooms || m != bound {
+		t.Fatalf("%d questions, at most %d in flight; want %d, at most %d", n, m, rooms, bound)
+	}
+}
+
+// stillClock is a Config.Now that stands still until the test moves it.
+type stillClock struct {
+	base   time.Time
+	offset atomic.Int64
+}
+
+func newStillClock() *stillClock              { return &stillClock{base: time.Now()} }
+func (c *stillClock) now() time.Time          { return c.base.Add(time.Duration(c.offset.Load())) }
+func (c *stillClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// TestRoomAuthRecheckOutageGrace, on a clock the test moves (rechecks
+// tick in real time, every Cache): an open stream whose room the
+// backend granted keeps it while the backend cannot be asked, until its
+// last yes is twice Cache old; then the room gets `refused` with 503.
+func TestRoomAuthRecheckOutageGrace(t *testing.T) {
+	const cache = 100 * time.Millisecond
+	b := newRoomBackend(t, "alice kitchen read")
+	clock := newStillClock()
+	e := roomEnv(t, b, RoomAuth{Cache: cache}, func(c *Config) { c.Now = clock.now })
+	alice := token(t, "alice", RoleCustomer)
+	staff := token(t, "kitchen", RoleStaff, "*")
+	s := e.openStream(t, "/api/rooms/kitchen/events", map[string]string{"Authorization": "Bearer " + alice})
+	if ev := s.next(t); ev.Event != "snapshot" {
+		t.Fatalf("got %+v, want the snapshot", ev)
+	}
+
+	b.setReply(func(roomQuestion) (int, string) { return http.StatusServiceUnavailable, "" })
+	clock.advance(cache) // the yes has expired: the next recheck asks
+	for deadline := time.Now().Add(waitTimeout); b.calls.Load() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream's room was not asked about again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(3 * cache) // rechecks that (wrongly) withdraw
+	e.expect(t, req{method: "POST", path: "/api/rooms/kitchen/messages", body: `{"text":"k1"}`, token: staff}, http.StatusCreated)
+	if ev := s.next(t); ev.Event != "message" || !strings.Contains(ev.Data, "k1") {
+		t.Fatalf("backend down, the yes one Cache old: got %+v, want message k1", ev)
+	}
+
+	clock.advance(cache) // the last yes is twice Cache old
+	refused := `{"topic":"rooms/kitchen","status":503,"error":"` + msgRoomAuthDown + `"}`
+	evs := s.ended(t)
+	if len(evs) != 1 || evs[0].Event != "refused" || evs[0].Data != refused {
+		t.Fatalf("backend down, the yes twice Cache old: got %+v, want refused %s and the end", evs, refused)
 	}
 }

@@ -36,7 +36,7 @@ type StreamOptions struct {
 	Notices []Event
 	// Recheck, if set, is asked every RecheckEvery while the stream is
 	// live whether its topics are still allowed: it gets the topics the
-	// stream still carries and returns one event (a refusal, say) for
+	// stream still carries (of RecheckTopics, if given) and returns one event (a refusal, say) for
 	// each topic to withdraw, whose Topic names it. A withdrawn topic's
 	// events stop, its event is sent without an `id:` line after what
 	// the client already has of that topic, and the other topics stream
@@ -47,6 +47,10 @@ type StreamOptions struct {
 	Recheck func(ctx context.Context, topics []string) []Event
 	// RecheckEvery is the interval of Recheck; not positive: no recheck.
 	RecheckEvery time.Duration
+	// RecheckTopics, if not empty, are the topics Recheck may take back:
+	// it is asked about those of them the stream still carries, and no
+	// more once none is left. Empty: all of Topics.
+	RecheckTopics []string
 	// Done, if set, is called once when the stream has ended (whatever
 	// Serve returned), before the client sees the end of the response.
 	// Serve may return before the stream ends: Done, not Serve's return,

@@ -10,7 +10,8 @@ import (
 // taken back (StreamOptions.Recheck) has a checker, a goroutine the
 // session owns (started when the stream goes live, stopped and waited
 // for by end). Each RecheckEvery it asks Recheck about the topics still
-// carried; for each refused one it leaves the topic (no frame of it is
+// carried (of RecheckTopics, when given), and stops when none is left;
+// for each refused one it leaves the topic (no frame of it is
 // queued any more, and the user leaves its presence), hands the event to
 // the session and notifies it. The session's step, the only writer,
 // then writes the event, and from then on skips what was queued of that
@@ -33,12 +34,15 @@ func (s *session) startCheck() {
 	}()
 }
 
-// check runs Recheck every RecheckEvery until ctx ends or no topic is
-// left, withdrawing the topics it refuses.
+// check runs Recheck every RecheckEvery until ctx ends or no topic it
+// may take back is left, withdrawing the topics it refuses.
 func (s *session) check(ctx context.Context) {
 	t := time.NewTicker(s.opts.RecheckEvery)
 	defer t.Stop()
 	live := s.opts.Topics
+	if len(s.opts.RecheckTopics) > 0 {
+		live = slices.DeleteFunc(slices.Clone(live), func(t string) bool { return !slices.Contains(s.opts.RecheckTopics, t) })
+	}
 	for len(live) > 0 {
 		select {
 		case <-ctx.Done():

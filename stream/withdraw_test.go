@@ -172,3 +172,54 @@ func TestRecheckSkipsQueuedFramesOfWithdrawnTopic(t *testing.T) {
 		}
 	})
 }
+
+// TestRecheckStopsWhenNoRecheckTopicLeft, on a fake clock: Recheck is
+// asked only about RecheckTopics, and once the last of them is
+// withdrawn it is asked no more, while the stream's other topic streams
+// on.
+func TestRecheckStopsWhenNoRecheckTopicLeft(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource()
+		m := started(t, src, Config{})
+		defer m.Close()
+		synctest.Wait()
+
+		var mu sync.Mutex
+		var asked [][]string
+		recheck := func(_ context.Context, topics []string) []Event {
+			mu.Lock()
+			defer mu.Unlock()
+			asked = append(asked, topics)
+			if slices.Contains(topics, "rooms/a") {
+				return []Event{refusedEvent("rooms/a")}
+			}
+			return nil
+		}
+		w := newRecorder()
+		r := httptest.NewRequest("GET", "/", nil)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.Serve(w, r, StreamOptions{Topics: []string{"rooms/a", "rooms/b"}, Recheck: recheck, RecheckEvery: 10 * time.Second,
+				RecheckTopics: []string{"rooms/a", "rooms/c"}})
+		}()
+		synctest.Wait()
+		time.Sleep(10 * time.Minute) // sixty intervals
+		synctest.Wait()
+		src.add("rooms/b", "b-after")
+		synctest.Wait()
+		if got := w.text(); !strings.Contains(got, "event: refused") || !strings.Contains(got, "b-after") {
+			t.Fatalf("stream %q: want rooms/a refused and b-after", got)
+		}
+		select {
+		case <-done:
+			t.Fatal("stream ended with rooms/b left")
+		default:
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(asked) != 1 || !slices.Equal(asked[0], []string{"rooms/a"}) {
+			t.Fatalf("Recheck asked about %q; want [rooms/a] once", asked)
+		}
+	})
+}
