@@ -165,4 +165,3 @@ func TestIdleGraceLongerThanSilent(t *testing.T) {
 		t.Errorf("Evicted() = %d, want 0", s.l.Evicted())
 	}
 }
-
