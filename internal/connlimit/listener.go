@@ -47,10 +47,11 @@ const WriteTimeout = 30 * time.Second
 // Listener is a net.Listener that keeps at most max connections open
 // for ordinary traffic, and up to reserve more for health checks (see
 // Serve). When its places are full, a new connection takes the place of
-// the connection that has served no request for the longest time (past
-// the grace): first one that never sent a whole request header, else an
-// idle keep-alive one. A connection serving a request (a stream
-// included) never loses its place. Only when every ordinary place serves
+// the connection that has served no request for the longest time, past
+// its grace: first one that never sent a whole request header (grace),
+// else an idle keep-alive one (idleGrace, longer). A connection serving a
+// request (until its answer is sent; a stream included) never loses its
+// place. Only when every ordinary place serves
 // a request does a new connection go to the reserve, and only when the
 // reserve too is busy is it closed at once (and counted); while a place
 // is bound to come free within the grace, Accept waits, leaving
@@ -266,6 +267,7 @@ type conn struct {
 	// connection is idle (its answer may still wait in net/http's
 	// buffers, or for the client's window).
 	flushing bool
+	active   bool // net/http reports c active (not idle)
 	served   bool // a request has been served
 	taken    bool // taken over (hijacked) by a handler
 	gone     bool // its place is given back
@@ -296,18 +298,19 @@ func (c *conn) Close() error {
 	return c.Conn.Close()
 }
 
-// begin marks c as serving one more request, that of ctx.
-func (c *conn) begin(ctx context.Context) {
+// begin marks c as serving one more request.
+func (c *conn) begin() {
 	l := c.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c.serving++
 	c.unlist()
 	// The answer is sent once net/http reports the connection idle.
-	// Over HTTP/2 a stream reset before its handler began may have
-	// made it idle already; its context is done by then (checked
-	// under l.mu, which ConnState takes too), and end ends it.
-	if ctx.Err() == nil {
+	// Over HTTP/2 a stream closed (reset) before its handler began may
+	// have made it idle already: no answer is left to send, and end
+	// ends the request. (net/http reports the connection active again
+	// before a new stream's handler begins.)
+	if c.active {
 		c.flushing = true
 	}
 	l.changedLocked()
@@ -323,11 +326,20 @@ func (c *conn) end() {
 	c.idleLocked()
 }
 
+// setActive records that net/http reports c active: reading a request,
+// or (HTTP/2) with streams open.
+func (c *conn) setActive() {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	c.active = true
+}
+
 // idle marks c's answers as sent: net/http says the connection is idle.
 func (c *conn) idle() {
 	l := c.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	c.active = false
 	if !c.flushing {
 		return // no request began: an HTTP/2 connection past its preface
 	}
@@ -412,6 +424,8 @@ func ConnState(c net.Conn, s http.ConnState) {
 		return
 	}
 	switch s {
+	case http.StateActive:
+		lc.setActive()
 	case http.StateIdle:
 		lc.idle()
 	case http.StateHijacked:
@@ -442,7 +456,7 @@ func Serve(next http.Handler, writeTimeout time.Duration) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		c.begin(r.Context())
+		c.begin()
 		defer c.end()
 		if c.until.IsZero() {
 			next.ServeHTTP(w, r)

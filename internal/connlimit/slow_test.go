@@ -165,3 +165,32 @@ func TestIdleGraceLongerThanSilent(t *testing.T) {
 		t.Errorf("Evicted() = %d, want 0", s.l.Evicted())
 	}
 }
+
+// TestStreamClosedBeforeHandler: over HTTP/2 a stream can close (be
+// reset) before its handler begins, so that net/http reports the
+// connection idle first; once that handler returns the connection is
+// idle, not serving for ever.
+func TestStreamClosedBeforeHandler(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(tcp, 1, 0, time.Hour, time.Hour, time.Hour)
+	defer l.Close()
+	dialT(t, tcp.Addr().String())
+	nc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := nc.(*conn)
+	ConnState(c, http.StateActive) // the stream opens
+	ConnState(c, http.StateIdle)   // and is reset
+	c.begin()                      // before its handler begins
+	c.end()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.elem == nil || l.ordinary.idle.Len() != 1 {
+		t.Error("connection with no stream open and no handler running is not idle")
+	}
+}
