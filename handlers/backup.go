@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"changecast/internal/connlimit"
 )
 
 // backuper is a store that can copy itself while it serves: the
@@ -70,7 +72,7 @@ func (s *server) backup(c echo.Context) error {
 	c.Response().WriteHeader(http.StatusOK)
 	c.Response().Flush() // the client learns at once that the copy began
 	start := time.Now()
-	n, err := b.Backup(c.Request().Context(), c.Response())
+	n, err := b.Backup(c.Request().Context(), deadlineWriter{http.NewResponseController(c.Response()), c.Response()})
 	if err != nil {
 		// The status is sent: cut the connection, so the client sees a
 		// broken answer, not a short copy that ended cleanly.
@@ -86,4 +88,17 @@ func (s *server) backup(c echo.Context) error {
 	s.log.Info("backup sent", "bytes", n, "duration", time.Since(start).Round(time.Millisecond).String(),
 		"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 	return nil
+}
+
+// deadlineWriter pushes the answer's write deadline forward before each
+// write: connlimit.Serve gives a whole answer connlimit.WriteTimeout to
+// reach the client, a backup gets that much for each chunk.
+type deadlineWriter struct {
+	rc *http.ResponseController
+	w  io.Writer
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(connlimit.WriteTimeout))
+	return d.w.Write(p)
 }

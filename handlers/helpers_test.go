@@ -59,6 +59,14 @@ func (b *syncBuffer) String() string {
 // first, then the server, then the store.
 func newEnv(tb testing.TB, change ...func(*Config)) *env {
 	tb.Helper()
+	return newEnvWrapped(tb, nil, change...)
+}
+
+// newEnvWrapped is newEnv with the server's handler wrapped by wrap (if
+// not nil), outermost, as the binary wraps it in connlimit.Serve; the
+// server then speaks HTTP/2 without TLS too, as the binary does.
+func newEnvWrapped(tb testing.TB, wrap func(http.Handler) http.Handler, change ...func(*Config)) *env {
+	tb.Helper()
 	b, err := bolt.Open(tb.TempDir(), bolt.Options{})
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
@@ -83,7 +91,19 @@ func newEnv(tb testing.TB, change ...func(*Config)) *env {
 		mux.Close()
 		tb.Fatalf("New: %v", err)
 	}
-	srv := httptest.NewServer(checkSpec(tb, cfg, e))
+	h := checkSpec(tb, cfg, e)
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	if wrap != nil {
+		// HTTP/2 without TLS too, as the binary serves it.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.Config.Protocols = &p
+	}
+	srv.Start()
 	tb.Cleanup(srv.Close)
 	tb.Cleanup(mux.Close)
 	waitReady(tb, mux)

@@ -204,7 +204,7 @@ func listen(cfg config, dev bool, maxConns int) (*connlimit.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
-	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation, connlimit.Grace), nil
+	return connlimit.NewListener(tcpLn, maxConns, connlimit.HealthReserve, connlimit.ReserveProbation, connlimit.Grace, connlimit.IdleGrace), nil
 }
 
 // newMultiplexer builds the multiplexer over src, the store's change feed,
@@ -299,16 +299,20 @@ func newHTTPServer(ctx context.Context, cfg config, dev bool, b store.Backend, m
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Protocols:         &protocols,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h2MaxStreams},
-		Handler:           connlimit.Serve(handlers.GuardBodies(e, cfg.BodyTimeout)),
+		Protocols: &protocols,
+		// WriteByteTimeout closes an HTTP/2 connection whose client
+		// reads nothing at all (the stream deadlines only reset streams
+		// that wait for its window).
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h2MaxStreams, WriteByteTimeout: connlimit.WriteTimeout},
+		Handler:           connlimit.Serve(handlers.GuardBodies(e, cfg.BodyTimeout), connlimit.WriteTimeout),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
 		ConnContext:       connlimit.ConnContext,
 		ConnState:         connlimit.ConnState,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		// No WriteTimeout: it would cut SSE streams. Stream writes push their
-		// own deadlines forward. No ReadTimeout either: it would end a
+		// No WriteTimeout: it would cut SSE streams. connlimit.Serve sets
+		// a write deadline per request instead; stream and backup writes
+		// push it forward. No ReadTimeout either: it would end a
 		// stream when it expires (its connection is read to learn when
 		// the client goes); GuardBodies bounds bodies instead.
 	}, nil

@@ -8,7 +8,9 @@
 // idle keep-alive one) once that one has served nothing for a short
 // grace; a connection serving a request or a stream keeps its place. So a
 // flood of idle connections never runs the server out of file
-// descriptors, nor keeps working clients out. Serve, ConnContext and
+// descriptors, nor keeps working clients out. An answer has a deadline
+// to reach its client, so a client that does not read cannot hold a
+// place either. Serve, ConnContext and
 // ConnState, set on the http.Server, tell the Listener which connections
 // serve requests, and make it answer only health checks on reserve
 // connections. RaiseFileLimit and DefaultMax size the bound from the

@@ -24,12 +24,20 @@ type testServer struct {
 
 func startServer(t *testing.T, max, reserve int, probation, grace time.Duration) *testServer {
 	t.Helper()
+	return startServerWith(t, max, reserve, probation, grace, grace, time.Hour)
+}
+
+// startServerWith is startServer with its idle grace and write timeout
+// too. Its handler also answers /big with bigSize bytes, and (over
+// HTTP/2) /small with a few bytes once the handler has returned.
+func startServerWith(t *testing.T, max, reserve int, probation, grace, idleGrace, writeTimeout time.Duration) *testServer {
+	t.Helper()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &testServer{
-		l:       NewListener(tcp, max, reserve, probation, grace),
+		l:       NewListener(tcp, max, reserve, probation, grace, idleGrace),
 		addr:    tcp.Addr().String(),
 		entered: make(chan string, 16),
 		release: make(chan struct{}),
@@ -54,12 +62,32 @@ func startServer(t *testing.T, max, reserve int, probation, grace time.Duration)
 				taken = append(taken, c)
 				mu.Unlock()
 				return
+			case r.URL.Path == "/big":
+				s.entered <- r.URL.Path
+				chunk := make([]byte, 64<<10)
+				for n := 0; n < bigSize; n += len(chunk) {
+					if _, err := w.Write(chunk); err != nil {
+						return
+					}
+				}
+				return
 			}
 			io.WriteString(w, "ok")
-		})),
+		}), writeTimeout),
 		ConnContext: ConnContext,
 		ConnState:   ConnState,
 	}
+	served := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.ServeHTTP(w, r)
+		if r.URL.Path == "/small" {
+			s.entered <- "/small returned"
+		}
+	})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv.Protocols = &protocols
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(s.l) }()
 	t.Cleanup(func() {
@@ -320,7 +348,7 @@ func TestHTTP2ConnPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(tcp, 1, 0, time.Hour, 20*time.Millisecond)
+	l := NewListener(tcp, 1, 0, time.Hour, 20*time.Millisecond, 20*time.Millisecond)
 	entered, release := make(chan struct{}, 4), make(chan struct{})
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -333,7 +361,7 @@ func TestHTTP2ConnPlace(t *testing.T) {
 				<-release
 			}
 			io.WriteString(w, r.Proto)
-		})),
+		}), time.Hour),
 		ConnContext: ConnContext,
 		ConnState:   ConnState,
 	}
@@ -392,7 +420,7 @@ func TestCloseWhileWaiting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(tcp, 1, 0, time.Hour, time.Hour)
+	l := NewListener(tcp, 1, 0, time.Hour, time.Hour, time.Hour)
 	defer l.Close()
 	dialT(t, tcp.Addr().String())
 	holder, err := l.Accept()

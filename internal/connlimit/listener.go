@@ -23,21 +23,35 @@ const HealthReserve = 8
 // request at once, and idle clients must not keep the reserve full.
 const ReserveProbation = 2 * time.Second
 
-// Grace is how long a connection that serves no request (one that has
-// not sent a whole request header yet, or a keep-alive connection between
-// requests) keeps its place against a newcomer when the Listener is full.
-// An honest client's request is in the socket before the connection is
-// accepted, and is read in microseconds; one second is ample over any
-// network, and bounds how long an idle flood can hold a place.
+// Grace is how long a connection that has not sent a whole request
+// header yet keeps its place against a newcomer when the Listener is
+// full. An honest client's request is in the socket before the
+// connection is accepted, and is read in microseconds; one second is
+// ample over any network, and bounds how long a silent flood can hold a
+// place.
 const Grace = time.Second
+
+// IdleGrace is how long a keep-alive connection between requests keeps
+// its place against a newcomer: longer than Grace, so that a proxy's
+// pooled upstream connection is not closed just as it sends its next
+// request (the proxy would answer 502, and not retry a POST).
+const IdleGrace = 5 * time.Second
+
+// WriteTimeout bounds how long Serve lets an ordinary response take to
+// reach the client: a client that does not read (a zero HTTP/2 window,
+// a full receive buffer) loses the response and gives up its place
+// instead of holding it for ever. Handlers that write for longer (a
+// stream, a backup) push the deadline forward as they write.
+const WriteTimeout = 30 * time.Second
 
 // Listener is a net.Listener that keeps at most max connections open
 // for ordinary traffic, and up to reserve more for health checks (see
 // Serve). When its places are full, a new connection takes the place of
-// the connection that has served no request for the longest time (past
-// the grace): first one that never sent a whole request header, else an
-// idle keep-alive one. A connection serving a request (a stream
-// included) never loses its place. Only when every ordinary place serves
+// the connection that has served no request for the longest time, past
+// its grace: first one that never sent a whole request header (grace),
+// else an idle keep-alive one (idleGrace, longer). A connection serving a
+// request (until its answer is sent; a stream included) never loses its
+// place. Only when every ordinary place serves
 // a request does a new connection go to the reserve, and only when the
 // reserve too is busy is it closed at once (and counted); while a place
 // is bound to come free within the grace, Accept waits, leaving
@@ -49,7 +63,7 @@ const Grace = time.Second
 // are safe for concurrent use.
 type Listener struct {
 	net.Listener
-	probation, grace time.Duration
+	probation, grace, idleGrace time.Duration
 
 	mu       sync.Mutex
 	ordinary pool
@@ -74,10 +88,11 @@ type pool struct {
 
 // NewListener returns ln limited to max ordinary connections plus
 // reserve connections that must send their request within probation; a
-// connection serving no request keeps its place for grace against a
-// newcomer. The Listener owns ln: closing it closes ln.
-func NewListener(ln net.Listener, max, reserve int, probation, grace time.Duration) *Listener {
-	l := &Listener{Listener: ln, probation: probation, grace: grace, done: make(chan struct{})}
+// connection that has not sent a whole request header keeps its place
+// for grace against a newcomer, a keep-alive one between requests for
+// idleGrace. The Listener owns ln: closing it closes ln.
+func NewListener(ln net.Listener, max, reserve int, probation, grace, idleGrace time.Duration) *Listener {
+	l := &Listener{Listener: ln, probation: probation, grace: grace, idleGrace: idleGrace, done: make(chan struct{})}
 	l.ordinary.limit, l.reserve.limit = max, reserve
 	return l
 }
@@ -155,14 +170,14 @@ func (l *Listener) admit(nc net.Conn) *conn {
 // must. With no place now, c is nil and wake is when one comes free at
 // the latest (zero if none will before a request ends). l.mu is held.
 func (l *Listener) place(nc net.Conn, now time.Time) (c, victim *conn, wake time.Time) {
-	ok, victim, wake := l.ordinary.claim(now, l.grace)
+	ok, victim, wake := l.ordinary.claim(now, l.grace, l.idleGrace)
 	if ok {
 		return l.ordinary.add(&conn{Conn: nc, l: l, p: &l.ordinary, since: now}), victim, time.Time{}
 	}
 	if !wake.IsZero() {
 		return nil, nil, wake
 	}
-	ok, victim, wake = l.reserve.claim(now, l.grace)
+	ok, victim, wake = l.reserve.claim(now, l.grace, l.idleGrace)
 	if ok {
 		return l.reserve.add(&conn{Conn: nc, l: l, p: &l.reserve, since: now, until: now.Add(l.probation)}), victim, time.Time{}
 	}
@@ -171,16 +186,20 @@ func (l *Listener) place(nc net.Conn, now time.Time) (c, victim *conn, wake time
 
 // claim makes room for one more connection: ok when there is a free
 // place, or when victim (removed from the pool, for the caller to close)
-// served no request for grace. Else wake is when such a connection's
-// grace ends, zero if every connection serves a request.
-func (p *pool) claim(now time.Time, grace time.Duration) (ok bool, victim *conn, wake time.Time) {
+// served no request for its grace: grace if silent, idleGrace if idle.
+// Else wake is when such a connection's grace ends, zero if every
+// connection serves a request.
+func (p *pool) claim(now time.Time, grace, idleGrace time.Duration) (ok bool, victim *conn, wake time.Time) {
 	if p.open < p.limit {
 		return true, nil, time.Time{}
 	}
-	for _, q := range []*list.List{&p.silent, &p.idle} {
-		if e := q.Front(); e != nil {
+	for _, q := range []struct {
+		l     *list.List
+		grace time.Duration
+	}{{&p.silent, grace}, {&p.idle, idleGrace}} {
+		if e := q.l.Front(); e != nil {
 			c := e.Value.(*conn)
-			end := c.since.Add(grace)
+			end := c.since.Add(q.grace)
 			if !end.After(now) {
 				p.remove(c)
 				return true, c, time.Time{}
@@ -243,10 +262,15 @@ type conn struct {
 	// Guarded by l.mu.
 	elem    *list.Element // in p.silent or p.idle, nil if in neither
 	since   time.Time     // accepted, or its last request ended
-	serving int           // requests in progress (several over HTTP/2)
-	served  bool          // a request has been served
-	taken   bool          // taken over (hijacked) by a handler
-	gone    bool          // its place is given back
+	serving int           // handlers running (several over HTTP/2)
+	// flushing: a request began and net/http has not yet said the
+	// connection is idle (its answer may still wait in net/http's
+	// buffers, or for the client's window).
+	flushing bool
+	active   bool // net/http reports c active (not idle)
+	served   bool // a request has been served
+	taken    bool // taken over (hijacked) by a handler
+	gone     bool // its place is given back
 }
 
 // unlist takes c out of its pool's lists. l.mu is held.
@@ -281,20 +305,54 @@ func (c *conn) begin() {
 	defer l.mu.Unlock()
 	c.serving++
 	c.unlist()
+	// The answer is sent once net/http reports the connection idle.
+	// Over HTTP/2 a stream closed (reset) before its handler began may
+	// have made it idle already: no answer is left to send, and end
+	// ends the request. (net/http reports the connection active again
+	// before a new stream's handler begins.)
+	if c.active {
+		c.flushing = true
+	}
 	l.changedLocked()
 }
 
-// end marks one request of c as over; with none left, c is idle.
+// end marks the handler of one request of c as returned.
 func (c *conn) end() {
 	l := c.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c.serving--
 	c.served = true
-	if c.serving == 0 && !c.taken && !c.gone {
+	c.idleLocked()
+}
+
+// setActive records that net/http reports c active: reading a request,
+// or (HTTP/2) with streams open.
+func (c *conn) setActive() {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	c.active = true
+}
+
+// idle marks c's answers as sent: net/http says the connection is idle.
+func (c *conn) idle() {
+	l := c.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c.active = false
+	if !c.flushing {
+		return // no request began: an HTTP/2 connection past its preface
+	}
+	c.flushing = false
+	c.idleLocked()
+}
+
+// idleLocked makes c idle if it serves nothing. l.mu is held.
+func (c *conn) idleLocked() {
+	if c.serving == 0 && !c.flushing && !c.taken && !c.gone && c.elem == nil {
 		c.since = time.Now()
 		c.elem = c.p.idle.PushBack(c)
-		l.changedLocked()
+		c.l.changedLocked()
 	}
 }
 
@@ -355,11 +413,22 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// ConnState is meant as an http.Server's ConnState: a connection taken
-// over by its handler (hijacked, as HTTP/1.1 streams are) keeps its
-// place until it is closed. It is safe for concurrent use.
+// ConnState is meant as an http.Server's ConnState: a connection serves
+// a request until net/http has sent the whole answer and reports it idle
+// (not merely until the handler returns), and one taken over by its
+// handler (hijacked, as HTTP/1.1 streams are) keeps its place until it
+// is closed. It is safe for concurrent use.
 func ConnState(c net.Conn, s http.ConnState) {
-	if lc, ok := c.(*conn); ok && s == http.StateHijacked {
+	lc, ok := c.(*conn)
+	if !ok {
+		return
+	}
+	switch s {
+	case http.StateActive:
+		lc.setActive()
+	case http.StateIdle:
+		lc.idle()
+	case http.StateHijacked:
 		lc.take()
 	}
 }
@@ -367,15 +436,21 @@ func ConnState(c net.Conn, s http.ConnState) {
 // reservePaths are the only paths answered on a reserve connection.
 var reservePaths = map[string]bool{"/healthz": true, "/readyz": true}
 
-// Serve marks each request's connection as serving while next handles
-// it, so that the Listener never takes its place (the request header is
-// whole by then). On reserve connections (those past MAX_CONNECTIONS)
-// health checks (/healthz, /readyz) are served by next, anything else
-// gets a 503 with a JSON error and Retry-After, and the connection closes
-// after the one answer. Requests on connections of no Listener go to
-// next untouched. The handler is as safe for concurrent use as next is.
-func Serve(next http.Handler) http.Handler {
+// Serve marks each request's connection as serving from the moment its
+// header is whole until its answer is sent (see ConnState), so that the
+// Listener never takes its place meanwhile. It gives every answer
+// writeTimeout to reach the client (a write deadline: past it, writes
+// fail and the connection closes, or over HTTP/2 the stream is reset);
+// a handler that writes for longer pushes the deadline forward itself,
+// through http.ResponseController. On reserve connections (those past
+// MAX_CONNECTIONS) health checks (/healthz, /readyz) are served by next,
+// anything else gets a 503 with a JSON error and Retry-After, and the
+// connection closes after the one answer. Requests on connections of no
+// Listener only get the deadline. The handler is as safe for concurrent
+// use as next is.
+func Serve(next http.Handler, writeTimeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
 		c, _ := r.Context().Value(connKey{}).(*conn)
 		if c == nil {
 			next.ServeHTTP(w, r)

@@ -60,7 +60,7 @@ func TestReserveConnProbation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(tcp, 0, 1, 50*time.Millisecond, time.Hour)
+	l := NewListener(tcp, 0, 1, 50*time.Millisecond, time.Hour, time.Hour)
 	accepted := acceptAll(t, l)
 	dialT(t, tcp.Addr().String())
 	c := nextConn(t, accepted)
@@ -93,7 +93,7 @@ func TestLimitedConnSyscallConn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(tcp, 1, 0, time.Second, time.Hour)
+	l := NewListener(tcp, 1, 0, time.Second, time.Hour, time.Hour)
 	accepted := acceptAll(t, l)
 	dialT(t, tcp.Addr().String())
 	c := nextConn(t, accepted)
