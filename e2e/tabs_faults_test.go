@@ -211,6 +211,7 @@ func TestTabsHungLeaderChromium(t *testing.T) {
 	t.Logf("the follower got the message %v after the leader froze", time.Since(frozen).Round(100*time.Millisecond))
 	f.tabs["B"].waitUntil(t, browserWait, "B leads", `feed.role === "lead"`)
 	lifecycle(page.SetWebLifecycleStateStateActive)
+	thawed := time.Now()
 	a.waitUntil(t, browserWait, "A follows again", `feed.role === "follow" && feed.state === "live"`)
 	m2 := f.post(t, "hg", "after A came back")
 	for _, name := range f.order {
@@ -218,6 +219,12 @@ func TestTabsHungLeaderChromium(t *testing.T) {
 		if got, want := f.messages(t, name), ids(m0, m1, m2); !slices.Equal(got, want) {
 			t.Errorf("%s received messages %v, want each of %v once, in order", name, got, want)
 		}
+	}
+	// The tabs agree at once: no stream restarted over and over.
+	var restarts int
+	f.tabs["B"].eval(t, fmt.Sprintf(`esLog.filter((e) => e.created >= %d).length`, thawed.UnixMilli()), &restarts)
+	if restarts > 3 {
+		t.Errorf("the new leader opened %d streams after the old one came back, want at most 3", restarts)
 	}
 	deadline := time.Now().Add(browserWait)
 	for scrape(t, f.base, "changecast_streams_open") != 1 {

@@ -30,6 +30,8 @@
 //     the feed reports "offline" (with the HTTP status) and then one
 //     "refused" per topic, and rechecks quietly (no "reconnecting") every
 //     30 s: a refusal is never followed by a status that hides it.
+//     A topic refused with 503 (the app's backend could not be asked) is
+//     asked again: the stream reopens from its position after about 5 s.
 //   - sharing (option `share`, on by default where Web Locks and
 //     BroadcastChannel exist): the tabs of an origin with the same stream
 //     URL and token hold one EventSource among them. One tab leads (a Web
@@ -37,8 +39,12 @@
 //     event over a BroadcastChannel and each tab keeps only its own topics'
 //     events, exactly once and in order (by id). When the leader goes,
 //     another tab takes the lock and resumes from the earliest position a
-//     tab holds. A tab with no position yet streams alone until its
-//     snapshots arrive, then joins. `feed.role` is "solo", "lead" or "follow".
+//     tab holds. The leader says it is there every 5 s; a tab that hears
+//     nothing from it for 15 s (a frozen tab, a debugger, alert()) takes
+//     the lock from it. A tab with no position yet streams alone until its
+//     snapshots arrive, then joins; so does a tab whose stored position is
+//     later than where the group's stream starts (ids of two deployments
+//     do not order). `feed.role` is "solo", "lead" or "follow".
 // feed.on(name, fn) returns a function that removes fn; the feed is also an
 // EventTarget whose events are CustomEvents carrying the same object in `detail`.
 
@@ -356,10 +362,11 @@ export class Feed extends EventTarget {
   // there), "open" (the leader opened stream g from position `at`; the
   // members listed are covered by it), "cover" (one more member covered by
   // g), "full" (a member whose topics do not fit: it streams alone), "ev"
-  // (an event of stream g), "status" (the leader's status). A
+  // (an event of stream g), "status" (the leader's status), "beat" (the
+  // leader is there), "ping" (a follower asks for a beat). A
   // member covered by g holds every event of its topics up to the last id
   // g brought, so it takes only ids after its own position.
-  #sh = null; // the group: {name, me, seq, ch, stop, members, lead, leader, g, n, topics, wait, prune}
+  #sh = null; // the group: {name, me, seq, ch, stop, members, lead, leader, g, n, topics, wait, prune, heard, pinged, watch, leadNow}
   #joining = false;
   #fresh; // no position at start: join once every topic's snapshot arrived
   #trusted = false; // lastEventId came from a stream (not from storage)
@@ -563,6 +570,8 @@ export class Feed extends EventTarget {
         if (sh.lead) this.#shrink();
         return;
       case "lead":
+        // Another tab took the lock from this one (it hung): it follows.
+        if (sh.lead) return this.#rejoin();
         sh.members.delete(sh.leader);
         sh.leader = m.from;
         this.#hello();
@@ -579,6 +588,10 @@ export class Feed extends EventTarget {
           // The tab streams alone until the server has answered it.
           this.#alone = true;
           this.#rejoin();
+        } else if (mine) {
+          // The leader has yet to hear this tab's last hello, and will
+          // answer it: saying it again would keep the two out of step.
+          sh.cover = "";
         } else {
           // The leader does not know where this tab is: say it anew.
           sh.cover = "";
@@ -650,7 +663,8 @@ export class Feed extends EventTarget {
   }
 
   // #from: where the leader's next stream starts: the earliest position of
-  // the leader and of the members its stream does not cover. An earlier
+  // the leader and of the members its stream does not cover (all of them
+  // before its first stream: a new leader knows none covered). An earlier
   // start than a member needs is safe: each takes only ids after its own.
   #from() {
     let from = this.lastEventId;
