@@ -153,7 +153,6 @@ export class Feed extends EventTarget {
     this.#leave();
     this.#stop();
     this.#closed = true;
-    clearTimeout(this.#again);
     removeEventListener("pagehide", this.#pagehide);
     feeds.delete(this);
     this.#status("closed");
