@@ -147,7 +147,13 @@ func startBinary(tb testing.TB, bin string, port int, dataDir string) *exec.Cmd 
 // (a lockedBuffer), a failure to start shows what the server said.
 func startBinaryWith(tb, owner testing.TB, bin string, port int, dataDir string, out io.Writer, env ...string) *exec.Cmd {
 	tb.Helper()
-	cmd := exec.Command(bin, "-dev")
+	return startBinaryArgs(tb, owner, bin, []string{"-dev"}, port, dataDir, out, env...)
+}
+
+// startBinaryArgs is startBinaryWith with args instead of -dev.
+func startBinaryArgs(tb, owner testing.TB, bin string, args []string, port int, dataDir string, out io.Writer, env ...string) *exec.Cmd {
+	tb.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = binaryEnv(append([]string{"PORT=" + strconv.Itoa(port), "DATA_DIR=" + dataDir, "HEARTBEAT_INTERVAL=1s"}, env...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -29,8 +29,9 @@ const tabsShare = true
 // from changecast, watches the topics in its query string and records:
 // window.got (each event: type, id, topic and the message's id), esLog
 // (each EventSource this tab made: when it was created and opened, epoch
-// ms) and window.rest() fetches from changecast's origin, as a page's own
-// REST calls do.
+// ms), window.channels (each BroadcastChannel it made) and window.rest()
+// fetches from changecast's origin, as a page's own REST calls do. The
+// query parameter token is the feed's access token.
 const tabsPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>changecast tabs</title></head>
 <body>
@@ -47,13 +48,21 @@ window.EventSource = class extends Native {
 };
 // ?nolocks=1: a browser without Web Locks.
 if (new URLSearchParams(location.search).get("nolocks") === "1") Object.defineProperty(Navigator.prototype, "locks", { get: () => undefined });
+const NativeChannel = window.BroadcastChannel;
+window.channels = [];
+window.BroadcastChannel = class extends NativeChannel {
+  constructor(name) {
+    super(name);
+    channels.push(this);
+  }
+};
 window.rest = () => fetch("BASE/api/rooms/tabs-rest/messages?limit=1").then((r) => r.status, (e) => String(e));
 window.got = [];
 window.startPos = sessionStorage.getItem("tabs.lastEventId") || "";
 // Not awaited: the page loads even while the module waits for a connection.
 import("BASE/changecast.js").then(({ connect }) => {
   const q = new URLSearchParams(location.search);
-  const feed = connect({ url: "BASE/api/events", topics: q.getAll("topic"), storageKey: "tabs.lastEventId", share: q.get("share") === "1" });
+  const feed = connect({ url: "BASE/api/events", topics: q.getAll("topic"), storageKey: "tabs.lastEventId", share: q.get("share") === "1", token: q.get("token") || "" });
   for (const type of ["snapshot", "message", "order", "reset", "expired", "refused", "presence"]) {
     feed.on(type, (e) => got.push({ type, id: e.id, topic: e.topic, mid: e.data?.message?.id ?? "" }));
   }
@@ -80,14 +89,17 @@ type tabsTab struct {
 	snaps  int // snapshots it must have per topic: 1, or 0 when it resumed
 }
 
-// tabsScenario runs the sharing scenario in one engine; see TestTabsChromium.
-func tabsScenario(t *testing.T, br tabsBrowser) {
+// tabsServer builds and starts changecast (with env, and -dev unless env
+// sets JWT_SECRET) and serves tabsPage on another origin. It returns changecast's base URL, the page's URL, the
+// data directory and a function that starts the binary again.
+func tabsServer(t *testing.T, env ...string) (base, pagesURL, dataDir string, start func() *exec.Cmd, cmd *exec.Cmd) {
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, dataDir := freePort(t), t.TempDir()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	port := freePort(t)
+	dataDir = t.TempDir()
+	base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	html := strings.ReplaceAll(tabsPage, "BASE", base)
 	pages := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -95,15 +107,26 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 	}))
 	t.Cleanup(pages.Close)
 	logs := &lockedBuffer{}
-	start := func() *exec.Cmd {
-		return startClientBinary(t, t, bin, port, dataDir, logs, "CORS_ORIGINS="+pages.URL)
+	start = func() *exec.Cmd {
+		args := []string{"-dev"}
+		if slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "JWT_SECRET=") }) {
+			args = nil
+		}
+		return startBinaryArgs(t, t, bin, args, port, dataDir, logs, append([]string{"CORS_ORIGINS=" + pages.URL}, env...)...)
 	}
-	cmd := start()
+	cmd = start()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs)
 		}
 	})
+	return base, pages.URL, dataDir, start, cmd
+}
+
+// tabsScenario runs the sharing scenario in one engine; see TestTabsChromium.
+func tabsScenario(t *testing.T, br tabsBrowser) {
+	base, pagesURL, dataDir, start, cmd := tabsServer(t)
+	pages := struct{ URL string }{pagesURL}
 
 	var tabs []*tabsTab
 	opened := 0
@@ -485,72 +508,36 @@ func tabsScenario(t *testing.T, br tabsBrowser) {
 //
 // It logs the streams open for 1, 8 and 20 tabs and the takeover times.
 func TestTabsChromium(t *testing.T) {
-	chrome := browserChromium(t)
-	alloc := browserAllocator(t, chrome)
-	var first *browserPage
-	tabsScenario(t, tabsBrowser{
-		open: func(tb testing.TB, name, url string) jsPage {
-			tb.Helper()
-			var p *browserPage
-			if first == nil {
-				p = newBrowserPage(t, alloc, name)
-				first = p
-			} else {
-				p = newBrowserPage(t, first.ctx, name)
-			}
-			p.do(tb, "open "+url, chromedp.Navigate(url))
-			return p
-		},
-		navigate: func(tb testing.TB, p jsPage, url string) {
-			tb.Helper()
-			p.(*browserPage).do(tb, "open "+url, chromedp.Navigate(url))
-		},
-		crash: func(tb testing.TB, p jsPage) {
-			tb.Helper()
-			bp := p.(*browserPage)
-			// Page.crash does not answer: its renderer is gone.
-			ctx, cancel := context.WithTimeout(bp.ctx, time.Second)
-			defer cancel()
-			chromedp.Call(ctx, page.Crash, cdp.Empty{})
-		},
-		close: func(tb testing.TB, p jsPage) {
-			tb.Helper()
-			bp := p.(*browserPage)
-			// Close the target, not the context: the first tab's context
-			// owns the browser.
-			id := chromedp.FromContext(bp.ctx).Target.TargetID
-			if _, err := chromedp.CallBrowser(bp.ctx, target.CloseTarget, target.CloseTargetParams{TargetID: id}); err != nil {
-				tb.Fatalf("%s: close: %v", bp.name, err)
-			}
-		},
-	})
+	br := tabsChromium(t)
+	br.navigate = func(tb testing.TB, p jsPage, url string) {
+		tb.Helper()
+		p.(*browserPage).do(tb, "open "+url, chromedp.Navigate(url))
+	}
+	br.crash = func(tb testing.TB, p jsPage) {
+		tb.Helper()
+		bp := p.(*browserPage)
+		// Page.crash does not answer: its renderer is gone.
+		ctx, cancel := context.WithTimeout(bp.ctx, time.Second)
+		defer cancel()
+		chromedp.Call(ctx, page.Crash, cdp.Empty{})
+	}
+	tabsScenario(t, br)
+}
+
+// closeChromiumTab closes a Chromium tab.
+func closeChromiumTab(tb testing.TB, p jsPage) {
+	tb.Helper()
+	bp := p.(*browserPage)
+	// Close the target, not the context: the first tab's context owns the
+	// browser.
+	id := chromedp.FromContext(bp.ctx).Target.TargetID
+	if _, err := chromedp.CallBrowser(bp.ctx, target.CloseTarget, target.CloseTargetParams{TargetID: id}); err != nil {
+		tb.Fatalf("%s: close: %v", bp.name, err)
+	}
 }
 
 // TestTabsFirefox runs TestTabsChromium's scenario in Firefox ESR, where
 // the leader's tab is closed each time (BiDi cannot crash a tab).
 func TestTabsFirefox(t *testing.T) {
-	b := startFirefox(t)
-	n := 0
-	tabsScenario(t, tabsBrowser{
-		open: func(tb testing.TB, name, url string) jsPage {
-			tb.Helper()
-			p := newFirefoxTab(tb, b, name, n == 0)
-			n++
-			p.navigate(tb, url)
-			return p
-		},
-		navigate: func(tb testing.TB, p jsPage, url string) {
-			tb.Helper()
-			p.(*firefoxTab).navigate(tb, url)
-		},
-		close: func(tb testing.TB, p jsPage) {
-			tb.Helper()
-			fp := p.(*firefoxTab)
-			ctx, cancel := context.WithTimeout(tb.Context(), browserWait)
-			defer cancel()
-			if err := fp.tab.Close(ctx); err != nil {
-				tb.Fatalf("%s: close: %v", fp.name, err)
-			}
-		},
-	})
+	tabsScenario(t, tabsFirefox(t))
 }

@@ -30,6 +30,8 @@
 //     the feed reports "offline" (with the HTTP status) and then one
 //     "refused" per topic, and rechecks quietly (no "reconnecting") every
 //     30 s: a refusal is never followed by a status that hides it.
+//     A topic refused with 503 (the app's backend could not be asked) is
+//     asked again: the stream reopens from its position after about 5 s.
 //   - sharing (option `share`, on by default where Web Locks and
 //     BroadcastChannel exist): the tabs of an origin with the same stream
 //     URL and token hold one EventSource among them. One tab leads (a Web
@@ -37,8 +39,12 @@
 //     event over a BroadcastChannel and each tab keeps only its own topics'
 //     events, exactly once and in order (by id). When the leader goes,
 //     another tab takes the lock and resumes from the earliest position a
-//     tab holds. A tab with no position yet streams alone until its
-//     snapshots arrive, then joins. `feed.role` is "solo", "lead" or "follow".
+//     tab holds. The leader says it is there every 5 s; a tab that hears
+//     nothing from it for 15 s (a frozen tab, a debugger, alert()) takes
+//     the lock from it. A tab with no position yet streams alone until its
+//     snapshots arrive, then joins; so does a tab whose stored position is
+//     later than where the group's stream starts (ids of two deployments
+//     do not order). `feed.role` is "solo", "lead" or "follow".
 // feed.on(name, fn) returns a function that removes fn; the feed is also an
 // EventTarget whose events are CustomEvents carrying the same object in `detail`.
 
@@ -50,6 +56,10 @@ const feeds = new Set(); // open feeds, to retry at once when the browser is bac
 // The most topics a shared stream names: the server's default
 // TOPICS_PER_STREAM. A tab whose topics would take it further streams alone.
 const SHARED_TOPICS = 32;
+// The leader says it is there every BEAT ms; a follower that hears nothing
+// from it for WATCH ms asks, and takes the lead if no answer comes.
+const BEAT = 5000;
+const WATCH = 15000;
 // Sharing needs both (secure contexts only: HTTPS or localhost).
 const canShare = () => typeof navigator !== "undefined" && !!navigator.locks && typeof BroadcastChannel === "function" && !!globalThis.crypto?.subtle;
 
@@ -90,7 +100,7 @@ export class Feed extends EventTarget {
     feeds.add(this);
     // A closing tab says so at once (else the leader finds its lock gone
     // within seconds).
-    if (this.share) addEventListener("pagehide", (e) => e.persisted || this.#post({ k: "bye" }));
+    if (this.share) addEventListener("pagehide", this.#pagehide);
     // Open after the caller has attached its listeners, so that the first
     // status ("connecting") is seen; setTopics or reconnect before then
     // opens at once.
@@ -99,6 +109,7 @@ export class Feed extends EventTarget {
     });
   }
 
+  #pagehide = (e) => e.persisted || this.#post({ k: "bye" });
   #es = null; // the one EventSource, or null
   #timer = 0; // pending reconnect
   #probe = null; // AbortController of a running status check
@@ -142,6 +153,7 @@ export class Feed extends EventTarget {
     this.#leave();
     this.#stop();
     this.#closed = true;
+    removeEventListener("pagehide", this.#pagehide);
     feeds.delete(this);
     this.#status("closed");
   }
@@ -161,6 +173,8 @@ export class Feed extends EventTarget {
   #stop() {
     clearTimeout(this.#timer);
     this.#timer = 0;
+    clearTimeout(this.#again);
+    this.#again = 0;
     this.#probe?.abort();
     this.#probe = null;
     this.#es?.close();
@@ -172,9 +186,10 @@ export class Feed extends EventTarget {
     if (this.#closed || this.role === "follow") return;
     const sh = this.#sh?.lead ? this.#sh : null;
     if (sh && !this.#union().length) return; // no tab watches anything
-    const es = new EventSource(this.streamURL(), { withCredentials: this.withCredentials });
+    const url = this.streamURL();
+    const es = new EventSource(url, { withCredentials: this.withCredentials });
     this.#es = es;
-    if (sh) this.#opened(sh);
+    if (sh) this.#opened(sh, new URL(url).searchParams.get("lastEventId") || "");
     if (this.#statusKey === "") this.#status("connecting");
     else if (this.state !== "live" && !this.#allRefused()) this.#status("reconnecting", this.#last);
     es.onopen = () => {
@@ -194,6 +209,7 @@ export class Feed extends EventTarget {
     for (const type of this.events) {
       es.addEventListener(type, (e) => {
         if (this.#es !== es) return;
+        if (type === "refused") this.#unavailable(es, e.data);
         if (this.#sh?.lead) this.#post({ k: "ev", g: this.#sh.g, type, last: e.lastEventId, data: e.data });
         this.#event(type, e);
       });
@@ -210,9 +226,16 @@ export class Feed extends EventTarget {
     const topic = (data && typeof data.topic === "string" && data.topic) || "";
     if (this.#sh) {
       if (!this.#shared(type, e.lastEventId || "", topic, data)) return;
-    } else if (e.lastEventId && e.lastEventId !== this.lastEventId) {
-      this.lastEventId = e.lastEventId;
-      this.#save();
+    } else if (e.lastEventId && (WITH_ID.has(type) || !EVENTS.includes(type))) {
+      this.#trusted = true;
+      if (this.#alone) {
+        this.#alone = false;
+        queueMicrotask(() => this.#maybeJoin());
+      }
+      if (e.lastEventId !== this.lastEventId) {
+        this.lastEventId = e.lastEventId;
+        this.#save();
+      }
     }
     if (!this.#sh && this.share && this.#fresh && (WITH_ID.has(type) || type === "refused")) {
       this.#snapped.add(topic);
@@ -283,6 +306,26 @@ export class Feed extends EventTarget {
     }
   }
 
+  // #unavailable: a `refused` with 503 on stream es means the app's
+  // backend could not be asked about the topic; the server says to retry
+  // (Retry-After 5, which an event cannot carry): the stream reopens from
+  // its position, with the topic, after about 5 s.
+  #unavailable(es, raw) {
+    let status = 0;
+    try {
+      status = JSON.parse(raw)?.status;
+    } catch {
+      return;
+    }
+    if (status !== 503 || this.#again) return;
+    this.#again = setTimeout(() => {
+      this.#again = 0;
+      if (this.#es === es) this.reconnect();
+    }, Math.round(5000 * (0.8 + Math.random() * 0.4)));
+  }
+
+  #again = 0; // pending retry of a topic refused with 503
+
   // #allRefused: the server refused every topic, as far as the feed knows.
   #allRefused() {
     return this.topics.length > 0 && this.topics.every((t) => this.refused.has(t));
@@ -318,12 +361,15 @@ export class Feed extends EventTarget {
   // there), "open" (the leader opened stream g from position `at`; the
   // members listed are covered by it), "cover" (one more member covered by
   // g), "full" (a member whose topics do not fit: it streams alone), "ev"
-  // (an event of stream g), "status" (the leader's status). A
+  // (an event of stream g), "status" (the leader's status), "beat" (the
+  // leader is there), "ping" (a follower asks for a beat). A
   // member covered by g holds every event of its topics up to the last id
   // g brought, so it takes only ids after its own position.
-  #sh = null; // the group: {name, me, seq, ch, stop, members, lead, leader, g, n, topics, wait, prune}
+  #sh = null; // the group: {name, me, seq, ch, stop, members, lead, leader, g, n, topics, wait, prune, heard, pinged, watch, leadNow}
   #joining = false;
   #fresh; // no position at start: join once every topic's snapshot arrived
+  #trusted = false; // lastEventId came from a stream (not from storage)
+  #alone = false; // streaming alone until the server answered a stored position
   #snapped = new Set(); // topics whose snapshot (or refusal) arrived while alone
   #snapAt = new Map(); // topic → id of the last snapshot delivered
 
@@ -333,6 +379,7 @@ export class Feed extends EventTarget {
   }
 
   #joinable() {
+    if (this.#alone) return false;
     if (!this.#fresh) return true;
     return !!this.lastEventId && this.topics.every((t) => this.#snapped.has(t) || this.refused.has(t));
   }
@@ -356,7 +403,7 @@ export class Feed extends EventTarget {
     if (this.#closed || this.#sh) return;
     if (!this.share || token !== this.token || url !== this.url) return this.#start();
     const stop = new AbortController();
-    const sh = { name, url, me: crypto.randomUUID(), seq: 0, ch: new BroadcastChannel(name), stop, members: new Map(), lead: false, leader: "", g: "", n: 0, topics: [], wait: 0, prune: 0, cover: "" };
+    const sh = { name, url, me: crypto.randomUUID(), seq: 0, ch: new BroadcastChannel(name), stop, members: new Map(), lead: false, leader: "", g: "", n: 0, topics: [], wait: 0, prune: 0, cover: "", heard: Date.now(), pinged: 0, watch: 0, leadNow: null };
     this.#sh = sh;
     this.#fresh = false;
     sh.ch.onmessage = (e) => this.#sh === sh && this.#onShare(e.data);
@@ -366,6 +413,9 @@ export class Feed extends EventTarget {
       this.#lead();
       return hold();
     };
+    sh.leadNow = leadNow;
+    // A leader whose lock another tab stole (it hung) follows again.
+    const stolen = () => this.#sh === sh && sh.lead && this.#rejoin();
     // This member's own lock lives as long as it does: the leader drops
     // members whose lock is gone (a closed or crashed tab).
     navigator.locks.request(name + " " + sh.me, { signal: stop.signal }, hold).catch(() => {});
@@ -378,9 +428,31 @@ export class Feed extends EventTarget {
         this.#stop();
         if (this.#statusKey === "") this.#status("connecting");
         this.#hello();
+        sh.heard = Date.now();
+        sh.watch = setInterval(() => this.#watch(sh), WATCH / 6);
         return navigator.locks.request(name, { signal: stop.signal }, leadNow);
       })
-      .catch(() => {});
+      .catch(stolen);
+  }
+
+  // #watch: a follower that has heard nothing from the leader for WATCH
+  // asks it (a hidden tab's timers may be slowed, its messages are not);
+  // with no answer it takes the lock from it: a leader that holds the
+  // lock without running (a frozen tab, a debugger, alert()) would
+  // otherwise stop the group's events for good. Each tab takes only ids
+  // after its own position, so nothing comes twice whoever streams.
+  #watch(sh) {
+    if (this.#sh !== sh || sh.lead) return;
+    const now = Date.now();
+    if (now - sh.heard < WATCH) return;
+    if (!sh.pinged) {
+      sh.pinged = now;
+      this.#post({ k: "ping" });
+    } else if (now - sh.pinged >= WATCH / 6) {
+      sh.pinged = 0;
+      sh.heard = now;
+      navigator.locks.request(sh.name, { steal: true }, sh.leadNow).catch(() => this.#sh === sh && sh.lead && this.#rejoin());
+    }
   }
 
   // #moved: the page changed feed.url since the feed joined its group; it
@@ -413,10 +485,12 @@ export class Feed extends EventTarget {
     sh.members.delete(sh.leader); // the leader before is gone
     sh.leader = sh.me;
     sh.prune = setInterval(() => this.#prune(), 2000);
+    clearInterval(sh.watch);
+    sh.watch = setInterval(() => this.#post({ k: "beat" }), BEAT);
     this.#post({ k: "lead" });
     if (this.#es && sh.members.size === 0) {
       // The tab streamed alone until now: that stream becomes the group's.
-      this.#opened(sh);
+      this.#opened(sh, this.lastEventId);
       return;
     }
     // Members answer "lead" with where they are; open once they have.
@@ -425,11 +499,11 @@ export class Feed extends EventTarget {
     sh.wait = setTimeout(() => this.#regroup(), sh.members.size ? 150 : 0);
   }
 
-  // #opened: the leader's new stream is generation g, covering every member.
-  #opened(sh) {
+  // #opened: the leader's new stream is generation g, from position
+  // `from`, covering every member.
+  #opened(sh, from) {
     sh.g = sh.me + "/" + ++sh.n;
     sh.topics = this.#union();
-    const from = this.#from();
     for (const m of sh.members.values()) m.cover = sh.g;
     this.#post({ k: "open", g: sh.g, at: from, members: [...sh.members].map(([id, m]) => [id, m.seq]) });
   }
@@ -443,7 +517,22 @@ export class Feed extends EventTarget {
 
   #onShare(m) {
     const sh = this.#sh;
+    // What a leader said after another tab took the lock from it does not
+    // count (it hung with messages still to send).
+    if (["open", "cover", "full", "status", "beat", "ev"].includes(m.k)) {
+      if (!sh.leader) sh.leader = m.from;
+      else if (m.from !== sh.leader) return;
+    }
+    if (m.from === sh.leader || m.k === "lead") {
+      sh.heard = Date.now();
+      sh.pinged = 0;
+    }
     switch (m.k) {
+      case "ping":
+        // Answered from a timer: a frozen tab still hears messages, but
+        // runs neither its timers nor its EventSource's events.
+        if (sh.lead) setTimeout(() => this.#sh === sh && sh.lead && this.#post({ k: "beat" }), 0);
+        return;
       case "hello": {
         const was = sh.members.get(m.from);
         const member = { topics: m.topics, pos: m.pos, seq: m.seq, cover: "", answered: true, at: Date.now() };
@@ -462,8 +551,12 @@ export class Feed extends EventTarget {
         }
         if (sh.g && was && was.seq === m.seq && was.cover === sh.g) {
           member.cover = sh.g; // it only said where it is
-        } else if (this.#es && sh.g && m.topics.every((t) => sh.topics.includes(t)) && m.pos >= this.lastEventId) {
-          member.cover = sh.g; // everything after its position is still to come on g
+        } else if (this.#es && sh.g && m.topics.every((t) => sh.topics.includes(t)) && m.pos === this.lastEventId && !m.topics.some((t) => t.startsWith("rooms/"))) {
+          // Everything after its position is still to come on g. Only the
+          // same position: ids of two deployments do not order, and a
+          // restarted stream answers a foreign one with `reset`. A room
+          // needs a restart too: its presence `sync` comes only then.
+          member.cover = sh.g;
           this.#post({ k: "cover", g: sh.g, id: m.from, seq: m.seq });
           this.#shrink(); // it may have dropped a topic no one else has
         } else {
@@ -476,6 +569,8 @@ export class Feed extends EventTarget {
         if (sh.lead) this.#shrink();
         return;
       case "lead":
+        // Another tab took the lock from this one (it hung): it follows.
+        if (sh.lead) return this.#rejoin();
         sh.members.delete(sh.leader);
         sh.leader = m.from;
         this.#hello();
@@ -483,8 +578,19 @@ export class Feed extends EventTarget {
       case "open": {
         sh.leader = m.from;
         const mine = m.members.find(([id]) => id === sh.me);
-        if (mine && mine[1] === sh.seq && (!m.at || !this.lastEventId || m.at <= this.lastEventId)) {
+        const pos = this.lastEventId;
+        if (mine && mine[1] === sh.seq && (!m.at || !pos || m.at === pos || (this.#trusted && m.at < pos))) {
           sh.cover = m.g;
+        } else if (mine && mine[1] === sh.seq && !this.#trusted) {
+          // A position from storage, later than the stream's start: it
+          // may be another deployment's, which ids do not order against.
+          // The tab streams alone until the server has answered it.
+          this.#alone = true;
+          this.#rejoin();
+        } else if (mine) {
+          // The leader has yet to hear this tab's last hello, and will
+          // answer it: saying it again would keep the two out of step.
+          sh.cover = "";
         } else {
           // The leader does not know where this tab is: say it anew.
           sh.cover = "";
@@ -530,6 +636,7 @@ export class Feed extends EventTarget {
     if (!(WITH_ID.has(type) || !EVENTS.includes(type)) || !last) return mine;
     const seen = type === "snapshot" ? last < this.lastEventId || this.#snapAt.get(topic) === last : last <= this.lastEventId;
     if (last > this.lastEventId) {
+      this.#trusted = true;
       this.lastEventId = last;
       this.#save();
     }
@@ -555,12 +662,13 @@ export class Feed extends EventTarget {
   }
 
   // #from: where the leader's next stream starts: the earliest position of
-  // the leader and of the members its stream does not cover. An earlier
+  // the leader and of the members its stream does not cover (all of them
+  // before its first stream: a new leader knows none covered). An earlier
   // start than a member needs is safe: each takes only ids after its own.
   #from() {
     let from = this.lastEventId;
     for (const m of this.#sh.members.values()) {
-      if (m.cover === this.#sh.g) continue; // it holds what the leader holds
+      if (this.#sh.g && m.cover === this.#sh.g) continue; // it holds what the leader holds
       if (m.topics.length && m.pos && (!from || m.pos < from)) from = m.pos;
     }
     return from;
@@ -609,6 +717,7 @@ export class Feed extends EventTarget {
     this.#sh = null;
     sh.stop.abort();
     clearInterval(sh.prune);
+    clearInterval(sh.watch);
     clearTimeout(sh.wait);
     sh.ch.close();
     if (this.role === "lead") this.#stop();

@@ -1,10 +1,10 @@
 // events.js — each event the feed delivers ({type, id, topic, data}),
 // handed to the feature it is about and written to the event log.
-import { applyRoomRefused, applyMessage, applyRoomSnapshot } from "./chat.js";
+import { applyRoomRefused, applyMessage, applyRoomSnapshot, renderSend } from "./chat.js";
 import { el } from "./dom.js";
 import { applyBoard, applyListRefused, applyListSnapshot, applyMine } from "./lists.js";
 import { logEvent } from "./log.js";
-import { notice } from "./notices.js";
+import { clearNotice, notice } from "./notices.js";
 import { applyOrder, applyOrderRefused, applyOrderSnapshot } from "./orders.js";
 import { applyPresence, presenceKey } from "./presence.js";
 import { MAX_SEEN, state } from "./state.js";
@@ -18,6 +18,12 @@ export function handleEvent({ type: name, id, topic, data }) {
   if (!data || typeof data !== "object") {
     logEvent(name, id, "", "", "unreadable data", "");
     return;
+  }
+  if (name !== "refused" && state.roomRefused && state.roomRefused.topic === topic) {
+    // The room streams again (a 503 refusal is retried): the chat can send.
+    state.roomRefused = null;
+    clearNotice("refused " + topic);
+    renderSend();
   }
   switch (name) {
     case "snapshot":
