@@ -234,11 +234,11 @@ var envVars = []envVar{
 		c.PprofAddr = v
 		return nil
 	}},
-	{"TRACE_SLOW", "", "a duration from 1ms to 10s, such as 20ms, with PPROF_ADDR set", "keep a runtime trace of the second before the slowest delivery slower than it, at PPROF_ADDR's /debug/stages/trace; unset: off", func(c *config, v string) error {
+	{"TRACE_SLOW", "", "a duration from 1µs to 10s, such as 20ms, with PPROF_ADDR set", "keep a runtime trace of the second before the slowest delivery slower than it, at PPROF_ADDR's /debug/stages/trace; unset: off", func(c *config, v string) error {
 		if v == "" {
 			return nil
 		}
-		return durationIn(time.Millisecond, 10*time.Second, func(c *config, d time.Duration) { c.TraceSlow = d })(c, v)
+		return durationIn(time.Microsecond, 10*time.Second, func(c *config, d time.Duration) { c.TraceSlow = d })(c, v)
 	}},
 	{"METRICS_TOKEN", "", "a token of at least 16 printable ASCII characters without spaces", "the bearer token /metrics wants without -dev; unset: /metrics answers 404", func(c *config, v string) error {
 		// Sent in an Authorization header, so printable ASCII; long enough
