@@ -3,7 +3,6 @@ package bolt
 import (
 	"fmt"
 	"os"
-	"sync/atomic"
 
 	"go.etcd.io/bbolt"
 )
@@ -18,27 +17,29 @@ import (
 // the committer keeps the space just past bbolt's last page written with
 // zeros and synced, and a commit overwrites blocks the file already has.
 const (
-	// aheadTarget is how much past the last page the committer keeps
-	// written: some tens of seconds of log at hundreds of writes a second.
-	aheadTarget = 16 << 20
-	// aheadLow is how little may be left before it writes more.
-	aheadLow = aheadTarget / 2
-	// aheadChunk is how much it writes at a time, between two commits
-	// and under bbolt's writer lock: a few milliseconds of disk, so a
-	// write waits at most that much longer once in a while.
+	// aheadMin and aheadMax bound how much past the last page the
+	// committer keeps written: half the pages in use, so a small store
+	// (a test's) writes little, and a big one some tens of seconds of
+	// log at hundreds of writes a second.
+	aheadMin = 256 << 10
+	aheadMax = 16 << 20
+	// aheadChunk bounds what one commit writes ahead: a few milliseconds
+	// of disk, so a write waits at most that much longer once in a while.
 	aheadChunk = 1 << 20
 )
 
-// ahead writes zeros past the database's last page.
+// aheadWant is how much to keep written past size bytes of pages.
+func aheadWant(size int64) int64 { return min(max(size/2, aheadMin), aheadMax) }
+
+// ahead writes zeros past the database's last page. The committer's
+// alone.
 type ahead struct {
 	f    *os.File // the database file, opened again for writing
-	last atomic.Int64
-	// upTo is where the zeros written end; under bbolt's writer lock.
-	upTo int64
+	upTo int64    // where the zeros written end
 	zero []byte
 }
 
-// openAhead opens path to write ahead of the pages of db.
+// openAhead opens path to write ahead of the pages of its database.
 func openAhead(path string) (*ahead, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
@@ -47,46 +48,39 @@ func openAhead(path string) (*ahead, error) {
 	return &ahead{f: f, zero: make([]byte, aheadChunk)}, nil
 }
 
-// noted records the size of the database's pages after a commit.
-func (a *ahead) noted(tx *bbolt.Tx) { a.last.Store(tx.Size()) }
-
-// due reports whether less than aheadLow is written past the last page.
-func (a *ahead) due() bool { return a.upTo-a.last.Load() < aheadLow }
-
-// extend writes one chunk of zeros past the last page of tx, a write
-// transaction that is then rolled back: it holds bbolt's writer lock, so
-// no page past its size is in use or being allocated meanwhile. Zeros
-// already written (upTo) are not written again.
+// extend writes zeros past the last page of tx, a write transaction
+// before it commits, when less than half of aheadWant is written there:
+// bbolt's writer lock is held, so no page past tx's size is in use, and
+// the pages the commit adds are written after these zeros. Zeros already
+// written are not written again.
 func (a *ahead) extend(tx *bbolt.Tx) error {
 	size := tx.Size()
-	a.last.Store(size)
+	want, have := aheadWant(size), a.upTo-size
+	if have >= want/2 {
+		return nil
+	}
 	from := max(a.upTo, size)
-	if _, err := a.f.WriteAt(a.zero, from); err != nil {
+	n := min(want-max(have, 0), aheadChunk)
+	if _, err := a.f.WriteAt(a.zero[:n], from); err != nil {
 		return fmt.Errorf("write ahead: %w", err)
 	}
 	if err := a.f.Sync(); err != nil {
 		return fmt.Errorf("write ahead: %w", err)
 	}
-	a.upTo = from + aheadChunk
+	a.upTo = from + n
 	return nil
 }
 
 func (a *ahead) close() error { return a.f.Close() }
 
-// keepAhead writes a chunk of zeros past the last page if too little is
-// written there. Called by the committer between commits. A failure is
-// logged: the commits go on as bbolt writes them.
-func (b *Store) keepAhead() {
-	if b.ahead == nil || !b.ahead.due() {
+// keepAhead extends the space written ahead within the commit tx, if
+// due. A failure is logged and writing ahead stops: the commits go on as
+// bbolt writes them.
+func (b *Store) keepAhead(tx *bbolt.Tx) {
+	if b.ahead == nil {
 		return
 	}
-	err := b.db.Update(func(tx *bbolt.Tx) error {
-		if err := b.ahead.extend(tx); err != nil {
-			return err
-		}
-		return errNoChange
-	})
-	if err != nil && err != errNoChange {
+	if err := b.ahead.extend(tx); err != nil {
 		b.log.Warn("could not write ahead of the store's pages; commits may wait longer", "err", err)
 		b.ahead.close()
 		b.ahead = nil

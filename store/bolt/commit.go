@@ -133,7 +133,6 @@ func (b *Store) runCommitter() {
 			b.taken.Add(int64(len(group)))
 			b.commit(group)
 			clear(group)
-			b.keepAhead()
 		}
 	}
 }
@@ -173,9 +172,7 @@ func (b *Store) commit(group []*write) {
 		t.put(metaBucket, keySeq, seqKey(t.seq))
 		t.put(metaBucket, keyClock, seqKey(t.clock))
 		head = t.seq
-		if b.ahead != nil {
-			b.ahead.noted(tx)
-		}
+		b.keepAhead(tx)
 		return t.err
 	})
 	switch {
