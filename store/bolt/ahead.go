@@ -26,7 +26,12 @@ const (
 	// aheadChunk bounds what one commit writes ahead: a few milliseconds
 	// of disk, so a write waits at most that much longer once in a while.
 	aheadChunk = 1 << 20
+	// zeroSize is the buffer of zeros it writes them from.
+	zeroSize = 64 << 10
 )
+
+// zeros is what is written ahead.
+var zeros [zeroSize]byte
 
 // aheadWant is how much to keep written past size bytes of pages.
 func aheadWant(size int64) int64 { return min(max(size/2, aheadMin), aheadMax) }
@@ -36,7 +41,6 @@ func aheadWant(size int64) int64 { return min(max(size/2, aheadMin), aheadMax) }
 type ahead struct {
 	f    *os.File // the database file, opened again for writing
 	upTo int64    // where the zeros written end
-	zero []byte
 }
 
 // openAhead opens path to write ahead of the pages of its database.
@@ -45,7 +49,7 @@ func openAhead(path string) (*ahead, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s to write ahead: %w", path, err)
 	}
-	return &ahead{f: f, zero: make([]byte, aheadChunk)}, nil
+	return &ahead{f: f}, nil
 }
 
 // extend writes zeros past the last page of tx, a write transaction
@@ -61,8 +65,10 @@ func (a *ahead) extend(tx *bbolt.Tx) error {
 	}
 	from := max(a.upTo, size)
 	n := min(want-max(have, 0), aheadChunk)
-	if _, err := a.f.WriteAt(a.zero[:n], from); err != nil {
-		return fmt.Errorf("write ahead: %w", err)
+	for off := int64(0); off < n; off += zeroSize {
+		if _, err := a.f.WriteAt(zeros[:min(zeroSize, n-off)], from+off); err != nil {
+			return fmt.Errorf("write ahead: %w", err)
+		}
 	}
 	if err := a.f.Sync(); err != nil {
 		return fmt.Errorf("write ahead: %w", err)
