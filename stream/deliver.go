@@ -201,11 +201,11 @@ func (s *session) step() bool {
 		}
 		return false
 	}
+	frames, done := sub.take(s.spare)
 	var start int64
 	if latency.On() {
 		start = latency.Now()
 	}
-	frames, done := sub.take(s.spare)
 	if len(frames) > 0 {
 		s.woken = true
 	}
