@@ -496,6 +496,11 @@ func (m *Multiplexer) apply(b Batch) {
 			all[len(all)-1].stamps = latency.Take(ev.ID, applied)
 		}
 	}
+	if timed {
+		// Deferred before the unlock, so run after it: the timing is
+		// recorded outside the fan-out's lock.
+		defer fannedOut(all)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i := range all {
@@ -517,7 +522,7 @@ func (m *Multiplexer) apply(b Batch) {
 			m.fanOutLocked(f, t)
 		}
 		if f.stamps != nil {
-			latency.FannedOut(f.stamps, latency.Now())
+			f.stamps.FannedOut = latency.Now()
 		}
 	}
 	if m.compare(b.Checkpoint, m.last) > 0 {
@@ -525,6 +530,16 @@ func (m *Multiplexer) apply(b Batch) {
 	}
 	m.ready = !m.closed
 	m.advancedLocked()
+}
+
+// fannedOut records the stages of the frames fanned out (see package
+// latency).
+func fannedOut(frames []frame) {
+	for i := range frames {
+		if st := frames[i].stamps; st != nil && st.FannedOut != 0 {
+			latency.FannedOut(st)
+		}
+	}
 }
 
 // fanOutLocked pushes f to the subscribers of topic, one of f's topics,

@@ -48,9 +48,10 @@ var stageNames = [numStages]string{"commit", "feed", "fanout", "pool", "write", 
 
 func (s Stage) String() string { return stageNames[s] }
 
-// Stamps are the times one change passed the stages, from Now.
+// Stamps are the times one change passed the stages, from Now: FanOut
+// when its fan-out began, FannedOut when it ended.
 type Stamps struct {
-	Submitted, Committed, Applied, FanOut int64
+	Submitted, Committed, Applied, FanOut, FannedOut int64
 }
 
 // base is the origin of Now: times are monotonic nanoseconds since.
@@ -108,13 +109,13 @@ func Take(pos string, applied int64) *Stamps {
 	return &st
 }
 
-// FannedOut records the stages of st up to the end of its fan-out, at
-// done; its FanOut must be set to when the fan-out began.
-func FannedOut(st *Stamps, done int64) {
+// FannedOut records the stages of st up to the end of its fan-out: all
+// of its times but FanOut must be set.
+func FannedOut(st *Stamps) {
 	mu.Lock()
 	hists[StageCommit].Add(st.Committed - st.Submitted)
 	hists[StageFeed].Add(st.Applied - st.Committed)
-	hists[StageFanOut].Add(done - st.Applied)
+	hists[StageFanOut].Add(st.FannedOut - st.Applied)
 	mu.Unlock()
 }
 

@@ -41,8 +41,9 @@ func TestStages(t *testing.T) {
 		t.Fatalf("Take = %v, %v, then %v again; want the stamps once", st1, st2, Take("p1", 3*ms))
 	}
 	st1.FanOut, st2.FanOut = 4*ms, 5*ms
-	FannedOut(st1, 5*ms)
-	FannedOut(st2, 6*ms)
+	st1.FannedOut, st2.FannedOut = 5*ms, 6*ms
+	FannedOut(st1)
+	FannedOut(st2)
 	// Three streams: one step takes both changes, two take one each.
 	Delivered([]*Stamps{st1, st2}, 7*ms, 8*ms)
 	Delivered([]*Stamps{st1}, 10*ms, 14*ms)
