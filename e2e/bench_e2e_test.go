@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -134,5 +137,43 @@ func TestBenchBoard(t *testing.T) {
 	}
 	if !(0 < r.P50ms && r.P50ms <= r.P99ms && r.P99ms <= r.MaxMs) || r.CPUPerDelivery <= 0 {
 		t.Errorf("got p50 %v, p99 %v, max %v ms, %v µs of server CPU per delivery; want ordered and read", r.P50ms, r.P99ms, r.MaxMs, r.CPUPerDelivery)
+	}
+}
+
+// TestBenchStages runs a fan-out against a server with its debug
+// listener (PPROF_ADDR) and TRACE_SLOW: bench -stages reads how long
+// each stage of a change took on the server, and -trace saves the
+// runtime trace kept around the slowest delivery.
+func TestBenchStages(t *testing.T) {
+	t.Parallel()
+	s := newE2EServer(t, map[string]string{"PPROF_ADDR": "127.0.0.1:0", "TRACE_SLOW": "1us"})
+	m := regexp.MustCompile(`pprof on (http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(s.logs.String())
+	if m == nil {
+		t.Fatalf("no debug listener in the log:\n%s", s.logs)
+	}
+	trace := filepath.Join(t.TempDir(), "slow.trace")
+	r := benchRunJSON(t, s, "-conns", "20", "-rooms", "2", "-rate", "50", "-duration", "1500ms", "-warmup", "300ms", "-stages", m[1], "-trace", trace)
+	benchCheckClean(t, r)
+	names := []string{"commit", "feed", "fanout", "pool", "write", "server"}
+	if len(r.Stages) != len(names) {
+		t.Fatalf("got stages %+v; want %q", r.Stages, names)
+	}
+	for i, st := range r.Stages {
+		if st.Stage != names[i] || st.Count == 0 || !(st.P50 <= st.P99 && st.P99 <= st.Max) {
+			t.Errorf("stage %d: %+v; want %s, timed, p50 <= p99 <= max", i, st, names[i])
+		}
+	}
+	// Each change is committed, fed and fanned out once, and written to
+	// each of the 10 streams of its room.
+	commit, deliveries := r.Stages[0].Count, r.Stages[5].Count
+	if r.Stages[1].Count != commit || r.Stages[2].Count != commit || r.Stages[3].Count != deliveries || r.Stages[4].Count != deliveries {
+		t.Errorf("stage counts %+v; want one per change for the first three, one per delivery for the rest", r.Stages)
+	}
+	if d := float64(deliveries) / float64(commit); d < 9 || d > 11 {
+		t.Errorf("%d deliveries timed for %d changes; want about 10 each", deliveries, commit)
+	}
+	b, err := os.ReadFile(trace)
+	if r.SlowestTracedMs <= 0 || err != nil || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Errorf("slowest traced %v ms, trace file %d bytes (%v); want a runtime trace", r.SlowestTracedMs, len(b), err)
 	}
 }

@@ -244,8 +244,10 @@ func parseTrace(tb testing.TB, f *os.File, dbSuffix string) trace {
 				tr.posts = append(tr.posts, n)
 			}
 		case "openat":
+			// bbolt's own descriptor is the one opened read-write; the
+			// store's writing ahead of the pages opens it write-only.
 			if fd, err := strconv.Atoi(ret); err == nil && fd >= 0 && len(tr.acks) == 0 &&
-				strings.Contains(args, dbSuffix+`"`) {
+				strings.Contains(args, dbSuffix+`"`) && strings.Contains(args, "O_RDWR") {
 				tr.dbFD = fd
 			}
 		case "fdatasync", "fsync", "sync_file_range":

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"changecast/internal/latency"
 	"changecast/protocol"
 	"changecast/stream/internal/httpconn"
 )
@@ -209,9 +210,14 @@ func (s *session) step() bool {
 		return true
 	}
 	frames, done := sub.take(s.spare)
+	var start int64
+	if latency.On() {
+		start = latency.Now()
+	}
 	if len(frames) > 0 {
 		s.woken = true
 	}
+	timed := stamped(frames, start)
 	for _, f := range frames {
 		s.write(f)
 		if sw.full() {
@@ -247,12 +253,30 @@ func (s *session) step() bool {
 		s.reason = s.writeFailed()
 		return true
 	}
+	if timed != nil {
+		latency.Delivered(timed, start, latency.Now())
+	}
 	if s.agedDue.Load() {
 		// What was queued is written: the client resumes after it.
 		s.reason = EndMaxAge
 		return true
 	}
 	return false
+}
+
+// stamped returns the stage stamps of frames, taken by a step that
+// started at start; nil when stages are not timed (start is 0).
+func stamped(frames []*frame, start int64) []*latency.Stamps {
+	if start == 0 {
+		return nil
+	}
+	var out []*latency.Stamps
+	for _, f := range frames {
+		if f.stamps != nil {
+			out = append(out, f.stamps)
+		}
+	}
+	return out
 }
 
 // pingFrame is the heartbeat.

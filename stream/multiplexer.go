@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"changecast/internal/latency"
 	"changecast/stream/internal/httpconn"
 )
 
@@ -161,6 +162,9 @@ type frame struct {
 	// seq orders the id-less frames an injector queues (inject, for
 	// presence), by the injector's own count; 0 for the log's events.
 	seq uint64
+	// stamps are the times the change passed each stage, with stage
+	// timing on (see package latency); else nil.
+	stamps *latency.Stamps
 }
 
 // Multiplexer fans one upstream feed out to many streams. Its methods are
@@ -472,6 +476,11 @@ func (m *Multiplexer) restartAt(head string) {
 // subscribers. An event at or before the feed's position (a repeat after a
 // reconnect of the feed) is skipped, so positions only grow.
 func (m *Multiplexer) apply(b Batch) {
+	timed := latency.On()
+	var applied int64
+	if timed {
+		applied = latency.Now()
+	}
 	// One allocation for the batch's frames, one per event for its bytes.
 	all := make([]frame, 0, len(b.Events))
 	for _, ev := range b.Events {
@@ -485,6 +494,14 @@ func (m *Multiplexer) apply(b Batch) {
 			continue
 		}
 		all = append(all, frame{id: ev.ID, topic: ev.Topic, also: alsoTopics(ev), wire: wire, time: ev.Time})
+		if timed {
+			all[len(all)-1].stamps = latency.Take(ev.ID, applied)
+		}
+	}
+	if timed {
+		// Deferred before the unlock, so run after it: the timing is
+		// recorded outside the fan-out's lock.
+		defer fannedOut(all)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -499,9 +516,15 @@ func (m *Multiplexer) apply(b Batch) {
 			m.lastEventNanos.Store(f.time.UnixNano())
 		}
 		m.bufferLocked(f)
+		if f.stamps != nil {
+			f.stamps.FanOut = latency.Now()
+		}
 		m.fanOutLocked(f, f.topic)
 		for _, t := range f.also {
 			m.fanOutLocked(f, t)
+		}
+		if f.stamps != nil {
+			f.stamps.FannedOut = latency.Now()
 		}
 	}
 	if m.compare(b.Checkpoint, m.last) > 0 {
@@ -509,6 +532,16 @@ func (m *Multiplexer) apply(b Batch) {
 	}
 	m.ready = !m.closed
 	m.advancedLocked()
+}
+
+// fannedOut records the stages of the frames fanned out (see package
+// latency).
+func fannedOut(frames []frame) {
+	for i := range frames {
+		if st := frames[i].stamps; st != nil && st.FannedOut != 0 {
+			latency.FannedOut(st)
+		}
+	}
 }
 
 // fanOutLocked pushes f to the subscribers of topic, one of f's topics,

@@ -40,6 +40,9 @@ type config struct {
 	RetainAge       time.Duration
 	Limits          handlers.Limits
 	PprofAddr       string
+	// TraceSlow, if not zero, keeps a runtime trace around the slowest
+	// delivery slower than it (on the PPROF_ADDR listener).
+	TraceSlow time.Duration
 	// Connection limits: MaxConnections 0 means derived from the limit
 	// on open files (connlimit.DefaultMax).
 	MaxConnections int
@@ -252,6 +255,12 @@ var envVars = []envVar{
 		c.PprofAddr = v
 		return nil
 	}},
+	{"TRACE_SLOW", "", "a duration from 1µs to 10s, such as 20ms, with PPROF_ADDR set", "keep a runtime trace of the second before the slowest delivery slower than it, at PPROF_ADDR's /debug/stages/trace; unset: off", func(c *config, v string) error {
+		if v == "" {
+			return nil
+		}
+		return durationIn(time.Microsecond, 10*time.Second, func(c *config, d time.Duration) { c.TraceSlow = d })(c, v)
+	}},
 	{"METRICS_TOKEN", "", "a token of at least 16 printable ASCII characters without spaces", "the bearer token /metrics wants without -dev; unset: /metrics answers 404", func(c *config, v string) error {
 		// Sent in an Authorization header, so printable ASCII; long enough
 		// not to be guessed by a scraper of the public URL.
@@ -349,6 +358,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err := checkDataDir(c.DataDir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.TraceSlow > 0 && c.PprofAddr == "" {
+		errs = append(errs, errors.New("TRACE_SLOW is set without PPROF_ADDR: the trace is served on PPROF_ADDR"))
 	}
 	if c.JWTSecretPrevious != "" && c.JWTSecret == "" {
 		errs = append(errs, errors.New("JWT_SECRET_PREVIOUS is set without JWT_SECRET: the previous secret is accepted beside the current one"))

@@ -18,6 +18,7 @@ import (
 
 	"changecast/handlers"
 	"changecast/internal/connlimit"
+	"changecast/internal/latency"
 	"changecast/static"
 	"changecast/store"
 	"changecast/store/bolt"
@@ -111,7 +112,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		"open_file_limit", fileLimit, "body_timeout", cfg.BodyTimeout.String(), "idle_timeout", cfg.IdleTimeout.String())
 
 	if cfg.PprofAddr != "" {
-		stop, err := servePprof(cfg.PprofAddr, logger)
+		stop, err := servePprof(cfg.PprofAddr, cfg.TraceSlow, logger)
 		if err != nil {
 			return err
 		}
@@ -381,12 +382,23 @@ func storeName(cfg config) string {
 
 // servePprof serves net/http/pprof on a loopback address, for profiling
 // a running server. It returns a function that stops it and waits.
-func servePprof(addr string, logger *slog.Logger) (func(), error) {
+func servePprof(addr string, traceSlow time.Duration, logger *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("PPROF_ADDR: listen on %s: %w", addr, err)
 	}
+	latency.Enable()
+	var fr *latency.FlightRecorder
+	if traceSlow > 0 {
+		if fr, err = latency.StartFlightRecorder(traceSlow); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("TRACE_SLOW: %w", err)
+		}
+	}
 	mux := http.NewServeMux()
+	stages := latency.Handler("/debug/stages", fr)
+	mux.Handle("/debug/stages", stages)
+	mux.Handle("/debug/stages/", stages)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -398,7 +410,13 @@ func servePprof(addr string, logger *slog.Logger) (func(), error) {
 		srv.Serve(ln)
 	}()
 	logger.Info("pprof on http://" + ln.Addr().String() + "/debug/pprof/")
-	return func() { srv.Close(); <-done }, nil
+	return func() {
+		srv.Close()
+		<-done
+		if fr != nil {
+			fr.Stop()
+		}
+	}, nil
 }
 
 // openBackend opens MongoDB when MONGODB_URI is set, else the embedded store.

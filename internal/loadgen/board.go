@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"changecast/internal/latency"
 	"changecast/protocol"
 	"context"
 	"encoding/json"
@@ -86,7 +87,7 @@ func (r *boardRun) describe() string {
 }
 
 func (r *boardRun) write(ctx context.Context, w *writeStats, start, end time.Time) {
-	r.b.write(ctx, w, start, end, func(h *hist) func() {
+	r.b.write(ctx, w, start, end, func(h *latency.Hist) func() {
 		return func() { r.change(ctx, w, h) }
 	})
 }
@@ -96,7 +97,7 @@ func (r *boardRun) orders() int64 { return int64(len(r.sent)) / boardVersions }
 
 // change makes one change: the next move of a waiting order, or else a
 // new order. An order that still has moves to make waits again.
-func (r *boardRun) change(ctx context.Context, w *writeStats, h *hist) {
+func (r *boardRun) change(ctx context.Context, w *writeStats, h *latency.Hist) {
 	var o *boardOrder
 	select {
 	case o = <-r.waiting:
@@ -125,7 +126,7 @@ func (r *boardRun) change(ctx context.Context, w *writeStats, h *hist) {
 		}
 		return // the order is left where it is
 	}
-	h.add(time.Now().UnixNano() - sent)
+	h.Add(time.Now().UnixNano() - sent)
 	w.ok.Add(1)
 	w.expected.Add(int64(r.b.cfg.Conns))
 	if sent >= r.measureStart {
@@ -210,7 +211,7 @@ func (r *boardRun) onEvent(s *stream, ev *event) bool {
 	}
 	s.unique.Add(1)
 	if sent := r.sent[n*boardVersions+version-1].Load(); sent >= r.measureStart && sent > 0 {
-		s.hist.add(now - sent)
+		s.hist.Add(now - sent)
 		s.measured++
 	}
 	return true

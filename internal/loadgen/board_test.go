@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"changecast/internal/latency"
 )
 
 // orderEvent is the data of an `order` event on the list topic orders,
@@ -57,7 +59,7 @@ func TestBoardEvent(t *testing.T) {
 		}
 	}
 	r.sent[0].Store(now - int64(time.Second)) // order 0's create: in the warm-up
-	s := &stream{hist: new(hist)}
+	s := &stream{hist: new(latency.Hist)}
 	ev := func(run string, n, v int64) *event {
 		return &event{name: []byte("order"), data: orderEvent(run, n, v)}
 	}
@@ -74,9 +76,9 @@ func TestBoardEvent(t *testing.T) {
 			t.Fatal("onEvent stopped the stream")
 		}
 	}
-	if got := s.unique.Load(); got != 6 || s.dups != 1 || s.versionDisorder != 1 || s.unexpected != 3 || s.resets != 1 || s.measured != 5 || s.hist.count() != 5 {
+	if got := s.unique.Load(); got != 6 || s.dups != 1 || s.versionDisorder != 1 || s.unexpected != 3 || s.resets != 1 || s.measured != 5 || s.hist.Count() != 5 {
 		t.Errorf("got %d unique, %d dups, %d out of order, %d unexpected, %d resets, %d timed (%d in hist); want 6, 1, 1, 3, 1, 5 (5)",
-			got, s.dups, s.versionDisorder, s.unexpected, s.resets, s.measured, s.hist.count())
+			got, s.dups, s.versionDisorder, s.unexpected, s.resets, s.measured, s.hist.Count())
 	}
 	var res Result
 	res.addStreams([]*stream{s})
@@ -124,7 +126,7 @@ func TestBoardChanges(t *testing.T) {
 	b := &bencher{cfg: config{URL: srv.URL, Rate: 2, Duration: time.Second, Conns: 3}, log: io.Discard, client: srv.Client()}
 	r := newBoardRun(b) // room for 3 orders: one per change of a second at 2/s, and one
 	var w writeStats
-	h := new(hist)
+	h := new(latency.Hist)
 	for range 14 {
 		r.change(t.Context(), &w, h)
 	}

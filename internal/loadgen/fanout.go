@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"changecast/internal/latency"
 )
 
 // drainWait bounds the wait for the last deliveries after the writes.
@@ -55,7 +57,7 @@ func (f *fanoutRun) describe() string {
 }
 
 func (f *fanoutRun) write(ctx context.Context, w *writeStats, start, end time.Time) {
-	f.b.write(ctx, w, start, end, func(h *hist) func() {
+	f.b.write(ctx, w, start, end, func(h *latency.Hist) func() {
 		body := make([]byte, 0, 128+f.b.cfg.Size)
 		return func() { body = f.b.postBench(ctx, w, f, h, body) }
 	})
@@ -72,7 +74,7 @@ func (b *bencher) live(ctx context.Context, ss []*stream, l liveLoad) (Result, e
 	defer func() { cancel(); wg.Wait() }()
 
 	for _, s := range ss {
-		s.hist = new(hist)
+		s.hist = new(latency.Hist)
 	}
 	connect, err := b.connectAll(ctx, &wg, ss, l.onEvent)
 	res.ConnectSeconds = connect.Seconds()
@@ -111,6 +113,11 @@ func (b *bencher) live(ctx context.Context, ss []*stream, l liveLoad) (Result, e
 	case <-time.After(time.Until(measureStart)):
 	}
 	st0, d0, self0 := b.serverStats(ctx), delivered(), selfCPU()
+	if b.cfg.Stages != "" {
+		if _, err := b.stages(ctx, true); err != nil {
+			fmt.Fprintf(b.log, "bench: no stage timing: %v\n", err)
+		}
+	}
 	ww.Wait()
 	writesEnd := time.Now()
 	for until := time.Now().Add(drainWait); delivered() < w.expected.Load() && time.Now().Before(until) && ctx.Err() == nil; {
@@ -119,6 +126,9 @@ func (b *bencher) live(ctx context.Context, ss []*stream, l liveLoad) (Result, e
 	window := time.Since(measureStart)
 	st1, d1, self1 := b.serverStats(ctx), delivered(), selfCPU()
 	stopProgress()
+	if b.cfg.Stages != "" {
+		b.readStages(ctx, &res)
+	}
 	res.Streams = b.open.Load()
 	cancel()
 	wg.Wait()
@@ -136,9 +146,9 @@ func (b *bencher) live(ctx context.Context, ss []*stream, l liveLoad) (Result, e
 // addStreams adds up what a fan-out's streams received, and their
 // write-to-delivery latency.
 func (r *Result) addStreams(ss []*stream) {
-	var h hist
+	var h latency.Hist
 	for _, s := range ss {
-		h.merge(s.hist)
+		h.Merge(s.hist)
 		r.Delivered += s.unique.Load()
 		r.Duplicates += s.dups
 		r.OutOfOrder += s.idDisorder + s.versionDisorder
@@ -146,8 +156,8 @@ func (r *Result) addStreams(ss []*stream) {
 		r.Unexpected += s.unexpected
 		r.MeasuredDelivers += s.measured
 	}
-	r.P50ms, r.P90ms, r.P99ms, r.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
-	r.P999ms = h.quantile(.999)
+	r.P50ms, r.P90ms, r.P99ms, r.MaxMs = h.Quantile(.5), h.Quantile(.9), h.Quantile(.99), h.Max()
+	r.P999ms = h.Quantile(.999)
 }
 
 // addWrites adds what a fan-out's writers did, and the rates over the
@@ -170,7 +180,7 @@ func (r *Result) addWrites(w *writeStats, cfg config, measureStart, writesEnd, e
 		r.DeliveriesPerS = float64(r.MeasuredDelivers) / r.Seconds
 	}
 	wh := w.merged()
-	r.WriteP50ms, r.WriteP99ms = wh.quantile(.5), wh.quantile(.99)
+	r.WriteP50ms, r.WriteP99ms = wh.Quantile(.5), wh.Quantile(.99)
 }
 
 // onEvent is a fan-out stream's handler: it records each of this run's
@@ -201,7 +211,7 @@ func (f *fanoutRun) onEvent(s *stream, ev *event) bool {
 	s.seen[i/64] |= bit
 	s.unique.Add(1)
 	if sent >= f.measureStart {
-		s.hist.add(now - sent)
+		s.hist.Add(now - sent)
 		s.measured++
 	}
 	return true

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"changecast/internal/latency"
 )
 
 func TestText(t *testing.T) {
@@ -34,7 +36,7 @@ func TestText(t *testing.T) {
 // and flags doubles and strangers.
 func TestFanoutEvent(t *testing.T) {
 	f := &fanoutRun{run: "00ff00ff", perRoom: []int64{1, 1, 1}}
-	s := &stream{roomIdx: 1, hist: new(hist)}
+	s := &stream{roomIdx: 1, hist: new(latency.Hist)}
 	msg := func(seq int64) *event {
 		text := appendText(nil, time.Now().UnixNano(), seq, f.run, 0)
 		return &event{name: []byte("message"), data: []byte(`{"message":{"text":"` + string(text) + `"}}`)}
@@ -44,7 +46,7 @@ func TestFanoutEvent(t *testing.T) {
 	}
 	f.onEvent(s, &event{name: []byte("snapshot")})
 	f.onEvent(s, &event{name: []byte("snapshot")})
-	if got := s.unique.Load(); got != 4 || s.dups != 2 || s.unexpected != 1 || s.resets != 1 || s.hist.count() != 4 {
-		t.Errorf("got %d unique, %d dups, %d unexpected, %d resets, %d timed; want 4, 2, 1, 1, 4", got, s.dups, s.unexpected, s.resets, s.hist.count())
+	if got := s.unique.Load(); got != 4 || s.dups != 2 || s.unexpected != 1 || s.resets != 1 || s.hist.Count() != 4 {
+		t.Errorf("got %d unique, %d dups, %d unexpected, %d resets, %d timed; want 4, 2, 1, 1, 4", got, s.dups, s.unexpected, s.resets, s.hist.Count())
 	}
 }

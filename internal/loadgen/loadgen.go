@@ -52,6 +52,8 @@ type config struct {
 	Profile  string
 	Reader   string
 	Coalesce time.Duration
+	Stages   string // the server's debug listener, for its stage timing
+	Trace    string // where to save the trace of its slowest delivery
 	// The curve mode's.
 	Rates   string
 	SVG     string
@@ -124,6 +126,8 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (co
 	fs.BoolVar(&c.JSON, "json", false, "print the result as JSON")
 	fs.StringVar(&c.Reader, "reader", "epoll", "how streams are read: epoll (a loop per core; Linux) or goroutine (one per stream)")
 	fs.DurationVar(&c.Coalesce, "coalesce", 500*time.Microsecond, "epoll reader: after a wake-up, wait this long for more readable streams (fewer system calls; adds up to this much to latency)")
+	fs.StringVar(&c.Stages, "stages", "", "fanout, board, curve: the server's debug listener (its PPROF_ADDR, such as http://127.0.0.1:6060): print how long each stage of a change took on the server")
+	fs.StringVar(&c.Trace, "trace", "", "with -stages and a server run with TRACE_SLOW: save the runtime trace kept around its slowest delivery to this file (for go tool trace)")
 	fs.StringVar(&c.Profile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	switch err := fs.Parse(args); {
 	case errors.Is(err, flag.ErrHelp):
@@ -153,6 +157,15 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (co
 		return config{}, fmt.Errorf("bench: -mode %q: want fanout, curve, board, idle or storm", c.Mode)
 	case c.Reader != "epoll" && c.Reader != "goroutine":
 		return config{}, fmt.Errorf("bench: -reader %q: want epoll or goroutine", c.Reader)
+	}
+	if c.Stages != "" {
+		if _, err := loopbackOnly(c.Stages); err != nil {
+			return config{}, fmt.Errorf("bench: -stages: %w", err)
+		}
+		c.Stages = strings.TrimRight(c.Stages, "/")
+	}
+	if c.Trace != "" && c.Stages == "" {
+		return config{}, errors.New("bench: -trace needs -stages")
 	}
 	if c.Mode == "curve" {
 		if _, err := parseRates(c.Rates); err != nil {

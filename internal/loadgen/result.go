@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"changecast/internal/latency"
 )
 
 // Result is what a run measured; -json prints it. Deliveries count
@@ -64,6 +66,11 @@ type Result struct {
 	Goroutines        int64   `json:"serverGoroutines,omitempty"`
 	ServerStreams     int64   `json:"serverStreamsOpen,omitempty"`
 	ServerSource      string  `json:"serverStatsFrom,omitempty"`
+	// Stages are the server's stage histograms over the measured window
+	// (-stages); SlowestTracedMs the delay of the delivery whose trace
+	// the server kept.
+	Stages          []latency.Summary `json:"stages,omitempty"`
+	SlowestTracedMs float64           `json:"slowestTracedMs,omitempty"`
 }
 
 // applyServerStats fills the result's server figures from the stats
@@ -154,6 +161,7 @@ func printTable(w io.Writer, r Result) {
 			p("  goroutines        %d; streams open %d", r.Goroutines, r.ServerStreams)
 		}
 	}
+	printStages(p, r)
 	if r.ClientCPUSecs > 0 && r.Mode != "idle" {
 		p("client CPU          %.2f s, %.2f µs per delivery", r.ClientCPUSecs, r.ClientPerDelivery)
 	}

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"changecast/internal/latency"
 	"changecast/protocol"
 	"context"
 	"encoding/json"
@@ -190,7 +191,7 @@ func (b *bencher) stormBack(ctx context.Context, ss []*stream, logs []*roomLog, 
 // addStormClients adds up what the storm's clients received, and how long
 // each took to catch up.
 func (r *Result) addStormClients(ss []*stream, caught time.Duration, delivered int64) {
-	var h hist
+	var h latency.Hist
 	for _, s := range ss {
 		c := s.storm
 		r.Delivered += int64(c.got)
@@ -200,14 +201,14 @@ func (r *Result) addStormClients(ss []*stream, caught time.Duration, delivered i
 		r.Resets += s.resets
 		if c.caughtUp > 0 {
 			r.CaughtUp++
-			h.add(c.caughtUp.Nanoseconds())
+			h.Add(c.caughtUp.Nanoseconds())
 		}
 	}
 	r.Lost = r.Expected - r.Delivered
 	r.CaughtUpSeconds = caught.Seconds()
 	r.Seconds = caught.Seconds()
 	r.DeliveriesPerS = float64(delivered) / caught.Seconds()
-	r.P50ms, r.P90ms, r.P99ms, r.MaxMs = h.quantile(.5), h.quantile(.9), h.quantile(.99), h.max()
+	r.P50ms, r.P90ms, r.P99ms, r.MaxMs = h.Quantile(.5), h.Quantile(.9), h.Quantile(.99), h.Max()
 }
 
 // check records one message event; it reports whether it was a new one

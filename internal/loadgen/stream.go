@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"changecast/internal/latency"
 	"changecast/protocol"
 	"context"
 	"errors"
@@ -81,7 +82,7 @@ type stream struct {
 	unexpected int64 // events that should not be on this stream
 
 	// fanout
-	hist     *hist
+	hist     *latency.Hist
 	seen     []uint64 // writes received, by seq/rooms
 	unique   atomic.Int64
 	dups     int64

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"changecast/internal/latency"
 )
 
 // writeStats counts what the writers did.
@@ -21,15 +23,15 @@ type writeStats struct {
 	expected atomic.Int64 // deliveries the successful writes should make
 
 	mu    sync.Mutex
-	hists []*hist // POST latency, one per writer
+	hists []*latency.Hist // POST latency, one per writer
 }
 
-func (w *writeStats) merged() *hist {
+func (w *writeStats) merged() *latency.Hist {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var h hist
+	var h latency.Hist
 	for _, x := range w.hists {
-		h.merge(x)
+		h.Merge(x)
 	}
 	return &h
 }
@@ -39,12 +41,12 @@ func (w *writeStats) merged() *hist {
 // schedule) to a pool of writers over kept-alive connections; a slot no
 // writer is free to take is counted as skipped. newWriter makes a
 // writer's work for one slot, given its latency histogram.
-func (b *bencher) write(ctx context.Context, w *writeStats, start, end time.Time, newWriter func(h *hist) func()) {
+func (b *bencher) write(ctx context.Context, w *writeStats, start, end time.Time, newWriter func(h *latency.Hist) func()) {
 	n := b.writers()
 	slots := make(chan struct{}, n)
 	var wg sync.WaitGroup
 	for range n {
-		h := new(hist)
+		h := new(latency.Hist)
 		w.mu.Lock()
 		w.hists = append(w.hists, h)
 		w.mu.Unlock()
@@ -82,7 +84,7 @@ func (b *bencher) write(ctx context.Context, w *writeStats, start, end time.Time
 }
 
 // postBench writes one fan-out message, counting it in w.
-func (b *bencher) postBench(ctx context.Context, w *writeStats, f *fanoutRun, h *hist, body []byte) []byte {
+func (b *bencher) postBench(ctx context.Context, w *writeStats, f *fanoutRun, h *latency.Hist, body []byte) []byte {
 	seq := w.writes.Add(1) - 1
 	room := int(seq % int64(b.cfg.Rooms))
 	sent := time.Now().UnixNano()
@@ -104,7 +106,7 @@ func (b *bencher) postBench(ctx context.Context, w *writeStats, f *fanoutRun, h 
 		}
 		return body
 	}
-	h.add(time.Now().UnixNano() - sent)
+	h.Add(time.Now().UnixNano() - sent)
 	w.ok.Add(1)
 	w.expected.Add(f.perRoom[room])
 	if sent >= f.measureStart {

@@ -239,7 +239,7 @@ func TestInspect(t *testing.T) {
 	// Damage: cut short, and a file that is not a store.
 	cut := filepath.Join(t.TempDir(), "cut.db")
 	data, _ := os.ReadFile(path)
-	if err := os.WriteFile(cut, data[:len(data)/2], 0o600); err != nil {
+	if err := os.WriteFile(cut, data[:highWater(t, path)*int64(os.Getpagesize())/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	notStore := filepath.Join(t.TempDir(), "text.db")

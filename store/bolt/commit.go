@@ -9,6 +9,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"changecast/internal/latency"
 	"changecast/store"
 )
 
@@ -24,6 +25,10 @@ type write struct {
 	// written nothing); storage failures go to txn.err.
 	apply func(t *txn) error
 	done  chan error // buffered; receives exactly one answer
+	// submitted is when the write was submitted (latency.Now), with stage
+	// timing on; first and last are the changes it appended, if any.
+	submitted   int64
+	first, last uint64
 }
 
 // txn is the state of one group transaction.
@@ -81,6 +86,9 @@ func (b *Store) submit(ctx context.Context, apply func(*txn) error) error {
 		return err
 	}
 	w := &write{ctx: ctx, apply: apply, done: make(chan error, 1)}
+	if latency.On() {
+		w.submitted = latency.Now()
+	}
 	select {
 	case b.queue <- w:
 	case <-ctx.Done():
@@ -151,7 +159,9 @@ func (b *Store) commit(group []*write) {
 				errs[i] = fmt.Errorf("not applied: %w", err)
 				continue
 			}
+			before := t.seq
 			errs[i] = w.apply(t)
+			w.first, w.last = before+1, t.seq
 			if t.err != nil {
 				return t.err
 			}
@@ -162,12 +172,14 @@ func (b *Store) commit(group []*write) {
 		t.put(metaBucket, keySeq, seqKey(t.seq))
 		t.put(metaBucket, keyClock, seqKey(t.clock))
 		head = t.seq
+		b.keepAhead(tx)
 		return t.err
 	})
 	switch {
 	case err == nil:
 		b.head.Store(head)
 		b.commits.Add(1)
+		b.stamp(group)
 		b.wake()
 	case errors.Is(err, errNoChange):
 	case len(group) > 1:
@@ -181,6 +193,20 @@ func (b *Store) commit(group []*write) {
 	}
 	for i, w := range group {
 		w.done <- errs[i]
+	}
+}
+
+// stamp records, with stage timing on, when each change of a committed
+// group was submitted and committed (see package latency).
+func (b *Store) stamp(group []*write) {
+	if !latency.On() {
+		return
+	}
+	now := latency.Now()
+	for _, w := range group {
+		for seq := w.first; seq <= w.last && w.first != 0; seq++ {
+			latency.Committed(b.pos(seq), w.submitted, now)
+		}
 	}
 }
 

@@ -75,11 +75,16 @@ func lastMessages(tx *bbolt.Tx, room, before string, limit int) ([]store.Message
 	} else {
 		k, v = c.Prev()
 	}
-	out := make([]store.Message, 0, min(limit, store.SnapshotMessages))
+	out := []store.Message{} // not nil: an empty room's list is [], not null
 	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
 		var m store.Message
 		if err := json.Unmarshal(v, &m); err != nil {
 			return nil, fmt.Errorf("decode message %s: %w", k[len(prefix):], err)
+		}
+		if cap(out) == 0 {
+			// Room for a snapshot's worth only once there is a message:
+			// every stream of an empty room asks for one.
+			out = make([]store.Message, 0, min(limit, store.SnapshotMessages))
 		}
 		out = append(out, m)
 	}

@@ -122,6 +122,10 @@ type Store struct {
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced after every commit
 
+	// ahead keeps zeros written past the last page (ahead.go); nil if
+	// the file could not be opened for it. The committer's alone.
+	ahead *ahead
+
 	writeMu    sync.Mutex
 	writeErr   error     // error of the latest write transaction; nil once one succeeds
 	writeErrAt time.Time // when it failed
@@ -165,6 +169,9 @@ func open(dir string, opts Options, now func() time.Time) (*Store, error) {
 	if err := b.initMeta(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if b.ahead, err = openAhead(path); err != nil {
+		b.log.Warn("commits write into new blocks of the file", "err", err)
 	}
 
 	pruneCtx, cancel := context.WithCancel(context.Background())
@@ -305,6 +312,9 @@ func (b *Store) Close() error {
 		err = b.db.Close()
 		if err != nil {
 			err = fmt.Errorf("close store: %w", err)
+		}
+		if b.ahead != nil {
+			b.ahead.close()
 		}
 	})
 	return err

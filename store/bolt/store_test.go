@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -1325,5 +1326,33 @@ func TestOldest(t *testing.T) {
 	got, ok, err := b.Oldest(t.Context())
 	if err != nil || !ok || !got.Equal(m.CreatedAt) || got.Before(before) {
 		t.Fatalf("Oldest = %v, %v, %v; want the first message's time %v", got, ok, err, m.CreatedAt)
+	}
+}
+
+// TestEmptyRoomSnapshotAllocatesLittle: every stream of a room asks for
+// its snapshot when it connects; an empty room's must not allocate room
+// for a full one (5 KiB a stream, garbage at once, when thousands of
+// streams connect together).
+func TestEmptyRoomSnapshotAllocatesLittle(t *testing.T) {
+	b := testOpen(t, "", Options{}, nil)
+	mustPost(t, b, "other", "hello")
+	const calls = 1000
+	var before, after runtime.MemStats
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		runtime.ReadMemStats(&before)
+		for range calls {
+			msgs, err := lastMessages(tx, "empty", "", store.SnapshotMessages)
+			if err != nil || msgs == nil || len(msgs) != 0 {
+				return fmt.Errorf("got %v, %v; want an empty list", msgs, err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 512 {
+		t.Errorf("an empty room's snapshot allocates %d bytes; want at most 512", per)
 	}
 }

@@ -1,15 +1,16 @@
-package loadgen
+package latency
 
 import "math/bits"
 
-// hist is a log-bucketed histogram of durations in microseconds, in
+// Hist is a log-bucketed histogram of durations in microseconds, in
 // the manner of an HDR histogram: values below histExact are counted
 // exactly; above, each power of two is split into histSub buckets,
 // so a bucket is at most 1/32 (3.2%) of its values wide. Values past the
-// last bucket (about 19 hours) are counted in it. A hist is owned by
-// one goroutine (one per connection), and merged once that goroutine is
-// done: no lock per recorded value. The zero value is ready to use.
-type hist struct {
+// last bucket (about 19 hours) are counted in it. A Hist is not safe
+// for concurrent use: give each goroutine its own (the load generator
+// keeps one per connection) and Merge them once it is done, so no value
+// costs a lock. The zero value is ready to use.
+type Hist struct {
 	counts [histBuckets]uint32
 	n      uint64
 	maxV   int64
@@ -55,7 +56,7 @@ func bucketHigh(i int) int64 {
 }
 
 // add records a duration given in nanoseconds (negative counts as 0).
-func (h *hist) add(nanos int64) {
+func (h *Hist) Add(nanos int64) {
 	us := max(nanos/1000, 0)
 	h.counts[bucket(us)]++
 	if h.n == 0 || us < h.minV {
@@ -66,7 +67,7 @@ func (h *hist) add(nanos int64) {
 }
 
 // merge adds o's counts to h.
-func (h *hist) merge(o *hist) {
+func (h *Hist) Merge(o *Hist) {
 	if o == nil || o.n == 0 {
 		return
 	}
@@ -81,13 +82,13 @@ func (h *hist) merge(o *hist) {
 }
 
 // count returns how many values were recorded.
-func (h *hist) count() uint64 { return h.n }
+func (h *Hist) Count() uint64 { return h.n }
 
 // quantile returns the q-quantile (0 < q <= 1) in milliseconds: the
 // largest value of the bucket holding the value of rank ceil(q*n), so it
 // errs high by at most one bucket width, and never past the maximum. It
 // returns 0 for an empty histogram.
-func (h *hist) quantile(q float64) float64 {
+func (h *Hist) Quantile(q float64) float64 {
 	if h.n == 0 {
 		return 0
 	}
@@ -107,4 +108,4 @@ func (h *hist) quantile(q float64) float64 {
 }
 
 // max returns the largest value recorded, in milliseconds.
-func (h *hist) max() float64 { return float64(h.maxV) / 1000 }
+func (h *Hist) Max() float64 { return float64(h.maxV) / 1000 }
