@@ -222,6 +222,46 @@ func bboltCheck(path string, stats *storeStats) (problems []error, err error) {
 	return problems, err
 }
 
+// metaPageNotItself tells whether bbolt's check came to its assertion
+// that meta page 0 or 1 does not identify as itself.
+func metaPageNotItself(err error, problems []error) bool {
+	for _, e := range append(problems, err) {
+		if e != nil && (strings.Contains(e.Error(), "Page expected to be: 0, but") || strings.Contains(e.Error(), "Page expected to be: 1, but")) {
+			return true
+		}
+	}
+	return false
+}
+
+// bboltCheckAfterCommits opens path with bbolt as the server does,
+// commits twice (so both meta pages are written again), and checks the
+// file as bboltCheck does.
+func bboltCheckAfterCommits(path string) (problems []error, err error) {
+	err = guard(func() error {
+		db, err := bbolt.Open(path, 0o600, nil)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		for i := range 2 {
+			if err := db.Update(func(tx *bbolt.Tx) error {
+				b, err := tx.CreateBucketIfNotExists([]byte("check-commits"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte{byte(i)}, []byte{byte(i)})
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return bboltCheck(path, nil)
+}
+
 // damageCopy writes to dst the file src damaged at random: bytes flipped
 // anywhere (the metas too), the file cut, or a page zeroed.
 func damageCopy(tb testing.TB, src, dst string, r *rand.Rand) {
@@ -306,7 +346,16 @@ func TestCheckAgreesWithBbolt(t *testing.T) {
 				stats.refused++
 				continue
 			}
-			if problems, err := bboltCheck(dst, nil); err != nil || len(problems) > 0 {
+			problems, err := bboltCheck(dst, nil)
+			if metaPageNotItself(err, problems) {
+				// One meta page is not a valid meta (zeroed): bbolt opens
+				// the file on the other, as the check does, but Tx.Check
+				// asserts both metas' page ids. bbolt's own use must still
+				// find the file clean once its commits have rewritten both
+				// metas, as a server's first two commits do.
+				problems, err = bboltCheckAfterCommits(dst)
+			}
+			if err != nil || len(problems) > 0 {
 				t.Errorf("store %d copy %d (CHANGECAST_CHECK_SEED=%d): the check accepted a file bbolt finds damaged: %v %v", i, c, seed, err, problems)
 			}
 		}
