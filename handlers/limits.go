@@ -114,26 +114,27 @@ func tooMany(c echo.Context, wait time.Duration, format string, args ...any) err
 	return errorf(http.StatusTooManyRequests, format, args...)
 }
 
-// streamCounter counts open streams per subject. It is safe for
+// subjectCounter counts what each subject holds at once (open streams,
+// questions to the room backend) against a bound. It is safe for
 // concurrent use.
-type streamCounter struct {
+type subjectCounter struct {
 	max int
 	mu  sync.Mutex
 	n   map[string]int
 }
 
-// newStreamCounter returns a counter allowing max streams per subject, or
-// nil (no bound) for a negative max.
-func newStreamCounter(max int) *streamCounter {
+// newSubjectCounter returns a counter allowing max per subject, or nil
+// (no bound) for a negative max.
+func newSubjectCounter(max int) *subjectCounter {
 	if max < 0 {
 		return nil
 	}
-	return &streamCounter{max: max, n: make(map[string]int)}
+	return &subjectCounter{max: max, n: make(map[string]int)}
 }
 
-// acquire counts one more stream of sub and reports whether it is within
-// the bound; if not, nothing is counted.
-func (sc *streamCounter) acquire(sub string) bool {
+// acquire counts one more for sub and reports whether it is within the
+// bound; if not, nothing is counted.
+func (sc *subjectCounter) acquire(sub string) bool {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.n[sub] >= sc.max {
@@ -143,12 +144,12 @@ func (sc *streamCounter) acquire(sub string) bool {
 	return true
 }
 
-// release uncounts one stream of sub.
-func (sc *streamCounter) release(sub string) {
+// release uncounts one of sub's.
+func (sc *subjectCounter) release(sub string) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.n[sub] <= 1 {
-		delete(sc.n, sub) // the map holds only subjects with open streams
+		delete(sc.n, sub) // the map holds only subjects that hold something
 		return
 	}
 	sc.n[sub]--

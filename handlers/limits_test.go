@@ -134,7 +134,7 @@ func TestLimitsConfig(t *testing.T) {
 		}
 	}
 	// Negative turns a bound off.
-	if newStreamCounter(-1) != nil || newWriteLimiter(-1, 1) != nil {
+	if newSubjectCounter(-1) != nil || newWriteLimiter(-1, 1) != nil {
 		t.Error("a negative bound should turn it off")
 	}
 }

@@ -152,11 +152,11 @@ type roomAsker struct {
 	client *http.Client
 	now    func() time.Time
 	log    *slog.Logger
-	slots  chan struct{} // one per question in flight
+	slots  chan struct{}   // one per question in flight
+	perSub *subjectCounter // questions in flight per sub
 	calls  singleflight.Group
 
 	mu      sync.Mutex
-	busy    map[string]int // questions in flight per sub
 	answers map[roomKey]roomAnswer
 	sweepAt int // sweep the expired answers when this many are kept
 }
@@ -186,7 +186,7 @@ func newRoomAsker(ctx context.Context, cfg RoomAuth, now func() time.Time, log *
 	return &roomAsker{
 		cfg: cfg, ctx: ctx, client: client, now: now, log: log,
 		slots:   make(chan struct{}, cfg.MaxCalls),
-		busy:    make(map[string]int),
+		perSub:  newSubjectCounter(cfg.MaxCallsPerSub),
 		answers: make(map[roomKey]roomAnswer),
 		sweepAt: roomSweepMin,
 	}
@@ -208,10 +208,10 @@ func (a *roomAsker) ask(ctx context.Context, sub, room string, action roomAction
 	}
 	// No control character is in a subject or a room: NUL separates.
 	ch := a.calls.DoChan(string(action)+"\x00"+room+"\x00"+sub, func() (any, error) {
-		if !a.enter(sub) {
+		if !a.perSub.acquire(sub) {
 			return roomUnavailable, nil
 		}
-		defer a.exit(sub)
+		defer a.perSub.release(sub)
 		v := a.call(k)
 		a.keep(k, v)
 		return v, nil
@@ -221,27 +221,6 @@ func (a *roomAsker) ask(ctx context.Context, sub, room string, action roomAction
 		return r.Val.(roomVerdict)
 	case <-ctx.Done():
 		return roomUnavailable
-	}
-}
-
-// enter counts a question about sub in flight, unless sub has
-// MaxCallsPerSub in flight already: then it returns false.
-func (a *roomAsker) enter(sub string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.busy[sub] >= a.cfg.MaxCallsPerSub {
-		return false
-	}
-	a.busy[sub]++
-	return true
-}
-
-// exit counts a question about sub, counted by enter, done.
-func (a *roomAsker) exit(sub string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.busy[sub]--; a.busy[sub] == 0 {
-		delete(a.busy, sub)
 	}
 }
 

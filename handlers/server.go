@@ -122,7 +122,7 @@ type server struct {
 	rooms   *roomAsker // nil: a token's rooms are all it may use
 	now     func() time.Time
 	limits  Limits
-	open    *streamCounter
+	open    *subjectCounter
 	writes  *writeLimiter
 	backups chan struct{} // one slot: the backup running, if any
 
@@ -182,7 +182,7 @@ func New(cfg Config) (*echo.Echo, error) {
 			s.rooms = newRoomAsker(ctx, cfg.RoomAuth, s.now, s.log)
 		}
 	}
-	s.open = newStreamCounter(limits.StreamsPerSubject)
+	s.open = newSubjectCounter(limits.StreamsPerSubject)
 	s.writes = newWriteLimiter(limits.WritesPerSecond, limits.WriteBurst)
 	s.backups = make(chan struct{}, 1)
 
