@@ -1,20 +1,29 @@
+//go:build linux
+
 // Command syncfloor measures the durability floor of this machine's disk:
 // how long a write waits before it is on disk when nothing else is done
-// with it. Writes arrive at a steady rate, as the load generators send
-// them; one committer takes every write that arrived meanwhile (a group
-// commit), writes pages over blocks the file already has and fdatasyncs.
-// A server that delivers only what is on disk (changecast, whose store
-// does this and more) cannot deliver sooner than this; a fan-out that
+// with it. One committer takes every write that arrived meanwhile (a
+// group commit), writes pages over blocks the file already has and
+// fdatasyncs. A server that delivers only what is on disk (changecast,
+// whose store does this and more) cannot deliver sooner; a fan-out that
 // keeps nothing on disk (the bare net/http floor, Centrifugo) does not
-// wait for it at all.
+// wait at all.
+//
+// By default writes arrive at a steady rate, as the load generators send
+// them, and it prints how long they waited:
 //
 //	go run ./tools/syncfloor -dir /var/lib/changecast -rate 300 -d 10s
 //
 // -syncs 2 -pages 10 is what one commit of the embedded store does for a
 // message (bbolt writes the pages, syncs, writes its meta page and syncs
 // again; strace counts about ten page writes). -json prints one line.
-//go:build linux
-
+//
+// With -serve ADDR it is instead the thinnest durable fan-out: the bare
+// net/http fan-out of the development workspace's peers (the same routes,
+// so the peers' reader loads it the same way), except that a message is
+// group committed to the file before it is fanned out and answered 201.
+// Loaded beside changecast and the bare fan-out, it shows what durability
+// alone costs on this machine, under the same load.
 package main
 
 import (
@@ -22,6 +31,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -63,18 +74,172 @@ type result struct {
 	Max     float64 `json:"max_ms"`
 }
 
+func checkCommit(syncs, pages int) error {
+	switch {
+	case syncs < 1 || syncs > 2:
+		return errors.New("-syncs must be 1 or 2")
+	case pages < 1 || pages > 256:
+		return errors.New("-pages must be 1 to 256")
+	}
+	return nil
+}
+
 func (c config) check() error {
 	switch {
 	case c.Rate <= 0 || c.Rate > 100000:
 		return errors.New("-rate must be above 0 and at most 100000")
 	case c.Duration <= 0:
 		return errors.New("-d must be above 0")
-	case c.Syncs < 1 || c.Syncs > 2:
-		return errors.New("-syncs must be 1 or 2")
-	case c.Pages < 1 || c.Pages > 256:
-		return errors.New("-pages must be 1 to 256")
+	}
+	return checkCommit(c.Syncs, c.Pages)
+}
+
+// write is one write waiting for a commit: when it arrived, and where to
+// say that its commit is done (nil: nowhere).
+type write struct {
+	at   time.Time
+	done chan error
+}
+
+// committer group-commits writes to a file of its own.
+type committer struct {
+	f            *os.File
+	syncs, pages int
+
+	mu      sync.Mutex
+	waiting []write
+	closing bool
+	commits int
+	hist    latency.Hist // each write's wait
+	failed  error
+
+	wake  chan struct{} // capacity 1
+	ended chan struct{}
+}
+
+// startCommitter creates its file in dir, writes it with zeros and starts
+// committing.
+func startCommitter(dir string, syncs, pages int) (*committer, error) {
+	if err := checkCommit(syncs, pages); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, "syncfloor-*")
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*committer, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < fileSize; off += int64(len(zeros)) {
+		if _, err := f.WriteAt(zeros, off); err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	c := &committer{f: f, syncs: syncs, pages: pages, wake: make(chan struct{}, 1), ended: make(chan struct{})}
+	go c.run()
+	return c, nil
+}
+
+// submit queues w for the next commit.
+func (c *committer) submit(w write) {
+	c.mu.Lock()
+	c.waiting = append(c.waiting, w)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *committer) run() {
+	defer close(c.ended)
+	page := make([]byte, pageSize)
+	var off int64
+	for {
+		c.mu.Lock()
+		batch, last := c.waiting, c.closing
+		c.waiting = nil
+		c.mu.Unlock()
+		if len(batch) == 0 {
+			if last {
+				return
+			}
+			<-c.wake
+			continue
+		}
+		err := c.commit(page, &off)
+		now := time.Now()
+		c.mu.Lock()
+		if err != nil && c.failed == nil {
+			c.failed = err
+		}
+		c.commits++
+		for _, w := range batch {
+			c.hist.Add(int64(now.Sub(w.at)))
+		}
+		c.mu.Unlock()
+		for _, w := range batch {
+			if w.done != nil {
+				w.done <- err
+			}
+		}
+	}
+}
+
+// commit writes c.pages pages after *off (wrapping within the file) and
+// syncs c.syncs times: with two, the last page is written between the
+// syncs, as bbolt writes its meta page.
+func (c *committer) commit(page []byte, off *int64) error {
+	write := func(n int) error {
+		for range n {
+			if _, err := c.f.WriteAt(page, *off); err != nil {
+				return err
+			}
+			*off = (*off + pageSize) % fileSize
+		}
+		return nil
+	}
+	first := c.pages
+	if c.syncs == 2 && c.pages > 1 {
+		first--
+	}
+	if err := write(first); err != nil {
+		return err
+	}
+	if err := fdatasync(c.f); err != nil {
+		return err
+	}
+	if c.syncs == 2 {
+		if err := write(c.pages - first); err != nil {
+			return err
+		}
+		return fdatasync(c.f)
 	}
 	return nil
+}
+
+// stop commits what is queued, stops, and removes the file. It returns
+// the first failed commit's error.
+func (c *committer) stop() error {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	<-c.ended
+	c.f.Close()
+	os.Remove(c.f.Name())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed
 }
 
 // measure runs c on a new file in c.Dir, removed afterwards.
@@ -82,123 +247,27 @@ func measure(c config) (result, error) {
 	if err := c.check(); err != nil {
 		return result{}, err
 	}
-	f, err := os.CreateTemp(c.Dir, "syncfloor-*")
+	com, err := startCommitter(c.Dir, c.Syncs, c.Pages)
 	if err != nil {
 		return result{}, err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	zeros := make([]byte, 1<<20)
-	for off := int64(0); off < fileSize; off += int64(len(zeros)) {
-		if _, err := f.WriteAt(zeros, off); err != nil {
-			return result{}, err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return result{}, err
-	}
-
-	var (
-		mu      sync.Mutex
-		arrived []time.Time // waiting for the next commit
-		count   int         // arrived in all
-		stopped bool
-		wake    = make(chan struct{}, 1)
-		hist    latency.Hist
-		commits int
-		failed  error
-		done    = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		page := make([]byte, pageSize)
-		var off int64
-		for {
-			mu.Lock()
-			batch, last := arrived, stopped
-			arrived = nil
-			mu.Unlock()
-			if len(batch) == 0 {
-				if last {
-					return
-				}
-				<-wake
-				continue
-			}
-			err := commit(f, page, &off, c)
-			now := time.Now()
-			mu.Lock()
-			if err != nil && failed == nil {
-				failed = err
-			}
-			commits++
-			for _, t := range batch {
-				hist.Add(int64(now.Sub(t)))
-			}
-			mu.Unlock()
-		}
-	}()
+	arrived := 0
 	tick := time.NewTicker(time.Duration(float64(time.Second) / c.Rate))
 	defer tick.Stop()
-	for end := time.Now().Add(c.Duration); time.Now().Before(end); {
+	for end := time.Now().Add(c.Duration); time.Now().Before(end); arrived++ {
 		<-tick.C
-		t := time.Now()
-		mu.Lock()
-		arrived = append(arrived, t)
-		count++
-		mu.Unlock()
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
+		// The tick's own time is when it was due; on a busy machine
+		// this goroutine wakes later, and the write arrives then.
+		com.submit(write{at: time.Now()})
 	}
-	mu.Lock()
-	stopped = true
-	mu.Unlock()
-	select {
-	case wake <- struct{}{}:
-	default:
+	if err := com.stop(); err != nil {
+		return result{}, err
 	}
-	<-done
-	if failed != nil {
-		return result{}, failed
-	}
+	h := &com.hist
 	return result{
-		Rate: c.Rate, Syncs: c.Syncs, Pages: c.Pages, Arrived: count, Writes: hist.Count(), Commits: commits,
-		P50: hist.Quantile(.5), P99: hist.Quantile(.99), P999: hist.Quantile(.999), Max: hist.Max(),
+		Rate: c.Rate, Syncs: c.Syncs, Pages: c.Pages, Arrived: arrived, Writes: h.Count(), Commits: com.commits,
+		P50: h.Quantile(.5), P99: h.Quantile(.99), P999: h.Quantile(.999), Max: h.Max(),
 	}, nil
-}
-
-// commit writes c.Pages pages after *off (wrapping within the file) and
-// syncs c.Syncs times: with two, the last page is written between the
-// syncs, as bbolt writes its meta page.
-func commit(f *os.File, page []byte, off *int64, c config) error {
-	write := func(n int) error {
-		for range n {
-			if _, err := f.WriteAt(page, *off); err != nil {
-				return err
-			}
-			*off = (*off + pageSize) % fileSize
-		}
-		return nil
-	}
-	first := c.Pages
-	if c.Syncs == 2 && c.Pages > 1 {
-		first--
-	}
-	if err := write(first); err != nil {
-		return err
-	}
-	if err := fdatasync(f); err != nil {
-		return err
-	}
-	if c.Syncs == 2 {
-		if err := write(c.Pages - first); err != nil {
-			return err
-		}
-		return fdatasync(f)
-	}
-	return nil
 }
 
 // fdatasync is the sync bbolt does on Linux: the data, and the metadata
@@ -210,6 +279,72 @@ func fdatasync(f *os.File) error {
 	return nil
 }
 
+// fanOut is the bare fan-out of the peers' floor, its message committed
+// first.
+type fanOut struct {
+	com  *committer
+	mu   sync.RWMutex
+	subs map[string]map[chan []byte]struct{}
+}
+
+func newFanOut(com *committer) http.Handler {
+	h := &fanOut{com: com, subs: map[string]map[chan []byte]struct{}{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/rooms/{room}/events", h.events)
+	mux.HandleFunc("POST /api/rooms/{room}/messages", h.post)
+	mux.HandleFunc("GET /healthz", func(http.ResponseWriter, *http.Request) {})
+	return mux
+}
+
+func (h *fanOut) events(w http.ResponseWriter, r *http.Request) {
+	room := r.PathValue("room")
+	ch := make(chan []byte, 64)
+	h.mu.Lock()
+	if h.subs[room] == nil {
+		h.subs[room] = map[chan []byte]struct{}{}
+	}
+	h.subs[room][ch] = struct{}{}
+	h.mu.Unlock()
+	defer func() { h.mu.Lock(); delete(h.subs[room], ch); h.mu.Unlock() }()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	for {
+		select {
+		case b := <-ch:
+			w.Write(b)
+			rc.Flush()
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (h *fanOut) post(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	done := make(chan error, 1)
+	h.com.submit(write{at: time.Now(), done: done})
+	if err := <-done; err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	msg := fmt.Appendf(nil, "event: message\ndata: %s\n\n", body)
+	h.mu.RLock()
+	for ch := range h.subs[r.PathValue("room")] {
+		select {
+		case ch <- msg:
+		default:
+		}
+	}
+	h.mu.RUnlock()
+	w.WriteHeader(http.StatusCreated)
+}
+
 func main() {
 	var c config
 	flag.StringVar(&c.Dir, "dir", os.TempDir(), "directory on the disk to measure (a file of 16 MiB is written there and removed)")
@@ -218,7 +353,18 @@ func main() {
 	flag.IntVar(&c.Syncs, "syncs", 1, "fdatasyncs per commit: 1, or 2 as bbolt does")
 	flag.IntVar(&c.Pages, "pages", 1, "4 KiB pages written per commit")
 	asJSON := flag.Bool("json", false, "print one JSON line")
+	serve := flag.String("serve", "", "serve the durable fan-out on this address (such as 127.0.0.1:18120) instead of measuring")
 	flag.Parse()
+	if *serve != "" {
+		com, err := startCommitter(c.Dir, c.Syncs, c.Pages)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "syncfloor:", err)
+			os.Exit(1)
+		}
+		defer com.stop()
+		fmt.Fprintln(os.Stderr, "syncfloor:", http.ListenAndServe(*serve, newFanOut(com)))
+		return
+	}
 	r, err := measure(c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "syncfloor:", err)

@@ -3,8 +3,13 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,6 +54,53 @@ func TestMeasureRefuses(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat(ok.Dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServeCommitsBeforeFanOut(t *testing.T) {
+	com, err := startCommitter(t.TempDir(), 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newFanOut(com))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/rooms/a/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		body := fmt.Sprintf(`{"text":"m%d"}`, i)
+		post, err := http.Post(srv.URL+"/api/rooms/a/messages", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		post.Body.Close()
+		if post.StatusCode != http.StatusCreated {
+			t.Fatalf("POST: %s", post.Status)
+		}
+		com.mu.Lock()
+		waited := com.hist.Count()
+		com.mu.Unlock()
+		if waited != uint64(i+1) {
+			t.Fatalf("answered after %d commits waited for, want %d", waited, i+1)
+		}
+		for {
+			l, err := lines.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(l, "data: ") {
+				if l != "data: "+body+"\n" {
+					t.Fatalf("got %q, want %s", l, body)
+				}
+				break
+			}
+		}
+	}
+	if err := com.stop(); err != nil {
 		t.Fatal(err)
 	}
 }
