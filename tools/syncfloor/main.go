@@ -151,6 +151,11 @@ func (c *committer) submit(w write) {
 	c.mu.Lock()
 	c.waiting = append(c.waiting, w)
 	c.mu.Unlock()
+	c.kick()
+}
+
+// kick wakes the committer if it waits.
+func (c *committer) kick() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -230,10 +235,7 @@ func (c *committer) stop() error {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.kick()
 	<-c.ended
 	c.f.Close()
 	os.Remove(c.f.Name())
