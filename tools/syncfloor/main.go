@@ -94,10 +94,12 @@ func (c config) check() error {
 	return checkCommit(c.Syncs, c.Pages)
 }
 
-// write is one write waiting for a commit: when it arrived, and where to
-// say that its commit is done (nil: nowhere).
+// write is one write waiting for a commit: when it arrived, what it
+// writes (if anything), and where to say that its commit is done (nil:
+// nowhere).
 type write struct {
 	at   time.Time
+	data []byte
 	done chan error
 }
 
@@ -164,7 +166,7 @@ func (c *committer) kick() {
 
 func (c *committer) run() {
 	defer close(c.ended)
-	page := make([]byte, pageSize)
+	var buf []byte
 	var off int64
 	for {
 		c.mu.Lock()
@@ -178,7 +180,11 @@ func (c *committer) run() {
 			<-c.wake
 			continue
 		}
-		err := c.commit(page, &off)
+		buf = buf[:0]
+		for _, w := range batch {
+			buf = append(buf, w.data...)
+		}
+		err := c.commit(buf, &off)
 		now := time.Now()
 		c.mu.Lock()
 		if err != nil && c.failed == nil {
@@ -197,31 +203,34 @@ func (c *committer) run() {
 	}
 }
 
-// commit writes c.pages pages after *off (wrapping within the file) and
-// syncs c.syncs times: with two, the last page is written between the
-// syncs, as bbolt writes its meta page.
-func (c *committer) commit(page []byte, off *int64) error {
-	write := func(n int) error {
-		for range n {
-			if _, err := c.f.WriteAt(page, *off); err != nil {
+// commit writes data in whole pages, at least c.pages of them, after
+// *off (wrapping within the file) and syncs c.syncs times: with two, the
+// last page is written between the syncs, as bbolt writes its meta page.
+func (c *committer) commit(data []byte, off *int64) error {
+	n := max(c.pages, (len(data)+pageSize-1)/pageSize)
+	pages := make([]byte, n*pageSize)
+	copy(pages, data)
+	write := func(from, to int) error {
+		for i := from; i < to; i++ {
+			if _, err := c.f.WriteAt(pages[i*pageSize:(i+1)*pageSize], *off); err != nil {
 				return err
 			}
 			*off = (*off + pageSize) % fileSize
 		}
 		return nil
 	}
-	first := c.pages
-	if c.syncs == 2 && c.pages > 1 {
+	first := n
+	if c.syncs == 2 && n > 1 {
 		first--
 	}
-	if err := write(first); err != nil {
+	if err := write(0, first); err != nil {
 		return err
 	}
 	if err := fdatasync(c.f); err != nil {
 		return err
 	}
 	if c.syncs == 2 {
-		if err := write(c.pages - first); err != nil {
+		if err := write(first, n); err != nil {
 			return err
 		}
 		return fdatasync(c.f)
@@ -330,7 +339,7 @@ func (h *fanOut) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	done := make(chan error, 1)
-	h.com.submit(write{at: time.Now(), done: done})
+	h.com.submit(write{at: time.Now(), data: body, done: done})
 	if err := <-done; err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

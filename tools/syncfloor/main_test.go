@@ -100,6 +100,14 @@ func TestServeCommitsBeforeFanOut(t *testing.T) {
 			}
 		}
 	}
+	// The first message went to the file's first page.
+	page := make([]byte, pageSize)
+	if _, err := com.f.ReadAt(page, 0); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"text":"m0"}`; !strings.HasPrefix(string(page), want) {
+		t.Errorf("first page starts %q, want %s", page[:20], want)
+	}
 	if err := com.stop(); err != nil {
 		t.Fatal(err)
 	}
