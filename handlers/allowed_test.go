@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"changecast/store"
+	"changecast/store/storetest"
 )
 
 // orderAllowed is the part of an order's JSON this file checks.
@@ -38,13 +39,7 @@ func allowedOf(tb testing.TB, what string, data []byte) orderAllowed {
 func TestOrderAllowedIsTheStatusMachine(t *testing.T) {
 	e := newEnv(t, dev)
 	// A path to every status from placed.
-	paths := map[string][]string{
-		store.StatusPlaced:         nil,
-		store.StatusPreparing:      {store.StatusPreparing},
-		store.StatusOutForDelivery: {store.StatusPreparing, store.StatusOutForDelivery},
-		store.StatusDelivered:      {store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered},
-		store.StatusCancelled:      {store.StatusCancelled},
-	}
+	paths := storetest.StatusPaths()
 	order := []string{store.StatusPlaced, store.StatusPreparing, store.StatusOutForDelivery,
 		store.StatusDelivered, store.StatusCancelled}
 	for _, from := range order {

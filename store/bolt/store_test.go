@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"changecast/store"
+	"changecast/store/storetest"
 )
 
 // maxWait bounds every wait for something to happen in these tests. It
@@ -220,13 +221,7 @@ func TestOrders(t *testing.T) {
 func TestStatusMachine(t *testing.T) {
 	ctx := context.Background()
 	b := testOpen(t, "", Options{}, nil)
-	paths := map[string][]string{
-		store.StatusPlaced:         nil,
-		store.StatusPreparing:      {store.StatusPreparing},
-		store.StatusOutForDelivery: {store.StatusPreparing, store.StatusOutForDelivery},
-		store.StatusDelivered:      {store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered},
-		store.StatusCancelled:      {store.StatusCancelled},
-	}
+	paths := storetest.StatusPaths()
 	allowed := map[[2]string]bool{
 		{store.StatusPlaced, store.StatusPreparing}:         true,
 		{store.StatusPlaced, store.StatusCancelled}:         true,

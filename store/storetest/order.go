@@ -7,6 +7,18 @@ import (
 	"changecast/store"
 )
 
+// StatusPaths gives, for every order status, the moves that take a new
+// (placed) order there, in order.
+func StatusPaths() map[string][]string {
+	return map[string][]string{
+		store.StatusPlaced:         nil,
+		store.StatusPreparing:      {store.StatusPreparing},
+		store.StatusOutForDelivery: {store.StatusPreparing, store.StatusOutForDelivery},
+		store.StatusDelivered:      {store.StatusPreparing, store.StatusOutForDelivery, store.StatusDelivered},
+		store.StatusCancelled:      {store.StatusCancelled},
+	}
+}
+
 // confPositionOrder: ComparePositions orders positions like the log:
 // Head before the changes made after it, each change before the next,
 // checkpoints at or after their batch's changes, a position equal to
