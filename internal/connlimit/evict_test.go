@@ -103,6 +103,14 @@ func startServerWith(t *testing.T, max, reserve int, probation, grace, idleGrace
 	return s
 }
 
+// wantTally checks how many connections l has evicted and refused.
+func wantTally(t *testing.T, l *Listener, evicted, refused uint64) {
+	t.Helper()
+	if l.Evicted() != evicted || l.Refused() != refused {
+		t.Errorf("Evicted() = %d, Refused() = %d, want %d and %d", l.Evicted(), l.Refused(), evicted, refused)
+	}
+}
+
 var closeMu sync.Mutex
 
 func closeOnce(ch chan struct{}) {
@@ -200,12 +208,7 @@ func TestEvictSilentNotServing(t *testing.T) {
 	if resp := serving.answer(t); resp.StatusCode != http.StatusOK {
 		t.Errorf("serving connection: status %d, want 200", resp.StatusCode)
 	}
-	if got := s.l.Evicted(); got != 1 {
-		t.Errorf("Evicted() = %d, want 1", got)
-	}
-	if got := s.l.Refused(); got != 0 {
-		t.Errorf("Refused() = %d, want 0", got)
-	}
+	wantTally(t, s.l, 1, 0)
 }
 
 // TestEvictSilentBeforeIdle: a connection that never sent a request
@@ -254,9 +257,7 @@ func TestGraceHoldsPlace(t *testing.T) {
 	if resp := newcomer.answer(t); resp.StatusCode != http.StatusOK {
 		t.Errorf("newcomer once the place is free: status %d, want 200", resp.StatusCode)
 	}
-	if s.l.Evicted() != 0 || s.l.Refused() != 0 {
-		t.Errorf("Evicted() = %d, Refused() = %d, want 0 and 0", s.l.Evicted(), s.l.Refused())
-	}
+	wantTally(t, s.l, 0, 0)
 }
 
 // TestReserveHolds: with every ordinary place serving a request, the
@@ -332,9 +333,7 @@ func TestTakenConnKeepsPlace(t *testing.T) {
 	}
 	s.dial(t).wantClosed(t, "connection past a taken-over one")
 	stream.wantOpen(t, "taken-over connection", 100*time.Millisecond)
-	if s.l.Refused() != 1 || s.l.Evicted() != 0 {
-		t.Errorf("Refused() = %d, Evicted() = %d, want 1 and 0", s.l.Refused(), s.l.Evicted())
-	}
+	wantTally(t, s.l, 0, 1)
 	if got := s.l.Open(); got != 1 {
 		t.Errorf("Open() = %d, want 1", got)
 	}
@@ -408,27 +407,14 @@ func TestHTTP2ConnPlace(t *testing.T) {
 	if resp := newcomer.answer(t); resp.StatusCode != http.StatusOK {
 		t.Errorf("newcomer after the HTTP/2 streams ended: status %d, want 200", resp.StatusCode)
 	}
-	if l.Refused() != 1 || l.Evicted() != 1 {
-		t.Errorf("Refused() = %d, Evicted() = %d, want 1 and 1", l.Refused(), l.Evicted())
-	}
+	wantTally(t, l, 1, 1)
 }
 
 // TestCloseWhileWaiting: an Accept waiting for a place to come free
 // returns once the Listener is closed, and the newcomer is closed.
 func TestCloseWhileWaiting(t *testing.T) {
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := NewListener(tcp, 1, 0, time.Hour, time.Hour, time.Hour)
-	defer l.Close()
-	dialT(t, tcp.Addr().String())
-	holder, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
-	newcomer := &client{Conn: dialT(t, tcp.Addr().String())}
+	l, _ := acceptOne(t)
+	newcomer := &client{Conn: dialT(t, l.Addr().String())}
 	accepted := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()

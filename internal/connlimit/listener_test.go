@@ -43,6 +43,26 @@ func nextConn(t *testing.T, ch <-chan net.Conn) net.Conn {
 	}
 }
 
+// acceptOne listens with a Listener of one place and no reserve, whose
+// graces last an hour, and accepts one connection into that place; both
+// are closed at cleanup.
+func acceptOne(t *testing.T) (*Listener, net.Conn) {
+	t.Helper()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(tcp, 1, 0, time.Hour, time.Hour, time.Hour)
+	t.Cleanup(func() { l.Close() })
+	dialT(t, tcp.Addr().String())
+	nc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return l, nc
+}
+
 func dialT(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)

@@ -137,9 +137,7 @@ func TestAnswerSentBeforeIdle(t *testing.T) {
 	if string(body) != "ok" {
 		t.Errorf("answer %q, want %q", body, "ok")
 	}
-	if s.l.Evicted() != 0 || s.l.Refused() != 1 {
-		t.Errorf("Evicted() = %d, Refused() = %d, want 0 and 1", s.l.Evicted(), s.l.Refused())
-	}
+	wantTally(t, s.l, 0, 1)
 }
 
 // TestIdleGraceLongerThanSilent: a keep-alive connection between
@@ -171,18 +169,7 @@ func TestIdleGraceLongerThanSilent(t *testing.T) {
 // connection idle first; once that handler returns the connection is
 // idle, not serving for ever.
 func TestStreamClosedBeforeHandler(t *testing.T) {
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := NewListener(tcp, 1, 0, time.Hour, time.Hour, time.Hour)
-	defer l.Close()
-	dialT(t, tcp.Addr().String())
-	nc, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	l, nc := acceptOne(t)
 	c := nc.(*conn)
 	ConnState(c, http.StateActive) // the stream opens
 	ConnState(c, http.StateIdle)   // and is reset
