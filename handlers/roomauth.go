@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"changecast/protocol"
@@ -403,21 +403,15 @@ func (s *server) roomsAccess(ctx context.Context, p Principal, rooms []string, a
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.rooms.cfg.Timeout)
 	defer cancel()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(len(ask), s.rooms.cfg.MaxCallsPerSub) {
-		wg.Go(func() {
-			for {
-				n := int(next.Add(1)) - 1
-				if n >= len(ask) {
-					return
-				}
-				i := ask[n]
-				grants[i] = s.roomAccess(ctx, p, rooms[i], action)
-			}
+	var g errgroup.Group
+	g.SetLimit(s.rooms.cfg.MaxCallsPerSub)
+	for _, i := range ask {
+		g.Go(func() error {
+			grants[i] = s.roomAccess(ctx, p, rooms[i], action)
+			return nil
 		})
 	}
-	wg.Wait()
+	g.Wait() // the calls return no error
 	return grants
 }
 
