@@ -10,7 +10,16 @@ func (m *Multiplexer) dropLocked(s *subscriber, reason EndReason) {
 		return
 	}
 	s.closed, s.reason = true, reason
-	for _, t := range s.topics {
+	m.detachLocked(s, s.topics)
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
+	s.signal()
+}
+
+// detachLocked takes s out of the fan-out of topics.
+func (m *Multiplexer) detachLocked(s *subscriber, topics []string) {
+	for _, t := range topics {
 		if set := m.subs[t]; set != nil {
 			delete(set, s)
 			if len(set) == 0 {
@@ -18,10 +27,6 @@ func (m *Multiplexer) dropLocked(s *subscriber, reason EndReason) {
 			}
 		}
 	}
-	s.mu.Lock()
-	s.done = true
-	s.mu.Unlock()
-	s.signal()
 }
 
 // subscribe registers a subscriber on topics and returns it with the

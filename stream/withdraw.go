@@ -85,14 +85,7 @@ func (m *Multiplexer) leave(s *subscriber, topics []string) bool {
 		m.mu.Unlock()
 		return false
 	}
-	for _, t := range topics {
-		if set := m.subs[t]; set != nil {
-			delete(set, s)
-			if len(set) == 0 {
-				delete(m.subs, t)
-			}
-		}
-	}
+	m.detachLocked(s, topics)
 	// A new slice: unsubscribe reads the old one after unlocking.
 	s.topics = slices.DeleteFunc(slices.Clone(s.topics), func(t string) bool { return slices.Contains(topics, t) })
 	m.mu.Unlock()
