@@ -3,7 +3,6 @@ package stream
 import (
 	"errors"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,7 +183,7 @@ func (s *session) step() bool {
 			// (A client that is not reading gets no more bytes, nor
 			// more time to take them.)
 			for _, t := range s.opts.Topics {
-				if !slices.Contains(s.gone, t) {
+				if s.live(t) {
 					sw.add(expiredFrame(t))
 				}
 			}
